@@ -1,0 +1,106 @@
+"""``Logged``: which task arguments may appear in log lines, and how a call is rendered."""
+
+from __future__ import annotations
+
+import inspect
+import reprlib
+import typing
+from collections.abc import Callable, Mapping, Sequence, Set
+from typing import Any, Union
+from weakref import WeakKeyDictionary
+
+_repr = reprlib.Repr()
+_repr.maxstring = 200
+_repr.maxother = 200
+
+
+class Logged:
+    """Annotate a parameter with ``Annotated[T, Logged]`` to show its value in log lines.
+
+    ``Logged(length_only=True)`` shows only the size of a collection (``[len 3]`` for
+    sequences, ``{len 3}`` for mappings and sets). Unannotated arguments appear as ``...``
+    so that secrets never reach the logs by accident.
+    """
+
+    def __init__(self, length_only: bool = False) -> None:
+        self.length_only = length_only
+
+    def render(self, value: Any) -> str:
+        if not self.length_only:
+            return _repr.repr(value)
+        if isinstance(value, Mapping | Set):
+            return f"{{len {len(value)}}}"
+        if isinstance(value, Sequence):
+            return f"[len {len(value)}]"
+        return "..."
+
+    def __repr__(self) -> str:
+        return f"Logged(length_only={self.length_only})"
+
+
+_FULL = Logged()
+
+_ArgumentPlan = tuple[list[str], dict[str, Logged]]
+_plans: WeakKeyDictionary[Callable[..., Any], _ArgumentPlan] = WeakKeyDictionary()
+
+
+def _logged_marker(annotation: Any) -> Logged | None:
+    if typing.get_origin(annotation) is typing.Annotated:
+        for extra in annotation.__metadata__:
+            if extra is Logged:
+                return _FULL
+            if isinstance(extra, Logged):
+                return extra
+    elif typing.get_origin(annotation) is Union:
+        for member in typing.get_args(annotation):
+            marker = _logged_marker(member)
+            if marker:
+                return marker
+    return None
+
+
+def _plan(function: Callable[..., Any]) -> _ArgumentPlan:
+    try:
+        return _plans[function]
+    except (KeyError, TypeError):
+        pass
+    try:
+        hints = typing.get_type_hints(function, include_extras=True)
+    except Exception:
+        hints = getattr(function, "__annotations__", {})
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        parameters = []
+    positional = [
+        p.name
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    markers = {
+        name: marker
+        for name, annotation in hints.items()
+        if (marker := _logged_marker(annotation)) is not None
+    }
+    plan = (positional, markers)
+    try:
+        _plans[function] = plan
+    except TypeError:
+        pass
+    return plan
+
+
+def render_call(
+    function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> str:
+    """``name(shown, secret=..., amount=150.0)`` for log lines."""
+    positional, markers = _plan(function)
+    parts: list[str] = []
+    for index, value in enumerate(args):
+        name = positional[index] if index < len(positional) else None
+        marker = markers.get(name) if name else None
+        parts.append(marker.render(value) if marker else "...")
+    for name, value in kwargs.items():
+        marker = markers.get(name)
+        parts.append(f"{name}={marker.render(value) if marker else '...'}")
+    return f"{getattr(function, '__name__', repr(function))}({', '.join(parts)})"

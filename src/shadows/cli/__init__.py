@@ -1,0 +1,5 @@
+"""The ``shadows`` command line."""
+
+
+def main() -> None:
+    raise SystemExit("not yet")

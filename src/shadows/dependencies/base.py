@@ -1,0 +1,157 @@
+"""The mechanism behind FastAPI-style parameter defaults.
+
+A task declares what it needs as parameter defaults (``retry: Retry = Retry(...)``). The
+worker inspects each task's signature once (:func:`plan_for`) and, for every run, resolves
+those defaults into values inside one :class:`Context`, whose exit stack tears down what
+the dependencies opened after the task ends, in reverse order.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Hashable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+from weakref import WeakKeyDictionary
+
+if TYPE_CHECKING:
+    from ..execution import Execution
+    from ..shadow import Shadow
+    from ..worker import Worker
+
+
+class Dependency:
+    """A parameter default that the worker replaces with a value when the task runs.
+
+    Subclasses implement :meth:`resolve`. ``single`` dependencies (retry policies,
+    timeouts, ...) may appear only once in a task's signature.
+    """
+
+    single: ClassVar[bool] = False
+
+    async def resolve(self, context: Context) -> Any:
+        raise NotImplementedError
+
+    @property
+    def cache_key(self) -> Hashable:
+        """Dependencies with the same cache key are resolved once per run and shared."""
+        return id(self)
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class DependencyError(Exception):
+    """A dependency failed to resolve, so the task body never ran."""
+
+    def __init__(self, parameter: str, dependency: Dependency, error: BaseException) -> None:
+        super().__init__(
+            f"dependency {dependency.describe()} for parameter {parameter!r} failed: "
+            f"{type(error).__name__}: {error}"
+        )
+        self.parameter = parameter
+        self.dependency = dependency
+
+
+@dataclass
+class Context:
+    """Everything a dependency may draw on while one task run is resolved."""
+
+    shadow: Shadow
+    worker: Worker
+    execution: Execution
+    stack: AsyncExitStack
+    values: dict[Hashable, Any] = field(default_factory=dict)
+    #: The task's dependency parameters resolved so far (kept after a failure too).
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    async def resolve(self, dependency: Dependency) -> Any:
+        """Resolve ``dependency`` once for this run, sharing the value with later asks."""
+        key = dependency.cache_key
+        try:
+            return self.values[key]
+        except KeyError:
+            value = self.values[key] = await dependency.resolve(self)
+            return value
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """What the worker needs to know about a task function, computed once."""
+
+    function: Callable[..., Any]
+    signature: inspect.Signature
+    dependencies: tuple[tuple[str, Dependency], ...]
+    is_async: bool
+
+    def find(self, kind: type[Dependency]) -> Dependency | None:
+        """The task's declared dependency of ``kind``, if it has one."""
+        for _, dependency in self.dependencies:
+            if isinstance(dependency, kind):
+                return dependency
+        return None
+
+
+_plans: WeakKeyDictionary[Callable[..., Any], TaskPlan] = WeakKeyDictionary()
+
+
+def plan_for(function: Callable[..., Any]) -> TaskPlan:
+    """Inspect ``function`` once; raises ``ValueError`` for an invalid declaration."""
+    try:
+        return _plans[function]
+    except KeyError:
+        pass
+    signature = inspect.signature(function)
+    dependencies: list[tuple[str, Dependency]] = []
+    seen_single: dict[type[Dependency], str] = {}
+    for name, parameter in signature.parameters.items():
+        default = parameter.default
+        if not isinstance(default, Dependency):
+            continue
+        if default.single:
+            kind = _single_kind(type(default))
+            if kind in seen_single:
+                raise ValueError(
+                    f"{function.__name__}: only one {kind.__name__} dependency is allowed "
+                    f"(parameters {seen_single[kind]!r} and {name!r})"
+                )
+            seen_single[kind] = name
+        dependencies.append((name, default))
+    # Behaviours (retry, timeout, ...) first: they must exist even when another
+    # dependency fails, so that the failure is retried by the task's own policy.
+    dependencies.sort(key=lambda item: not item[1].single)
+    plan = TaskPlan(
+        function=function,
+        signature=signature,
+        dependencies=tuple(dependencies),
+        is_async=inspect.iscoroutinefunction(function),
+    )
+    _plans[function] = plan
+    return plan
+
+
+def _single_kind(kind: type[Dependency]) -> type[Dependency]:
+    """The topmost ``single`` class in ``kind``'s ancestry (Retry for ExponentialRetry)."""
+    for ancestor in reversed(kind.__mro__):
+        if isinstance(ancestor, type) and issubclass(ancestor, Dependency) and ancestor.single:
+            return ancestor
+    return kind
+
+
+async def resolve_arguments(plan: TaskPlan, context: Context) -> dict[str, Any]:
+    """Values for the task's dependency parameters, resolved in ``context``.
+
+    Parameters the caller passed explicitly are left alone. Values are written into the
+    context's ``arguments`` as they resolve, so that when a later dependency fails the worker can
+    still consult the behaviours resolved before it.
+    """
+    explicit = context.execution.kwargs
+    for name, dependency in plan.dependencies:
+        if name in explicit:
+            continue
+        try:
+            context.arguments[name] = await context.resolve(dependency)
+        except Exception as error:
+            raise DependencyError(name, dependency, error) from error
+    return context.arguments

@@ -1,0 +1,147 @@
+"""One scheduled call of a task, and its form on the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .annotations import render_call
+from .serialization import Codec
+
+Fields = Mapping[bytes, bytes]
+
+
+class MessageError(ValueError):
+    """A stream entry that is not a well-formed task message."""
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def now_ms() -> int:
+    return to_ms(datetime.now(timezone.utc))
+
+
+@dataclass(slots=True)
+class Message:
+    """A task message as read from Redis, before its arguments are decoded.
+
+    Splitting this from :class:`Execution` lets a worker name the task and key of a
+    message whose arguments cannot be decoded.
+    """
+
+    key: str
+    function: str
+    when_ms: int
+    attempt: int
+    args: bytes
+    kwargs: bytes
+    message_id: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, fields: Fields, message_id: str = "") -> Message:
+        """Read a stream entry; raises :class:`MessageError` when it is not one of ours."""
+        try:
+            key = fields[b"key"].decode()
+            function = fields[b"function"].decode()
+            when_ms = int(fields[b"when"])
+            attempt = int(fields[b"attempt"])
+            args = fields[b"args"]
+            kwargs = fields[b"kwargs"]
+        except KeyError as missing:
+            raise MessageError(f"missing field {missing.args[0]!r}") from None
+        except (ValueError, UnicodeDecodeError) as error:
+            raise MessageError(f"malformed field: {error}") from None
+        known = {b"key", b"function", b"when", b"attempt", b"args", b"kwargs"}
+        extra = {
+            k.decode(errors="replace"): v.decode(errors="replace")
+            for k, v in fields.items()
+            if k not in known
+        }
+        return cls(key, function, when_ms, attempt, args, kwargs, message_id, extra)
+
+    def fields(self) -> list[str | bytes]:
+        """Flat name/value pairs, the form the Lua scripts store and XADD."""
+        pairs: list[str | bytes] = [
+            "key", self.key,
+            "function", self.function,
+            "when", str(self.when_ms),
+            "attempt", str(self.attempt),
+            "args", self.args,
+            "kwargs", self.kwargs,
+        ]  # fmt: skip
+        for name, value in self.extra.items():
+            pairs += [name, value]
+        return pairs
+
+
+class Execution:
+    """One call of a task: what runs, with which arguments, when, under which key.
+
+    ``attempt`` counts from 1 and grows with each retry of the same key.
+    """
+
+    __slots__ = ("args", "attempt", "function", "key", "kwargs", "message", "when")
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        when: datetime,
+        key: str,
+        attempt: int = 1,
+        message: Message | None = None,
+    ) -> None:
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+        self.when = when
+        self.key = key
+        self.attempt = attempt
+        self.message = message
+
+    @property
+    def function_name(self) -> str:
+        return getattr(self.function, "__name__", repr(self.function))
+
+    def call_repr(self) -> str:
+        return render_call(self.function, self.args, self.kwargs)
+
+    def to_message(self, codec: Codec, extra: dict[str, str] | None = None) -> Message:
+        return Message(
+            key=self.key,
+            function=self.function_name,
+            when_ms=to_ms(self.when),
+            attempt=self.attempt,
+            args=codec.dumps(self.args),
+            kwargs=codec.dumps(self.kwargs),
+            extra=extra or {},
+        )
+
+    @classmethod
+    def from_message(
+        cls, message: Message, function: Callable[..., Any], codec: Codec
+    ) -> Execution:
+        """Decode the arguments of ``message`` (may raise whatever the codec raises)."""
+        args = codec.loads(message.args)
+        kwargs = codec.loads(message.kwargs)
+        if not isinstance(args, tuple) or not isinstance(kwargs, dict):
+            raise MessageError("arguments must decode to a tuple and a dict")
+        return cls(
+            function, args, kwargs, from_ms(message.when_ms), message.key, message.attempt, message
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Execution({self.function_name}, key={self.key!r}, "
+            f"when={self.when.isoformat()}, attempt={self.attempt})"
+        )

@@ -1,0 +1,85 @@
+"""The Redis key layout of one shadow.
+
+Every key starts with the hash tag ``{name}`` so that all of a shadow's keys live in one
+Redis Cluster slot and the Lua scripts may touch any of them atomically.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_VALID_NAME = re.compile(r"^[^{}\s]{1,200}$")
+
+#: The consumer group every worker of a shadow reads the stream through.
+WORKER_GROUP = "shadows-workers"
+
+
+def validate_name(name: str) -> str:
+    """Reject names that would break the hash tag or the key layout."""
+    if not isinstance(name, str) or not _VALID_NAME.match(name):
+        raise ValueError(
+            f"Invalid shadow name {name!r}: use 1-200 characters without braces or whitespace"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Names of every Redis key that belongs to the shadow ``name``."""
+
+    name: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{{{self.name}}}:"
+
+    @property
+    def stream(self) -> str:
+        """Ready work, read by the workers' consumer group."""
+        return f"{self.prefix}stream"
+
+    @property
+    def queue(self) -> str:
+        """Sorted set of future task keys scored by due time (ms since the epoch)."""
+        return f"{self.prefix}queue"
+
+    def parked(self, key: str) -> str:
+        """Hash holding the message fields of a task that waits in the queue."""
+        return f"{self.prefix}parked:{key}"
+
+    def run(self, key: str) -> str:
+        """Hash with the state of the task ``key`` (scheduled, queued, running, done)."""
+        return f"{self.prefix}run:{key}"
+
+    @property
+    def strikes(self) -> str:
+        """Stream of strike and restore instructions."""
+        return f"{self.prefix}strikes"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set of worker names scored by their last heartbeat."""
+        return f"{self.prefix}workers"
+
+    def worker_tasks(self, worker: str) -> str:
+        """Set of task names one worker can run."""
+        return f"{self.prefix}worker-tasks:{worker}"
+
+    def concurrency(self, scope: str) -> str:
+        """Sorted set of the holders of one concurrency-limit slot pool."""
+        return f"{self.prefix}concurrency:{scope}"
+
+    @property
+    def waiting(self) -> str:
+        """Sorted set of task keys parked until a concurrency slot frees."""
+        return f"{self.prefix}waiting"
+
+    @property
+    def failed(self) -> str:
+        """Sorted set of dead-lettered task keys scored by failure time."""
+        return f"{self.prefix}failed"
+
+    def dead(self, key: str) -> str:
+        """Hash holding one dead-lettered task with its error."""
+        return f"{self.prefix}dead:{key}"

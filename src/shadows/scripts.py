@@ -1,0 +1,268 @@
+"""The Lua scripts that change a shadow's state atomically.
+
+Each script runs inside Redis as one atomic step, so two workers never move the same task
+twice, a crash between two writes cannot happen halfway, and a retried call (after a lost
+reply) is harmless: every script is idempotent.
+
+The data model these scripts maintain is described in ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+# Shared Lua helpers, prepended to the scripts that place work.
+_PRELUDE = r"""
+local function field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+
+-- Put one task on the ready stream (due now) or park it in the queue (future).
+local function place(stream, queue, run, parked, key, when, now, fields)
+  redis.call('DEL', parked)
+  redis.call('HDEL', run, 'message', 'worker', 'started', 'finished')
+  redis.call('HSET', run, 'function', field(fields, 'function') or '',
+             'attempt', field(fields, 'attempt') or '1', 'when', when)
+  redis.call('PERSIST', run)
+  if tonumber(when) <= tonumber(now) then
+    local id = redis.call('XADD', stream, '*', unpack(fields))
+    redis.call('HSET', run, 'state', 'queued', 'message', id)
+    return id
+  end
+  redis.call('HSET', parked, unpack(fields))
+  redis.call('ZADD', queue, when, key)
+  redis.call('HSET', run, 'state', 'scheduled')
+  return false
+end
+
+-- Is the stream entry `id` delivered to some worker and not yet acknowledged?
+local function pending_owner(stream, group, id)
+  local ok, entries = pcall(redis.call, 'XPENDING', stream, group, id, id, 1)
+  if not ok or #entries == 0 then return false end
+  return entries[1][2]
+end
+"""
+
+# KEYS: stream, queue, run, parked
+# ARGV: key, when_ms, now_ms, mode ('add' | 'replace'), group, fields...
+SCHEDULE = (
+    _PRELUDE
+    + r"""
+local stream, queue, run, parked = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local key, when, now, mode, group = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+
+local state = redis.call('HGET', run, 'state')
+if mode == 'add' then
+  if state == 'scheduled' or state == 'queued' or state == 'running' then
+    return {'exists', state}
+  end
+else
+  if state == 'running' then return {'exists', state} end
+  if state == 'queued' then
+    local id = redis.call('HGET', run, 'message')
+    if id then
+      if pending_owner(stream, group, id) then return {'exists', 'running'} end
+      redis.call('XDEL', stream, id)
+    end
+  elseif state == 'scheduled' then
+    redis.call('ZREM', queue, key)
+  end
+end
+
+local id = place(stream, queue, run, parked, key, when, now, fields)
+if id then return {'queued', id} end
+return {'scheduled', ''}
+"""
+)
+
+# KEYS: queue, run, parked
+# ARGV: key
+CANCEL = r"""
+if redis.call('HGET', KEYS[2], 'state') ~= 'scheduled' then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS: queue, stream
+# ARGV: now_ms, limit, key prefix
+# Returns {moved, score of the next future task or -1}
+MOVE_DUE = r"""
+local queue, stream = KEYS[1], KEYS[2]
+local now, limit, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local due = redis.call('ZRANGE', queue, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+for _, key in ipairs(due) do
+  local parked = prefix .. 'parked:' .. key
+  local fields = redis.call('HGETALL', parked)
+  if #fields > 0 then
+    local id = redis.call('XADD', stream, '*', unpack(fields))
+    redis.call('HSET', prefix .. 'run:' .. key, 'state', 'queued', 'message', id)
+  end
+  redis.call('DEL', parked)
+  redis.call('ZREM', queue, key)
+end
+local next = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
+if #next == 0 then return {#due, -1} end
+return {#due, next[2]}
+"""
+
+# KEYS: run keys of the tasks a worker just received
+# ARGV: worker name, now_ms
+START = r"""
+for _, run in ipairs(KEYS) do
+  if redis.call('EXISTS', run) == 1 then
+    redis.call('HSET', run, 'state', 'running', 'worker', ARGV[1], 'started', ARGV[2])
+  end
+end
+return #KEYS
+"""
+
+# KEYS: stream, run, queue, parked
+# ARGV: group, message id, consumer, outcome, now_ms, ttl_s, key, when_ms, fields...
+# outcome: 'completed' | 'failed' (finish), 'reschedule' (place the fields anew), 'drop'
+# Returns 1, or 0 when the message is no longer this consumer's (fencing: someone else
+# has claimed it, so this worker must not touch its state).
+COMPLETE = (
+    _PRELUDE
+    + r"""
+local stream, run, queue, parked = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, id, consumer, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now, ttl, key, when = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
+
+if pending_owner(stream, group, id) ~= consumer then return 0 end
+redis.call('XACK', stream, group, id)
+redis.call('XDEL', stream, id)
+if outcome == 'drop' then return 1 end
+if outcome == 'reschedule' then
+  local fields = {}
+  for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+  place(stream, queue, run, parked, key, when, now, fields)
+  return 1
+end
+if ttl > 0 then
+  redis.call('HDEL', run, 'message')
+  redis.call('HSET', run, 'state', outcome, 'finished', now)
+  redis.call('EXPIRE', run, ttl)
+else
+  redis.call('DEL', run)
+end
+return 1
+"""
+)
+
+# KEYS: stream
+# ARGV: group, consumer, message ids...
+# Resets the idle time of the messages this consumer still owns; returns the ids it lost.
+RENEW = r"""
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local lost = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local ok, entries = pcall(redis.call, 'XPENDING', stream, group, id, id, 1)
+  if ok and #entries > 0 and entries[1][2] == consumer then
+    redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
+  else
+    lost[#lost + 1] = id
+  end
+end
+return lost
+"""
+
+# KEYS: stream
+# ARGV: group, consumer, key prefix, message ids...
+# Hands messages this consumer received but will not run back to the stream at once,
+# instead of leaving them to wait out the redelivery timeout.
+RELEASE = (
+    _PRELUDE
+    + r"""
+local stream, group, consumer, prefix = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local released = 0
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  if pending_owner(stream, group, id) == consumer then
+    local entries = redis.call('XRANGE', stream, id, id)
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
+    if #entries > 0 then
+      local fields = entries[1][2]
+      local new_id = redis.call('XADD', stream, '*', unpack(fields))
+      local key = field(fields, 'key')
+      if key then
+        local run = prefix .. 'run:' .. key
+        if redis.call('EXISTS', run) == 1 then
+          redis.call('HDEL', run, 'worker', 'started')
+          redis.call('HSET', run, 'state', 'queued', 'message', new_id)
+        end
+      end
+    end
+    released = released + 1
+  end
+end
+return released
+"""
+)
+
+# KEYS: queue, stream
+# ARGV: group, key prefix, page size
+# Removes up to a page of scheduled and undelivered work; returns how many tasks it removed
+# (the caller repeats until 0).
+CLEAR = (
+    _PRELUDE
+    + r"""
+local queue, stream = KEYS[1], KEYS[2]
+local group, prefix, page = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local removed = 0
+local keys = redis.call('ZRANGE', queue, 0, page - 1)
+for _, key in ipairs(keys) do
+  redis.call('DEL', prefix .. 'parked:' .. key, prefix .. 'run:' .. key)
+  redis.call('ZREM', queue, key)
+  removed = removed + 1
+end
+if removed > 0 then return removed end
+local start = '-'
+while true do
+  local entries = redis.call('XRANGE', stream, start, '+', 'COUNT', page)
+  if #entries == 0 then return removed end
+  for _, entry in ipairs(entries) do
+    local id = entry[1]
+    if not pending_owner(stream, group, id) then
+      redis.call('XDEL', stream, id)
+      local key = field(entry[2], 'key')
+      if key then redis.call('DEL', prefix .. 'run:' .. key) end
+      removed = removed + 1
+    end
+  end
+  if removed > 0 then return removed end
+  start = '(' .. entries[#entries][1]
+end
+"""
+)
+
+
+class Scripts:
+    """The scripts above, registered on one client (EVALSHA, reloaded after NOSCRIPT)."""
+
+    def __init__(self, client: Redis) -> None:
+        self.schedule = client.register_script(SCHEDULE)
+        self.cancel = client.register_script(CANCEL)
+        self.move_due = client.register_script(MOVE_DUE)
+        self.start = client.register_script(START)
+        self.complete = client.register_script(COMPLETE)
+        self.renew = client.register_script(RENEW)
+        self.release = client.register_script(RELEASE)
+        self.clear = client.register_script(CLEAR)
+
+
+async def call(script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """Run ``script`` (a small wrapper that keeps the call sites typed)."""
+    return await script(keys=list(keys), args=list(args))

@@ -1,0 +1,299 @@
+"""The producer side: a named, shared collection of work in Redis."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from types import TracebackType
+from typing import Any, ParamSpec, Self, TypeVar, overload
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import ResponseError
+
+from .connection import create_client, normalize_url
+from .dependencies import plan_for
+from .execution import Execution, now_ms, to_ms
+from .keys import WORKER_GROUP, Keys, validate_name
+from .scripts import Scripts
+from .serialization import Codec, PickleCodec
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+logger = logging.getLogger("shadows.shadow")
+
+TaskFunction = Callable[..., Any]
+
+
+class UnknownTaskError(LookupError):
+    """A task name that is not registered on this shadow."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown task"
+
+
+class Shadow:
+    """One named queue of work shared by every producer and worker with the same URL.
+
+    Use it as an async context manager. ``url`` may be ``redis://``, ``rediss://``,
+    ``unix://``, ``valkey://``, ``valkeys://`` or ``memory://`` (an in-process server);
+    or pass ``connection_pool=`` to reuse your own redis-py pool.
+    """
+
+    def __init__(
+        self,
+        name: str = "shadows",
+        url: str = "redis://localhost:6379/0",
+        *,
+        connection_pool: ConnectionPool | None = None,
+        execution_ttl: timedelta = timedelta(minutes=15),
+        codec: Codec | None = None,
+    ) -> None:
+        self.name = validate_name(name)
+        self.url = normalize_url(url) if connection_pool is None else url
+        self.keys = Keys(self.name)
+        self.execution_ttl = execution_ttl
+        self.codec: Codec = codec or PickleCodec()
+        self.tasks: dict[str, TaskFunction] = {}
+        self._pool = connection_pool
+        self._client: Redis | None = None
+        self._scripts: Scripts | None = None
+
+        from .tasks import standard_tasks
+
+        for function in standard_tasks:
+            self.register(function)
+
+    def __repr__(self) -> str:
+        return f"Shadow(name={self.name!r}, url={self.url!r})"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._client = create_client(self.url, self._pool)
+        self._scripts = Scripts(self._client)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        client, self._client, self._scripts = self._client, None, None
+        if client is not None:
+            await client.aclose()
+
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            raise RuntimeError(
+                "This Shadow is not open: use it as `async with Shadow(...) as shadows:`"
+            )
+        return self._client
+
+    @property
+    def scripts(self) -> Scripts:
+        if self._scripts is None:
+            raise RuntimeError(
+                "This Shadow is not open: use it as `async with Shadow(...) as shadows:`"
+            )
+        return self._scripts
+
+    @asynccontextmanager
+    async def redis(self) -> AsyncIterator[Redis]:
+        """The Redis client of this shadow, for advanced use."""
+        yield self.client
+
+    async def ensure_group(self) -> None:
+        """Create the stream and the workers' consumer group if they do not exist yet."""
+        try:
+            await self.client.xgroup_create(
+                self.keys.stream, WORKER_GROUP, id="0", mkstream=True
+            )
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    # -- tasks -----------------------------------------------------------------------
+
+    def register(self, function: TaskFunction) -> None:
+        """Make ``function`` runnable by name on this shadow's workers."""
+        if not callable(function) or not hasattr(function, "__name__"):
+            raise TypeError(f"A task must be a named function, not {function!r}")
+        plan_for(function)  # validates the dependency declarations early
+        self.tasks[function.__name__] = function
+
+    def register_collection(self, path: str) -> None:
+        """Register every function of the list at ``"package.module:attribute"``."""
+        for function in load_collection(path):
+            self.register(function)
+
+    def _resolve_task(self, function: TaskFunction | str) -> TaskFunction:
+        if isinstance(function, str):
+            try:
+                return self.tasks[function]
+            except KeyError:
+                known = ", ".join(sorted(self.tasks)) or "none"
+                raise UnknownTaskError(
+                    f"Unknown task {function!r} on shadow {self.name!r} (registered: {known})"
+                ) from None
+        if not callable(function):
+            raise TypeError(f"A task must be a function or a registered name, not {function!r}")
+        registered = self.tasks.get(function.__name__)
+        if registered is not function:
+            self.register(function)
+        return function
+
+    # -- scheduling ------------------------------------------------------------------
+
+    @overload
+    def add(
+        self, function: Callable[P, Any], when: datetime | None = None, key: str | None = None
+    ) -> Callable[P, Awaitable[Execution]]: ...
+
+    @overload
+    def add(
+        self, function: str, when: datetime | None = None, key: str | None = None
+    ) -> Callable[..., Awaitable[Execution]]: ...
+
+    def add(
+        self,
+        function: Callable[P, Any] | str,
+        when: datetime | None = None,
+        key: str | None = None,
+    ) -> Callable[P, Awaitable[Execution]] | Callable[..., Awaitable[Execution]]:
+        """Schedule ``function`` at ``when`` (now if ``None`` or past) under ``key``.
+
+        Returns a function taking the task's own arguments; awaiting it schedules the call.
+        While a task with the same ``key`` is scheduled, queued or running, adding it again
+        does nothing.
+        """
+        return self._scheduler(function, when, key, mode="add")
+
+    @overload
+    def replace(
+        self, function: Callable[P, Any], when: datetime | None, key: str
+    ) -> Callable[P, Awaitable[Execution]]: ...
+
+    @overload
+    def replace(
+        self, function: str, when: datetime | None, key: str
+    ) -> Callable[..., Awaitable[Execution]]: ...
+
+    def replace(
+        self, function: Callable[P, Any] | str, when: datetime | None, key: str
+    ) -> Callable[P, Awaitable[Execution]] | Callable[..., Awaitable[Execution]]:
+        """Atomically swap the time and arguments of the task ``key`` (or schedule it).
+
+        A task a worker has already started is left alone.
+        """
+        if not isinstance(key, str) or not key:
+            raise ValueError("replace() needs the key of the task to replace")
+        return self._scheduler(function, when, key, mode="replace")
+
+    def _scheduler(
+        self, function: TaskFunction | str, when: datetime | None, key: str | None, mode: str
+    ) -> Callable[..., Awaitable[Execution]]:
+        task = self._resolve_task(function)
+        moment = _validate_when(when)
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ValueError(f"A task key must be a non-empty string, not {key!r}")
+        signature = plan_for(task).signature
+
+        async def schedule(*args: Any, **kwargs: Any) -> Execution:
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as error:
+                raise TypeError(f"{task.__name__}(): {error}") from None
+            execution = Execution(
+                task, args, kwargs, moment or datetime.now(timezone.utc), key or str(uuid.uuid4())
+            )
+            await self.schedule(execution, mode=mode)
+            return execution
+
+        return schedule
+
+    async def schedule(self, execution: Execution, mode: str = "add") -> str:
+        """Write ``execution`` to Redis; returns ``queued``, ``scheduled`` or ``exists``."""
+        message = execution.to_message(self.codec)
+        keys = self.keys
+        outcome, _ = await self.scripts.schedule(
+            keys=[keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)],
+            args=[message.key, to_ms(execution.when), now_ms(), mode, WORKER_GROUP]
+            + message.fields(),
+        )
+        state = outcome.decode()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s: %s", mode, execution, state)
+        return state
+
+    async def cancel(self, key: str) -> bool:
+        """Remove the future task ``key``; ``False`` if it is not waiting in the queue.
+
+        A task already moved to the ready stream (due, or added without ``when``) cannot be
+        cancelled.
+        """
+        keys = self.keys
+        removed = await self.scripts.cancel(
+            keys=[keys.queue, keys.run(key), keys.parked(key)], args=[key]
+        )
+        return bool(removed)
+
+    async def clear(self) -> int:
+        """Remove all scheduled and queued (not yet started) work; returns how many."""
+        keys = self.keys
+        total = 0
+        while True:
+            removed = int(
+                await self.scripts.clear(
+                    keys=[keys.queue, keys.stream], args=[WORKER_GROUP, keys.prefix, 500]
+                )
+            )
+            if not removed:
+                return total
+            total += removed
+
+
+def _validate_when(when: datetime | None) -> datetime | None:
+    if when is None:
+        return None
+    if not isinstance(when, datetime):
+        raise TypeError(f"when must be a timezone-aware datetime, not {type(when).__name__}")
+    if when.tzinfo is None or when.tzinfo.utcoffset(when) is None:
+        raise ValueError(
+            "when must be timezone-aware (for example datetime.now(timezone.utc)); "
+            f"got the naive datetime {when.isoformat()}"
+        )
+    return when
+
+
+def load_collection(path: str) -> Iterable[TaskFunction]:
+    """Import ``"package.module:attribute"`` and return its functions.
+
+    The attribute may be one function or an iterable of them. The current directory is
+    importable, as it is for ``python -m``.
+    """
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"Expected a task collection as 'module:attribute', not {path!r}")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"Cannot import task module {module_name!r}: {error}") from error
+    try:
+        collection = getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(f"Module {module_name!r} has no attribute {attribute!r}") from None
+    functions = [collection] if callable(collection) else list(collection)
+    for function in functions:
+        if not callable(function):
+            raise ValueError(f"{path} holds {function!r}, which is not a function")
+    return functions

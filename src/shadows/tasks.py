@@ -1,0 +1,29 @@
+"""Built-in tasks, registered on every shadow: handy for smoke tests and drills."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+from .annotations import Logged
+
+logger = logging.getLogger("shadows.tasks")
+
+
+async def trace(message: Annotated[str, Logged]) -> None:
+    """Log ``message``: proves that work flows from a producer to a worker."""
+    logger.info("trace: %s", message)
+
+
+async def fail(message: Annotated[str, Logged]) -> None:
+    """Raise an error carrying ``message``: exercises failure handling and alerts."""
+    raise RuntimeError(message)
+
+
+async def sleep(seconds: Annotated[float, Logged]) -> None:
+    """Sleep ``seconds``: occupies a worker slot, for load and shutdown drills."""
+    await asyncio.sleep(seconds)
+
+
+standard_tasks = [trace, fail, sleep]

@@ -1,0 +1,604 @@
+"""The consumer side: a process (or part of one) that runs a shadow's tasks.
+
+A worker runs four loops on one event loop:
+
+* the read loop takes ready work from the stream through the consumer group, in batches
+  of at most the free slots, and starts a task per message the moment a slot frees;
+* the scheduler loop moves due tasks from the queue to the stream (one Lua script);
+* the lease loop keeps renewing the claim of every running message so that a long task is
+  never taken over by another worker, and cancels a task whose claim it can no longer
+  renew before anyone else may take it (fencing);
+* the read loop also reclaims messages that a dead worker left unacknowledged for longer
+  than ``redelivery_timeout`` (XAUTOCLAIM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .execution import Message, MessageError, now_ms
+from .keys import WORKER_GROUP
+from .shadow import Shadow
+
+logger = logging.getLogger("shadows.worker")
+
+#: Errors that mean "Redis is unreachable right now", as opposed to a bug or bad data.
+CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+_instances = itertools.count(1)
+
+Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
+
+
+def default_worker_name() -> str:
+    """``host-pid``, with a suffix for the second and later workers of one process."""
+    number = next(_instances)
+    base = f"{socket.gethostname()}-{os.getpid()}"
+    return base if number == 1 else f"{base}-{number}"
+
+
+def _seconds(value: timedelta, name: str, minimum: float = 0.0) -> float:
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{name} must be a timedelta, not {type(value).__name__}")
+    seconds = value.total_seconds()
+    if seconds < minimum:
+        raise ValueError(f"{name} must be at least {minimum} s, not {seconds} s")
+    return seconds
+
+
+class Backoff:
+    """Exponential delays for reconnecting: 0.1 s doubling up to ``cap``."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = max(cap, 0.01)
+        self._delay = 0.0
+
+    def next(self) -> float:
+        self._delay = min(self.cap, 0.1 if not self._delay else self._delay * 2)
+        return self._delay
+
+    def reset(self) -> None:
+        self._delay = 0.0
+
+
+class Worker:
+    """Runs the tasks of ``shadow``, at most ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        shadow: Shadow,
+        name: str | None = None,
+        concurrency: int = 10,
+        redelivery_timeout: timedelta = timedelta(minutes=5),
+        reconnection_delay: timedelta = timedelta(seconds=5),
+        minimum_check_interval: timedelta = timedelta(milliseconds=250),
+        scheduling_resolution: timedelta = timedelta(milliseconds=250),
+        schedule_automatic_tasks: bool = True,
+    ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
+        self.shadow = shadow
+        self.name = name or default_worker_name()
+        self.concurrency = concurrency
+        self.redelivery_timeout = redelivery_timeout
+        self.reconnection_delay = reconnection_delay
+        self.minimum_check_interval = minimum_check_interval
+        self.scheduling_resolution = scheduling_resolution
+        self.schedule_automatic_tasks = schedule_automatic_tasks
+
+        self._redelivery = _seconds(redelivery_timeout, "redelivery_timeout", 0.05)
+        self._reconnect_cap = _seconds(reconnection_delay, "reconnection_delay")
+        self._check = _seconds(minimum_check_interval, "minimum_check_interval", 0.001)
+        self._resolution = _seconds(scheduling_resolution, "scheduling_resolution", 0.001)
+        # Claims of dead workers are looked for this often (cheap: one XAUTOCLAIM).
+        self._claim_every = min(max(self._redelivery / 4, self._check), 5.0)
+
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._leases: dict[str, float] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._forced = False
+        self._running = False
+        self._limits: dict[str, int] = {}
+        self._counts: dict[str, int] = {}
+        self._recover_own = True
+        self._last_claim = 0.0
+
+    def __repr__(self) -> str:
+        return f"Worker({self.name!r}, shadow={self.shadow.name!r})"
+
+    async def __aenter__(self) -> Self:
+        self.shadow.client  # noqa: B018 -- fails clearly when the shadow is not open
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- public API ------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        """Run tasks until :meth:`stop`, SIGTERM or SIGINT; running tasks finish first."""
+        await self._run(until_finished=False)
+
+    async def run_until_finished(self) -> None:
+        """Run until nothing is due, scheduled or running any more."""
+        await self._run(until_finished=True)
+
+    async def run_at_most(self, iterations_by_key: Mapping[str, int]) -> None:
+        """Like :meth:`run_until_finished`, but run the named tasks or keys at most n times.
+
+        Later deliveries of a capped task or key are acknowledged without running, which
+        ends chains such as perpetual tasks; useful in tests.
+        """
+        self._limits = dict(iterations_by_key)
+        self._counts = {}
+        try:
+            await self._run(until_finished=True)
+        finally:
+            self._limits = {}
+
+    def stop(self, force: bool = False) -> None:
+        """Stop taking work; running tasks finish first unless ``force``."""
+        self._stopping.set()
+        self._slot_freed.set()
+        if force and not self._forced:
+            self._forced = True
+            for task in list(self._active.values()):
+                task.cancel()
+
+    @property
+    def active_keys(self) -> list[str]:
+        """Keys of the tasks running on this worker now."""
+        return [name for name in self._active]
+
+    # -- main loop -------------------------------------------------------------------
+
+    async def _run(self, until_finished: bool) -> None:
+        if self._running:
+            raise RuntimeError(f"{self} is already running")
+        self._running = True
+        self._stopping.clear()
+        self._forced = False
+        self._recover_own = True
+        restore_signals = self._install_signal_handlers()
+        background = [
+            asyncio.create_task(self._scheduler_loop(), name=f"{self.name}:scheduler"),
+            asyncio.create_task(self._lease_loop(), name=f"{self.name}:leases"),
+        ]
+        logger.info(
+            "Worker %s started on shadow %s (concurrency %d, tasks: %s)",
+            self.name,
+            self.shadow.name,
+            self.concurrency,
+            ", ".join(sorted(self.shadow.tasks)),
+        )
+        try:
+            await self._prepare()
+            await self._read_loop(until_finished)
+            await self._drain()
+        except asyncio.CancelledError:
+            self.stop(force=True)
+            await self._drain()
+            raise
+        finally:
+            self._stopping.set()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._release_leftovers()
+            restore_signals()
+            self._running = False
+            logger.info("Worker %s stopped", self.name)
+
+    def _install_signal_handlers(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+
+        def on_signal(signum: signal.Signals) -> None:
+            force = self._stopping.is_set()
+            logger.warning(
+                "%s received: %s",
+                signum.name,
+                "cancelling running tasks" if force else "finishing running tasks, then exiting",
+            )
+            self.stop(force=force)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+        def restore() -> None:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+        return restore
+
+    async def _prepare(self) -> None:
+        backoff = Backoff(self._reconnect_cap)
+        while not self._stopping.is_set():
+            try:
+                await self.shadow.ensure_group()
+                return
+            except CONNECTION_ERRORS as error:
+                await self._pause_after(error, backoff)
+
+    async def _pause_after(self, error: BaseException, backoff: Backoff) -> None:
+        delay = backoff.next()
+        logger.warning("Redis unavailable (%s); retrying in %.1f s", error, delay)
+        self._recover_own = True
+        await self._sleep(delay)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early when the worker is asked to stop."""
+        if seconds <= 0 or self._stopping.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _read_loop(self, until_finished: bool) -> None:
+        backoff = Backoff(self._reconnect_cap)
+        block = not until_finished
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._active)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                entries = await self._next_entries(free, block)
+            except CONNECTION_ERRORS as error:
+                await self._pause_after(error, backoff)
+                continue
+            except ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                logger.warning("The consumer group is gone (Redis lost its data?); recreating")
+                await self._prepare()
+                continue
+            backoff.reset()
+            if entries:
+                await self._start(entries)
+                block = not until_finished
+                continue
+            if until_finished:
+                if not self._active and await self._finished():
+                    return
+                block = True
+
+    async def _next_entries(self, free: int, block: bool) -> list[Entry]:
+        client = self.shadow.client
+        stream = self.shadow.keys.stream
+        if self._recover_own:
+            # Messages this consumer received but never ran (a lost reply, a restart
+            # under the same name): run them now instead of after the redelivery timeout.
+            response = await client.xreadgroup(
+                WORKER_GROUP, self.name, {stream: "0"}, count=free + len(self._active)
+            )
+            entries = [
+                entry for entry in _entries(response) if _id(entry[0]) not in self._active
+            ]
+            if len(entries) <= free:
+                self._recover_own = False
+            if entries:
+                return entries[:free]
+        now = time.monotonic()
+        if now - self._last_claim >= self._claim_every:
+            self._last_claim = now
+            claimed = await client.xautoclaim(
+                stream,
+                WORKER_GROUP,
+                self.name,
+                min_idle_time=int(self._redelivery * 1000),
+                start_id="0-0",
+                count=free,
+            )
+            entries = [(entry_id, fields) for entry_id, fields in claimed[1]]
+            if entries:
+                logger.warning(
+                    "Reclaimed %d message(s) left unacknowledged for over %s by dead workers",
+                    len(entries),
+                    self.redelivery_timeout,
+                )
+                return entries
+        response = await client.xreadgroup(
+            WORKER_GROUP,
+            self.name,
+            {stream: ">"},
+            count=free,
+            block=int(self._check * 1000) if block else None,
+        )
+        return _entries(response)
+
+    async def _finished(self) -> bool:
+        keys = self.shadow.keys
+        async with self.shadow.client.pipeline(transaction=False) as pipe:
+            pipe.xlen(keys.stream)
+            pipe.zcard(keys.queue)
+            ready, scheduled = await pipe.execute()
+        return not ready and not scheduled
+
+    async def _start(self, entries: list[Entry]) -> None:
+        from .runner import run_message
+
+        sent = time.monotonic()
+        messages: list[Message] = []
+        broken: list[str] = []
+        for raw_id, fields in entries:
+            message_id = _id(raw_id)
+            if not fields:
+                broken.append(message_id)  # deleted while pending
+                continue
+            try:
+                messages.append(Message.parse(fields, message_id))
+            except MessageError as error:
+                logger.error(
+                    "Dropping malformed message %s: %s (fields: %r)",
+                    message_id,
+                    error,
+                    _preview(fields),
+                )
+                broken.append(message_id)
+        if self._stopping.is_set():
+            await self._release([m.message_id for m in messages])
+            messages = []
+        if broken:
+            await self._acknowledge(broken)
+        if not messages:
+            return
+        keys = self.shadow.keys
+        await self.shadow.scripts.start(
+            keys=[keys.run(m.key) for m in messages], args=[self.name, now_ms()]
+        )
+        for message in messages:
+            self._leases[message.message_id] = sent
+            task = asyncio.create_task(
+                run_message(self, message), name=f"{message.function}:{message.key}"
+            )
+            self._active[message.message_id] = task
+            task.add_done_callback(
+                lambda _, message_id=message.message_id: self._task_done(message_id)
+            )
+
+    def _task_done(self, message_id: str) -> None:
+        self._active.pop(message_id, None)
+        self._leases.pop(message_id, None)
+        self._slot_freed.set()
+
+    async def _drain(self) -> None:
+        """Wait for the running tasks (they acknowledge their own messages)."""
+        while self._active:
+            await asyncio.gather(*self._active.values(), return_exceptions=True)
+
+    # -- completing work -------------------------------------------------------------
+
+    def allowed_to_run(self, message: Message) -> bool:
+        """Count a run against :meth:`run_at_most` caps; ``False`` once a cap is spent."""
+        if not self._limits:
+            return True
+        for name in (message.key, message.function):
+            if name in self._limits:
+                done = self._counts.get(name, 0)
+                if done >= self._limits[name]:
+                    return False
+                self._counts[name] = done + 1
+                return True
+        return True
+
+    async def finish(
+        self, message: Message, outcome: str, next_message: Message | None = None
+    ) -> bool:
+        """Acknowledge ``message`` and record its outcome, or place ``next_message``.
+
+        Retries through Redis outages for as long as this worker holds the message's
+        claim; returns ``False`` when the claim turned out to be someone else's.
+        """
+        keys = self.shadow.keys
+        ttl = int(self.shadow.execution_ttl.total_seconds())
+        follow = next_message.fields() if next_message else []
+        when = next_message.when_ms if next_message else 0
+        backoff = Backoff(self._reconnect_cap)
+        while True:
+            try:
+                done = await self.shadow.scripts.complete(
+                    keys=[
+                        keys.stream,
+                        keys.run(message.key),
+                        keys.queue,
+                        keys.parked(message.key),
+                    ],
+                    args=[
+                        WORKER_GROUP,
+                        message.message_id,
+                        self.name,
+                        "reschedule" if next_message else outcome,
+                        now_ms(),
+                        ttl,
+                        message.key,
+                        when,
+                        *follow,
+                    ],
+                )
+            except CONNECTION_ERRORS as error:
+                delay = backoff.next()
+                logger.warning(
+                    "Cannot acknowledge %s (%s); retrying in %.1f s", message.key, error, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            if not done:
+                logger.warning(
+                    "Task %s (message %s) is no longer claimed by %s; another worker owns it",
+                    message.key,
+                    message.message_id,
+                    self.name,
+                )
+            return bool(done)
+
+    async def _acknowledge(self, message_ids: list[str]) -> None:
+        stream = self.shadow.keys.stream
+        async with self.shadow.client.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, WORKER_GROUP, *message_ids)
+            pipe.xdel(stream, *message_ids)
+            await pipe.execute()
+
+    async def _release(self, message_ids: list[str]) -> None:
+        if not message_ids:
+            return
+        keys = self.shadow.keys
+        await self.shadow.scripts.release(
+            keys=[keys.stream], args=[WORKER_GROUP, self.name, keys.prefix, *message_ids]
+        )
+
+    async def _release_leftovers(self) -> None:
+        """At shutdown, hand back what this consumer holds but did not finish."""
+        client = self.shadow.client
+        try:
+            pending = await client.xpending_range(
+                self.shadow.keys.stream,
+                WORKER_GROUP,
+                min="-",
+                max="+",
+                count=10_000,
+                consumername=self.name,
+            )
+            leftovers = [_id(entry["message_id"]) for entry in pending]
+            if leftovers:
+                await self._release(leftovers)
+                logger.info("Released %d unfinished message(s) to other workers", len(leftovers))
+            else:
+                await client.xgroup_delconsumer(
+                    self.shadow.keys.stream, WORKER_GROUP, self.name
+                )
+        except CONNECTION_ERRORS as error:
+            logger.warning(
+                "Could not release unfinished messages (%s); they will be redelivered "
+                "after the redelivery timeout",
+                error,
+            )
+        except ResponseError:
+            pass
+
+    # -- background loops ------------------------------------------------------------
+
+    async def _scheduler_loop(self) -> None:
+        """Move due tasks from the queue to the stream, sleeping until the next is due."""
+        keys = self.shadow.keys
+        backoff = Backoff(self._reconnect_cap)
+        page = 1000
+        while not self._stopping.is_set():
+            try:
+                now = now_ms()
+                moved, next_due = await self.shadow.scripts.move_due(
+                    keys=[keys.queue, keys.stream], args=[now, page, keys.prefix]
+                )
+            except CONNECTION_ERRORS as error:
+                await self._sleep(backoff.next())
+                logger.debug("Scheduler paused: %s", error)
+                continue
+            backoff.reset()
+            if int(moved) >= page:
+                continue
+            wait = self._resolution
+            next_due = float(next_due)
+            if next_due >= 0:
+                wait = min(wait, max(0.0, (next_due - now_ms()) / 1000))
+            await self._sleep(wait)
+
+    async def _lease_loop(self) -> None:
+        """Renew the claims of running messages; cancel tasks whose claim is lost.
+
+        A claim is renewed every quarter of the redelivery timeout. A task whose claim
+        could not be confirmed for 70% of the timeout is cancelled locally, before any
+        other worker may reclaim its message at 100%.
+        """
+        tick = max(self._redelivery / 10, 0.005)
+        renew_every = self._redelivery / 4
+        limit = self._redelivery * 0.7
+        last_renewal = time.monotonic()
+        renewal: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(tick)
+                now = time.monotonic()
+                for message_id, confirmed in list(self._leases.items()):
+                    if now - confirmed > limit:
+                        self._lose(message_id, "its claim could not be renewed in time")
+                due = now - last_renewal >= renew_every
+                if due and self._leases and (renewal is None or renewal.done()):
+                    last_renewal = now
+                    renewal = asyncio.create_task(self._renew(list(self._leases)))
+        finally:
+            if renewal is not None:
+                renewal.cancel()
+
+    async def _renew(self, message_ids: list[str]) -> None:
+        sent = time.monotonic()
+        try:
+            lost = await self.shadow.scripts.renew(
+                keys=[self.shadow.keys.stream], args=[WORKER_GROUP, self.name, *message_ids]
+            )
+        except CONNECTION_ERRORS as error:
+            logger.warning("Could not renew the claims of %d task(s): %s", len(message_ids), error)
+            return
+        lost_ids = {_id(message_id) for message_id in lost}
+        for message_id in message_ids:
+            if message_id in lost_ids:
+                self._lose(message_id, "another worker has claimed its message")
+            elif message_id in self._leases:
+                self._leases[message_id] = sent
+
+    def _lose(self, message_id: str, reason: str) -> None:
+        task = self._active.get(message_id)
+        self._leases.pop(message_id, None)
+        if task is not None and not task.done():
+            logger.error("Cancelling task %s: %s", task.get_name(), reason)
+            task.cancel()
+
+
+def _id(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entries(response: Any) -> list[Entry]:
+    """The (id, fields) pairs of an XREADGROUP reply (RESP2 list or RESP3 dict)."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return [entry for batch in response.values() for entry in batch[0]]
+    return [entry for _, batch in response for entry in batch]
+
+
+def _preview(fields: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {
+        _id(k)[:40]: (v[:60] if isinstance(v, bytes) else v).decode(errors="replace")
+        if isinstance(v, bytes | bytearray)
+        else str(v)[:60]
+        for k, v in list(fields.items())[:8]
+    }
