@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -29,6 +30,9 @@ logger = logging.getLogger("shadows.shadow")
 
 TaskFunction = Callable[..., Any]
 
+DEFAULT_NAME = "shadows"
+DEFAULT_URL = "redis://localhost:6379/0"
+
 
 class UnknownTaskError(LookupError):
     """A task name that is not registered on this shadow."""
@@ -42,18 +46,24 @@ class Shadow:
 
     Use it as an async context manager. ``url`` may be ``redis://``, ``rediss://``,
     ``unix://``, ``valkey://``, ``valkeys://`` or ``memory://`` (an in-process server);
-    or pass ``connection_pool=`` to reuse your own redis-py pool.
+    or pass ``connection_pool=`` to reuse your own redis-py pool. ``name`` and ``url``
+    default to ``$SHADOW_NAME`` and ``$SHADOW_URL``, else ``"shadows"`` and
+    ``"redis://localhost:6379/0"``.
     """
 
     def __init__(
         self,
-        name: str = "shadows",
-        url: str = "redis://localhost:6379/0",
+        name: str | None = None,
+        url: str | None = None,
         *,
         connection_pool: ConnectionPool | None = None,
         execution_ttl: timedelta = timedelta(minutes=15),
         codec: Codec | None = None,
     ) -> None:
+        if name is None:
+            name = os.environ.get("SHADOW_NAME") or DEFAULT_NAME
+        if url is None:
+            url = os.environ.get("SHADOW_URL") or DEFAULT_URL
         self.name = validate_name(name)
         self.url = normalize_url(url) if connection_pool is None else url
         self.keys = Keys(self.name)
@@ -244,6 +254,12 @@ class Shadow:
             keys=[keys.queue, keys.run(key), keys.parked(key)], args=[key]
         )
         return bool(removed)
+
+    async def task_state(self, key: str) -> str | None:
+        """``scheduled``, ``queued``, ``running``, ``completed`` or ``failed`` (``None`` if
+        unknown: never added, cancelled, or finished longer than ``execution_ttl`` ago)."""
+        state = await self.client.hget(self.keys.run(key), "state")
+        return state.decode() if state is not None else None
 
     async def clear(self) -> int:
         """Remove all scheduled and queued (not yet started) work; returns how many."""

@@ -22,7 +22,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -111,6 +111,7 @@ class Worker:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._leases: dict[str, float] = {}
         self._slot_freed = asyncio.Event()
+        self._idle = asyncio.Event()
         self._stopping = asyncio.Event()
         self._forced = False
         self._running = False
@@ -161,6 +162,7 @@ class Worker:
         """Stop taking work; running tasks finish first unless ``force``."""
         self._stopping.set()
         self._slot_freed.set()
+        self._idle.set()
         if force and not self._forced:
             self._forced = True
             for task in list(self._active.values()):
@@ -272,7 +274,7 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             try:
-                entries = await self._next_entries(free, block)
+                entries = await self._next_entries(free, block, until_finished)
             except CONNECTION_ERRORS as error:
                 await self._pause_after(error, backoff)
                 continue
@@ -292,7 +294,7 @@ class Worker:
                     return
                 block = True
 
-    async def _next_entries(self, free: int, block: bool) -> list[Entry]:
+    async def _next_entries(self, free: int, block: bool, until_finished: bool) -> list[Entry]:
         client = self.shadow.client
         stream = self.shadow.keys.stream
         if self._recover_own:
@@ -327,14 +329,46 @@ class Worker:
                     self.redelivery_timeout,
                 )
                 return entries
-        response = await client.xreadgroup(
+        read = client.xreadgroup(
             WORKER_GROUP,
             self.name,
             {stream: ">"},
             count=free,
             block=int(self._check * 1000) if block else None,
         )
-        return _entries(response)
+        if not block:
+            return _entries(await read)
+        # A blocking read ends early when the worker stops or, when running until
+        # finished, when its last task ends (that may be the end of all work).
+        wake = self._stopping
+        if until_finished and self._active:
+            self._idle.clear()
+            wake = self._idle
+        return _entries(await self._interruptible(read, wake))
+
+    async def _interruptible(self, read: Awaitable[Any], wake: asyncio.Event) -> Any:
+        if wake.is_set():
+            return await read
+        reading = asyncio.ensure_future(read)
+        waking = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({reading, waking}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            reading.cancel()
+            raise
+        finally:
+            waking.cancel()
+        if reading.done():
+            return reading.result()
+        reading.cancel()
+        try:
+            await reading
+        except asyncio.CancelledError:
+            pass
+        # The cancelled read may have been served: its messages sit in this consumer's
+        # pending list, so read that first next time (or release it when stopping).
+        self._recover_own = True
+        return []
 
     async def _finished(self) -> bool:
         keys = self.shadow.keys
@@ -390,6 +424,8 @@ class Worker:
         self._active.pop(message_id, None)
         self._leases.pop(message_id, None)
         self._slot_freed.set()
+        if not self._active:
+            self._idle.set()
 
     async def _drain(self) -> None:
         """Wait for the running tasks (they acknowledge their own messages)."""

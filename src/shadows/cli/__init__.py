@@ -1,5 +1,57 @@
 """The ``shadows`` command line."""
 
+from __future__ import annotations
 
-def main() -> None:
-    raise SystemExit("not yet")
+import sys
+
+import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .._version import __version__
+
+try:  # typer releases that bundle their own click
+    from typer import TyperException as _UsageError  # type: ignore[attr-defined,unused-ignore]
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click import ClickException as _UsageError  # type: ignore[assignment,unused-ignore]
+
+app = typer.Typer(
+    name="shadows",
+    help="shadows: distributed background tasks on Redis streams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the installed version of shadows."""
+    print(__version__)
+
+
+from . import worker as _worker  # noqa: E402,F401  (registers the command)
+from .errors import CLIError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user errors into one line and a non-zero exit."""
+    arguments = sys.argv[1:] if argv is None else argv
+    try:
+        result = app(args=arguments or ["--help"], standalone_mode=False, prog_name="shadows")
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        raise SystemExit(130) from None
+    except _UsageError as error:
+        print(f"Error: {error.format_message()}", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None
+    except CLIError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        print(f"Error: cannot reach Redis: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    raise SystemExit(result if isinstance(result, int) else 0)

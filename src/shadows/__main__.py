@@ -1,0 +1,5 @@
+"""``python -m shadows``: the same as the ``shadows`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,136 @@
+"""``shadows worker``: run tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from ..log_formats import LogFormat, configure_logging
+from ..shadow import Shadow
+from ..worker import Worker
+from . import app
+from .errors import CLIError
+from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url, duration
+
+DEFAULT_TASKS = "shadows.tasks:standard_tasks"
+
+
+def _collections(values: list[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+@app.command()
+def worker(
+    tasks: Annotated[
+        list[str],
+        typer.Option(
+            "--tasks",
+            envvar="SHADOW_TASKS",
+            help="Task collections to register, as module:attribute (comma-separated or repeated).",
+        ),
+    ] = [DEFAULT_TASKS],  # noqa: B006
+    shadows: Name = DEFAULT_NAME,
+    url: Url = DEFAULT_URL,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", envvar="SHADOW_WORKER_NAME", help="Worker name (default: host-pid)."),
+    ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency", min=1, envvar="SHADOW_WORKER_CONCURRENCY", help="Tasks run at once."
+        ),
+    ] = 10,
+    redelivery_timeout: Annotated[
+        timedelta,
+        typer.Option(
+            "--redelivery-timeout",
+            parser=duration,
+            envvar="SHADOW_WORKER_REDELIVERY_TIMEOUT",
+            help="How long a dead worker's task waits before another worker takes it.",
+        ),
+    ] = "5m",  # type: ignore[assignment]
+    reconnection_delay: Annotated[
+        timedelta,
+        typer.Option(
+            "--reconnection-delay",
+            parser=duration,
+            envvar="SHADOW_WORKER_RECONNECTION_DELAY",
+            help="Longest wait between attempts to reach Redis again.",
+        ),
+    ] = "5s",  # type: ignore[assignment]
+    minimum_check_interval: Annotated[
+        timedelta,
+        typer.Option(
+            "--minimum-check-interval",
+            parser=duration,
+            envvar="SHADOW_WORKER_MINIMUM_CHECK_INTERVAL",
+            help="How long an idle worker blocks on the stream before checking again.",
+        ),
+    ] = "250ms",  # type: ignore[assignment]
+    scheduling_resolution: Annotated[
+        timedelta,
+        typer.Option(
+            "--scheduling-resolution",
+            parser=duration,
+            envvar="SHADOW_WORKER_SCHEDULING_RESOLUTION",
+            help="Longest sleep of the scheduler between looks for due tasks.",
+        ),
+    ] = "250ms",  # type: ignore[assignment]
+    schedule_automatic_tasks: Annotated[
+        bool,
+        typer.Option(
+            "--schedule-automatic-tasks/--no-schedule-automatic-tasks",
+            envvar="SHADOW_WORKER_SCHEDULE_AUTOMATIC_TASKS",
+            help="Start automatic perpetual tasks when the worker starts.",
+        ),
+    ] = True,
+    until_finished: Annotated[
+        bool,
+        typer.Option(
+            "--until-finished",
+            envvar="SHADOW_WORKER_UNTIL_FINISHED",
+            help="Exit once nothing is due, scheduled or running.",
+        ),
+    ] = False,
+    logging_level: Annotated[
+        str,
+        typer.Option("--logging-level", envvar="SHADOW_LOGGING_LEVEL", help="DEBUG, INFO, WARNING, ERROR."),
+    ] = "INFO",
+    logging_format: Annotated[
+        LogFormat,
+        typer.Option("--logging-format", envvar="SHADOW_LOGGING_FORMAT", help="rich, plain or json."),
+    ] = LogFormat.rich,
+) -> None:
+    """Run tasks of a shadow until stopped (SIGTERM/SIGINT finish running tasks first)."""
+    if logging_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise CLIError(f"invalid logging level {logging_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    configure_logging(logging_level, logging_format)
+    try:
+        shadow = Shadow(name=shadows, url=url)
+        for collection in _collections(tasks):
+            shadow.register_collection(collection)
+        runner = Worker(
+            shadow,
+            name=name,
+            concurrency=concurrency,
+            redelivery_timeout=redelivery_timeout,
+            reconnection_delay=reconnection_delay,
+            minimum_check_interval=minimum_check_interval,
+            scheduling_resolution=scheduling_resolution,
+            schedule_automatic_tasks=schedule_automatic_tasks,
+        )
+    except (ValueError, TypeError) as error:
+        raise CLIError(str(error)) from None
+    asyncio.run(_run(shadow, runner, until_finished))
+
+
+async def _run(shadow: Shadow, runner: Worker, until_finished: bool) -> None:
+    async with shadow, runner:
+        if until_finished:
+            await runner.run_until_finished()
+        else:
+            await runner.run_forever()

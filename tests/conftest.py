@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shadows import Shadow
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from redis_server import RedisProcess  # noqa: E402
+
+BACKENDS = ["redis", "memory"]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: REDIS_URL, or a throwaway redis-server (failing, never skipping)."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    with RedisProcess() as server:
+        yield server.url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def url(backend: str, request: pytest.FixtureRequest) -> str:
+    if backend == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    return str(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture
+def shadow_name() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def shadow(url: str, shadow_name: str) -> AsyncIterator[Shadow]:
+    async with Shadow(name=shadow_name, url=url) as opened:
+        yield opened
+        await _cleanup(opened)
+
+
+async def _cleanup(shadow: Shadow) -> None:
+    """Delete every key of the test's shadow (the shared Redis outlives the test)."""
+    try:
+        client = shadow.client
+        keys = [key async for key in client.scan_iter(match=f"{shadow.keys.prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    except Exception:
+        pass
+
+
+async def wait_for(
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 10.0,
+    message: str = "condition",
+) -> None:
+    """Wait until ``condition()`` holds, checking every few milliseconds; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).parent.parent
