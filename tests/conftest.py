@@ -14,7 +14,7 @@ from shadows import Shadow
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from redis_server import RedisProcess  # noqa: E402
+from redis_server import RedisProcess
 
 BACKENDS = ["redis", "memory"]
 

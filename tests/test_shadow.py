@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -19,7 +19,7 @@ async def greet(name: str, punctuation: str = "!") -> None:
 
 
 def soon(seconds: float = 60) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 async def state_of(shadow: Shadow, key: str) -> str | None:
@@ -50,7 +50,7 @@ async def test_future_task_waits_in_the_queue(shadow: Shadow) -> None:
 
 
 async def test_past_when_means_now(shadow: Shadow) -> None:
-    await shadow.add(noop, when=datetime.now(timezone.utc) - timedelta(hours=1))(1)
+    await shadow.add(noop, when=datetime.now(UTC) - timedelta(hours=1))(1)
     assert await shadow.client.xlen(shadow.keys.stream) == 1
 
 
@@ -137,7 +137,7 @@ async def test_unknown_task_name_is_a_clear_error(shadow: Shadow) -> None:
 
 async def test_naive_when_is_rejected(shadow: Shadow) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        shadow.add(noop, when=datetime.now())  # noqa: DTZ005
+        shadow.add(noop, when=datetime.now())
 
 
 async def test_non_datetime_when_is_rejected(shadow: Shadow) -> None:

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from conftest import wait_for
 from shadows import Retry, Shadow, Worker
 from shadows.execution import Message, now_ms, to_ms
 from shadows.keys import WORKER_GROUP
 
-from conftest import wait_for
-
 
 def at(seconds: float) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 async def test_immediate_and_future_tasks_run_and_never_early(shadow: Shadow) -> None:
@@ -113,7 +113,7 @@ async def test_retries_carry_attempt_numbers_and_wait_the_delay(shadow: Shadow) 
     async with Worker(shadow, scheduling_resolution=timedelta(milliseconds=20)) as worker:
         await worker.run_until_finished()
     assert [a for a, _ in attempts] == [1, 2, 3]
-    gaps = [later - earlier for (_, earlier), (_, later) in zip(attempts, attempts[1:], strict=False)]
+    gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(attempts)]
     assert all(gap >= 0.19 for gap in gaps), gaps
     state = await shadow.client.hgetall(shadow.keys.run(execution.key))
     assert state[b"state"] == b"failed"

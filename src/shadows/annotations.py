@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import reprlib
 import typing
@@ -73,9 +74,7 @@ def _plan(function: Callable[..., Any]) -> _ArgumentPlan:
     except (TypeError, ValueError):
         parameters = []
     positional = [
-        p.name
-        for p in parameters
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     markers = {
         name: marker
@@ -83,10 +82,8 @@ def _plan(function: Callable[..., Any]) -> _ArgumentPlan:
         if (marker := _logged_marker(annotation)) is not None
     }
     plan = (positional, markers)
-    try:
+    with contextlib.suppress(TypeError):
         _plans[function] = plan
-    except TypeError:
-        pass
     return plan
 
 

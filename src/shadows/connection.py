@@ -66,7 +66,9 @@ def normalize_url(url: str) -> str:
         raise ValueError(f"Invalid shadow URL {url!r}: port {port} is out of range")
     database = parts.path.lstrip("/")
     if database and not database.isdigit():
-        raise ValueError(f"Invalid shadow URL {url!r}: the database must be a number, not {database!r}")
+        raise ValueError(
+            f"Invalid shadow URL {url!r}: the database must be a number, not {database!r}"
+        )
     scheme = _ALIASES.get(scheme, scheme)
     return scheme + url[len(parts.scheme) :]
 

@@ -9,7 +9,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
@@ -123,9 +123,7 @@ class Shadow:
     async def ensure_group(self) -> None:
         """Create the stream and the workers' consumer group if they do not exist yet."""
         try:
-            await self.client.xgroup_create(
-                self.keys.stream, WORKER_GROUP, id="0", mkstream=True
-            )
+            await self.client.xgroup_create(self.keys.stream, WORKER_GROUP, id="0", mkstream=True)
         except ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
@@ -222,7 +220,7 @@ class Shadow:
             except TypeError as error:
                 raise TypeError(f"{task.__name__}(): {error}") from None
             execution = Execution(
-                task, args, kwargs, moment or datetime.now(timezone.utc), key or str(uuid.uuid4())
+                task, args, kwargs, moment or datetime.now(UTC), key or str(uuid.uuid4())
             )
             await self.schedule(execution, mode=mode)
             return execution
@@ -235,10 +233,16 @@ class Shadow:
         keys = self.keys
         outcome, _ = await self.scripts.schedule(
             keys=[keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)],
-            args=[message.key, to_ms(execution.when), now_ms(), mode, WORKER_GROUP]
-            + message.fields(),
+            args=[
+                message.key,
+                to_ms(execution.when),
+                now_ms(),
+                mode,
+                WORKER_GROUP,
+                *message.fields(),
+            ],
         )
-        state = outcome.decode()
+        state = _text(outcome)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s: %s", mode, execution, state)
         return state
@@ -259,7 +263,7 @@ class Shadow:
         """``scheduled``, ``queued``, ``running``, ``completed`` or ``failed`` (``None`` if
         unknown: never added, cancelled, or finished longer than ``execution_ttl`` ago)."""
         state = await self.client.hget(self.keys.run(key), "state")
-        return state.decode() if state is not None else None
+        return _text(state) if state is not None else None
 
     async def clear(self) -> int:
         """Remove all scheduled and queued (not yet started) work; returns how many."""
@@ -274,6 +278,10 @@ class Shadow:
             if not removed:
                 return total
             total += removed
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _validate_when(when: datetime | None) -> datetime | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from .annotations import Logged
 
@@ -26,4 +27,4 @@ async def sleep(seconds: Annotated[float, Logged]) -> None:
     await asyncio.sleep(seconds)
 
 
-standard_tasks = [trace, fail, sleep]
+standard_tasks: list[Callable[..., Any]] = [trace, fail, sleep]

@@ -15,6 +15,8 @@ A worker runs four loops on one event loop:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -108,7 +110,8 @@ class Worker:
         # Claims of dead workers are looked for this often (cheap: one XAUTOCLAIM).
         self._claim_every = min(max(self._redelivery / 4, self._check), 5.0)
 
-        self._active: dict[str, asyncio.Task[None]] = {}
+        self._active: dict[str, asyncio.Task[None]] = {}  # by message id
+        self._messages: dict[str, Message] = {}  # by message id
         self._leases: dict[str, float] = {}
         self._slot_freed = asyncio.Event()
         self._idle = asyncio.Event()
@@ -171,7 +174,7 @@ class Worker:
     @property
     def active_keys(self) -> list[str]:
         """Keys of the tasks running on this worker now."""
-        return [name for name in self._active]
+        return [message.key for message in self._messages.values()]
 
     # -- main loop -------------------------------------------------------------------
 
@@ -259,10 +262,8 @@ class Worker:
         """Sleep, waking early when the worker is asked to stop."""
         if seconds <= 0 or self._stopping.is_set():
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _read_loop(self, until_finished: bool) -> None:
         backoff = Backoff(self._reconnect_cap)
@@ -303,9 +304,7 @@ class Worker:
             response = await client.xreadgroup(
                 WORKER_GROUP, self.name, {stream: "0"}, count=free + len(self._active)
             )
-            entries = [
-                entry for entry in _entries(response) if _id(entry[0]) not in self._active
-            ]
+            entries = [entry for entry in _entries(response) if _id(entry[0]) not in self._active]
             if len(entries) <= free:
                 self._recover_own = False
             if entries:
@@ -361,10 +360,8 @@ class Worker:
         if reading.done():
             return reading.result()
         reading.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await reading
-        except asyncio.CancelledError:
-            pass
         # The cancelled read may have been served: its messages sit in this consumer's
         # pending list, so read that first next time (or release it when stopping).
         self._recover_own = True
@@ -416,12 +413,12 @@ class Worker:
                 run_message(self, message), name=f"{message.function}:{message.key}"
             )
             self._active[message.message_id] = task
-            task.add_done_callback(
-                lambda _, message_id=message.message_id: self._task_done(message_id)
-            )
+            self._messages[message.message_id] = message
+            task.add_done_callback(functools.partial(self._task_done, message.message_id))
 
-    def _task_done(self, message_id: str) -> None:
+    def _task_done(self, message_id: str, _: object = None) -> None:
         self._active.pop(message_id, None)
+        self._messages.pop(message_id, None)
         self._leases.pop(message_id, None)
         self._slot_freed.set()
         if not self._active:
@@ -430,7 +427,13 @@ class Worker:
     async def _drain(self) -> None:
         """Wait for the running tasks (they acknowledge their own messages)."""
         while self._active:
-            await asyncio.gather(*self._active.values(), return_exceptions=True)
+            tasks = list(self._active.values())
+            await asyncio.wait(tasks)
+            await asyncio.sleep(0)  # let the tasks' done callbacks run
+            for message_id, task in list(self._active.items()):
+                if task.done():
+                    logger.error("Internal: finished task %s was still listed", task.get_name())
+                    self._task_done(message_id)
 
     # -- completing work -------------------------------------------------------------
 
@@ -524,14 +527,12 @@ class Worker:
                 count=10_000,
                 consumername=self.name,
             )
-            leftovers = [_id(entry["message_id"]) for entry in pending]
+            leftovers = [_id(entry["message_id"]) for entry in pending]  # type: ignore[arg-type]
             if leftovers:
                 await self._release(leftovers)
                 logger.info("Released %d unfinished message(s) to other workers", len(leftovers))
             else:
-                await client.xgroup_delconsumer(
-                    self.shadow.keys.stream, WORKER_GROUP, self.name
-                )
+                await client.xgroup_delconsumer(self.shadow.keys.stream, WORKER_GROUP, self.name)
         except CONNECTION_ERRORS as error:
             logger.warning(
                 "Could not release unfinished messages (%s); they will be redelivered "

@@ -20,12 +20,17 @@ def duration(text: str) -> timedelta:
         raise typer.BadParameter(str(error)) from None
 
 
-
 Url = Annotated[
     str,
-    typer.Option("--url", envvar="SHADOW_URL", help="Redis URL (redis://, rediss://, unix://, valkey://, memory://)."),
+    typer.Option(
+        "--url",
+        envvar="SHADOW_URL",
+        help="Redis URL (redis://, rediss://, unix://, valkey://, memory://).",
+    ),
 ]
 Name = Annotated[
     str,
-    typer.Option("--shadows", "--shadow", envvar="SHADOW_NAME", help="Name of the shadow (the shared queue)."),
+    typer.Option(
+        "--shadows", "--shadow", envvar="SHADOW_NAME", help="Name of the shadow (the shared queue)."
+    ),
 ]

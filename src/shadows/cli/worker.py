@@ -36,7 +36,9 @@ def worker(
     url: Url = DEFAULT_URL,
     name: Annotated[
         str | None,
-        typer.Option("--name", envvar="SHADOW_WORKER_NAME", help="Worker name (default: host-pid)."),
+        typer.Option(
+            "--name", envvar="SHADOW_WORKER_NAME", help="Worker name (default: host-pid)."
+        ),
     ] = None,
     concurrency: Annotated[
         int,
@@ -98,16 +100,22 @@ def worker(
     ] = False,
     logging_level: Annotated[
         str,
-        typer.Option("--logging-level", envvar="SHADOW_LOGGING_LEVEL", help="DEBUG, INFO, WARNING, ERROR."),
+        typer.Option(
+            "--logging-level", envvar="SHADOW_LOGGING_LEVEL", help="DEBUG, INFO, WARNING, ERROR."
+        ),
     ] = "INFO",
     logging_format: Annotated[
         LogFormat,
-        typer.Option("--logging-format", envvar="SHADOW_LOGGING_FORMAT", help="rich, plain or json."),
+        typer.Option(
+            "--logging-format", envvar="SHADOW_LOGGING_FORMAT", help="rich, plain or json."
+        ),
     ] = LogFormat.rich,
 ) -> None:
     """Run tasks of a shadow until stopped (SIGTERM/SIGINT finish running tasks first)."""
     if logging_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise CLIError(f"invalid logging level {logging_level!r}: use DEBUG, INFO, WARNING or ERROR")
+        raise CLIError(
+            f"invalid logging level {logging_level!r}: use DEBUG, INFO, WARNING or ERROR"
+        )
     configure_logging(logging_level, logging_format)
     try:
         shadow = Shadow(name=shadows, url=url)

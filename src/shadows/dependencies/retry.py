@@ -67,7 +67,8 @@ class ExponentialRetry(Retry):
     def delay_after(self, attempt: int) -> timedelta:
         if attempt > 62:  # avoid huge integers; the cap has long been reached
             return self.maximum_delay
-        return min(self.minimum_delay * (2 ** (attempt - 1)), self.maximum_delay)
+        delay: timedelta = self.minimum_delay * (2 ** (attempt - 1))
+        return min(delay, self.maximum_delay)
 
     def __repr__(self) -> str:
         return (

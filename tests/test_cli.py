@@ -1,0 +1,159 @@
+"""The ``shadows`` command, run as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shadows import Shadow, __version__
+from worker_tasks import read_records, record_and_sleep
+
+TESTS = Path(__file__).parent
+
+
+def shadows_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SHADOW_")}
+    environment["PYTHONPATH"] = str(TESTS)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "shadows", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=TESTS,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_version() -> None:
+    result = shadows_cli("version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == __version__
+
+
+def test_no_arguments_prints_help() -> None:
+    result = shadows_cli()
+    assert result.returncode == 0
+    assert "worker" in result.stdout
+
+
+def test_worker_help_names_every_environment_variable() -> None:
+    result = shadows_cli("worker", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for variable in (
+        "SHADOW_TASKS",
+        "SHADOW_NAME",
+        "SHADOW_URL",
+        "SHADOW_WORKER_NAME",
+        "SHADOW_WORKER_CONCURRENCY",
+        "SHADOW_WORKER_REDELIVERY_TIMEOUT",
+        "SHADOW_WORKER_RECONNECTION_DELAY",
+        "SHADOW_WORKER_MINIMUM_CHECK_INTERVAL",
+        "SHADOW_WORKER_SCHEDULING_RESOLUTION",
+        "SHADOW_WORKER_SCHEDULE_AUTOMATIC_TASKS",
+        "SHADOW_LOGGING_LEVEL",
+        "SHADOW_LOGGING_FORMAT",
+    ):
+        assert variable in text
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragments"),
+    [
+        (["--redelivery-timeout", "5 parsecs"], {}, ["--redelivery-timeout", "invalid duration"]),
+        ([], {"SHADOW_WORKER_REDELIVERY_TIMEOUT": "soon"}, ["invalid duration 'soon'"]),
+        (["--concurrency", "0"], {}, ["--concurrency"]),
+        (["--url", "http://example.com"], {}, ["Invalid shadow URL", "scheme"]),
+        (["--url", "redis://host:port"], {}, ["Invalid shadow URL"]),
+        (["--tasks", "no_such_module_anywhere:tasks"], {}, ["Cannot import task module"]),
+        (["--tasks", "nocolon"], {}, ["module:attribute"]),
+        (["--logging-format", "xml"], {}, ["--logging-format"]),
+        (["--logging-level", "LOUD"], {}, ["invalid logging level"]),
+        (["--shadows", "has space"], {}, ["Invalid shadow name"]),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    args: list[str], env: dict[str, str], fragments: list[str]
+) -> None:
+    assert_one_line_error(shadows_cli("worker", *args, env=env), *fragments)
+
+
+def test_unknown_command_is_one_clear_line() -> None:
+    assert_one_line_error(shadows_cli("frobnicate"), "No such command")
+
+
+async def test_worker_takes_every_setting_from_the_environment(
+    redis_url: str, shadow_name: str, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    async with Shadow(name=shadow_name, url=redis_url) as shadow:
+        for i in range(3):
+            await shadow.add(record_and_sleep)(str(runs), f"t{i}", 0)
+    result = shadows_cli(
+        "worker",
+        env={
+            "SHADOW_URL": redis_url,
+            "SHADOW_NAME": shadow_name,
+            "SHADOW_TASKS": "worker_tasks:tasks,shadows.tasks:standard_tasks",
+            "SHADOW_WORKER_NAME": "env-worker",
+            "SHADOW_WORKER_CONCURRENCY": "3",
+            "SHADOW_WORKER_REDELIVERY_TIMEOUT": "2m",
+            "SHADOW_WORKER_UNTIL_FINISHED": "1",
+            "SHADOW_LOGGING_FORMAT": "json",
+            "SHADOW_LOGGING_LEVEL": "INFO",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert len([r for r in read_records(runs) if r[0] == "end"]) == 3
+    assert '"message": "Worker env-worker started on shadow ' + shadow_name in result.stderr
+    assert "(concurrency 3," in result.stderr
+    assert '"task": "record_and_sleep"' in result.stderr
+    assert '"outcome": "completed"' in result.stderr
+
+
+async def test_worker_with_plain_logs_runs_until_finished(
+    redis_url: str, shadow_name: str, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    async with Shadow(name=shadow_name, url=redis_url) as shadow:
+        await shadow.add(record_and_sleep, key="plain-1")(str(runs), "plain", 0)
+    result = shadows_cli(
+        "worker",
+        "--url", redis_url,
+        "--shadows", shadow_name,
+        "--tasks", "worker_tasks:tasks",
+        "--concurrency", "2",
+        "--redelivery-timeout", "30s",
+        "--reconnection-delay", "500ms",
+        "--minimum-check-interval", "100ms",
+        "--scheduling-resolution", "100ms",
+        "--no-schedule-automatic-tasks",
+        "--until-finished",
+        "--logging-format", "plain",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "▶ record_and_sleep(..., ..., ...) [key=plain-1 attempt=1]" in result.stderr
+    assert "✔ record_and_sleep(..., ..., ...) [key=plain-1 attempt=1] completed in" in result.stderr
+
+
+def test_worker_on_memory_runs_until_finished() -> None:
+    result = shadows_cli("worker", "--url", "memory://", "--until-finished")
+    assert result.returncode == 0, result.stderr
+    assert "stopped" in result.stderr

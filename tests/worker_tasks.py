@@ -1,0 +1,30 @@
+"""Tasks for worker subprocesses started by the tests: each run is recorded in a file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+
+def record(path: str, *words: object) -> None:
+    line = " ".join(str(word) for word in words) + "\n"
+    with open(path, "a") as file:
+        file.write(line)
+
+
+async def record_and_sleep(path: str, label: str, seconds: float) -> None:
+    record(path, "start", label, os.getpid(), time.time())
+    await asyncio.sleep(seconds)
+    record(path, "end", label, os.getpid(), time.time())
+
+
+def read_records(path: str | Path) -> list[list[str]]:
+    try:
+        return [line.split() for line in Path(path).read_text().splitlines()]
+    except FileNotFoundError:
+        return []
+
+
+tasks = [record_and_sleep]
