@@ -117,7 +117,8 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
             _duration(delay.total_seconds()),
             type(error).__name__,
             error,
-            exc_info=error,
+            # the traceback of a retried attempt only at DEBUG; the final failure has its own
+            exc_info=error if logger.isEnabledFor(logging.DEBUG) else None,
             extra=details,
         )
         follow = replace(

@@ -127,36 +127,47 @@ end
 return #KEYS
 """
 
-# KEYS: stream, run, queue, parked
-# ARGV: group, message id, consumer, outcome, now_ms, ttl_s, key, when_ms, fields...
+# KEYS: stream, queue, then a run key and a parked key per message
+# ARGV: group, consumer, now_ms, ttl_s, then per message:
+#       message id, outcome, key, when_ms, field count, fields...
 # outcome: 'completed' | 'failed' (finish), 'reschedule' (place the fields anew), 'drop'
-# Returns 1, or 0 when the message is no longer this consumer's (fencing: someone else
-# has claimed it, so this worker must not touch its state).
+# Returns a 1 or 0 per message: 0 when the message is no longer this consumer's (fencing:
+# someone else has claimed it, so this worker must not touch its state).
 COMPLETE = (
     _PRELUDE
     + r"""
-local stream, run, queue, parked = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local group, id, consumer, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now, ttl, key, when = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
-
-if pending_owner(stream, group, id) ~= consumer then return 0 end
-redis.call('XACK', stream, group, id)
-redis.call('XDEL', stream, id)
-if outcome == 'drop' then return 1 end
-if outcome == 'reschedule' then
+local stream, queue = KEYS[1], KEYS[2]
+local group, consumer, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local results = {}
+local k, a = 3, 5
+while a <= #ARGV do
+  local run, parked = KEYS[k], KEYS[k + 1]
+  local id, outcome, key, when = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local count = tonumber(ARGV[a + 4])
   local fields = {}
-  for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
-  place(stream, queue, run, parked, key, when, now, fields)
-  return 1
+  for i = 1, count do fields[i] = ARGV[a + 4 + i] end
+  k, a = k + 2, a + 5 + count
+
+  if pending_owner(stream, group, id) ~= consumer then
+    results[#results + 1] = 0
+  else
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
+    if outcome == 'reschedule' then
+      place(stream, queue, run, parked, key, when, now, fields)
+    elseif outcome ~= 'drop' then
+      if ttl > 0 then
+        redis.call('HDEL', run, 'message')
+        redis.call('HSET', run, 'state', outcome, 'finished', now)
+        redis.call('EXPIRE', run, ttl)
+      else
+        redis.call('DEL', run)
+      end
+    end
+    results[#results + 1] = 1
+  end
 end
-if ttl > 0 then
-  redis.call('HDEL', run, 'message')
-  redis.call('HSET', run, 'state', outcome, 'finished', now)
-  redis.call('EXPIRE', run, ttl)
-else
-  redis.call('DEL', run)
-end
-return 1
+return results
 """
 )
 

@@ -24,7 +24,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -33,8 +33,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .completions import Completions
 from .execution import Message, MessageError, now_ms
 from .keys import WORKER_GROUP
+from .reader import Entry, StreamReader, entry_id
 from .shadow import Shadow
 
 logger = logging.getLogger("shadows.worker")
@@ -43,8 +45,6 @@ logger = logging.getLogger("shadows.worker")
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 _instances = itertools.count(1)
-
-Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
 
 
 def default_worker_name() -> str:
@@ -107,8 +107,6 @@ class Worker:
         self._reconnect_cap = _seconds(reconnection_delay, "reconnection_delay")
         self._check = _seconds(minimum_check_interval, "minimum_check_interval", 0.001)
         self._resolution = _seconds(scheduling_resolution, "scheduling_resolution", 0.001)
-        # Claims of dead workers are looked for this often (cheap: one XAUTOCLAIM).
-        self._claim_every = min(max(self._redelivery / 4, self._check), 5.0)
 
         self._active: dict[str, asyncio.Task[None]] = {}  # by message id
         self._messages: dict[str, Message] = {}  # by message id
@@ -120,8 +118,16 @@ class Worker:
         self._running = False
         self._limits: dict[str, int] = {}
         self._counts: dict[str, int] = {}
-        self._recover_own = True
-        self._last_claim = 0.0
+        self._abandoned: set[str] = set()
+        self._reader = StreamReader(
+            shadow,
+            self.name,
+            redelivery_timeout,
+            block=self._check,
+            # Claims of dead workers are looked for this often (cheap: one XAUTOCLAIM).
+            claim_every=min(max(self._redelivery / 4, self._check), 5.0),
+        )
+        self._completions = Completions(shadow, self.name, self._reconnect_cap)
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, shadow={self.shadow.name!r})"
@@ -184,8 +190,9 @@ class Worker:
         self._running = True
         self._stopping.clear()
         self._forced = False
-        self._recover_own = True
+        self._reader.recover = True
         restore_signals = self._install_signal_handlers()
+        self._completions.start()
         background = [
             asyncio.create_task(self._scheduler_loop(), name=f"{self.name}:scheduler"),
             asyncio.create_task(self._lease_loop(), name=f"{self.name}:leases"),
@@ -207,9 +214,11 @@ class Worker:
             raise
         finally:
             self._stopping.set()
+            await self._completions.close()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await self._reader.close()
             await self._release_leftovers()
             restore_signals()
             self._running = False
@@ -255,7 +264,7 @@ class Worker:
     async def _pause_after(self, error: BaseException, backoff: Backoff) -> None:
         delay = backoff.next()
         logger.warning("Redis unavailable (%s); retrying in %.1f s", error, delay)
-        self._recover_own = True
+        self._reader.recover = True
         await self._sleep(delay)
 
     async def _sleep(self, seconds: float) -> None:
@@ -274,8 +283,15 @@ class Worker:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            # A blocking read ends early when the worker stops or, when running until
+            # finished, when its last task ends (that may be the end of all work).
+            wake = self._stopping
+            if until_finished and self._active:
+                self._idle.clear()
+                wake = self._idle
+            skip = self._abandoned.union(self._active)
             try:
-                entries = await self._next_entries(free, block, until_finished)
+                entries = await self._reader.next(free, skip, block, wake)
             except CONNECTION_ERRORS as error:
                 await self._pause_after(error, backoff)
                 continue
@@ -295,78 +311,6 @@ class Worker:
                     return
                 block = True
 
-    async def _next_entries(self, free: int, block: bool, until_finished: bool) -> list[Entry]:
-        client = self.shadow.client
-        stream = self.shadow.keys.stream
-        if self._recover_own:
-            # Messages this consumer received but never ran (a lost reply, a restart
-            # under the same name): run them now instead of after the redelivery timeout.
-            response = await client.xreadgroup(
-                WORKER_GROUP, self.name, {stream: "0"}, count=free + len(self._active)
-            )
-            entries = [entry for entry in _entries(response) if _id(entry[0]) not in self._active]
-            if len(entries) <= free:
-                self._recover_own = False
-            if entries:
-                return entries[:free]
-        now = time.monotonic()
-        if now - self._last_claim >= self._claim_every:
-            self._last_claim = now
-            claimed = await client.xautoclaim(
-                stream,
-                WORKER_GROUP,
-                self.name,
-                min_idle_time=int(self._redelivery * 1000),
-                start_id="0-0",
-                count=free,
-            )
-            entries = [(entry_id, fields) for entry_id, fields in claimed[1]]
-            if entries:
-                logger.warning(
-                    "Reclaimed %d message(s) left unacknowledged for over %s by dead workers",
-                    len(entries),
-                    self.redelivery_timeout,
-                )
-                return entries
-        read = client.xreadgroup(
-            WORKER_GROUP,
-            self.name,
-            {stream: ">"},
-            count=free,
-            block=int(self._check * 1000) if block else None,
-        )
-        if not block:
-            return _entries(await read)
-        # A blocking read ends early when the worker stops or, when running until
-        # finished, when its last task ends (that may be the end of all work).
-        wake = self._stopping
-        if until_finished and self._active:
-            self._idle.clear()
-            wake = self._idle
-        return _entries(await self._interruptible(read, wake))
-
-    async def _interruptible(self, read: Awaitable[Any], wake: asyncio.Event) -> Any:
-        if wake.is_set():
-            return await read
-        reading = asyncio.ensure_future(read)
-        waking = asyncio.ensure_future(wake.wait())
-        try:
-            await asyncio.wait({reading, waking}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            reading.cancel()
-            raise
-        finally:
-            waking.cancel()
-        if reading.done():
-            return reading.result()
-        reading.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reading
-        # The cancelled read may have been served: its messages sit in this consumer's
-        # pending list, so read that first next time (or release it when stopping).
-        self._recover_own = True
-        return []
-
     async def _finished(self) -> bool:
         keys = self.shadow.keys
         async with self.shadow.client.pipeline(transaction=False) as pipe:
@@ -382,7 +326,8 @@ class Worker:
         messages: list[Message] = []
         broken: list[str] = []
         for raw_id, fields in entries:
-            message_id = _id(raw_id)
+            message_id = entry_id(raw_id)
+            self._abandoned.discard(message_id)
             if not fields:
                 broken.append(message_id)  # deleted while pending
                 continue
@@ -455,50 +400,10 @@ class Worker:
     ) -> bool:
         """Acknowledge ``message`` and record its outcome, or place ``next_message``.
 
-        Retries through Redis outages for as long as this worker holds the message's
-        claim; returns ``False`` when the claim turned out to be someone else's.
+        Retries through Redis outages for as long as the task waits; returns ``False``
+        when the claim turned out to be someone else's.
         """
-        keys = self.shadow.keys
-        ttl = int(self.shadow.execution_ttl.total_seconds())
-        follow = next_message.fields() if next_message else []
-        when = next_message.when_ms if next_message else 0
-        backoff = Backoff(self._reconnect_cap)
-        while True:
-            try:
-                done = await self.shadow.scripts.complete(
-                    keys=[
-                        keys.stream,
-                        keys.run(message.key),
-                        keys.queue,
-                        keys.parked(message.key),
-                    ],
-                    args=[
-                        WORKER_GROUP,
-                        message.message_id,
-                        self.name,
-                        "reschedule" if next_message else outcome,
-                        now_ms(),
-                        ttl,
-                        message.key,
-                        when,
-                        *follow,
-                    ],
-                )
-            except CONNECTION_ERRORS as error:
-                delay = backoff.next()
-                logger.warning(
-                    "Cannot acknowledge %s (%s); retrying in %.1f s", message.key, error, delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            if not done:
-                logger.warning(
-                    "Task %s (message %s) is no longer claimed by %s; another worker owns it",
-                    message.key,
-                    message.message_id,
-                    self.name,
-                )
-            return bool(done)
+        return await self._completions.submit(message, outcome, next_message)
 
     async def _acknowledge(self, message_ids: list[str]) -> None:
         stream = self.shadow.keys.stream
@@ -527,7 +432,7 @@ class Worker:
                 count=10_000,
                 consumername=self.name,
             )
-            leftovers = [_id(entry["message_id"]) for entry in pending]  # type: ignore[arg-type]
+            leftovers = [entry_id(entry["message_id"]) for entry in pending]  # type: ignore[arg-type]
             if leftovers:
                 await self._release(leftovers)
                 logger.info("Released %d unfinished message(s) to other workers", len(leftovers))
@@ -604,7 +509,7 @@ class Worker:
         except CONNECTION_ERRORS as error:
             logger.warning("Could not renew the claims of %d task(s): %s", len(message_ids), error)
             return
-        lost_ids = {_id(message_id) for message_id in lost}
+        lost_ids = {entry_id(message_id) for message_id in lost}
         for message_id in message_ids:
             if message_id in lost_ids:
                 self._lose(message_id, "another worker has claimed its message")
@@ -614,27 +519,15 @@ class Worker:
     def _lose(self, message_id: str, reason: str) -> None:
         task = self._active.get(message_id)
         self._leases.pop(message_id, None)
+        self._abandoned.add(message_id)
         if task is not None and not task.done():
             logger.error("Cancelling task %s: %s", task.get_name(), reason)
             task.cancel()
 
 
-def _id(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _entries(response: Any) -> list[Entry]:
-    """The (id, fields) pairs of an XREADGROUP reply (RESP2 list or RESP3 dict)."""
-    if not response:
-        return []
-    if isinstance(response, dict):
-        return [entry for batch in response.values() for entry in batch[0]]
-    return [entry for _, batch in response for entry in batch]
-
-
 def _preview(fields: Mapping[bytes, bytes]) -> dict[str, str]:
     return {
-        _id(k)[:40]: (v[:60] if isinstance(v, bytes) else v).decode(errors="replace")
+        entry_id(k)[:40]: (v[:60] if isinstance(v, bytes) else v).decode(errors="replace")
         if isinstance(v, bytes | bytearray)
         else str(v)[:60]
         for k, v in list(fields.items())[:8]

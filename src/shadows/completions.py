@@ -1,0 +1,137 @@
+"""Acknowledging finished work in batches.
+
+Every finished message needs one atomic step in Redis (acknowledge, delete, record the
+outcome or place the retry). Instead of one round trip per task, finished messages queue
+here and one script call settles everything that finished while the previous call was in
+flight: no added delay when idle, few round trips when busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .execution import Message, now_ms
+from .keys import WORKER_GROUP
+
+if TYPE_CHECKING:
+    from .shadow import Shadow
+
+logger = logging.getLogger("shadows.worker")
+
+#: Messages settled by one script call at most.
+BATCH = 200
+
+
+@dataclass
+class _Completion:
+    message: Message
+    outcome: str
+    follow: Message | None
+    future: asyncio.Future[bool] = field(repr=False)
+
+
+class Completions:
+    """The queue of finished messages of one worker, flushed by a background task."""
+
+    def __init__(self, shadow: Shadow, consumer: str, reconnect_cap: float) -> None:
+        self.shadow = shadow
+        self.consumer = consumer
+        self.reconnect_cap = reconnect_cap
+        self._queue: list[_Completion] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.consumer}:completions")
+
+    async def close(self) -> None:
+        """Flush what is queued, then stop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        while self._queue and not task.done():
+            pending = [c.future for c in self._queue]
+            await asyncio.wait(pending)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def submit(self, message: Message, outcome: str, follow: Message | None) -> bool:
+        """Settle ``message``; ``False`` when another worker has claimed it meanwhile."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Completion(message, outcome, follow, future))
+        self._wakeup.set()
+        done: bool = await future
+        if not done:
+            logger.warning(
+                "Task %s (message %s) is no longer claimed by %s; another worker owns it",
+                message.key,
+                message.message_id,
+                self.consumer,
+            )
+        return done
+
+    async def _run(self) -> None:
+        from .worker import CONNECTION_ERRORS, Backoff
+
+        backoff = Backoff(self.reconnect_cap)
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                # Waiters cancelled meanwhile (lost claims, forced stops) are dropped.
+                self._queue = [c for c in self._queue if not c.future.done()]
+                batch, self._queue = self._queue[:BATCH], self._queue[BATCH:]
+                if not batch:
+                    break
+                try:
+                    results = await self._settle(batch)
+                except CONNECTION_ERRORS as error:
+                    self._queue[:0] = batch
+                    delay = backoff.next()
+                    logger.warning(
+                        "Cannot acknowledge %d finished task(s) (%s); retrying in %.1f s",
+                        len(batch),
+                        error,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                except Exception as error:
+                    # Not an outage: a bug or a server refusing the script. Say so loudly;
+                    # the messages stay pending and are redelivered after the timeout.
+                    logger.exception("Cannot acknowledge %d finished task(s)", len(batch))
+                    for completion in batch:
+                        if not completion.future.done():
+                            completion.future.set_exception(error)
+                    continue
+                backoff.reset()
+                for completion, result in zip(batch, results, strict=True):
+                    if not completion.future.done():
+                        completion.future.set_result(bool(result))
+
+    async def _settle(self, batch: list[_Completion]) -> list[int]:
+        keys = self.shadow.keys
+        script_keys = [keys.stream, keys.queue]
+        args: list[str | bytes | int] = [
+            WORKER_GROUP,
+            self.consumer,
+            now_ms(),
+            int(self.shadow.execution_ttl.total_seconds()),
+        ]
+        for completion in batch:
+            message, follow = completion.message, completion.follow
+            script_keys += [keys.run(message.key), keys.parked(message.key)]
+            fields = follow.fields() if follow else []
+            args += [
+                message.message_id,
+                "reschedule" if follow else completion.outcome,
+                message.key,
+                follow.when_ms if follow else 0,
+                len(fields),
+                *fields,
+            ]
+        results: list[int] = await self.shadow.scripts.complete(keys=script_keys, args=args)
+        return results

@@ -1,0 +1,160 @@
+"""Where a worker's next messages come from, in order of priority.
+
+1. Its own pending list, after a start or a reconnection: messages delivered to this
+   consumer that it never ran (a lost reply, a restart under the same name).
+2. Messages other consumers left unacknowledged for longer than the redelivery timeout
+   (XAUTOCLAIM): the work of dead workers.
+3. New messages (XREADGROUP ``>``), blocking while the stream is empty.
+
+The blocking read runs on a dedicated connection so that it can be woken with
+``CLIENT UNBLOCK`` instead of being cancelled: a cancelled read may still be served by the
+server and leave a message stranded in this consumer's pending list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Collection, Mapping
+from datetime import timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from .keys import WORKER_GROUP
+from .shadow import Shadow
+
+logger = logging.getLogger("shadows.worker")
+
+Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
+
+
+def entry_id(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def entries_of(response: Any) -> list[Entry]:
+    """The (id, fields) pairs of an XREADGROUP reply (RESP2 list or RESP3 dict)."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return [entry for batch in response.values() for entry in batch[0]]
+    return [entry for _, batch in response for entry in batch]
+
+
+class StreamReader:
+    """Reads messages for one consumer of a shadow's stream."""
+
+    def __init__(
+        self,
+        shadow: Shadow,
+        consumer: str,
+        redelivery_timeout: timedelta,
+        block: float,
+        claim_every: float,
+    ) -> None:
+        self.shadow = shadow
+        self.consumer = consumer
+        self.redelivery_timeout = redelivery_timeout
+        self.block_ms = max(1, int(block * 1000))
+        self.claim_every = claim_every
+        self.recover = True
+        self._last_claim = 0.0
+        self._connection: Redis | None = None
+        self._can_unblock = True
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.aclose()
+
+    async def next(
+        self, free: int, skip: Collection[str], block: bool, wake: asyncio.Event
+    ) -> list[Entry]:
+        """Up to ``free`` messages; ``skip`` holds ids this worker runs or gave up.
+
+        A blocking read returns early (empty) once ``wake`` is set.
+        """
+        client = self.shadow.client
+        stream = self.shadow.keys.stream
+        if self.recover:
+            response = await client.xreadgroup(
+                WORKER_GROUP, self.consumer, {stream: "0"}, count=free + len(skip)
+            )
+            entries = [e for e in entries_of(response) if entry_id(e[0]) not in skip]
+            if len(entries) <= free:
+                self.recover = False
+            if entries:
+                return entries[:free]
+
+        now = time.monotonic()
+        if now - self._last_claim >= self.claim_every:
+            self._last_claim = now
+            claimed = await client.xautoclaim(
+                stream,
+                WORKER_GROUP,
+                self.consumer,
+                min_idle_time=int(self.redelivery_timeout.total_seconds() * 1000),
+                start_id="0-0",
+                count=free,
+            )
+            entries = list(claimed[1])
+            if entries:
+                logger.warning(
+                    "Reclaimed %d message(s) left unacknowledged for over %s by dead workers",
+                    len(entries),
+                    self.redelivery_timeout,
+                )
+                return entries
+
+        if not block or wake.is_set():
+            return entries_of(
+                await client.xreadgroup(WORKER_GROUP, self.consumer, {stream: ">"}, count=free)
+            )
+        return await self._blocking_read(free, wake)
+
+    async def _blocking_read(self, free: int, wake: asyncio.Event) -> list[Entry]:
+        if self._connection is None:
+            self._connection = self.shadow.client.client()
+        connection = self._connection
+        client_id = await connection.client_id() if self._can_unblock else None
+        reading = asyncio.ensure_future(
+            connection.xreadgroup(
+                WORKER_GROUP,
+                self.consumer,
+                {self.shadow.keys.stream: ">"},
+                count=free,
+                block=self.block_ms,
+            )
+        )
+        waking = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({reading, waking}, return_when=asyncio.FIRST_COMPLETED)
+            while not reading.done() and client_id is not None:
+                if not await self._unblock(client_id):
+                    break
+                await asyncio.wait({reading}, timeout=0.01)
+            return entries_of(await reading)
+        except asyncio.CancelledError:
+            if client_id is not None and not reading.done():
+                with contextlib.suppress(Exception):
+                    await self._unblock(client_id)
+            reading.cancel()
+            self.recover = True
+            raise
+        finally:
+            waking.cancel()
+
+    async def _unblock(self, client_id: int) -> bool:
+        try:
+            await self.shadow.client.client_unblock(client_id)
+        except ResponseError as error:
+            # An ACL user without CLIENT UNBLOCK: wait out the block instead.
+            logger.info("Cannot use CLIENT UNBLOCK (%s); idle reads end on their timeout", error)
+            self._can_unblock = False
+            return False
+        return True
