@@ -2,18 +2,46 @@
 
 from ._version import __version__
 from .annotations import Logged
-from .dependencies import Dependency, ExponentialRetry, Retry
+from .dependencies import (
+    ConcurrencyLimit,
+    Cron,
+    CurrentExecution,
+    CurrentShadow,
+    CurrentWorker,
+    Dependency,
+    DependencyError,
+    Depends,
+    ExponentialRetry,
+    Perpetual,
+    Retry,
+    TaskArgument,
+    TaskKey,
+    TaskLogger,
+    Timeout,
+)
 from .execution import Execution
 from .shadow import Shadow, UnknownTaskError
 from .worker import Worker
 
 __all__ = [
+    "ConcurrencyLimit",
+    "Cron",
+    "CurrentExecution",
+    "CurrentShadow",
+    "CurrentWorker",
     "Dependency",
+    "DependencyError",
+    "Depends",
     "Execution",
     "ExponentialRetry",
     "Logged",
+    "Perpetual",
     "Retry",
     "Shadow",
+    "TaskArgument",
+    "TaskKey",
+    "TaskLogger",
+    "Timeout",
     "UnknownTaskError",
     "Worker",
     "__version__",

@@ -120,10 +120,13 @@ class Completions:
             self.consumer,
             now_ms(),
             int(self.shadow.execution_ttl.total_seconds()),
+            keys.prefix,
         ]
         for completion in batch:
             message, follow = completion.message, completion.follow
             script_keys += [keys.run(message.key), keys.parked(message.key)]
+            for slot in message.holds:
+                script_keys += [keys.concurrency(slot), keys.waiting(slot)]
             fields = follow.fields() if follow else []
             args += [
                 message.message_id,
@@ -132,6 +135,7 @@ class Completions:
                 follow.when_ms if follow else 0,
                 len(fields),
                 *fields,
+                len(message.holds),
             ]
         results: list[int] = await self.shadow.scripts.complete(keys=script_keys, args=args)
         return results

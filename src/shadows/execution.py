@@ -45,6 +45,8 @@ class Message:
     kwargs: bytes
     message_id: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    #: Concurrency slots this delivery holds while it runs (worker-side, not on the wire).
+    holds: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, fields: Fields, message_id: str = "") -> Message:

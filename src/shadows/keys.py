@@ -66,14 +66,14 @@ class Keys:
         """Set of task names one worker can run."""
         return f"{self.prefix}worker-tasks:{worker}"
 
-    def concurrency(self, scope: str) -> str:
-        """Sorted set of the holders of one concurrency-limit slot pool."""
-        return f"{self.prefix}concurrency:{scope}"
+    def concurrency(self, slot: str) -> str:
+        """Sorted set of the task keys holding a slot of one concurrency pool, scored by
+        the expiry of their lease."""
+        return f"{self.prefix}concurrency:{slot}"
 
-    @property
-    def waiting(self) -> str:
-        """Sorted set of task keys parked until a concurrency slot frees."""
-        return f"{self.prefix}waiting"
+    def waiting(self, slot: str) -> str:
+        """Sorted set of task keys parked until a slot of that pool frees (by arrival)."""
+        return f"{self.prefix}waiting:{slot}"
 
     @property
     def failed(self) -> str:

@@ -1,16 +1,28 @@
-"""Running one message: decode it, resolve its dependencies, call it, record the outcome."""
+"""Running one message: decode it, take its concurrency slots, resolve its dependencies,
+call it, and settle the outcome (done, retried, perpetuated)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from contextlib import AsyncExitStack
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .dependencies import Context, Retry, plan_for, resolve_arguments
-from .execution import Execution, Message, now_ms
+from .dependencies import (
+    ConcurrencyLimit,
+    Context,
+    Perpetual,
+    Retry,
+    Timeout,
+    plan_for,
+    resolve_arguments,
+)
+from .dependencies.base import task_arguments
+from .execution import Execution, Message, now_ms, to_ms
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -33,7 +45,7 @@ def _describe(message: Message) -> str:
 
 
 async def run_message(worker: Worker, message: Message) -> None:
-    """Run ``message`` on ``worker`` and acknowledge it; never raises but on cancellation."""
+    """Run ``message`` on ``worker`` and settle it; never raises but on cancellation."""
     shadow = worker.shadow
     function = shadow.tasks.get(message.function)
     if function is None:
@@ -48,6 +60,8 @@ async def run_message(worker: Worker, message: Message) -> None:
         return
     try:
         execution = Execution.from_message(message, function, shadow.codec)
+        plan = plan_for(function)
+        arguments = task_arguments(execution)
     except Exception as error:
         logger.error(
             "Cannot decode the arguments of %s: %s: %s",
@@ -57,6 +71,26 @@ async def run_message(worker: Worker, message: Message) -> None:
         )
         await worker.finish(message, "failed")
         return
+
+    limits = plan.all(ConcurrencyLimit)
+    if limits:
+        try:
+            slots = [
+                (limit.slot(execution.function_name, arguments), limit.max_concurrent)
+                for limit in limits
+            ]
+        except KeyError as error:
+            logger.error("Cannot limit %s: %s", _describe(message), error.args[0])
+            await worker.finish(message, "failed")
+            return
+        taken = await worker.acquire(message, slots)
+        if taken is None:
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("⏸ %s waits for a free concurrency slot", _describe(message))
+            return
+        if not taken:
+            return
+
     if not worker.allowed_to_run(message):
         await worker.finish(message, "completed")
         return
@@ -68,7 +102,12 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
     plan = plan_for(function)
     verbose = logger.isEnabledFor(logging.INFO)
     call = execution.call_repr() if verbose else ""
-    details = {"task": execution.function_name, "key": execution.key, "attempt": execution.attempt}
+    details: dict[str, Any] = {
+        "task": execution.function_name,
+        "key": execution.key,
+        "attempt": execution.attempt,
+        "worker": worker.name,
+    }
     if verbose:
         logger.info(
             "▶ %s [key=%s attempt=%d]", call, execution.key, execution.attempt, extra=details
@@ -81,14 +120,23 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
     try:
         async with stack:
             arguments = await resolve_arguments(plan, context)
-            if plan.is_async:
-                await function(*execution.args, **execution.kwargs, **arguments)
-            else:
-                await asyncio.to_thread(function, *execution.args, **execution.kwargs, **arguments)
+            timeout = _find(Timeout, arguments, execution.kwargs)
+            scope = timeout.start() if timeout else contextlib.nullcontext()
+            async with scope:
+                if plan.is_async:
+                    await function(*execution.args, **execution.kwargs, **arguments)
+                else:
+                    await asyncio.to_thread(
+                        function, *execution.args, **execution.kwargs, **arguments
+                    )
     except Exception as raised:
         error = raised
     elapsed = time.perf_counter() - started
     details["duration"] = round(elapsed, 6)
+
+    resolved = context.arguments
+    perpetual = _find(Perpetual, resolved, execution.kwargs)
+    follow = _next_run(worker, execution, message, perpetual)
 
     if error is None:
         details["outcome"] = "completed"
@@ -101,10 +149,10 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
                 _duration(elapsed),
                 extra=details,
             )
-        await worker.finish(message, "completed")
+        await worker.finish(message, "completed", follow)
         return
 
-    retry = _find(Retry, context.arguments, execution.kwargs)
+    retry = _find(Retry, resolved, execution.kwargs)
     delay = retry.next_delay() if retry else None
     if delay is not None:
         details["outcome"] = "retrying"
@@ -121,12 +169,12 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
             exc_info=error if logger.isEnabledFor(logging.DEBUG) else None,
             extra=details,
         )
-        follow = replace(
+        retried = replace(
             message,
             attempt=message.attempt + 1,
             when_ms=now_ms() + int(delay.total_seconds() * 1000),
         )
-        await worker.finish(message, "failed", follow)
+        await worker.finish(message, "failed", retried)
         return
 
     details["outcome"] = "failed"
@@ -141,7 +189,26 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
         exc_info=error,
         extra=details,
     )
-    await worker.finish(message, "failed")
+    await worker.finish(message, "failed", follow)
+
+
+def _next_run(
+    worker: Worker, execution: Execution, message: Message, perpetual: Perpetual | None
+) -> Message | None:
+    """The next message of a perpetual chain, or ``None`` when there is none."""
+    if perpetual is None or perpetual.cancelled:
+        return None
+    now = datetime.now(UTC)
+    when = perpetual.next_run(execution.when, now)
+    codec = worker.shadow.codec
+    return replace(
+        message,
+        attempt=1,
+        when_ms=to_ms(when),
+        args=codec.dumps(tuple(perpetual.args)) if perpetual.changed else message.args,
+        kwargs=codec.dumps(dict(perpetual.kwargs)) if perpetual.changed else message.kwargs,
+        holds=[],
+    )
 
 
 def _duration(seconds: float) -> str:

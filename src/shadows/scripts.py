@@ -48,6 +48,31 @@ local function pending_owner(stream, group, id)
   if not ok or #entries == 0 then return false end
   return entries[1][2]
 end
+
+-- Move the parked task `key` from the queue to the stream now; false if not parked.
+local function move_now(prefix, stream, queue, key)
+  local parked = prefix .. 'parked:' .. key
+  local fields = redis.call('HGETALL', parked)
+  redis.call('ZREM', queue, key)
+  redis.call('DEL', parked)
+  if #fields == 0 then return false end
+  local id = redis.call('XADD', stream, '*', unpack(fields))
+  redis.call('HSET', prefix .. 'run:' .. key, 'state', 'queued', 'message', id)
+  return id
+end
+
+-- A concurrency slot freed: wake the longest waiter that is still parked.
+local function wake_one(prefix, stream, queue, waiting)
+  while true do
+    local first = redis.call('ZRANGE', waiting, 0, 0)
+    if #first == 0 then return end
+    redis.call('ZREM', waiting, first[1])
+    if redis.call('ZSCORE', queue, first[1]) then
+      move_now(prefix, stream, queue, first[1])
+      return
+    end
+  end
+end
 """
 
 # KEYS: stream, queue, run, parked
@@ -97,24 +122,20 @@ return 1
 # KEYS: queue, stream
 # ARGV: now_ms, limit, key prefix
 # Returns {moved, score of the next future task or -1}
-MOVE_DUE = r"""
+MOVE_DUE = (
+    _PRELUDE
+    + r"""
 local queue, stream = KEYS[1], KEYS[2]
 local now, limit, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local due = redis.call('ZRANGE', queue, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
 for _, key in ipairs(due) do
-  local parked = prefix .. 'parked:' .. key
-  local fields = redis.call('HGETALL', parked)
-  if #fields > 0 then
-    local id = redis.call('XADD', stream, '*', unpack(fields))
-    redis.call('HSET', prefix .. 'run:' .. key, 'state', 'queued', 'message', id)
-  end
-  redis.call('DEL', parked)
-  redis.call('ZREM', queue, key)
+  move_now(prefix, stream, queue, key)
 end
 local next = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
 if #next == 0 then return {#due, -1} end
 return {#due, next[2]}
 """
+)
 
 # KEYS: run keys of the tasks a worker just received
 # ARGV: worker name, now_ms
@@ -127,32 +148,41 @@ end
 return #KEYS
 """
 
-# KEYS: stream, queue, then a run key and a parked key per message
-# ARGV: group, consumer, now_ms, ttl_s, then per message:
-#       message id, outcome, key, when_ms, field count, fields...
+# KEYS: stream, queue, then per message: run key, parked key, and a (slot, waiting) key
+#       pair per concurrency slot it holds
+# ARGV: group, consumer, now_ms, ttl_s, key prefix, then per message:
+#       message id, outcome, key, when_ms, field count, fields..., slot count
 # outcome: 'completed' | 'failed' (finish), 'reschedule' (place the fields anew), 'drop'
 # Returns a 1 or 0 per message: 0 when the message is no longer this consumer's (fencing:
-# someone else has claimed it, so this worker must not touch its state).
+# someone else has claimed it, so this worker must not touch its state or its slots).
 COMPLETE = (
     _PRELUDE
     + r"""
 local stream, queue = KEYS[1], KEYS[2]
-local group, consumer, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
+local ttl, prefix = tonumber(ARGV[4]), ARGV[5]
 local results = {}
-local k, a = 3, 5
+local k, a = 3, 6
 while a <= #ARGV do
   local run, parked = KEYS[k], KEYS[k + 1]
   local id, outcome, key, when = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local count = tonumber(ARGV[a + 4])
   local fields = {}
   for i = 1, count do fields[i] = ARGV[a + 4 + i] end
-  k, a = k + 2, a + 5 + count
+  local slots = tonumber(ARGV[a + 5 + count])
+  local first_slot = k + 2
+  k, a = k + 2 + 2 * slots, a + 6 + count
 
   if pending_owner(stream, group, id) ~= consumer then
     results[#results + 1] = 0
   else
     redis.call('XACK', stream, group, id)
     redis.call('XDEL', stream, id)
+    for s = 0, slots - 1 do
+      local slot, waiting = KEYS[first_slot + 2 * s], KEYS[first_slot + 2 * s + 1]
+      redis.call('ZREM', slot, key)
+      wake_one(prefix, stream, queue, waiting)
+    end
     if outcome == 'reschedule' then
       place(stream, queue, run, parked, key, when, now, fields)
     elseif outcome ~= 'drop' then
@@ -171,20 +201,70 @@ return results
 """
 )
 
-# KEYS: stream
-# ARGV: group, consumer, message ids...
-# Resets the idle time of the messages this consumer still owns; returns the ids it lost.
+# KEYS: stream, queue, run, parked, then a (slot, waiting) key pair per limit
+# ARGV: group, consumer, message id, key, now_ms, lease_ms, limit count,
+#       max per limit..., fields of the message...
+# Takes a slot in every pool, all or none. Returns {1} when taken; {0, i} when pool i is
+# full: the message is then acknowledged and parked in the queue until the earliest
+# holder's lease runs out, and listed as a waiter woken as soon as a slot frees;
+# {-1} when the message is no longer this consumer's.
+ACQUIRE = (
+    _PRELUDE
+    + r"""
+local stream, queue, run, parked = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, consumer, id, key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now, lease, count = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+if pending_owner(stream, group, id) ~= consumer then return {-1} end
+
+for i = 1, count do
+  local slot = KEYS[3 + 2 * i]
+  redis.call('ZREMRANGEBYSCORE', slot, '-inf', now)
+  if not redis.call('ZSCORE', slot, key) then
+    if redis.call('ZCARD', slot) >= tonumber(ARGV[7 + i]) then
+      local waiting = KEYS[4 + 2 * i]
+      local earliest = redis.call('ZRANGE', slot, 0, 0, 'WITHSCORES')
+      local fields = {}
+      for j = 8 + count, #ARGV do fields[#fields + 1] = ARGV[j] end
+      redis.call('XACK', stream, group, id)
+      redis.call('XDEL', stream, id)
+      place(stream, queue, run, parked, key, tonumber(earliest[2]) + 1, now, fields)
+      redis.call('ZADD', waiting, 'NX', now, key)
+      redis.call('PEXPIRE', waiting, lease * 2)
+      return {0, i}
+    end
+  end
+end
+for i = 1, count do
+  local slot = KEYS[3 + 2 * i]
+  redis.call('ZADD', slot, now + lease, key)
+  redis.call('PEXPIRE', slot, lease * 2)
+end
+return {1}
+"""
+)
+
+# KEYS: stream, then the slot keys held by each message in turn
+# ARGV: group, consumer, now_ms, lease_ms, then per message: message id, key, slot count
+# Resets the idle time of the messages this consumer still owns and extends the leases of
+# their concurrency slots; returns the ids it lost.
 RENEW = r"""
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local now, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
 local lost = {}
-for i = 3, #ARGV do
-  local id = ARGV[i]
+local k, a = 2, 5
+while a <= #ARGV do
+  local id, key, slots = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local ok, entries = pcall(redis.call, 'XPENDING', stream, group, id, id, 1)
   if ok and #entries > 0 and entries[1][2] == consumer then
     redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
+    for s = 0, slots - 1 do
+      redis.call('ZADD', KEYS[k + s], 'XX', now + lease, key)
+      redis.call('PEXPIRE', KEYS[k + s], lease * 2)
+    end
   else
     lost[#lost + 1] = id
   end
+  k, a = k + slots, a + 3
 end
 return lost
 """
@@ -269,6 +349,7 @@ class Scripts:
         self.move_due = client.register_script(MOVE_DUE)
         self.start = client.register_script(START)
         self.complete = client.register_script(COMPLETE)
+        self.acquire = client.register_script(ACQUIRE)
         self.renew = client.register_script(RENEW)
         self.release = client.register_script(RELEASE)
         self.clear = client.register_script(CLEAR)

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -34,6 +34,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .completions import Completions
+from .dependencies import Perpetual, plan_for
 from .execution import Message, MessageError, now_ms
 from .keys import WORKER_GROUP
 from .reader import Entry, StreamReader, entry_id
@@ -206,6 +207,8 @@ class Worker:
         )
         try:
             await self._prepare()
+            if self.schedule_automatic_tasks:
+                await self._schedule_automatic_tasks()
             await self._read_loop(until_finished)
             await self._drain()
         except asyncio.CancelledError:
@@ -405,6 +408,57 @@ class Worker:
         """
         return await self._completions.submit(message, outcome, next_message)
 
+    async def acquire(self, message: Message, slots: list[tuple[str, int]]) -> bool | None:
+        """Take a slot in each concurrency pool for ``message``, all or none.
+
+        ``True``: taken (recorded on the message, renewed with its claim, released with its
+        acknowledgement). ``None``: a pool is full; the message has been parked until a
+        slot frees. ``False``: the message is no longer this worker's.
+        """
+        keys = self.shadow.keys
+        script_keys = [keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)]
+        for slot, _ in slots:
+            script_keys += [keys.concurrency(slot), keys.waiting(slot)]
+        args: list[str | bytes | int] = [
+            WORKER_GROUP,
+            self.name,
+            message.message_id,
+            message.key,
+            now_ms(),
+            int(self._redelivery * 1000),
+            len(slots),
+            *(maximum for _, maximum in slots),
+            *message.fields(),
+        ]
+        backoff = Backoff(self._reconnect_cap)
+        while True:
+            try:
+                result = await self.shadow.scripts.acquire(keys=script_keys, args=args)
+                break
+            except CONNECTION_ERRORS as error:
+                delay = backoff.next()
+                logger.warning(
+                    "Cannot take a concurrency slot (%s); retrying in %.1f s", error, delay
+                )
+                await asyncio.sleep(delay)
+        code = int(result[0])
+        if code == 1:
+            message.holds = [slot for slot, _ in slots]
+            return True
+        return None if code == 0 else False
+
+    async def _schedule_automatic_tasks(self) -> None:
+        """Start the chain of every automatic perpetual task that is not running yet."""
+        now = datetime.now(UTC)
+        for name, function in list(self.shadow.tasks.items()):
+            perpetual = plan_for(function).find(Perpetual)
+            if perpetual is None or not perpetual.automatic:
+                continue
+            try:
+                await self.shadow.add(function, when=perpetual.first_run(now), key=name)()
+            except TypeError as error:
+                logger.error("Cannot start automatic task %s: %s", name, error)
+
     async def _acknowledge(self, message_ids: list[str]) -> None:
         stream = self.shadow.keys.stream
         async with self.shadow.client.pipeline(transaction=False) as pipe:
@@ -502,10 +556,16 @@ class Worker:
 
     async def _renew(self, message_ids: list[str]) -> None:
         sent = time.monotonic()
+        keys = self.shadow.keys
+        script_keys = [keys.stream]
+        args: list[str | int] = [WORKER_GROUP, self.name, now_ms(), int(self._redelivery * 1000)]
+        for message_id in message_ids:
+            message = self._messages.get(message_id)
+            holds = message.holds if message else []
+            script_keys += [keys.concurrency(slot) for slot in holds]
+            args += [message_id, message.key if message else "", len(holds)]
         try:
-            lost = await self.shadow.scripts.renew(
-                keys=[self.shadow.keys.stream], args=[WORKER_GROUP, self.name, *message_ids]
-            )
+            lost = await self.shadow.scripts.renew(keys=script_keys, args=args)
         except CONNECTION_ERRORS as error:
             logger.warning("Could not renew the claims of %d task(s): %s", len(message_ids), error)
             return

@@ -12,13 +12,16 @@ import inspect
 from collections.abc import Callable, Hashable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from weakref import WeakKeyDictionary
 
 if TYPE_CHECKING:
     from ..execution import Execution
     from ..shadow import Shadow
     from ..worker import Worker
+
+
+D = TypeVar("D", bound="Dependency")
 
 
 class Dependency:
@@ -30,7 +33,8 @@ class Dependency:
 
     single: ClassVar[bool] = False
 
-    async def resolve(self, context: Context) -> Any:
+    async def resolve(self, context: Context, parameter: str) -> Any:
+        """The value for ``parameter`` in this run."""
         raise NotImplementedError
 
     @property
@@ -65,15 +69,34 @@ class Context:
     values: dict[Hashable, Any] = field(default_factory=dict)
     #: The task's dependency parameters resolved so far (kept after a failure too).
     arguments: dict[str, Any] = field(default_factory=dict)
+    _task_arguments: dict[str, Any] | None = field(default=None, repr=False)
 
-    async def resolve(self, dependency: Dependency) -> Any:
+    async def resolve(self, dependency: Dependency, parameter: str) -> Any:
         """Resolve ``dependency`` once for this run, sharing the value with later asks."""
         key = dependency.cache_key
         try:
             return self.values[key]
         except KeyError:
-            value = self.values[key] = await dependency.resolve(self)
+            value = self.values[key] = await dependency.resolve(self, parameter)
             return value
+
+    @property
+    def task_arguments(self) -> dict[str, Any]:
+        """The task's own arguments by parameter name (defaults applied)."""
+        if self._task_arguments is None:
+            self._task_arguments = task_arguments(self.execution)
+        return self._task_arguments
+
+
+def task_arguments(execution: Execution) -> dict[str, Any]:
+    """The arguments of ``execution`` by parameter name, defaults applied, dependencies
+    left out."""
+    signature = plan_for(execution.function).signature
+    bound = signature.bind_partial(*execution.args, **execution.kwargs)
+    bound.apply_defaults()
+    return {
+        name: value for name, value in bound.arguments.items() if not isinstance(value, Dependency)
+    }
 
 
 @dataclass(frozen=True)
@@ -85,12 +108,16 @@ class TaskPlan:
     dependencies: tuple[tuple[str, Dependency], ...]
     is_async: bool
 
-    def find(self, kind: type[Dependency]) -> Dependency | None:
+    def find(self, kind: type[D]) -> D | None:
         """The task's declared dependency of ``kind``, if it has one."""
         for _, dependency in self.dependencies:
             if isinstance(dependency, kind):
                 return dependency
         return None
+
+    def all(self, kind: type[D]) -> list[D]:
+        """Every declared dependency of ``kind``."""
+        return [d for _, d in self.dependencies if isinstance(d, kind)]
 
 
 _plans: WeakKeyDictionary[Callable[..., Any], TaskPlan] = WeakKeyDictionary()
@@ -151,7 +178,9 @@ async def resolve_arguments(plan: TaskPlan, context: Context) -> dict[str, Any]:
         if name in explicit:
             continue
         try:
-            context.arguments[name] = await context.resolve(dependency)
+            context.arguments[name] = await context.resolve(dependency, name)
+        except DependencyError:
+            raise
         except Exception as error:
             raise DependencyError(name, dependency, error) from error
     return context.arguments

@@ -27,7 +27,7 @@ class Retry(Dependency):
         self.delay = delay
         self.attempt = 1
 
-    async def resolve(self, context: Context) -> Any:
+    async def resolve(self, context: Context, parameter: str) -> Any:
         bound = copy.copy(self)
         bound.attempt = context.execution.attempt
         return bound
