@@ -6,6 +6,9 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
+
+from shadows import ConcurrencyLimit
 
 
 def record(path: str, *words: object) -> None:
@@ -27,4 +30,17 @@ def read_records(path: str | Path) -> list[list[str]]:
         return []
 
 
-tasks = [record_and_sleep]
+tasks: list[Any] = [record_and_sleep]
+
+
+async def limited(
+    path: str,
+    customer: str,
+    seconds: float,
+    limit: ConcurrencyLimit = ConcurrencyLimit("customer", max_concurrent=1),
+) -> None:
+    """One run per customer at a time, recorded like record_and_sleep."""
+    await record_and_sleep(path, customer, seconds)
+
+
+tasks.append(limited)

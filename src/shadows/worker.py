@@ -316,11 +316,29 @@ class Worker:
 
     async def _finished(self) -> bool:
         keys = self.shadow.keys
-        async with self.shadow.client.pipeline(transaction=False) as pipe:
+        client = self.shadow.client
+        async with client.pipeline(transaction=False) as pipe:
             pipe.xlen(keys.stream)
             pipe.zcard(keys.queue)
             ready, scheduled = await pipe.execute()
-        return not ready and not scheduled
+        if not ready and not scheduled:
+            return True
+        if not self._limits or ready:
+            return False
+        # Under run_at_most, future runs of capped tasks (perpetual chains) do not count.
+        queued: list[bytes] = await client.zrange(keys.queue, 0, -1)
+        waiting = [entry_id(key) for key in queued]
+        async with client.pipeline(transaction=False) as pipe:
+            for key in waiting:
+                pipe.hget(keys.run(key), "function")
+            functions = await pipe.execute()
+        return all(
+            self._spent(key) or (function is not None and self._spent(entry_id(function)))
+            for key, function in zip(waiting, functions, strict=True)
+        )
+
+    def _spent(self, name: str) -> bool:
+        return name in self._limits and self._counts.get(name, 0) >= self._limits[name]
 
     async def _start(self, entries: list[Entry]) -> None:
         from .runner import run_message
