@@ -326,8 +326,8 @@ class Worker:
         if not self._limits or ready:
             return False
         # Under run_at_most, future runs of capped tasks (perpetual chains) do not count.
-        queued: list[bytes] = await client.zrange(keys.queue, 0, -1)
-        waiting = [entry_id(key) for key in queued]
+        queued = await client.zrange(keys.queue, 0, -1)
+        waiting = [entry_id(key) for key in queued if isinstance(key, bytes | str)]
         async with client.pipeline(transaction=False) as pipe:
             for key in waiting:
                 pipe.hget(keys.run(key), "function")
