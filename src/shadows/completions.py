@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .execution import Message, now_ms
 from .keys import WORKER_GROUP
+from .reconnect import CONNECTION_ERRORS, Backoff
 
 if TYPE_CHECKING:
     from .shadow import Shadow
@@ -74,8 +75,6 @@ class Completions:
         return done
 
     async def _run(self) -> None:
-        from .worker import CONNECTION_ERRORS, Backoff
-
         backoff = Backoff(self.reconnect_cap)
         while True:
             await self._wakeup.wait()

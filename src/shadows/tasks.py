@@ -8,13 +8,14 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from .annotations import Logged
+from .dependencies import TaskLogger
 
-logger = logging.getLogger("shadows.tasks")
-
-
-async def trace(message: Annotated[str, Logged]) -> None:
+async def trace(
+    message: Annotated[str, Logged],
+    log: logging.LoggerAdapter[logging.Logger] = TaskLogger(),
+) -> None:
     """Log ``message``: proves that work flows from a producer to a worker."""
-    logger.info("trace: %s", message)
+    log.info("trace: %s", message)
 
 
 async def fail(message: Annotated[str, Logged]) -> None:

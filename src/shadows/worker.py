@@ -15,7 +15,6 @@ A worker runs four loops on one event loop:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
@@ -29,21 +28,19 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .completions import Completions
 from .dependencies import Perpetual, plan_for
 from .execution import Message, MessageError, now_ms
 from .keys import WORKER_GROUP
+from .leases import Leases
 from .reader import Entry, StreamReader, entry_id
+from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
+from .scheduler import run_scheduler
 from .shadow import Shadow
 
 logger = logging.getLogger("shadows.worker")
-
-#: Errors that mean "Redis is unreachable right now", as opposed to a bug or bad data.
-CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 _instances = itertools.count(1)
 
@@ -62,21 +59,6 @@ def _seconds(value: timedelta, name: str, minimum: float = 0.0) -> float:
     if seconds < minimum:
         raise ValueError(f"{name} must be at least {minimum} s, not {seconds} s")
     return seconds
-
-
-class Backoff:
-    """Exponential delays for reconnecting: 0.1 s doubling up to ``cap``."""
-
-    def __init__(self, cap: float) -> None:
-        self.cap = max(cap, 0.01)
-        self._delay = 0.0
-
-    def next(self) -> float:
-        self._delay = min(self.cap, 0.1 if not self._delay else self._delay * 2)
-        return self._delay
-
-    def reset(self) -> None:
-        self._delay = 0.0
 
 
 class Worker:
@@ -111,7 +93,7 @@ class Worker:
 
         self._active: dict[str, asyncio.Task[None]] = {}  # by message id
         self._messages: dict[str, Message] = {}  # by message id
-        self._leases: dict[str, float] = {}
+        self._leases = Leases(shadow, self.name, self._redelivery, self._messages.get, self._lose)
         self._slot_freed = asyncio.Event()
         self._idle = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -195,8 +177,11 @@ class Worker:
         restore_signals = self._install_signal_handlers()
         self._completions.start()
         background = [
-            asyncio.create_task(self._scheduler_loop(), name=f"{self.name}:scheduler"),
-            asyncio.create_task(self._lease_loop(), name=f"{self.name}:leases"),
+            asyncio.create_task(
+                run_scheduler(self.shadow, self._resolution, self._reconnect_cap, self._stopping),
+                name=f"{self.name}:scheduler",
+            ),
+            asyncio.create_task(self._leases.run(), name=f"{self.name}:leases"),
         ]
         logger.info(
             "Worker %s started on shadow %s (concurrency %d, tasks: %s)",
@@ -272,10 +257,7 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when the worker is asked to stop."""
-        if seconds <= 0 or self._stopping.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await sleep_unless(self._stopping, seconds)
 
     async def _read_loop(self, until_finished: bool) -> None:
         backoff = Backoff(self._reconnect_cap)
@@ -374,7 +356,7 @@ class Worker:
             keys=[keys.run(m.key) for m in messages], args=[self.name, now_ms()]
         )
         for message in messages:
-            self._leases[message.message_id] = sent
+            self._leases.track(message.message_id, sent)
             task = asyncio.create_task(
                 run_message(self, message), name=f"{message.function}:{message.key}"
             )
@@ -385,7 +367,7 @@ class Worker:
     def _task_done(self, message_id: str, _: object = None) -> None:
         self._active.pop(message_id, None)
         self._messages.pop(message_id, None)
-        self._leases.pop(message_id, None)
+        self._leases.forget(message_id)
         self._slot_freed.set()
         if not self._active:
             self._idle.set()
@@ -519,84 +501,10 @@ class Worker:
         except ResponseError:
             pass
 
-    # -- background loops ------------------------------------------------------------
-
-    async def _scheduler_loop(self) -> None:
-        """Move due tasks from the queue to the stream, sleeping until the next is due."""
-        keys = self.shadow.keys
-        backoff = Backoff(self._reconnect_cap)
-        page = 1000
-        while not self._stopping.is_set():
-            try:
-                now = now_ms()
-                moved, next_due = await self.shadow.scripts.move_due(
-                    keys=[keys.queue, keys.stream], args=[now, page, keys.prefix]
-                )
-            except CONNECTION_ERRORS as error:
-                await self._sleep(backoff.next())
-                logger.debug("Scheduler paused: %s", error)
-                continue
-            backoff.reset()
-            if int(moved) >= page:
-                continue
-            wait = self._resolution
-            next_due = float(next_due)
-            if next_due >= 0:
-                wait = min(wait, max(0.0, (next_due - now_ms()) / 1000))
-            await self._sleep(wait)
-
-    async def _lease_loop(self) -> None:
-        """Renew the claims of running messages; cancel tasks whose claim is lost.
-
-        A claim is renewed every quarter of the redelivery timeout. A task whose claim
-        could not be confirmed for 70% of the timeout is cancelled locally, before any
-        other worker may reclaim its message at 100%.
-        """
-        tick = max(self._redelivery / 10, 0.005)
-        renew_every = self._redelivery / 4
-        limit = self._redelivery * 0.7
-        last_renewal = time.monotonic()
-        renewal: asyncio.Task[None] | None = None
-        try:
-            while True:
-                await asyncio.sleep(tick)
-                now = time.monotonic()
-                for message_id, confirmed in list(self._leases.items()):
-                    if now - confirmed > limit:
-                        self._lose(message_id, "its claim could not be renewed in time")
-                due = now - last_renewal >= renew_every
-                if due and self._leases and (renewal is None or renewal.done()):
-                    last_renewal = now
-                    renewal = asyncio.create_task(self._renew(list(self._leases)))
-        finally:
-            if renewal is not None:
-                renewal.cancel()
-
-    async def _renew(self, message_ids: list[str]) -> None:
-        sent = time.monotonic()
-        keys = self.shadow.keys
-        script_keys = [keys.stream]
-        args: list[str | int] = [WORKER_GROUP, self.name, now_ms(), int(self._redelivery * 1000)]
-        for message_id in message_ids:
-            message = self._messages.get(message_id)
-            holds = message.holds if message else []
-            script_keys += [keys.concurrency(slot) for slot in holds]
-            args += [message_id, message.key if message else "", len(holds)]
-        try:
-            lost = await self.shadow.scripts.renew(keys=script_keys, args=args)
-        except CONNECTION_ERRORS as error:
-            logger.warning("Could not renew the claims of %d task(s): %s", len(message_ids), error)
-            return
-        lost_ids = {entry_id(message_id) for message_id in lost}
-        for message_id in message_ids:
-            if message_id in lost_ids:
-                self._lose(message_id, "another worker has claimed its message")
-            elif message_id in self._leases:
-                self._leases[message_id] = sent
-
     def _lose(self, message_id: str, reason: str) -> None:
+        """Stop a task whose claim is gone, and never pick its message up again here."""
         task = self._active.get(message_id)
-        self._leases.pop(message_id, None)
+        self._leases.forget(message_id)
         self._abandoned.add(message_id)
         if task is not None and not task.done():
             logger.error("Cancelling task %s: %s", task.get_name(), reason)
