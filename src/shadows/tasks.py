@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from .annotations import Logged
 from .dependencies import TaskLogger
 
+
 async def trace(
     message: Annotated[str, Logged],
     log: logging.LoggerAdapter[logging.Logger] = TaskLogger(),
