@@ -284,6 +284,11 @@ async def test_undecodable_arguments_are_logged_and_do_not_block(
     assert "Cannot decode the arguments of fine [key=broken-1 attempt=1]" in caplog.text
     assert "no_such_module_for_shadows" in caplog.text
     assert await shadow.client.xlen(shadow.keys.stream) == 0
+    letter = await shadow.failed_task("broken-1")
+    assert letter is not None
+    assert letter.reason == "undecodable"
+    assert "ModuleNotFoundError" in letter.error
+    assert "Traceback" in letter.traceback
 
 
 async def test_garbage_on_the_stream_is_dropped_and_logged(
@@ -302,8 +307,12 @@ async def test_garbage_on_the_stream_is_dropped_and_logged(
         async with Worker(shadow) as worker:
             await asyncio.wait_for(worker.run_until_finished(), 10)
     assert ran == [1]
-    assert caplog.text.count("Dropping malformed message") == 2
+    assert caplog.text.count("Dead-lettering malformed message") == 2
     assert await shadow.client.xlen(shadow.keys.stream) == 0
+    letters = await shadow.failed()
+    assert sorted(letter.reason for letter in letters) == ["malformed", "malformed"]
+    assert any("missing field 'key'" in letter.error for letter in letters)
+    assert any(letter.fields.get("garbage") == b"\xff\x00" for letter in letters)
 
 
 async def test_a_task_unknown_to_the_worker_is_logged(
@@ -319,6 +328,10 @@ async def test_a_task_unknown_to_the_worker_is_logged(
             await asyncio.wait_for(worker.run_until_finished(), 10)
     assert "Unknown task elsewhere [key=lost-task attempt=1]" in caplog.text
     assert await shadow.client.xlen(shadow.keys.stream) == 0
+    letter = await shadow.failed_task("lost-task")
+    assert letter is not None
+    assert letter.reason == "unknown-task"
+    assert letter.function == "elsewhere"
 
 
 async def test_run_at_most_caps_runs_by_key_and_by_name(shadow: Shadow) -> None:

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .dead_letters import Failure
 from .execution import Message, now_ms
 from .keys import WORKER_GROUP
 from .reconnect import CONNECTION_ERRORS, Backoff
@@ -31,6 +32,7 @@ class _Completion:
     message: Message
     outcome: str
     follow: Message | None
+    failure: Failure | None
     future: asyncio.Future[bool] = field(repr=False)
 
 
@@ -59,13 +61,22 @@ class Completions:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    async def submit(self, message: Message, outcome: str, follow: Message | None) -> bool:
-        """Settle ``message``; ``False`` when another worker has claimed it meanwhile."""
+    async def submit(
+        self,
+        message: Message,
+        outcome: str,
+        follow: Message | None = None,
+        failure: Failure | None = None,
+    ) -> bool:
+        """Settle ``message``; ``False`` when another worker has claimed it meanwhile.
+
+        With ``failure``, the message is also kept as a dead letter.
+        """
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Completion(message, outcome, follow, future))
+        self._queue.append(_Completion(message, outcome, follow, failure, future))
         self._wakeup.set()
         done: bool = await future
-        if not done:
+        if not done and not future.cancelled():
             logger.warning(
                 "Task %s (message %s) is no longer claimed by %s; another worker owns it",
                 message.key,
@@ -109,17 +120,20 @@ class Completions:
                 backoff.reset()
                 for completion, result in zip(batch, results, strict=True):
                     if not completion.future.done():
-                        completion.future.set_result(bool(result))
+                        completion.future.set_result(int(result) != 0)
 
     async def _settle(self, batch: list[_Completion]) -> list[int]:
-        keys = self.shadow.keys
-        script_keys = [keys.stream, keys.queue]
+        shadow = self.shadow
+        keys = shadow.keys
+        script_keys = [keys.stream, keys.queue, keys.failed]
         args: list[str | bytes | int] = [
             WORKER_GROUP,
             self.consumer,
             now_ms(),
-            int(self.shadow.execution_ttl.total_seconds()),
+            int(shadow.execution_ttl.total_seconds()),
             keys.prefix,
+            int(shadow.dead_letter_ttl.total_seconds() * 1000),
+            shadow.dead_letter_limit,
         ]
         for completion in batch:
             message, follow = completion.message, completion.follow
@@ -127,6 +141,8 @@ class Completions:
             for slot in message.holds:
                 script_keys += [keys.concurrency(slot), keys.waiting(slot)]
             fields = follow.fields() if follow else []
+            failure = completion.failure
+            dead = failure.fields(self.consumer, message.fields()) if failure else []
             args += [
                 message.message_id,
                 "reschedule" if follow else completion.outcome,
@@ -135,6 +151,8 @@ class Completions:
                 len(fields),
                 *fields,
                 len(message.holds),
+                len(dead),
+                *dead,
             ]
         results: list[int] = await self.shadow.scripts.complete(keys=script_keys, args=args)
         return results

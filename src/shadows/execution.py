@@ -8,13 +8,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .annotations import render_call
-from .serialization import Codec
+from .serialization import Payloads
 
 Fields = Mapping[bytes, bytes]
 
 
 class MessageError(ValueError):
     """A stream entry that is not a well-formed task message."""
+
+
+#: Marks (in ``Message.extra``) the stand-in for an entry that could not be parsed.
+MALFORMED = "malformed"
 
 
 def to_ms(moment: datetime) -> int:
@@ -47,6 +51,8 @@ class Message:
     extra: dict[str, str] = field(default_factory=dict)
     #: Concurrency slots this delivery holds while it runs (worker-side, not on the wire).
     holds: list[str] = field(default_factory=list)
+    #: The raw fields of an entry that could not be parsed (worker-side).
+    raw: list[str | bytes] | None = None
 
     @classmethod
     def parse(cls, fields: Fields, message_id: str = "") -> Message:
@@ -59,7 +65,9 @@ class Message:
             args = fields[b"args"]
             kwargs = fields[b"kwargs"]
         except KeyError as missing:
-            raise MessageError(f"missing field {missing.args[0]!r}") from None
+            name = missing.args[0]
+            name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+            raise MessageError(f"missing field {name!r}") from None
         except (ValueError, UnicodeDecodeError) as error:
             raise MessageError(f"malformed field: {error}") from None
         known = {b"key", b"function", b"when", b"attempt", b"args", b"kwargs"}
@@ -118,26 +126,26 @@ class Execution:
     def call_repr(self) -> str:
         return render_call(self.function, self.args, self.kwargs)
 
-    def to_message(self, codec: Codec, extra: dict[str, str] | None = None) -> Message:
-        return Message(
+    def to_message(self, payloads: Payloads, extra: dict[str, str] | None = None) -> Message:
+        """The sealed (codec-named, signed if configured) message for this call."""
+        args, kwargs = payloads.encode(self.args, self.kwargs)
+        message = Message(
             key=self.key,
             function=self.function_name,
             when_ms=to_ms(self.when),
             attempt=self.attempt,
-            args=codec.dumps(self.args),
-            kwargs=codec.dumps(self.kwargs),
-            extra=extra or {},
+            args=args,
+            kwargs=kwargs,
+            extra=dict(extra or {}),
         )
+        return payloads.seal(message)
 
     @classmethod
     def from_message(
-        cls, message: Message, function: Callable[..., Any], codec: Codec
+        cls, message: Message, function: Callable[..., Any], payloads: Payloads
     ) -> Execution:
-        """Decode the arguments of ``message`` (may raise whatever the codec raises)."""
-        args = codec.loads(message.args)
-        kwargs = codec.loads(message.kwargs)
-        if not isinstance(args, tuple) or not isinstance(kwargs, dict):
-            raise MessageError("arguments must decode to a tuple and a dict")
+        """Check and decode ``message`` (raises PayloadError, or whatever the codec raises)."""
+        args, kwargs = payloads.decode(message)
         return cls(
             function, args, kwargs, from_ms(message.when_ms), message.key, message.attempt, message
         )

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .dead_letters import Failure
 from .dependencies import (
     ConcurrencyLimit,
     Context,
@@ -22,7 +23,8 @@ from .dependencies import (
     resolve_arguments,
 )
 from .dependencies.base import task_arguments
-from .execution import Execution, Message, now_ms, to_ms
+from .execution import MALFORMED, Execution, Message, now_ms, to_ms
+from .serialization import PayloadError
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -47,21 +49,27 @@ def _describe(message: Message) -> str:
 async def run_message(worker: Worker, message: Message) -> None:
     """Run ``message`` on ``worker`` and settle it; never raises but on cancellation."""
     shadow = worker.shadow
+    if MALFORMED in message.extra:
+        failure = Failure("malformed", message.extra[MALFORMED], raw=message.raw)
+        await worker.finish(message, "drop", failure=failure)
+        return
     function = shadow.tasks.get(message.function)
     if function is None:
-        logger.error(
-            "Unknown task %s: no function %r is registered on worker %s (registered: %s)",
-            _describe(message),
-            message.function,
-            worker.name,
-            ", ".join(sorted(shadow.tasks)),
+        error = (
+            f"no function {message.function!r} is registered on worker {worker.name} "
+            f"(registered: {', '.join(sorted(shadow.tasks))})"
         )
-        await worker.finish(message, "failed")
+        logger.error("Unknown task %s: %s", _describe(message), error)
+        await worker.finish(message, "failed", failure=Failure("unknown-task", error))
         return
     try:
-        execution = Execution.from_message(message, function, shadow.codec)
+        execution = Execution.from_message(message, function, shadow.payloads)
         plan = plan_for(function)
         arguments = task_arguments(execution)
+    except PayloadError as error:
+        logger.error("Refusing %s: %s", _describe(message), error)
+        await worker.finish(message, "failed", failure=Failure("rejected", str(error)))
+        return
     except Exception as error:
         logger.error(
             "Cannot decode the arguments of %s: %s: %s",
@@ -69,7 +77,8 @@ async def run_message(worker: Worker, message: Message) -> None:
             type(error).__name__,
             error,
         )
-        await worker.finish(message, "failed")
+        failure = Failure.from_exception("undecodable", error)
+        await worker.finish(message, "failed", failure=failure)
         return
 
     limits = plan.all(ConcurrencyLimit)
@@ -81,7 +90,7 @@ async def run_message(worker: Worker, message: Message) -> None:
             ]
         except KeyError as error:
             logger.error("Cannot limit %s: %s", _describe(message), error.args[0])
-            await worker.finish(message, "failed")
+            await worker.finish(message, "failed", failure=Failure("failed", error.args[0]))
             return
         taken = await worker.acquire(message, slots)
         if taken is None:
@@ -173,8 +182,10 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
             message,
             attempt=message.attempt + 1,
             when_ms=now_ms() + int(delay.total_seconds() * 1000),
+            extra=dict(message.extra),
+            holds=[],
         )
-        await worker.finish(message, "failed", retried)
+        await worker.finish(message, "failed", worker.shadow.payloads.seal(retried))
         return
 
     details["outcome"] = "failed"
@@ -189,7 +200,7 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
         exc_info=error,
         extra=details,
     )
-    await worker.finish(message, "failed", follow)
+    await worker.finish(message, "failed", follow, Failure.from_exception("failed", error))
 
 
 def _next_run(
@@ -200,15 +211,20 @@ def _next_run(
         return None
     now = datetime.now(UTC)
     when = perpetual.next_run(execution.when, now)
-    codec = worker.shadow.codec
-    return replace(
+    payloads = worker.shadow.payloads
+    args, kwargs = message.args, message.kwargs
+    if perpetual.changed:
+        args, kwargs = payloads.encode(tuple(perpetual.args), dict(perpetual.kwargs))
+    follow = replace(
         message,
         attempt=1,
         when_ms=to_ms(when),
-        args=codec.dumps(tuple(perpetual.args)) if perpetual.changed else message.args,
-        kwargs=codec.dumps(dict(perpetual.kwargs)) if perpetual.changed else message.kwargs,
+        args=args,
+        kwargs=kwargs,
+        extra=dict(message.extra),
         holds=[],
     )
+    return payloads.seal(follow)
 
 
 def _duration(seconds: float) -> str:

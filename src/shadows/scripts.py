@@ -148,21 +148,25 @@ end
 return #KEYS
 """
 
-# KEYS: stream, queue, then per message: run key, parked key, and a (slot, waiting) key
-#       pair per concurrency slot it holds
-# ARGV: group, consumer, now_ms, ttl_s, key prefix, then per message:
-#       message id, outcome, key, when_ms, field count, fields..., slot count
-# outcome: 'completed' | 'failed' (finish), 'reschedule' (place the fields anew), 'drop'
-# Returns a 1 or 0 per message: 0 when the message is no longer this consumer's (fencing:
-# someone else has claimed it, so this worker must not touch its state or its slots).
+# KEYS: stream, queue, failed, then per message: run key, parked key, and a (slot,
+#       waiting) key pair per concurrency slot it holds
+# ARGV: group, consumer, now_ms, ttl_s, key prefix, dead-letter ttl_ms, dead-letter limit,
+#       then per message: message id, outcome, key, when_ms, field count, fields...,
+#       slot count, dead-letter field count, dead-letter fields...
+# outcome: a final state ('completed', 'failed', 'stricken', ...), 'reschedule' (place
+# the fields anew), or 'drop' (no run record). Dead-letter fields, when given, are kept in
+# '{name}:dead:{key}' and indexed in 'failed' (bounded, expiring).
+# Returns per message: 1 settled; 2 not pending any more (already settled: a retried
+# call); 0 claimed by another consumer (fencing: this worker must not touch its state).
 COMPLETE = (
     _PRELUDE
     + r"""
-local stream, queue = KEYS[1], KEYS[2]
+local stream, queue, failed = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
 local ttl, prefix = tonumber(ARGV[4]), ARGV[5]
+local dead_ttl, dead_limit = tonumber(ARGV[6]), tonumber(ARGV[7])
 local results = {}
-local k, a = 3, 6
+local k, a = 4, 8
 while a <= #ARGV do
   local run, parked = KEYS[k], KEYS[k + 1]
   local id, outcome, key, when = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -170,12 +174,30 @@ while a <= #ARGV do
   local fields = {}
   for i = 1, count do fields[i] = ARGV[a + 4 + i] end
   local slots = tonumber(ARGV[a + 5 + count])
+  local dead_count = tonumber(ARGV[a + 6 + count])
+  local dead = {}
+  for i = 1, dead_count do dead[i] = ARGV[a + 6 + count + i] end
   local first_slot = k + 2
-  k, a = k + 2 + 2 * slots, a + 6 + count
+  k, a = k + 2 + 2 * slots, a + 7 + count + dead_count
 
-  if pending_owner(stream, group, id) ~= consumer then
-    results[#results + 1] = 0
+  local owner = pending_owner(stream, group, id)
+  if owner ~= consumer then
+    if owner then results[#results + 1] = 0 else results[#results + 1] = 2 end
   else
+    if dead_count > 0 then
+      local letter = prefix .. 'dead:' .. key
+      redis.call('DEL', letter)
+      redis.call('HSET', letter, unpack(dead))
+      redis.call('PEXPIRE', letter, dead_ttl)
+      redis.call('ZADD', failed, now, key)
+      local excess = redis.call('ZCARD', failed) - dead_limit
+      if excess > 0 then
+        for _, old in ipairs(redis.call('ZRANGE', failed, 0, excess - 1)) do
+          redis.call('DEL', prefix .. 'dead:' .. old)
+        end
+        redis.call('ZREMRANGEBYRANK', failed, 0, excess - 1)
+      end
+    end
     redis.call('XACK', stream, group, id)
     redis.call('XDEL', stream, id)
     for s = 0, slots - 1 do

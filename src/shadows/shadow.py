@@ -16,12 +16,14 @@ from typing import Any, ParamSpec, Self, TypeVar, overload
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ResponseError
 
+from . import dead_letters
 from .connection import create_client, normalize_url
+from .dead_letters import DeadLetter
 from .dependencies import plan_for
-from .execution import Execution, now_ms, to_ms
+from .execution import Execution, Message, now_ms
 from .keys import WORKER_GROUP, Keys, validate_name
 from .scripts import Scripts
-from .serialization import Codec, PickleCodec
+from .serialization import Codec, Payloads, codec_named
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,7 +50,9 @@ class Shadow:
     ``unix://``, ``valkey://``, ``valkeys://`` or ``memory://`` (an in-process server);
     or pass ``connection_pool=`` to reuse your own redis-py pool. ``name`` and ``url``
     default to ``$SHADOW_NAME`` and ``$SHADOW_URL``, else ``"shadows"`` and
-    ``"redis://localhost:6379/0"``.
+    ``"redis://localhost:6379/0"``. ``codec`` (``"pickle"``, ``"json"``, ``"msgpack"`` or a
+    codec object; default ``$SHADOW_CODEC`` or pickle) and ``signing_key`` (default
+    ``$SHADOW_SIGNING_KEY``) choose how payloads are encoded and whether they are signed.
     """
 
     def __init__(
@@ -58,7 +62,10 @@ class Shadow:
         *,
         connection_pool: ConnectionPool | None = None,
         execution_ttl: timedelta = timedelta(minutes=15),
-        codec: Codec | None = None,
+        codec: Codec | str | None = None,
+        signing_key: str | bytes | None = None,
+        dead_letter_ttl: timedelta = timedelta(days=7),
+        dead_letter_limit: int = 10_000,
     ) -> None:
         if name is None:
             name = os.environ.get("SHADOW_NAME") or DEFAULT_NAME
@@ -68,7 +75,16 @@ class Shadow:
         self.url = normalize_url(url) if connection_pool is None else url
         self.keys = Keys(self.name)
         self.execution_ttl = execution_ttl
-        self.codec: Codec = codec or PickleCodec()
+        self.dead_letter_ttl = dead_letter_ttl
+        self.dead_letter_limit = dead_letter_limit
+        if codec is None:
+            codec = os.environ.get("SHADOW_CODEC") or "pickle"
+        if signing_key is None:
+            signing_key = os.environ.get("SHADOW_SIGNING_KEY") or None
+        self.payloads = Payloads(
+            codec_named(codec) if isinstance(codec, str) else codec,
+            signing_key.encode() if isinstance(signing_key, str) else signing_key,
+        )
         self.tasks: dict[str, TaskFunction] = {}
         self._pool = connection_pool
         self._client: Redis | None = None
@@ -98,6 +114,11 @@ class Shadow:
         client, self._client, self._scripts = self._client, None, None
         if client is not None:
             await client.aclose()
+
+    @property
+    def codec(self) -> Codec:
+        """The codec task arguments are encoded with."""
+        return self.payloads.codec
 
     @property
     def client(self) -> Redis:
@@ -229,23 +250,26 @@ class Shadow:
 
     async def schedule(self, execution: Execution, mode: str = "add") -> str:
         """Write ``execution`` to Redis; returns ``queued``, ``scheduled`` or ``exists``."""
-        message = execution.to_message(self.codec)
+        state = await self.schedule_message(execution.to_message(self.payloads), mode)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s: %s", mode, execution, state)
+        return state
+
+    async def schedule_message(self, message: Message, mode: str = "add") -> str:
+        """Write an already encoded ``message`` (see :meth:`schedule`)."""
         keys = self.keys
         outcome, _ = await self.scripts.schedule(
             keys=[keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)],
             args=[
                 message.key,
-                to_ms(execution.when),
+                message.when_ms,
                 now_ms(),
                 mode,
                 WORKER_GROUP,
                 *message.fields(),
             ],
         )
-        state = _text(outcome)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s %s: %s", mode, execution, state)
-        return state
+        return _text(outcome)
 
     async def cancel(self, key: str) -> bool:
         """Remove the future task ``key``; ``False`` if it is not waiting in the queue.
@@ -264,6 +288,24 @@ class Shadow:
         unknown: never added, cancelled, or finished longer than ``execution_ttl`` ago)."""
         state = await self.client.hget(self.keys.run(key), "state")
         return _text(state) if state is not None else None
+
+    # -- dead letters -----------------------------------------------------------------
+
+    async def failed(self, limit: int = 1000) -> list[DeadLetter]:
+        """Tasks that failed for good (newest first), kept for ``dead_letter_ttl``."""
+        return await dead_letters.list_failed(self, limit)
+
+    async def failed_task(self, key: str) -> DeadLetter | None:
+        """The dead letter of ``key``, with its error and traceback."""
+        return await dead_letters.get_failed(self, key)
+
+    async def retry_failed(self, key: str) -> str:
+        """Enqueue a dead-lettered task again, now, from attempt 1."""
+        return await dead_letters.retry_failed(self, key)
+
+    async def purge_failed(self, key: str | None = None) -> int:
+        """Forget one dead letter, or all of them."""
+        return await dead_letters.purge_failed(self, key)
 
     async def clear(self) -> int:
         """Remove all scheduled and queued (not yet started) work; returns how many."""

@@ -31,8 +31,9 @@ from typing import Any, Self
 from redis.exceptions import ResponseError
 
 from .completions import Completions
+from .dead_letters import Failure
 from .dependencies import Perpetual, plan_for
-from .execution import Message, MessageError, now_ms
+from .execution import MALFORMED, Message, MessageError, now_ms
 from .keys import WORKER_GROUP
 from .leases import Leases
 from .reader import Entry, StreamReader, entry_id
@@ -338,12 +339,12 @@ class Worker:
                 messages.append(Message.parse(fields, message_id))
             except MessageError as error:
                 logger.error(
-                    "Dropping malformed message %s: %s (fields: %r)",
+                    "Dead-lettering malformed message %s: %s (fields: %r)",
                     message_id,
                     error,
                     _preview(fields),
                 )
-                broken.append(message_id)
+                messages.append(_malformed(message_id, fields, error))
         if self._stopping.is_set():
             await self._release([m.message_id for m in messages])
             messages = []
@@ -399,14 +400,19 @@ class Worker:
         return True
 
     async def finish(
-        self, message: Message, outcome: str, next_message: Message | None = None
+        self,
+        message: Message,
+        outcome: str,
+        next_message: Message | None = None,
+        failure: Failure | None = None,
     ) -> bool:
-        """Acknowledge ``message`` and record its outcome, or place ``next_message``.
+        """Acknowledge ``message`` and record its outcome, or place ``next_message``;
+        with ``failure``, keep it as a dead letter too.
 
         Retries through Redis outages for as long as the task waits; returns ``False``
         when the claim turned out to be someone else's.
         """
-        return await self._completions.submit(message, outcome, next_message)
+        return await self._completions.submit(message, outcome, next_message, failure)
 
     async def acquire(self, message: Message, slots: list[tuple[str, int]]) -> bool | None:
         """Take a slot in each concurrency pool for ``message``, all or none.
@@ -509,6 +515,22 @@ class Worker:
         if task is not None and not task.done():
             logger.error("Cancelling task %s: %s", task.get_name(), reason)
             task.cancel()
+
+
+def _malformed(message_id: str, fields: Mapping[bytes, bytes], error: MessageError) -> Message:
+    """A stand-in for an entry too broken to parse, run only to dead-letter it."""
+    raw: list[str | bytes] = [part for pair in fields.items() for part in pair]
+    return Message(
+        key=f"malformed-{message_id}",
+        function="",
+        when_ms=0,
+        attempt=0,
+        args=b"",
+        kwargs=b"",
+        message_id=message_id,
+        extra={MALFORMED: str(error)},
+        raw=raw,
+    )
 
 
 def _preview(fields: Mapping[bytes, bytes]) -> dict[str, str]:
