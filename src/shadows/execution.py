@@ -19,6 +19,8 @@ class MessageError(ValueError):
 
 #: Marks (in ``Message.extra``) the stand-in for an entry that could not be parsed.
 MALFORMED = "malformed"
+#: Marks (in ``Message.extra``, worker-side) a message delivered too often to run again.
+POISON = "poison"
 
 
 def to_ms(moment: datetime) -> int:

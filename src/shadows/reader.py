@@ -65,6 +65,8 @@ class StreamReader:
         self._last_claim = 0.0
         self._connection: Redis | None = None
         self._can_unblock = True
+        #: Delivery counts of reclaimed messages, read by the worker (and popped).
+        self.deliveries: dict[str, int] = {}
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -109,6 +111,7 @@ class StreamReader:
                     len(entries),
                     self.redelivery_timeout,
                 )
+                await self._count_deliveries([entry_id(e[0]) for e in entries])
                 return entries
 
         if not block or wake.is_set():
@@ -116,6 +119,22 @@ class StreamReader:
                 await client.xreadgroup(WORKER_GROUP, self.consumer, {stream: ">"}, count=free)
             )
         return await self._blocking_read(free, wake)
+
+    async def _count_deliveries(self, message_ids: list[str]) -> None:
+        """Remember how often reclaimed messages were delivered (to spot poison)."""
+        pending = await self.shadow.client.xpending_range(
+            self.shadow.keys.stream,
+            WORKER_GROUP,
+            min=min(message_ids, key=_order),
+            max=max(message_ids, key=_order),
+            count=len(message_ids) * 4 + 16,
+            consumername=self.consumer,
+        )
+        wanted = set(message_ids)
+        for entry in pending:
+            message_id = entry_id(entry["message_id"])  # type: ignore[arg-type]
+            if message_id in wanted:
+                self.deliveries[message_id] = int(entry["times_delivered"])
 
     async def _blocking_read(self, free: int, wake: asyncio.Event) -> list[Entry]:
         if self._connection is None:
@@ -158,3 +177,8 @@ class StreamReader:
             self._can_unblock = False
             return False
         return True
+
+
+def _order(message_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = message_id.partition("-")
+    return int(milliseconds), int(sequence or 0)

@@ -23,7 +23,7 @@ from .dependencies import (
     resolve_arguments,
 )
 from .dependencies.base import task_arguments
-from .execution import MALFORMED, Execution, Message, now_ms, to_ms
+from .execution import MALFORMED, POISON, Execution, Message, now_ms, to_ms
 from .serialization import PayloadError
 
 if TYPE_CHECKING:
@@ -52,6 +52,15 @@ async def run_message(worker: Worker, message: Message) -> None:
     if MALFORMED in message.extra:
         failure = Failure("malformed", message.extra[MALFORMED], raw=message.raw)
         await worker.finish(message, "drop", failure=failure)
+        return
+    if POISON in message.extra:
+        deliveries = message.extra.pop(POISON)
+        error = (
+            f"delivered {deliveries} times without being acknowledged: every worker that "
+            "ran it died or lost touch with Redis (out of memory? a crash?)"
+        )
+        logger.error("Dead-lettering poison message %s: %s", _describe(message), error)
+        await worker.finish(message, "failed", failure=Failure("poison", error))
         return
     function = shadow.tasks.get(message.function)
     if function is None:

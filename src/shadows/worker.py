@@ -33,7 +33,7 @@ from redis.exceptions import ResponseError
 from .completions import Completions
 from .dead_letters import Failure
 from .dependencies import Perpetual, plan_for
-from .execution import MALFORMED, Message, MessageError, now_ms
+from .execution import MALFORMED, POISON, Message, MessageError, now_ms
 from .keys import WORKER_GROUP
 from .leases import Leases
 from .reader import Entry, StreamReader, entry_id
@@ -75,6 +75,7 @@ class Worker:
         minimum_check_interval: timedelta = timedelta(milliseconds=250),
         scheduling_resolution: timedelta = timedelta(milliseconds=250),
         schedule_automatic_tasks: bool = True,
+        max_deliveries: int = 5,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
@@ -86,6 +87,11 @@ class Worker:
         self.minimum_check_interval = minimum_check_interval
         self.scheduling_resolution = scheduling_resolution
         self.schedule_automatic_tasks = schedule_automatic_tasks
+        if not isinstance(max_deliveries, int) or max_deliveries < 1:
+            raise ValueError(f"max_deliveries must be a positive integer, not {max_deliveries!r}")
+        #: A message delivered this often without being acknowledged (its workers died
+        #: running it) is dead-lettered as poison instead of being run again.
+        self.max_deliveries = max_deliveries
 
         self._redelivery = _seconds(redelivery_timeout, "redelivery_timeout", 0.05)
         self._reconnect_cap = _seconds(reconnection_delay, "reconnection_delay")
@@ -335,8 +341,12 @@ class Worker:
             if not fields:
                 broken.append(message_id)  # deleted while pending
                 continue
+            deliveries = self._reader.deliveries.pop(message_id, 0)
             try:
-                messages.append(Message.parse(fields, message_id))
+                message = Message.parse(fields, message_id)
+                if deliveries > self.max_deliveries:
+                    message.extra[POISON] = str(deliveries)
+                messages.append(message)
             except MessageError as error:
                 logger.error(
                     "Dead-lettering malformed message %s: %s (fields: %r)",

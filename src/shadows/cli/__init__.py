@@ -31,6 +31,7 @@ def version() -> None:
     print(__version__)
 
 
+from . import failed as _failed  # noqa: E402,F401  (registers the commands)
 from . import worker as _worker  # noqa: E402,F401  (registers the command)
 from .errors import CLIError  # noqa: E402
 

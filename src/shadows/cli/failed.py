@@ -1,0 +1,164 @@
+"""``shadows failed``: list, inspect, re-enqueue and purge dead-lettered tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..dead_letters import DeadLetter
+from ..execution import MessageError
+from ..shadow import Shadow
+from . import app
+from .errors import CLIError
+from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url
+
+failed_app = typer.Typer(help="Tasks that failed for good (dead letters).", no_args_is_help=True)
+app.add_typer(failed_app, name="failed")
+
+T = TypeVar("T")
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _with_shadow(url: str, name: str, action: Callable[[Shadow], Awaitable[T]]) -> T:
+    try:
+        shadow = Shadow(name=name, url=url)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+
+    async def run() -> T:
+        async with shadow:
+            return await action(shadow)
+
+    return asyncio.run(run())
+
+
+def _document(letter: DeadLetter, full: bool = False) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "key": letter.key,
+        "function": letter.function,
+        "attempt": letter.attempt,
+        "failed_at": letter.failed_at.isoformat(),
+        "reason": letter.reason,
+        "error": letter.error,
+        "worker": letter.worker,
+    }
+    if full:
+        document["traceback"] = letter.traceback
+        document["fields"] = {
+            name: value.decode(errors="replace") if name not in ("args", "kwargs") else None
+            for name, value in letter.fields.items()
+        }
+    return document
+
+
+@failed_app.command("ls")
+def list_failed(
+    url: Url = DEFAULT_URL,
+    shadows: Name = DEFAULT_NAME,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many.")] = 100,
+    as_json: Json = False,
+) -> None:
+    """List dead-lettered tasks, newest first."""
+    letters = _with_shadow(url, shadows, lambda shadow: shadow.failed(limit))
+    if as_json:
+        print(json.dumps([_document(letter) for letter in letters], indent=2))
+        return
+    console = Console()
+    if not letters:
+        console.print(f"No failed tasks on shadow {shadows!r}.")
+        return
+    table = Table(title=f"Failed tasks on {shadows} ({len(letters)})")
+    for column in ("key", "task", "attempt", "failed at", "reason", "error"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        table.add_row(
+            letter.key,
+            letter.function,
+            str(letter.attempt),
+            letter.failed_at.strftime("%Y-%m-%d %H:%M:%S"),
+            letter.reason,
+            letter.error,
+        )
+    console.print(table)
+
+
+@failed_app.command("show")
+def show_failed(
+    key: Annotated[str, typer.Argument(help="The task key.")],
+    url: Url = DEFAULT_URL,
+    shadows: Name = DEFAULT_NAME,
+    as_json: Json = False,
+) -> None:
+    """Show one dead-lettered task with its error and traceback."""
+    letter = _with_shadow(url, shadows, lambda shadow: shadow.failed_task(key))
+    if letter is None:
+        raise CLIError(f"no failed task with key {key!r} on shadow {shadows!r}")
+    if as_json:
+        print(json.dumps(_document(letter, full=True), indent=2))
+        return
+    console = Console()
+    for name, value in _document(letter).items():
+        console.print(f"[bold]{name}[/bold]: {value}", highlight=False)
+    if letter.traceback:
+        console.print("[bold]traceback[/bold]:")
+        console.print(letter.traceback, highlight=False, markup=False)
+
+
+def _key_or_all(key: str | None, every: bool) -> None:
+    if (key is not None) != every:
+        return
+    raise CLIError("give a task key or --all (one of them)")
+
+
+@failed_app.command("retry")
+def retry_failed(
+    key: Annotated[str | None, typer.Argument(help="The task key.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Retry every failed task.")] = False,
+    url: Url = DEFAULT_URL,
+    shadows: Name = DEFAULT_NAME,
+) -> None:
+    """Enqueue a failed task (or all of them) again, now, from attempt 1."""
+    _key_or_all(key, every)
+
+    async def retry(shadow: Shadow) -> list[tuple[str, str]]:
+        if key is not None:
+            keys = [key]
+        else:
+            keys = [letter.key for letter in await shadow.failed(shadow.dead_letter_limit)]
+        outcomes = []
+        for name in keys:
+            try:
+                outcomes.append((name, await shadow.retry_failed(name)))
+            except KeyError:
+                raise CLIError(f"no failed task with key {name!r} on shadow {shadows!r}") from None
+            except MessageError as error:
+                outcomes.append((name, f"cannot retry a malformed message ({error})"))
+        return outcomes
+
+    for name, outcome in _with_shadow(url, shadows, retry):
+        if outcome == "exists":
+            print(f"{name}: not retried, a task with this key is already scheduled or running")
+        else:
+            print(f"{name}: {outcome}")
+
+
+@failed_app.command("purge")
+def purge_failed(
+    key: Annotated[str | None, typer.Argument(help="The task key.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Purge every failed task.")] = False,
+    url: Url = DEFAULT_URL,
+    shadows: Name = DEFAULT_NAME,
+) -> None:
+    """Forget a failed task (or all of them)."""
+    _key_or_all(key, every)
+    removed = _with_shadow(url, shadows, lambda shadow: shadow.purge_failed(key))
+    if key is not None and not removed:
+        raise CLIError(f"no failed task with key {key!r} on shadow {shadows!r}")
+    print(f"purged {removed} failed task(s)")
