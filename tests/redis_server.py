@@ -103,7 +103,8 @@ class RedisProcess:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                # any answer means it is serving (NOAUTH when a password is required)
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-ERR"))
         except OSError:
             return False
 

@@ -90,7 +90,10 @@ def memory_server(url: str) -> Any:
 
 def create_pool(url: str) -> ConnectionPool:
     """A connection pool for a (normalized) network URL."""
-    return ConnectionPool.from_url(url, retry=_short_retry(), **DEFAULT_CLIENT_OPTIONS)
+    options = dict(DEFAULT_CLIENT_OPTIONS)
+    if url.lower().startswith("unix://"):
+        options.pop("socket_keepalive")  # TCP only
+    return ConnectionPool.from_url(url, retry=_short_retry(), **options)
 
 
 def create_client(url: str, pool: ConnectionPool | None) -> Redis:
