@@ -49,8 +49,13 @@ def format_duration(value: timedelta) -> str:
     """The inverse of :func:`parse_duration`, for help texts and tables."""
     seconds = value.total_seconds()
     if seconds < 1 and seconds != 0:
-        return f"{seconds * 1000:g}ms"
+        return f"{_plain(seconds * 1000)}ms"
     for unit, size in (("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
+            return f"{_plain(seconds / size)}{unit}"
+    return f"{_plain(seconds)}s"
+
+
+def _plain(number: float) -> str:
+    """A number without exponent notation or trailing zeros."""
+    return f"{number:.6f}".rstrip("0").rstrip(".")

@@ -74,7 +74,6 @@ async def run_message(worker: Worker, message: Message) -> None:
     try:
         execution = Execution.from_message(message, function, shadow.payloads)
         plan = plan_for(function)
-        arguments = task_arguments(execution)
     except PayloadError as error:
         logger.error("Refusing %s: %s", _describe(message), error)
         await worker.finish(message, "failed", failure=Failure("rejected", str(error)))
@@ -88,6 +87,12 @@ async def run_message(worker: Worker, message: Message) -> None:
         )
         failure = Failure.from_exception("undecodable", error)
         await worker.finish(message, "failed", failure=failure)
+        return
+    try:
+        arguments = task_arguments(execution)
+    except TypeError as error:
+        logger.error("Wrong arguments for %s: %s", _describe(message), error)
+        await worker.finish(message, "failed", failure=Failure("bad-arguments", str(error)))
         return
 
     limits = plan.all(ConcurrencyLimit)
