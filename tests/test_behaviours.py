@@ -294,3 +294,15 @@ def test_cron_expressions_keywords_and_time_zones() -> None:
         Cron("every tuesday")
     with pytest.raises(ValueError, match="Invalid cron expression"):
         Cron("61 * * * *")
+
+
+async def test_a_timeout_says_what_happened(shadow: Shadow) -> None:
+    async def slow(timeout: Timeout = Timeout(timedelta(milliseconds=50))) -> None:
+        await asyncio.sleep(5)
+
+    await shadow.add(slow, key="slow")()
+    async with worker(shadow) as w:
+        await w.run_until_finished()
+    letter = await shadow.failed_task("slow")
+    assert letter is not None
+    assert letter.error == "TimeoutError: slow exceeded its Timeout of 0:00:00.050000"

@@ -149,3 +149,19 @@ def test_the_signature_covers_every_field() -> None:
     altered = dataclasses.replace(message, extra={**message.extra, "traceparent": "u"})
     with pytest.raises(PayloadError, match="bad signature"):
         payloads.check(altered)
+
+
+async def test_a_dead_letter_is_retried_only_with_its_own_codec(url: str, shadow_name: str) -> None:
+    async def fails(n: int) -> None:
+        raise RuntimeError("no")
+
+    async with Shadow(name=shadow_name, url=url, codec="json") as shadow:
+        await shadow.add(fails, key="json-task")(1)
+        async with Worker(shadow) as worker:
+            await worker.run_until_finished()
+    async with Shadow(name=shadow_name, url=url) as pickled:
+        with pytest.raises(ValueError, match="encoded with the json codec"):
+            await pickled.retry_failed("json-task")
+    async with Shadow(name=shadow_name, url=url, codec="json") as shadow:
+        assert await shadow.retry_failed("json-task") == "queued"
+        await shadow.clear()

@@ -518,3 +518,55 @@ async def test_queue_scores_are_due_times(shadow: Shadow) -> None:
     when = at(100)
     execution = await shadow.add(noop, when=when)()
     assert await shadow.client.zscore(shadow.keys.queue, execution.key) == to_ms(when)
+
+
+async def test_a_retry_passed_by_the_producer_counts_attempts(shadow: Shadow) -> None:
+    attempts: list[int] = []
+
+    async def flaky(retry: Retry = Retry()) -> None:
+        attempts.append(retry.attempt)
+        raise ValueError("no")
+
+    await shadow.add(flaky, key="explicit")(retry=Retry(attempts=3))
+    async with Worker(shadow, scheduling_resolution=timedelta(milliseconds=10)) as worker:
+        await asyncio.wait_for(worker.run_until_finished(), 10)
+    assert attempts == [1, 2, 3]
+
+
+async def test_a_short_retry_delay_is_not_rounded_up_to_the_resolution(shadow: Shadow) -> None:
+    """The worker wakes its own scheduler when it parks a retry, so a 20 ms delay does
+    not wait for a 30 s scheduling resolution."""
+    attempts: list[int] = []
+
+    async def flaky(retry: Retry = Retry(attempts=3, delay=timedelta(milliseconds=20))) -> None:
+        attempts.append(retry.attempt)
+        raise ValueError("no")
+
+    await shadow.add(flaky)()
+    async with Worker(shadow, scheduling_resolution=timedelta(seconds=30)) as worker:
+        await asyncio.wait_for(worker.run_until_finished(), 10)
+    assert attempts == [1, 2, 3]
+
+
+async def test_consumers_of_dead_workers_are_forgotten(
+    shadow: Shadow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shadows.reader
+
+    await shadow.ensure_group()
+    stream = shadow.keys.stream
+    # two workers that read once and vanished, one still holding a message
+    await shadow.client.xreadgroup(WORKER_GROUP, "gone-empty", {stream: ">"}, count=1)
+    await shadow.add(noop_task)()
+    await shadow.client.xreadgroup(WORKER_GROUP, "gone-holding", {stream: ">"}, count=1)
+    monkeypatch.setattr(shadows.reader, "PRUNE_EVERY", 0.0)
+    worker = Worker(shadow, name="pruner", redelivery_timeout=timedelta(hours=1))
+    worker._reader.prune_after = 0.0
+    await asyncio.wait_for(worker._reader.next(1, set(), False, asyncio.Event()), 5)
+    names = {c["name"] for c in await shadow.client.xinfo_consumers(stream, WORKER_GROUP)}
+    assert b"gone-empty" not in names
+    assert b"gone-holding" in names  # it still holds work: redelivery will handle it
+
+
+async def noop_task() -> None:
+    pass

@@ -105,4 +105,5 @@ def create_client(url: str, pool: ConnectionPool | None) -> Redis:
 
         client: Redis = FakeAsyncRedis(server=memory_server(url))
         return client
-    return Redis(connection_pool=create_pool(url))
+    # from_pool: the client owns the pool, so closing the client closes its sockets
+    return Redis.from_pool(create_pool(url))

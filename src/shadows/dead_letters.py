@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .execution import Message, MessageError, from_ms, now_ms
+from .serialization import CODEC_FIELD
 
 if TYPE_CHECKING:
     from .shadow import Shadow
@@ -146,6 +147,12 @@ async def retry_failed(shadow: Shadow, key: str) -> str:
     if letter is None:
         raise KeyError(f"no failed task with key {key!r}")
     message = letter.message()
+    codec = message.extra.get(CODEC_FIELD, "pickle")
+    if codec != shadow.codec.name:
+        raise ValueError(
+            f"the failed task {key!r} was encoded with the {codec} codec: retry it from a "
+            f"Shadow that uses that codec (this one uses {shadow.codec.name})"
+        )
     message.attempt = 1
     message.when_ms = now_ms()
     shadow.payloads.seal(message)

@@ -31,6 +31,9 @@ logger = logging.getLogger("shadows.worker")
 
 Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
 
+#: How often (seconds) a worker looks for consumers of dead workers to forget.
+PRUNE_EVERY = 600.0
+
 
 def entry_id(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -63,6 +66,9 @@ class StreamReader:
         self.claim_every = claim_every
         self.recover = True
         self._last_claim = 0.0
+        self._last_prune = time.monotonic()
+        #: A consumer idle this long (seconds) with nothing pending belongs to a dead worker.
+        self.prune_after = max(3600.0, 10 * redelivery_timeout.total_seconds())
         self._connection: Redis | None = None
         self._can_unblock = True
         #: Delivery counts of reclaimed messages, read by the worker (and popped).
@@ -96,6 +102,9 @@ class StreamReader:
         now = time.monotonic()
         if now - self._last_claim >= self.claim_every:
             self._last_claim = now
+            if now - self._last_prune >= PRUNE_EVERY:
+                self._last_prune = now
+                await self._prune_consumers()
             claimed = await client.xautoclaim(
                 stream,
                 WORKER_GROUP,
@@ -119,6 +128,18 @@ class StreamReader:
                 await client.xreadgroup(WORKER_GROUP, self.consumer, {stream: ">"}, count=free)
             )
         return await self._blocking_read(free, wake)
+
+    async def _prune_consumers(self) -> None:
+        """Forget consumers of dead workers that hold nothing (the group would grow with
+        every short-lived worker name otherwise)."""
+        client = self.shadow.client
+        stream = self.shadow.keys.stream
+        quiet = self.prune_after * 1000
+        for consumer in await client.xinfo_consumers(stream, WORKER_GROUP):
+            name = entry_id(consumer["name"])
+            if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > quiet:
+                await client.xgroup_delconsumer(stream, WORKER_GROUP, name)
+                logger.info("Forgot the idle consumer %s (no pending messages)", name)
 
     async def _count_deliveries(self, message_ids: list[str]) -> None:
         """Remember how often reclaimed messages were delivered (to spot poison)."""

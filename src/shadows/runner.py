@@ -143,22 +143,29 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
     try:
         async with stack:
             arguments = await resolve_arguments(plan, context)
-            timeout = _find(Timeout, arguments, execution.kwargs)
+            keywords = {**execution.kwargs, **arguments}
+            timeout = _find(Timeout, arguments)
             scope = timeout.start() if timeout else contextlib.nullcontext()
             async with scope:
                 if plan.is_async:
-                    await function(*execution.args, **execution.kwargs, **arguments)
+                    await function(*execution.args, **keywords)
                 else:
-                    await asyncio.to_thread(
-                        function, *execution.args, **execution.kwargs, **arguments
-                    )
+                    await asyncio.to_thread(function, *execution.args, **keywords)
+    except TimeoutError as raised:
+        timeout = _find(Timeout, context.arguments)
+        error = raised
+        if timeout is not None and timeout.expired():
+            error = TimeoutError(
+                f"{execution.function_name} exceeded its Timeout of {timeout.base}"
+            )
+            error.__cause__ = raised
     except Exception as raised:
         error = raised
     elapsed = time.perf_counter() - started
     details["duration"] = round(elapsed, 6)
 
     resolved = context.arguments
-    perpetual = _find(Perpetual, resolved, execution.kwargs)
+    perpetual = _find(Perpetual, resolved)
     follow = _next_run(worker, execution, message, perpetual)
 
     if error is None:
@@ -175,7 +182,7 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
         await worker.finish(message, "completed", follow)
         return
 
-    retry = _find(Retry, resolved, execution.kwargs)
+    retry = _find(Retry, resolved)
     delay = retry.next_delay() if retry else None
     if delay is not None:
         details["outcome"] = "retrying"

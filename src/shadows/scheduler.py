@@ -22,8 +22,14 @@ PAGE = 1000
 
 
 async def run_scheduler(
-    shadow: Shadow, resolution: float, reconnect_cap: float, stopping: asyncio.Event
+    shadow: Shadow,
+    resolution: float,
+    reconnect_cap: float,
+    stopping: asyncio.Event,
+    wake: asyncio.Event,
 ) -> None:
+    """Move due work until ``stopping``; ``wake`` cuts a sleep short (this worker has just
+    parked work that may be due sooner than the loop planned to look)."""
     keys = shadow.keys
     backoff = Backoff(reconnect_cap)
     while not stopping.is_set():
@@ -43,4 +49,17 @@ async def run_scheduler(
         due = float(next_due)
         if due >= 0:
             wait = min(wait, max(0.0, (due - now_ms()) / 1000))
-        await sleep_unless(stopping, wait)
+        await _sleep(stopping, wake, wait)
+        wake.clear()
+
+
+async def _sleep(stopping: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less when stopping or woken."""
+    if seconds <= 0 or wake.is_set() or stopping.is_set():
+        return
+    waiters = {asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

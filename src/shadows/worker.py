@@ -104,6 +104,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._idle = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._scheduler_wake = asyncio.Event()
         self._forced = False
         self._running = False
         self._limits: dict[str, int] = {}
@@ -185,7 +186,13 @@ class Worker:
         self._completions.start()
         background = [
             asyncio.create_task(
-                run_scheduler(self.shadow, self._resolution, self._reconnect_cap, self._stopping),
+                run_scheduler(
+                    self.shadow,
+                    self._resolution,
+                    self._reconnect_cap,
+                    self._stopping,
+                    self._scheduler_wake,
+                ),
                 name=f"{self.name}:scheduler",
             ),
             asyncio.create_task(self._leases.run(), name=f"{self.name}:leases"),
@@ -422,7 +429,10 @@ class Worker:
         Retries through Redis outages for as long as the task waits; returns ``False``
         when the claim turned out to be someone else's.
         """
-        return await self._completions.submit(message, outcome, next_message, failure)
+        done = await self._completions.submit(message, outcome, next_message, failure)
+        if next_message is not None:
+            self._scheduler_wake.set()  # it may be due before the scheduler's next look
+        return done
 
     async def acquire(self, message: Message, slots: list[tuple[str, int]]) -> bool | None:
         """Take a slot in each concurrency pool for ``message``, all or none.

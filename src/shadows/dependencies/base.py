@@ -169,14 +169,18 @@ def _single_kind(kind: type[Dependency]) -> type[Dependency]:
 async def resolve_arguments(plan: TaskPlan, context: Context) -> dict[str, Any]:
     """Values for the task's dependency parameters, resolved in ``context``.
 
-    Parameters the caller passed explicitly are left alone. Values are written into the
-    context's ``arguments`` as they resolve, so that when a later dependency fails the worker can
-    still consult the behaviours resolved before it.
+    A parameter the caller passed explicitly keeps its value, unless that value is itself
+    a dependency (``retry=Retry(attempts=5)`` from the producer), which is resolved in place
+    of the declared one. Values are written into the context's ``arguments`` as they
+    resolve, so that when a later dependency fails the worker can still consult the
+    behaviours resolved before it.
     """
     explicit = context.execution.kwargs
     for name, dependency in plan.dependencies:
         if name in explicit:
-            continue
+            if not isinstance(explicit[name], Dependency):
+                continue
+            dependency = explicit[name]
         try:
             context.arguments[name] = await context.resolve(dependency, name)
         except DependencyError:

@@ -42,6 +42,10 @@ class Timeout(Dependency):
         self._scope = asyncio.timeout_at(self._deadline)
         return self._scope
 
+    def expired(self) -> bool:
+        """Whether this timeout cancelled the task body."""
+        return self._scope is not None and self._scope.expired()
+
     def remaining(self) -> timedelta:
         """Time left before the task is cancelled (the full base before it starts)."""
         if self._deadline is None:
