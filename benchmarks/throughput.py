@@ -40,7 +40,9 @@ async def main(url: str, count: int) -> None:
     for concurrency in (10, 100):
         async with Shadow(name=f"bench-{uuid.uuid4().hex[:8]}", url=url) as shadow:
             seconds = await enqueue(shadow, count)
-            print(f"enqueue one by one: {count} tasks in {seconds:.2f} s = {count / seconds:,.0f}/s")
+            print(
+                f"enqueue one by one: {count} tasks in {seconds:.2f} s = {count / seconds:,.0f}/s"
+            )
             seconds = await drain(shadow, concurrency)
             print(
                 f"drain at concurrency {concurrency}: {count} tasks in {seconds:.2f} s "
