@@ -215,3 +215,14 @@ async def test_cli_blocks_run_as_written(redis_url: str, tmp_path: Path) -> None
             await shadows.client.delete(*keys)
     finally:
         process.kill()
+
+
+def test_the_code_blocks_are_the_seed_quick_starts() -> None:
+    """docs/getting-started.md is the user's quick start: its prose may be corrected, its
+    code blocks stay exactly as given (checked when the seed is at hand)."""
+    seed = Path(__file__).parent.parent.parent / "shared" / "seed" / "getting-started.md"
+    if not seed.exists():
+        pytest.skip("the seed quick start is not next to this checkout")
+    ours = re.findall(r"```.*?```", DOC.read_text(), flags=re.DOTALL)
+    theirs = re.findall(r"```.*?```", seed.read_text(), flags=re.DOTALL)
+    assert ours == theirs
