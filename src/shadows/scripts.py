@@ -362,6 +362,26 @@ end
 )
 
 
+# KEYS: stream, queue
+# ARGV: key prefix, 1 to list the queued keys with their task names (else only count)
+# Returns {entries on the stream, queue}: the queue as a count, or as a flat list of
+# key, task name pairs.
+PENDING_WORK = r"""
+local stream, queue, prefix = KEYS[1], KEYS[2], ARGV[1]
+local ready = redis.call('XLEN', stream)
+if ARGV[2] ~= '1' then
+  if redis.call('ZCARD', queue) > 0 then return {ready, {'', ''}} end
+  return {ready, {}}
+end
+local waiting = {}
+for _, key in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
+  waiting[#waiting + 1] = key
+  waiting[#waiting + 1] = redis.call('HGET', prefix .. 'run:' .. key, 'function') or ''
+end
+return {ready, waiting}
+"""
+
+
 class Scripts:
     """The scripts above, registered on one client (EVALSHA, reloaded after NOSCRIPT)."""
 
@@ -372,6 +392,7 @@ class Scripts:
         self.start = client.register_script(START)
         self.complete = client.register_script(COMPLETE)
         self.acquire = client.register_script(ACQUIRE)
+        self.pending_work = client.register_script(PENDING_WORK)
         self.renew = client.register_script(RENEW)
         self.release = client.register_script(RELEASE)
         self.clear = client.register_script(CLEAR)

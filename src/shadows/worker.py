@@ -311,26 +311,21 @@ class Worker:
                 block = True
 
     async def _finished(self) -> bool:
+        """Nothing ready, running or scheduled, in one consistent look (a script: work
+        moves between the queue and the stream meanwhile)."""
         keys = self.shadow.keys
-        client = self.shadow.client
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.xlen(keys.stream)
-            pipe.zcard(keys.queue)
-            ready, scheduled = await pipe.execute()
-        if not ready and not scheduled:
+        ready, waiting = await self.shadow.scripts.pending_work(
+            keys=[keys.stream, keys.queue],
+            args=[keys.prefix, 1 if self._limits else 0],
+        )
+        if not int(ready) and not waiting:
             return True
-        if not self._limits or ready:
+        if not self._limits or int(ready):
             return False
         # Under run_at_most, future runs of capped tasks (perpetual chains) do not count.
-        queued = await client.zrange(keys.queue, 0, -1)
-        waiting = [entry_id(key) for key in queued if isinstance(key, bytes | str)]
-        async with client.pipeline(transaction=False) as pipe:
-            for key in waiting:
-                pipe.hget(keys.run(key), "function")
-            functions = await pipe.execute()
         return all(
-            self._spent(key) or (function is not None and self._spent(entry_id(function)))
-            for key, function in zip(waiting, functions, strict=True)
+            self._spent(entry_id(key)) or self._spent(entry_id(function))
+            for key, function in zip(waiting[::2], waiting[1::2], strict=True)
         )
 
     def _spent(self, name: str) -> bool:
