@@ -361,6 +361,29 @@ end
 """
 )
 
+# KEYS: strikes in effect (hash), strike feed (stream)
+# ARGV: action ('strike' | 'restore'), now_ms, feed length, strike encodings...
+# Puts strikes in effect (keeping the original time of one already in effect) or removes
+# them, and appends one feed entry per actual change. Returns how many changed.
+STRIKE = r"""
+local state, feed = KEYS[1], KEYS[2]
+local action, now, length = ARGV[1], ARGV[2], ARGV[3]
+local changed = 0
+for i = 4, #ARGV do
+  local done
+  if action == 'strike' then
+    done = redis.call('HSETNX', state, ARGV[i], now)
+  else
+    done = redis.call('HDEL', state, ARGV[i])
+  end
+  if done == 1 then
+    redis.call('XADD', feed, 'MAXLEN', '~', length, '*', 'action', action, 'strike', ARGV[i])
+    changed = changed + 1
+  end
+end
+return changed
+"""
+
 
 class Scripts:
     """The scripts above, registered on one client (EVALSHA, reloaded after NOSCRIPT)."""
@@ -375,6 +398,7 @@ class Scripts:
         self.renew = client.register_script(RENEW)
         self.release = client.register_script(RELEASE)
         self.clear = client.register_script(CLEAR)
+        self.strike = client.register_script(STRIKE)
 
 
 async def call(script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
