@@ -24,7 +24,7 @@ from .execution import Execution, Message, now_ms
 from .keys import WORKER_GROUP, Keys, validate_name
 from .scripts import Scripts
 from .serialization import Codec, Payloads, codec_named
-from .strikes import FEED_LENGTH, Operator, Strike, read_strikes, strike_order
+from .strikes import FEED_LENGTH, Operator, Strike, read_strikes
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -369,7 +369,7 @@ class Shadow:
         current, broken = await read_strikes(self.client, self.keys, self.codec)
         for unreadable in broken.values():
             logger.warning("Cannot read the strike %s: %s", unreadable, unreadable.reason)
-        return sorted(current.values(), key=strike_order)
+        return list(current.values())
 
     def _strike(
         self,
@@ -397,7 +397,7 @@ class Shadow:
         keys = self.keys
         changed = await self.scripts.strike(
             keys=[keys.strikes_in_effect, keys.strikes],
-            args=[action, now_ms(), FEED_LENGTH, *fields],
+            args=[action, FEED_LENGTH, *fields],
         )
         return int(changed)
 

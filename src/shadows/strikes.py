@@ -357,26 +357,19 @@ class UnreadableStrike:
 def decode_state(
     raw: Mapping[Any, Any], codec: Codec
 ) -> tuple[dict[str, Strike], dict[str, UnreadableStrike]]:
-    """The strikes in a raw ``HGETALL`` of the state hash, by field, and the ones that
-    cannot be read here."""
+    """The strikes in a raw ``HGETALL`` of the state hash, by field, oldest first, and the
+    ones that cannot be read here."""
     strikes: dict[str, Strike] = {}
     broken: dict[str, UnreadableStrike] = {}
-    for raw_field, raw_since in raw.items():
+    for raw_field, raw_id in sorted(raw.items(), key=lambda item: _position(item[1])):
         text = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
-        try:
-            since: datetime | None = from_ms(int(raw_since))
-        except (TypeError, ValueError, OverflowError, OSError):
-            since = None
+        ms = _position(raw_id)[0]
+        since = from_ms(ms) if ms else None
         try:
             strikes[text] = Strike.decode(text, codec, since)
         except ValueError as error:
             broken[text] = UnreadableStrike(text, str(error), since)
     return strikes, broken
-
-
-def strike_order(strike: Strike) -> tuple[float, str]:
-    """Oldest first; ties by description."""
-    return (strike.since.timestamp() if strike.since else 0.0, str(strike))
 
 
 async def read_strikes(
@@ -551,6 +544,16 @@ class StrikeFollower:
                 await client.connection.disconnect()
         with contextlib.suppress(Exception):
             await client.aclose()
+
+
+def _position(entry_id: Any) -> tuple[int, int]:
+    """``(ms, sequence)`` of a feed entry id such as ``b"1700000000000-0"``; zeros if unreadable."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    ms, _, sequence = text.partition("-")
+    try:
+        return int(ms), int(sequence or 0)
+    except ValueError:
+        return 0, 0
 
 
 def _text(value: bytes | str) -> str:

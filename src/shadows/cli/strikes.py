@@ -16,7 +16,6 @@ from ..strikes import (
     parse_operator,
     parse_value,
     read_strikes,
-    strike_order,
 )
 from . import app
 from .errors import CLIError
@@ -172,4 +171,4 @@ async def _change(shadow: Shadow, action: str, target: Strike) -> bool:
 async def _list(shadow: Shadow) -> tuple[list[Strike], list[UnreadableStrike]]:
     async with shadow:
         strikes, broken = await read_strikes(shadow.client, shadow.keys, shadow.codec)
-    return sorted(strikes.values(), key=strike_order), list(broken.values())
+    return list(strikes.values()), list(broken.values())
