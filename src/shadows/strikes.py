@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from redis.exceptions import ResponseError
+
 from .execution import from_ms
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from .serialization import Codec
@@ -449,6 +451,8 @@ class StrikeFollower:
         self.reconnect_cap = reconnect_cap
         self._last_id = "0-0"
         self._connection: Redis | None = None
+        self._connection_id: int | None = None
+        self._reading = False
         self._reported: set[str] = set()
         timeout = shadow.client.connection_pool.connection_kwargs.get("socket_timeout")
         # A block must end well before the client's socket timeout would call it dead.
@@ -522,21 +526,34 @@ class StrikeFollower:
                     await self._drop_connection()
                     await sleep_unless(stopping, backoff.next())
         finally:
+            if self._reading and self._connection_id is not None:
+                # Ends the server side of the abandoned read at once (the in-process
+                # memory:// server would otherwise keep it until its timeout).
+                with contextlib.suppress(Exception):
+                    unblock = self.shadow.client.client_unblock(self._connection_id)
+                    await asyncio.wait_for(unblock, 0.5)
             await self._drop_connection()
 
     async def _changed(self) -> bool:
         """Block on the feed (on this follower's own connection) for one block period."""
         if self._connection is None:
             self._connection = self.shadow.client.client()
+            try:
+                self._connection_id = await self._connection.client_id()
+            except ResponseError:  # an ACL user without CLIENT: reads are simply abandoned
+                self._connection_id = None
+        self._reading = True
         response = await self._connection.xread(
             {self.shadow.keys.strikes: self._last_id}, count=100, block=self._block_ms
         )
+        self._reading = False
         return bool(response)
 
     async def _drop_connection(self) -> None:
         # A read cancelled mid-flight may leave a reply on the socket: never reuse it. An
         # XREAD has no effect on the server, so abandoning one is harmless.
         client, self._connection = self._connection, None
+        self._connection_id, self._reading = None, False
         if client is None:
             return
         with contextlib.suppress(Exception):
