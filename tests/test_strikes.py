@@ -29,7 +29,7 @@ from processes import spawn_worker
 from redis_server import RedisProcess
 from shadows import CurrentWorker, Perpetual, Retry, Shadow, Strike, Worker
 from shadows.dependencies import plan_for
-from shadows.serialization import PickleCodec
+from shadows.serialization import JSONCodec, Payloads, PickleCodec
 from shadows.strikes import (
     OPERATORS,
     StrikeList,
@@ -40,7 +40,7 @@ from shadows.strikes import (
 from test_cli import assert_one_line_error, shadows_cli
 from worker_tasks import read_records, record_and_sleep
 
-CODEC = PickleCodec()
+PAYLOADS = Payloads(PickleCodec())
 
 
 # -- values on the command line ---------------------------------------------------------
@@ -207,27 +207,51 @@ ROUND_TRIPS: list[Any] = [
 @pytest.mark.parametrize("value", ROUND_TRIPS, ids=repr)
 def test_encoding_keeps_the_value_and_its_type(value: Any) -> None:
     strike = Strike("order", "customer", "==", value)
-    back = Strike.decode(strike.encode(CODEC), CODEC)
+    back = Strike.decode(strike.encode(PAYLOADS), PAYLOADS)
     assert back == strike
     assert type(back.value) is type(value)
-    assert back.encode(CODEC) == strike.encode(CODEC)
+    assert back.encode(PAYLOADS) == strike.encode(PAYLOADS)
 
 
 def test_json_values_travel_as_json_and_the_encoding_is_canonical() -> None:
-    first = Strike(None, "filter", ">=", {"b": 1, "a": [1, 2.5]}).encode(CODEC)
-    second = Strike(None, "filter", ">=", {"a": [1, 2.5], "b": 1}).encode(CODEC)
+    first = Strike(None, "filter", ">=", {"b": 1, "a": [1, 2.5]}).encode(PAYLOADS)
+    second = Strike(None, "filter", ">=", {"a": [1, 2.5], "b": 1}).encode(PAYLOADS)
     assert first == second
     assert json.loads(first)["value"] == {"a": [1, 2.5], "b": 1}
-    assert "literal" in json.loads(Strike("f", "x", "==", (1, 2)).encode(CODEC))
-    assert json.loads(Strike("f", "x", "==", uuid.UUID(int=1)).encode(CODEC))["codec"] == "pickle"
+    assert "literal" in json.loads(Strike("f", "x", "==", (1, 2)).encode(PAYLOADS))
+    assert (
+        json.loads(Strike("f", "x", "==", uuid.UUID(int=1)).encode(PAYLOADS))["codec"] == "pickle"
+    )
 
 
 @given(literals)
 @settings(max_examples=200)
 def test_any_literal_strike_round_trips(value: Any) -> None:
     strike = Strike("order", "customer", "==", value)
-    back = Strike.decode(strike.encode(CODEC), CODEC)
+    back = Strike.decode(strike.encode(PAYLOADS), PAYLOADS)
     assert identical(back.value, value)
+
+
+def test_codec_values_follow_the_shadows_codec_and_signing_key() -> None:
+    moment = datetime(2024, 5, 1, tzinfo=UTC)
+    signed = Payloads(PickleCodec(), b"secret")
+    text = Strike("f", "x", "<", moment).encode(signed)
+    assert json.loads(text)["signature"]
+    assert Strike.decode(text, signed).value == moment
+    for reader, reason in [
+        (Payloads(PickleCodec(), b"other"), "unsigned or signed with another key"),
+        (Payloads(JSONCodec()), "stored with the pickle codec"),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            Strike.decode(text, reader)
+    unsigned = Strike("f", "x", "<", moment).encode(PAYLOADS)
+    with pytest.raises(ValueError, match="unsigned"):
+        Strike.decode(unsigned, signed)
+    # JSON and literal values need no codec and no signature.
+    for value in (7, "x", (1, 2), {1, 2}):
+        assert Strike.decode(Strike("f", "x", "==", value).encode(PAYLOADS), signed).value == value
+    with pytest.raises(ValueError, match="with the json codec"):
+        Strike("f", "x", "<", moment).encode(Payloads(JSONCodec()))
 
 
 def test_keyword_catch_alls_are_spread_out_for_matching() -> None:
@@ -613,6 +637,29 @@ async def test_an_unreadable_strike_is_ignored_by_workers_and_can_still_be_resto
     assert await shadow.client.hlen(keys.strikes_in_effect) == 1
 
 
+async def test_a_signing_worker_ignores_strike_values_it_cannot_trust(
+    shadow: Shadow, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[Any] = []
+
+    async def expire(until: datetime) -> None:
+        ran.append(until)
+
+    cutoff = datetime(2024, 1, 1, tzinfo=UTC)
+    await shadow.strike(expire, "until", "<", cutoff)  # pickled, but not signed
+    async with Shadow(name=shadow.name, url=shadow.url, signing_key="k") as signed:
+        await signed.strike(expire, "until", ">", cutoff)  # pickled and signed
+        assert await signed.strikes() == [Strike("expire", "until", ">", cutoff)]
+        for moment in (cutoff - timedelta(days=1), cutoff, cutoff + timedelta(days=1)):
+            await signed.add(expire)(moment)
+        with caplog.at_level(logging.ERROR, logger="shadows.worker"):
+            async with Worker(signed) as worker:
+                await worker.run_until_finished()
+    assert sorted(ran) == [cutoff - timedelta(days=1), cutoff]
+    assert any("unsigned or signed with another key" in r.message for r in caplog.records)
+    assert await shadow.restore(expire, "until", "<", cutoff) is True
+
+
 async def test_the_follower_rides_out_a_redis_restart(tmp_path: Path) -> None:
     with RedisProcess() as server:
         async with Shadow(name="restart", url=server.url) as shadow:
@@ -627,6 +674,39 @@ async def test_the_follower_rides_out_a_redis_restart(tmp_path: Path) -> None:
                     20,
                     "the worker to reload the strikes after the restart",
                 )
+
+
+async def test_strikes_work_for_the_acl_user_the_production_guide_documents(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    [command] = [
+        line
+        for line in (repo_root / "docs" / "production.md").read_text().splitlines()
+        if line.startswith("ACL SETUSER shadows ")
+    ]
+    acl = tmp_path / "users.acl"
+    acl.write_text(
+        "user default off\n"
+        "user admin on >admin-pw ~* &* +@all\n" + command.replace("ACL SETUSER ", "user ", 1) + "\n"
+    )
+    ran: list[int] = []
+
+    async def charge(customer: int) -> None:
+        ran.append(customer)
+
+    with RedisProcess(extra_args=["--aclfile", str(acl)]) as server:
+        url = f"redis://shadows:CHANGE-ME@127.0.0.1:{server.port}/0"
+        async with Shadow(name="orders", url=url) as shadow:
+            shadow.register(charge)
+            async with Worker(shadow) as worker, running(worker):
+                await shadow.strike(charge, "customer", "==", 1)
+                await wait_for(lambda: len(worker.strikes) == 1, 5, "the strike")
+                keys = [(await shadow.add(charge)(c)).key for c in (1, 2)]
+                await wait_for(await settled(shadow, keys), 10, "both calls")
+                assert await shadow.strikes() == [Strike("charge", "customer", "==", 1)]
+                assert await shadow.restore(charge, "customer", "==", 1)
+                await wait_for(lambda: len(worker.strikes) == 0, 5, "the restore")
+    assert ran == [2]
 
 
 # -- the command line, against a real Redis ----------------------------------------------

@@ -388,6 +388,17 @@ end
 return changed
 """
 
+# KEYS: strikes in effect (hash), strike feed (stream)
+# Returns {id of the last feed entry or '0-0', flat HGETALL of the strikes}: the state and
+# the feed position it corresponds to, read in one step (a script rather than MULTI, so
+# that users without the transaction commands can run it).
+STRIKES_SNAPSHOT = r"""
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local id = '0-0'
+if #last > 0 then id = last[1][1] end
+return {id, redis.call('HGETALL', KEYS[1])}
+"""
+
 
 class Scripts:
     """The scripts above, registered on one client (EVALSHA, reloaded after NOSCRIPT)."""
@@ -403,6 +414,7 @@ class Scripts:
         self.release = client.register_script(RELEASE)
         self.clear = client.register_script(CLEAR)
         self.strike = client.register_script(STRIKE)
+        self.strikes_snapshot = client.register_script(STRIKES_SNAPSHOT)
 
 
 async def call(script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:

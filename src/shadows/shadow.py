@@ -339,7 +339,7 @@ class Shadow:
         counted. Returns ``False`` when the same strike was already in effect.
         """
         strike = self._strike(function, parameter, operator, value, check=True)
-        changed = await self._change_strikes("strike", [strike.encode(self.codec)])
+        changed = await self._change_strikes("strike", [strike.encode(self.payloads)])
         if changed:
             logger.info("Struck %s on shadow %s", strike, self.name)
         return bool(changed)
@@ -355,8 +355,8 @@ class Shadow:
         run again (calls already stricken are not brought back). Returns ``False`` when no
         such strike was in effect."""
         strike = self._strike(function, parameter, operator, value, check=False)
-        fields = {strike.encode(self.codec)}
-        current, broken = await read_strikes(self.client, self.keys, self.codec)
+        fields = {strike.encode(self.payloads)}
+        current, broken = await read_strikes(self.client, self.keys, self.payloads)
         fields.update(f for f, existing in current.items() if existing.same_as(strike))
         fields.update(f for f, unreadable in broken.items() if unreadable.describes(strike))
         changed = await self._change_strikes("restore", sorted(fields))
@@ -366,7 +366,7 @@ class Shadow:
 
     async def strikes(self) -> list[Strike]:
         """The strikes in effect, oldest first (each with ``since``, when it was struck)."""
-        current, broken = await read_strikes(self.client, self.keys, self.codec)
+        current, broken = await read_strikes(self.client, self.keys, self.payloads)
         for unreadable in broken.values():
             logger.warning("Cannot read the strike %s: %s", unreadable, unreadable.reason)
         return list(current.values())
@@ -390,7 +390,7 @@ class Shadow:
             target = function if callable(function) else self.tasks.get(name)
             if target is not None:
                 _check_parameter(target, parameter)
-        strike.encode(self.codec)  # fails now, clearly, for a value that cannot be stored
+        strike.encode(self.payloads)  # fails now, clearly, for a value that cannot be stored
         return strike
 
     async def _change_strikes(self, action: str, fields: list[str]) -> int:

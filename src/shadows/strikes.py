@@ -14,6 +14,8 @@ import ast
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import inspect
 import json
 import logging
@@ -28,7 +30,7 @@ from redis.exceptions import ResponseError
 
 from .execution import from_ms
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
-from .serialization import Codec
+from .serialization import Payloads
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -169,7 +171,7 @@ class Strike:
 
     # -- the form stored in Redis ----------------------------------------------------
 
-    def encode(self, codec: Codec) -> str:
+    def encode(self, payloads: Payloads) -> str:
         """Canonical JSON: the hash field of this strike, the same in every process."""
         document: dict[str, Any] = {
             "function": self.function,
@@ -177,16 +179,16 @@ class Strike:
             "operator": self.operator,
         }
         if self.parameter is not None:
-            document.update(encode_value(self.value, codec))
+            document.update(encode_value(self.value, payloads))
         return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def decode(cls, text: str | bytes, codec: Codec, since: datetime | None = None) -> Strike:
+    def decode(cls, text: str | bytes, payloads: Payloads, since: datetime | None = None) -> Strike:
         """The strike :meth:`encode` wrote; ``ValueError`` when it cannot be read back."""
         try:
             document = json.loads(text)
             parameter = document["parameter"]
-            value = decode_value(document, codec) if parameter is not None else None
+            value = decode_value(document, payloads) if parameter is not None else None
             return cls(document["function"], parameter, document["operator"], value, since)
         except ValueError:
             raise
@@ -212,39 +214,62 @@ class Strike:
 # -- values ---------------------------------------------------------------------------
 
 
-def encode_value(value: Any, codec: Codec) -> dict[str, Any]:
+def encode_value(value: Any, payloads: Payloads) -> dict[str, Any]:
     """``{"value": v}`` when JSON holds ``value`` exactly, ``{"literal": repr}`` for other
     Python literals (tuples, sets, bytes...), else the shadow's codec (datetimes, UUIDs,
-    enums...), with a ``repr`` for readers that cannot decode it."""
+    enums... with pickle), signed when the shadow signs its payloads, with a ``repr`` for
+    readers that cannot decode it."""
     if _json_exact(value):
         return {"value": value}
     if _literal_exact(value):
         return {"literal": repr(value)}
+    codec = payloads.codec
     try:
         data = codec.dumps(value)
     except Exception as error:
         raise ValueError(
-            f"Cannot store the strike value {value!r}: {type(error).__name__}: {error}"
+            f"Cannot store the strike value {value!r} with the {codec.name} codec: "
+            f"{type(error).__name__}: {error}"
         ) from None
-    return {"codec": codec.name, "data": base64.b64encode(data).decode(), "repr": repr(value)}
+    document = {"codec": codec.name, "data": base64.b64encode(data).decode(), "repr": repr(value)}
+    if payloads.signing_key is not None:
+        document["signature"] = _signature(payloads.signing_key, codec.name, data)
+    return document
 
 
-def decode_value(document: Mapping[str, Any], codec: Codec) -> Any:
+def decode_value(document: Mapping[str, Any], payloads: Payloads) -> Any:
+    """The value :func:`encode_value` stored. A codec-encoded value is decoded only with
+    this shadow's own codec and, when it signs payloads, only with a valid signature:
+    strikes are no way around the rules for task payloads."""
     if "value" in document:
         return document["value"]
     if "literal" in document:
         return ast.literal_eval(document["literal"])
+    codec = payloads.codec
+    listed = document.get("repr")
     if document.get("codec") != codec.name:
         raise ValueError(
-            f"the value {document.get('repr')} was stored with the codec "
-            f"{document.get('codec')!r}, not {codec.name!r}"
+            f"the value {listed} was stored with the {document.get('codec')} codec, "
+            f"and this shadow decodes only {codec.name}"
         )
+    data = base64.b64decode(document["data"])
+    if payloads.signing_key is not None:
+        signature = document.get("signature")
+        expected = _signature(payloads.signing_key, codec.name, data)
+        if not isinstance(signature, str) or not hmac.compare_digest(signature, expected):
+            raise ValueError(f"the value {listed} is unsigned or signed with another key")
     try:
-        return codec.loads(base64.b64decode(document["data"]))
+        return codec.loads(data)
     except Exception as error:
         raise ValueError(
-            f"cannot decode the value {document.get('repr')}: {type(error).__name__}: {error}"
+            f"cannot decode the value {listed}: {type(error).__name__}: {error}"
         ) from None
+
+
+def _signature(key: bytes, codec: str, data: bytes) -> str:
+    digest = hmac.new(key, b"shadows strike value\0" + codec.encode() + b"\0", hashlib.sha256)
+    digest.update(data)
+    return digest.hexdigest()
 
 
 def _json_exact(value: Any) -> bool:
@@ -357,7 +382,7 @@ class UnreadableStrike:
 
 
 def decode_state(
-    raw: Mapping[Any, Any], codec: Codec
+    raw: Mapping[Any, Any], payloads: Payloads
 ) -> tuple[dict[str, Strike], dict[str, UnreadableStrike]]:
     """The strikes in a raw ``HGETALL`` of the state hash, by field, oldest first, and the
     ones that cannot be read here."""
@@ -368,17 +393,17 @@ def decode_state(
         ms = _position(raw_id)[0]
         since = from_ms(ms) if ms else None
         try:
-            strikes[text] = Strike.decode(text, codec, since)
+            strikes[text] = Strike.decode(text, payloads, since)
         except ValueError as error:
             broken[text] = UnreadableStrike(text, str(error), since)
     return strikes, broken
 
 
 async def read_strikes(
-    client: Redis, keys: Keys, codec: Codec
+    client: Redis, keys: Keys, payloads: Payloads
 ) -> tuple[dict[str, Strike], dict[str, UnreadableStrike]]:
     """The strikes in effect by canonical field, and those this process cannot read."""
-    return decode_state(await client.hgetall(keys.strikes_in_effect), codec)
+    return decode_state(await client.hgetall(keys.strikes_in_effect), payloads)
 
 
 def flatten_arguments(arguments: dict[str, Any], signature: inspect.Signature) -> dict[str, Any]:
@@ -459,13 +484,13 @@ class StrikeFollower:
         self._block_ms = int(1000 * min(5.0, max(0.05, timeout / 2) if timeout else 5.0))
 
     async def load(self) -> None:
-        """Read the whole state, and the feed position it corresponds to, in one transaction."""
+        """Read the whole state, and the feed position it corresponds to, in one step."""
         keys = self.shadow.keys
-        async with self.shadow.client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.strikes_in_effect)
-            pipe.xrevrange(keys.strikes, "+", "-", count=1)
-            raw, last = await pipe.execute()
-        strikes, broken = decode_state(raw, self.shadow.codec)
+        last, flat = await self.shadow.scripts.strikes_snapshot(
+            keys=[keys.strikes_in_effect, keys.strikes], args=[]
+        )
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        strikes, broken = decode_state(raw, self.shadow.payloads)
         for text, unreadable in broken.items():
             if text not in self._reported:
                 self._reported.add(text)
@@ -476,7 +501,7 @@ class StrikeFollower:
                 )
         first = not self.strikes.loaded
         added, removed = self.strikes.replace(strikes)
-        self._last_id = _text(last[0][0]) if last else "0-0"
+        self._last_id = _text(last)
         if first:
             if strikes:
                 logger.warning(

@@ -170,5 +170,5 @@ async def _change(shadow: Shadow, action: str, target: Strike) -> bool:
 
 async def _list(shadow: Shadow) -> tuple[list[Strike], list[UnreadableStrike]]:
     async with shadow:
-        strikes, broken = await read_strikes(shadow.client, shadow.keys, shadow.codec)
+        strikes, broken = await read_strikes(shadow.client, shadow.keys, shadow.payloads)
     return list(strikes.values()), list(broken.values())
