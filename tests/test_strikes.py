@@ -782,6 +782,25 @@ async def test_cli_strike_list_and_restore(redis_url: str, shadow_name: str) -> 
         assert json.loads(shadows_cli("strikes", "--json", env=env).stdout) == []
 
 
+async def test_cli_lists_and_restores_a_value_only_the_codec_can_store(
+    redis_url: str, shadow_name: str
+) -> None:
+    env = {"SHADOW_URL": redis_url, "SHADOW_NAME": shadow_name}
+    cutoff = datetime(2024, 1, 1, tzinfo=UTC)
+    async with Shadow(name=shadow_name, url=redis_url) as shadow:
+        await shadow.strike("expire", "until", "<", cutoff)
+        listed = shadows_cli("strikes", env=env).stdout.splitlines()[1]
+        assert listed.strip().startswith(f"expire(until < {cutoff!r})")
+        document = json.loads(shadows_cli("strikes", "--json", env=env).stdout)
+        assert document[0]["value"] is None and document[0]["value_repr"] == repr(cutoff)
+        result = shadows_cli("restore", "expire", "until", "<", repr(cutoff), env=env)
+        assert result.returncode == 0, result.stderr
+        assert await shadow.strikes() == []
+        # A plain string value is not a stand-in for anything else.
+        await shadow.strike("expire", "until", "==", "x")
+        assert await shadow.restore("expire", "until", "==", "'x'") is False
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [

@@ -357,7 +357,7 @@ class Shadow:
         strike = self._strike(function, parameter, operator, value, check=False)
         fields = {strike.encode(self.payloads)}
         current, broken = await read_strikes(self.client, self.keys, self.payloads)
-        fields.update(f for f, existing in current.items() if existing.same_as(strike))
+        fields.update(f for f, existing in current.items() if existing.named_by(strike))
         fields.update(f for f, unreadable in broken.items() if unreadable.describes(strike))
         changed = await self._change_strikes("restore", sorted(fields))
         if changed:

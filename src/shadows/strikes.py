@@ -163,6 +163,20 @@ class Strike:
         except Exception:
             return False
 
+    def named_by(self, asked: Strike) -> bool:
+        """Whether a restore of ``asked`` lifts this strike: an equal strike, or, for a value
+        only the codec can store (which no command line can type), its ``repr`` as text."""
+        if self.same_as(asked):
+            return True
+        return (
+            (self.function, self.parameter, self.operator)
+            == (asked.function, asked.parameter, asked.operator)
+            and isinstance(asked.value, str)
+            and not _json_exact(self.value)
+            and not _literal_exact(self.value)
+            and repr(self.value) == asked.value
+        )
+
     def __str__(self) -> str:
         task = self.function or "*"
         if self.parameter is None:
