@@ -155,6 +155,9 @@ def test_a_strike_needs_a_task_or_a_parameter() -> None:
         Strike("f", "x", "=>", 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="takes no operator or value"):
         Strike("f", value=3)
+    with pytest.raises(ValueError, match="unknown operator 'None'"):
+        Strike("f", "x", None, 1)  # type: ignore[arg-type]
+    assert Strike("f", "x", "ge", 1).operator == ">="  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="non-empty name"):
         Strike("")
 

@@ -135,7 +135,8 @@ class Strike:
         if self.function is None and self.parameter is None:
             raise ValueError("A strike needs a task, a parameter, or both")
         if self.operator not in OPERATORS:
-            parse_operator(str(self.operator))  # raises the clear error
+            # Words (``lt``) are accepted as on the command line; anything else is an error.
+            object.__setattr__(self, "operator", parse_operator(str(self.operator)))
         if self.parameter is None and (self.operator != "==" or self.value is not None):
             raise ValueError(
                 "A strike of a whole task takes no operator or value (give a parameter)"
