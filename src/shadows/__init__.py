@@ -21,6 +21,7 @@ from .dependencies import (
 )
 from .execution import Execution
 from .shadow import Shadow, UnknownTaskError
+from .strikes import Strike
 from .worker import Worker
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Perpetual",
     "Retry",
     "Shadow",
+    "Strike",
     "TaskArgument",
     "TaskKey",
     "TaskLogger",

@@ -54,8 +54,14 @@ class Keys:
 
     @property
     def strikes(self) -> str:
-        """Stream of strike and restore instructions."""
+        """Stream of strike and restore changes: wakes the workers (trimmed; the hash below
+        is the truth)."""
         return f"{self.prefix}strikes"
+
+    @property
+    def strikes_in_effect(self) -> str:
+        """Hash of the strikes in effect: canonical strike encoding -> when struck (ms)."""
+        return f"{self.prefix}strikes-in-effect"
 
     @property
     def workers(self) -> str:

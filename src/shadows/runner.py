@@ -25,6 +25,7 @@ from .dependencies import (
 from .dependencies.base import task_arguments
 from .execution import MALFORMED, POISON, Execution, Message, now_ms, to_ms
 from .serialization import PayloadError
+from .strikes import Strike, flatten_arguments
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -62,6 +63,13 @@ async def run_message(worker: Worker, message: Message) -> None:
         logger.error("Dead-lettering poison message %s: %s", _describe(message), error)
         await worker.finish(message, "failed", failure=Failure("poison", error))
         return
+    strikes = worker.strikes
+    # A whole-task strike is honoured before decoding: a payload that crashes or hangs the
+    # decoder is one reason to strike a task.
+    whole = strikes.task_strike(message.function) if strikes else None
+    if whole is not None:
+        await _skip_stricken(worker, message, whole, message.function)
+        return
     function = shadow.tasks.get(message.function)
     if function is None:
         error = (
@@ -95,6 +103,12 @@ async def run_message(worker: Worker, message: Message) -> None:
         await worker.finish(message, "failed", failure=Failure("bad-arguments", str(error)))
         return
 
+    if strikes:
+        strike = strikes.match(message.function, flatten_arguments(arguments, plan.signature))
+        if strike is not None:
+            await _skip_stricken(worker, message, strike, execution.call_repr())
+            return
+
     limits = plan.all(ConcurrencyLimit)
     if limits:
         try:
@@ -118,6 +132,27 @@ async def run_message(worker: Worker, message: Message) -> None:
         await worker.finish(message, "completed")
         return
     await _run(worker, execution, message)
+
+
+async def _skip_stricken(worker: Worker, message: Message, strike: Strike, call: str) -> None:
+    """Acknowledge a stricken call without running it: no retry, no next perpetual run."""
+    worker.stricken[message.function] += 1
+    logger.warning(
+        "⊘ %s [key=%s attempt=%d] stricken by %s, not run",
+        call,
+        message.key,
+        message.attempt,
+        strike,
+        extra={
+            "task": message.function,
+            "key": message.key,
+            "attempt": message.attempt,
+            "worker": worker.name,
+            "outcome": "stricken",
+            "strike": str(strike),
+        },
+    )
+    await worker.finish(message, "stricken")
 
 
 async def _run(worker: Worker, execution: Execution, message: Message) -> None:

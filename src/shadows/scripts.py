@@ -361,6 +361,44 @@ end
 """
 )
 
+# KEYS: strikes in effect (hash), strike feed (stream)
+# ARGV: action ('strike' | 'restore'), feed length, strike encodings...
+# Puts strikes in effect or removes them, appending one feed entry per actual change; a
+# strike in effect maps to the id of the feed entry that struck it (when, and in what
+# order: ids only grow). A strike already in effect keeps its id. Returns how many changed.
+STRIKE = r"""
+local state, feed = KEYS[1], KEYS[2]
+local action, length = ARGV[1], ARGV[2]
+local changed = 0
+for i = 3, #ARGV do
+  local strike = ARGV[i]
+  local change
+  if action == 'strike' then
+    change = redis.call('HEXISTS', state, strike) == 0
+  else
+    change = redis.call('HDEL', state, strike) == 1
+  end
+  if change then
+    local id = redis.call('XADD', feed, 'MAXLEN', '~', length, '*',
+                          'action', action, 'strike', strike)
+    if action == 'strike' then redis.call('HSET', state, strike, id) end
+    changed = changed + 1
+  end
+end
+return changed
+"""
+
+# KEYS: strikes in effect (hash), strike feed (stream)
+# Returns {id of the last feed entry or '0-0', flat HGETALL of the strikes}: the state and
+# the feed position it corresponds to, read in one step (a script rather than MULTI, so
+# that users without the transaction commands can run it).
+STRIKES_SNAPSHOT = r"""
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local id = '0-0'
+if #last > 0 then id = last[1][1] end
+return {id, redis.call('HGETALL', KEYS[1])}
+"""
+
 
 # KEYS: stream, queue
 # ARGV: key prefix, 1 to list the queued keys with their task names (else only count)
@@ -396,6 +434,8 @@ class Scripts:
         self.renew = client.register_script(RENEW)
         self.release = client.register_script(RELEASE)
         self.clear = client.register_script(CLEAR)
+        self.strike = client.register_script(STRIKE)
+        self.strikes_snapshot = client.register_script(STRIKES_SNAPSHOT)
 
 
 async def call(script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:

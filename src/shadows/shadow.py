@@ -24,6 +24,7 @@ from .execution import Execution, Message, now_ms
 from .keys import WORKER_GROUP, Keys, validate_name
 from .scripts import Scripts
 from .serialization import Codec, Payloads, codec_named
+from .strikes import FEED_LENGTH, Operator, Strike, read_strikes
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -320,6 +321,106 @@ class Shadow:
             if not removed:
                 return total
             total += removed
+
+    # -- strikes ---------------------------------------------------------------------
+
+    async def strike(
+        self,
+        function: TaskFunction | str | None = None,
+        parameter: str | None = None,
+        operator: Operator = "==",
+        value: Any = None,
+    ) -> bool:
+        """Stop running ``function`` at all, or only its calls where ``<parameter> <operator>
+        <value>`` holds; ``function=None`` strikes every task that has ``parameter``.
+
+        Every worker honours it within about a second, and so do workers started later.
+        Stricken calls are acknowledged without running (state ``stricken``), logged and
+        counted. Returns ``False`` when the same strike was already in effect.
+        """
+        strike = self._strike(function, parameter, operator, value, check=True)
+        changed = await self._change_strikes("strike", [strike.encode(self.payloads)])
+        if changed:
+            logger.info("Struck %s on shadow %s", strike, self.name)
+        return bool(changed)
+
+    async def restore(
+        self,
+        function: TaskFunction | str | None = None,
+        parameter: str | None = None,
+        operator: Operator = "==",
+        value: Any = None,
+    ) -> bool:
+        """Lift the strike given by the same arguments as :meth:`strike`; later matching calls
+        run again (calls already stricken are not brought back). Returns ``False`` when no
+        such strike was in effect."""
+        strike = self._strike(function, parameter, operator, value, check=False)
+        fields = {strike.encode(self.payloads)}
+        current, broken = await read_strikes(self.client, self.keys, self.payloads)
+        fields.update(f for f, existing in current.items() if existing.named_by(strike))
+        fields.update(f for f, unreadable in broken.items() if unreadable.describes(strike))
+        changed = await self._change_strikes("restore", sorted(fields))
+        if changed:
+            logger.info("Restored %s on shadow %s", strike, self.name)
+        return bool(changed)
+
+    async def strikes(self) -> list[Strike]:
+        """The strikes in effect, oldest first (each with ``since``, when it was struck)."""
+        current, broken = await read_strikes(self.client, self.keys, self.payloads)
+        for unreadable in broken.values():
+            logger.warning("Cannot read the strike %s: %s", unreadable, unreadable.reason)
+        return list(current.values())
+
+    def _strike(
+        self,
+        function: TaskFunction | str | None,
+        parameter: str | None,
+        operator: Operator,
+        value: Any,
+        check: bool,
+    ) -> Strike:
+        if function is None or isinstance(function, str):
+            name = function
+        elif callable(function) and hasattr(function, "__name__"):
+            name = function.__name__
+        else:
+            raise TypeError(f"Strike a task function, a task name or None, not {function!r}")
+        strike = Strike(name, parameter, operator, value)
+        if check and parameter is not None and name is not None:
+            target = function if callable(function) else self.tasks.get(name)
+            if target is not None:
+                _check_parameter(target, parameter)
+        strike.encode(self.payloads)  # fails now, clearly, for a value that cannot be stored
+        return strike
+
+    async def _change_strikes(self, action: str, fields: list[str]) -> int:
+        keys = self.keys
+        changed = await self.scripts.strike(
+            keys=[keys.strikes_in_effect, keys.strikes],
+            args=[action, FEED_LENGTH, *fields],
+        )
+        return int(changed)
+
+
+def _check_parameter(function: TaskFunction, parameter: str) -> None:
+    """Catch a misspelt parameter now rather than strike nothing in silence."""
+    from .dependencies import Dependency
+
+    parameters = plan_for(function).signature.parameters
+    found = parameters.get(parameter)
+    name = getattr(function, "__name__", repr(function))
+    if found is not None:
+        if found.kind in (found.VAR_POSITIONAL, found.VAR_KEYWORD):
+            raise ValueError(f"{name}(): strike a named parameter, not *{parameter}/**{parameter}")
+        if isinstance(found.default, Dependency):
+            raise ValueError(
+                f"{name}(): {parameter!r} is a dependency, not an argument a strike can test"
+            )
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = ", ".join(parameters) or "none"
+    raise ValueError(f"{name}() has no parameter {parameter!r} (parameters: {known})")
 
 
 def _text(value: bytes | str) -> str:

@@ -9,7 +9,8 @@ A worker runs four loops on one event loop:
   never taken over by another worker, and cancels a task whose claim it can no longer
   renew before anyone else may take it (fencing);
 * the read loop also reclaims messages that a dead worker left unacknowledged for longer
-  than ``redelivery_timeout`` (XAUTOCLAIM).
+  than ``redelivery_timeout`` (XAUTOCLAIM);
+* the strike follower keeps the worker's list of strikes in step with Redis.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -40,6 +42,7 @@ from .reader import Entry, StreamReader, entry_id
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from .scheduler import run_scheduler
 from .shadow import Shadow
+from .strikes import StrikeFollower, StrikeList
 
 logger = logging.getLogger("shadows.worker")
 
@@ -119,6 +122,11 @@ class Worker:
             claim_every=min(max(self._redelivery / 4, self._check), 5.0),
         )
         self._completions = Completions(shadow, self.name, self._reconnect_cap)
+        #: The strikes this worker honours, kept in step with Redis while it runs.
+        self.strikes = StrikeList()
+        #: How many calls this worker acknowledged without running them, by task name.
+        self.stricken: Counter[str] = Counter()
+        self._follower: StrikeFollower | None = None
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, shadow={self.shadow.name!r})"
@@ -206,6 +214,8 @@ class Worker:
         )
         try:
             await self._prepare()
+            await self._load_strikes()
+            background.append(self._follow_strikes())
             if self.schedule_automatic_tasks:
                 await self._schedule_automatic_tasks()
             await self._read_loop(until_finished)
@@ -262,6 +272,21 @@ class Worker:
                 return
             except CONNECTION_ERRORS as error:
                 await self._pause_after(error, backoff)
+
+    async def _load_strikes(self) -> None:
+        """Know every strike in effect before the first message is read."""
+        self._follower = StrikeFollower(self.shadow, self.strikes, self._reconnect_cap)
+        backoff = Backoff(self._reconnect_cap)
+        while not self._stopping.is_set():
+            try:
+                await self._follower.load()
+                return
+            except CONNECTION_ERRORS as error:
+                await self._pause_after(error, backoff)
+
+    def _follow_strikes(self) -> asyncio.Task[None]:
+        assert self._follower is not None
+        return asyncio.create_task(self._follower.run(self._stopping), name=f"{self.name}:strikes")
 
     async def _pause_after(self, error: BaseException, backoff: Backoff) -> None:
         delay = backoff.next()

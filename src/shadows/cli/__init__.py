@@ -32,6 +32,7 @@ def version() -> None:
 
 
 from . import failed as _failed  # noqa: E402,F401  (registers the commands)
+from . import strikes as _strikes  # noqa: E402,F401  (registers the commands)
 from . import worker as _worker  # noqa: E402,F401  (registers the command)
 from .errors import CLIError  # noqa: E402
 
