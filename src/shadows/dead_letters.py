@@ -167,7 +167,7 @@ async def purge_failed(shadow: Shadow, key: str | None = None) -> int:
     client = shadow.client
     keys = shadow.keys
     if key is not None:
-        async with client.pipeline(transaction=True) as pipe:
+        async with client.pipeline(transaction=False) as pipe:
             pipe.zrem(keys.failed, key)
             pipe.delete(keys.dead(key))
             removed, _ = await pipe.execute()
@@ -177,7 +177,7 @@ async def purge_failed(shadow: Shadow, key: str | None = None) -> int:
         names = _names(await client.zrange(keys.failed, 0, 499))
         if not names:
             return total
-        async with client.pipeline(transaction=True) as pipe:
+        async with client.pipeline(transaction=False) as pipe:
             pipe.zrem(keys.failed, *names)
             pipe.delete(*(keys.dead(name) for name in names))
             removed, _ = await pipe.execute()
