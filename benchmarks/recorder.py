@@ -2,12 +2,13 @@
 
 Each task body is ``record(n)``: one list append, so the work measured is the library's
 own. A daemon thread pushes what was recorded to the Redis list ``bench:done`` every
-20 ms as ``"n time"`` strings; the orchestrator reads that list to know when all tasks
+20 ms as ``"n time pid"`` strings; the orchestrator reads that list to know when all tasks
 ran, which ran twice, and when each started.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -27,6 +28,7 @@ def start_shipping(url: str, interval: float = 0.02) -> threading.Thread:
 
     client = redis.Redis.from_url(url)
     client.ping()
+    pid = os.getpid()
 
     def ship() -> None:
         shipped = 0
@@ -36,7 +38,7 @@ def start_shipping(url: str, interval: float = 0.02) -> threading.Thread:
             if not batch:
                 continue
             try:
-                client.rpush(DONE_KEY, *(f"{n} {at:.6f}" for n, at in batch))
+                client.rpush(DONE_KEY, *(f"{n} {at:.6f} {pid}" for n, at in batch))
             except redis.RedisError:
                 continue  # try again with the same records next time
             shipped += len(batch)

@@ -25,6 +25,7 @@ import select
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -419,12 +420,17 @@ class Workers:
         self.stop()
 
 
-def read_records(ctx: Context) -> dict[int, list[float]]:
-    """Start times of each task number recorded so far (several if it ran more than once)."""
+def read_records(ctx: Context, by_process: dict[str, int] | None = None) -> dict[int, list[float]]:
+    """Start times of each task number recorded so far (several if it ran more than once).
+
+    ``by_process``, if given, is filled with how many runs each worker process did.
+    """
     records: dict[int, list[float]] = {}
     for raw in ctx.redis.call("LRANGE", DONE_KEY, "0", "-1") or []:
-        n, at = raw.decode().split()
+        n, at, pid = raw.decode().split()
         records.setdefault(int(n), []).append(float(at))
+        if by_process is not None:
+            by_process[pid] = by_process.get(pid, 0) + 1
     return records
 
 
@@ -481,8 +487,10 @@ def drain(ctx: Context, label: str, processes: int, concurrency: int) -> dict[st
     with Workers(ctx, label, processes, concurrency, scheduling=False) as workers:
         workers.wait_ready()
         started = workers.go()
-        records = wait_for(ctx, workers, set(range(count)))
+        wait_for(ctx, workers, set(range(count)))
         rss = workers.peak_rss_kib()
+        by_process: dict[str, int] = {}
+        records = read_records(ctx, by_process)
     first = min(min(times) for times in records.values())
     last = max(min(times) for times in records.values())
     seconds = last - started
@@ -494,6 +502,7 @@ def drain(ctx: Context, label: str, processes: int, concurrency: int) -> dict[st
         "peak_rss_mib": rss / 1024,
         "processes": processes,
         "concurrency": concurrency,
+        "tasks_per_process": sorted(by_process.values(), reverse=True),
     }
 
 
@@ -534,7 +543,7 @@ def lateness(ctx: Context, enqueue_rate: float | None) -> dict[str, Any]:
     count = ctx.sizes.lateness_tasks
     lead = ctx.sizes.lateness_lead
     if enqueue_rate:  # leave time to enqueue them all before the moment comes
-        lead = max(lead, 1 + 1.5 * count / enqueue_rate)
+        lead = max(lead, 1 + 2.5 * count / enqueue_rate)
     with Workers(ctx, "lateness", 1, 10, scheduling=True) as workers:
         workers.wait_ready()
         workers.go()
@@ -664,6 +673,25 @@ def run_library(ctx: Context) -> dict[str, Any]:
     return {"cells": cells, "details": details}
 
 
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One library's repeated runs: the median of each cell, every run kept."""
+    if len(runs) == 1:
+        return runs[0]
+    cells: dict[str, Any] = {}
+    for key in dict.fromkeys(key for run in runs for key in run["cells"]):
+        values = [
+            run["cells"][key]["value"] for run in runs if "value" in run["cells"].get(key, {})
+        ]
+        if values:
+            cells[key] = {"value": statistics.median(values), "runs": values}
+            failed = [run["cells"][key]["na"] for run in runs if "na" in run["cells"].get(key, {})]
+            if failed:
+                cells[key]["failed_runs"] = failed
+        else:
+            cells[key] = next(run["cells"][key] for run in runs if key in run["cells"])
+    return {"cells": cells, "details_per_run": [run["details"] for run in runs]}
+
+
 # -- reporting --------------------------------------------------------------------------
 
 
@@ -744,36 +772,46 @@ def render_notes(report: dict[str, Any]) -> list[str]:
             cell = data.get("cells", {}).get(column.key, {})
             if "na" in cell:
                 reasons.setdefault(cell["na"], []).append(column.label)
+            for failure in cell.get("failed_runs", []):
+                reasons.setdefault(f"one run failed: {failure}", []).append(column.label)
         items += [f"{', '.join(cols)}: {reason}" for reason, cols in reasons.items()]
-        details = data.get("details", {})
-        for name, detail in details.items():
-            if isinstance(detail, dict) and detail.get("duplicates"):
-                items.append(f"{name}: {detail['duplicates']} task(s) ran more than once")
-        for name in ("drain_c10", "drain_c100"):
-            if name in details:
-                items.append(
-                    f"{name}: first task ran {details[name]['first_task_after']:.2f} s after "
-                    f"the worker was told to start; {details[name]['seconds']:.2f} s in all"
-                )
-        late = details.get("lateness")
-        if late:
-            items.append(
-                f"lateness: due {late['lead_s']} s after the first add; earliest "
-                f"{late['min']:.0f} ms, latest {late['max']:.0f} ms"
-                + (f", {late['early']} ran EARLY" if late["early"] else "")
-                + (
-                    f"; enqueueing ended {late['enqueue_finished_after_target_s']:.2f} s "
-                    "after the due time"
-                    if late["enqueue_finished_after_target_s"] > 0
-                    else ""
-                )
-            )
+        runs = data.get("details_per_run") or [data.get("details", {})]
+        for number, details in enumerate(runs, 1):
+            items += run_notes(details, f"run {number}, " if len(runs) > 1 else "")
         if "error" in data:
             items.append(f"error: {data['error']}")
         version = info.get("version", "?")
         lines.append(f"- **{lib}** {version}")
         lines += [f"  - {item}" for item in items]
     return lines
+
+
+def run_notes(details: dict[str, Any], prefix: str) -> list[str]:
+    """Start-up delays, duplicates and lateness extremes of one run of one library."""
+    items: list[str] = []
+    for name, detail in details.items():
+        if isinstance(detail, dict) and detail.get("duplicates"):
+            items.append(f"{prefix}{name}: {detail['duplicates']} task(s) ran more than once")
+    for name in ("drain_c10", "drain_c100"):
+        if name in details:
+            items.append(
+                f"{prefix}{name}: first task ran {details[name]['first_task_after']:.2f} s "
+                f"after the worker was told to start; {details[name]['seconds']:.2f} s in all"
+            )
+    late = details.get("lateness")
+    if late:
+        items.append(
+            f"{prefix}lateness: due {late['lead_s']} s after the first add; earliest "
+            f"{late['min']:.0f} ms, latest {late['max']:.0f} ms"
+            + (f", {late['early']} ran EARLY" if late["early"] else "")
+            + (
+                f"; enqueueing ended {late['enqueue_finished_after_target_s']:.2f} s "
+                "after the due time"
+                if late["enqueue_finished_after_target_s"] > 0
+                else ""
+            )
+        )
+    return items
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -790,8 +828,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"ms to an idle worker (concurrency 10); lateness over {sizes['lateness_tasks']:,} "
         f"tasks due at one moment (worker concurrency 10). ↑ higher is better, ↓ lower is "
         "better. The ratio row is shadows divided by the best peer in that column (for ↓ "
-        "columns a ratio above 1 means shadows is worse). One run each: expect a few "
-        "percent of noise. What each column measures: benchmarks/README.md.",
+        "columns a ratio above 1 means shadows is worse). "
+        + (
+            f"Each cell is the median of {meta['repeat']} runs (all values in latest.json). "
+            if meta["repeat"] > 1
+            else "One run each: on a shared 2-core machine expect 10-30 % of noise. "
+        )
+        + "What each column measures: benchmarks/README.md.",
         "",
         render_table(report, markdown=True),
         "",
@@ -825,6 +868,9 @@ def main() -> None:
         "--shadows-python",
         help="run shadows with this interpreter instead of benchmarks/.envs/shadows "
         "(it needs shadows and redis importable)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run each library N times; cells are medians"
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where latest.* go")
     arguments = parser.parse_args()
@@ -868,6 +914,7 @@ def main() -> None:
                 "redis_version": redis_version,
                 "redis": "private redis-server" if not arguments.redis_url else url,
                 "sizes": sizes.__dict__,
+                "repeat": arguments.repeat,
             },
             "libraries": {},
         }
@@ -884,7 +931,12 @@ def main() -> None:
                     raise RunFailed(f"cannot import: {last_line(info.stderr)}")
                 ctx.info = json.loads(info.stdout.strip().splitlines()[-1])
                 entry["info"] = ctx.info
-                entry.update(run_library(ctx))
+                runs = []
+                for number in range(arguments.repeat):
+                    if arguments.repeat > 1:
+                        print(f" run {number + 1} of {arguments.repeat}", flush=True)
+                    runs.append(run_library(ctx))
+                entry.update(combine(runs))
             except RunFailed as failure:
                 entry["error"] = str(failure)
                 entry["cells"] = {c.key: {"na": f"error: {failure}"} for c in COLUMNS}
