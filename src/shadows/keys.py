@@ -69,8 +69,13 @@ class Keys:
         return f"{self.prefix}workers"
 
     def worker_tasks(self, worker: str) -> str:
-        """Set of task names one worker can run."""
+        """Set of task names one worker can run (expires with the worker's heartbeats)."""
         return f"{self.prefix}worker-tasks:{worker}"
+
+    def worker(self, worker: str) -> str:
+        """Hash describing one live worker (concurrency, running, started); it expires
+        when the worker misses its heartbeats."""
+        return f"{self.prefix}worker:{worker}"
 
     def concurrency(self, slot: str) -> str:
         """Sorted set of the task keys holding a slot of one concurrency pool, scored by

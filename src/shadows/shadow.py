@@ -22,8 +22,10 @@ from .dead_letters import DeadLetter
 from .dependencies import plan_for
 from .execution import Execution, Message, now_ms
 from .keys import WORKER_GROUP, Keys, validate_name
+from .registry import WorkerInfo, list_workers
 from .scripts import Scripts
 from .serialization import Codec, Payloads, codec_named
+from .snapshot import Snapshot, take_snapshot
 from .strikes import FEED_LENGTH, Operator, Strike, read_strikes
 
 P = ParamSpec("P")
@@ -400,6 +402,28 @@ class Shadow:
             args=[action, FEED_LENGTH, *fields],
         )
         return int(changed)
+
+    # -- inspection ------------------------------------------------------------------
+
+    async def snapshot(self, arguments: bool = True) -> Snapshot:
+        """Every future, queued and running task, and the live workers.
+
+        Read in pages (fast for hundreds of thousands of tasks) but not atomically: see
+        :mod:`shadows.snapshot`. Arguments are decoded only when a task's ``args`` or
+        ``kwargs`` is read; ``arguments=False`` does not even fetch them.
+        """
+        return await take_snapshot(self, arguments)
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The live workers (those whose heartbeat has not lapsed), by name."""
+        return await list_workers(self)
+
+    async def task_workers(self, task: TaskFunction | str) -> list[WorkerInfo]:
+        """The live workers that have the task ``task`` (a function or its name)."""
+        name = task if isinstance(task, str) else getattr(task, "__name__", "")
+        if not name:
+            raise TypeError(f"Expected a task function or name, not {task!r}")
+        return await list_workers(self, name)
 
 
 def _check_parameter(function: TaskFunction, parameter: str) -> None:

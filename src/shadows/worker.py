@@ -10,7 +10,8 @@ A worker runs four loops on one event loop:
   renew before anyone else may take it (fencing);
 * the read loop also reclaims messages that a dead worker left unacknowledged for longer
   than ``redelivery_timeout`` (XAUTOCLAIM);
-* the strike follower keeps the worker's list of strikes in step with Redis.
+* the strike follower keeps the worker's list of strikes in step with Redis;
+* the heartbeat keeps the worker listed in the registry of live workers.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from .completions import Completions
 from .dead_letters import Failure
 from .dependencies import Perpetual, plan_for
 from .execution import MALFORMED, POISON, Message, MessageError, now_ms
+from .heartbeat import Heartbeat
 from .keys import WORKER_GROUP
 from .leases import Leases
 from .reader import Entry, StreamReader, entry_id
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
+from .registry import Presence
 from .scheduler import run_scheduler
 from .shadow import Shadow
 from .strikes import StrikeFollower, StrikeList
@@ -79,6 +82,7 @@ class Worker:
         scheduling_resolution: timedelta = timedelta(milliseconds=250),
         schedule_automatic_tasks: bool = True,
         max_deliveries: int = 5,
+        heartbeat_interval: timedelta = timedelta(seconds=2),
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
@@ -95,11 +99,13 @@ class Worker:
         #: A message delivered this often without being acknowledged (its workers died
         #: running it) is dead-lettered as poison instead of being run again.
         self.max_deliveries = max_deliveries
+        self.heartbeat_interval = heartbeat_interval
 
         self._redelivery = _seconds(redelivery_timeout, "redelivery_timeout", 0.05)
         self._reconnect_cap = _seconds(reconnection_delay, "reconnection_delay")
         self._check = _seconds(minimum_check_interval, "minimum_check_interval", 0.001)
         self._resolution = _seconds(scheduling_resolution, "scheduling_resolution", 0.001)
+        beat_every = _seconds(heartbeat_interval, "heartbeat_interval", 0.01)
 
         self._active: dict[str, asyncio.Task[None]] = {}  # by message id
         self._messages: dict[str, Message] = {}  # by message id
@@ -127,6 +133,8 @@ class Worker:
         #: How many calls this worker acknowledged without running them, by task name.
         self.stricken: Counter[str] = Counter()
         self._follower: StrikeFollower | None = None
+        self._started_ms = 0
+        self._heartbeat = Heartbeat(shadow, beat_every, self._reconnect_cap, self._presence)
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, shadow={self.shadow.name!r})"
@@ -191,6 +199,8 @@ class Worker:
         self._forced = False
         self._reader.recover = True
         restore_signals = self._install_signal_handlers()
+        self._started_ms = now_ms()
+        self._heartbeat.start(f"{self.name}:heartbeat")
         self._completions.start()
         background = [
             asyncio.create_task(
@@ -232,9 +242,19 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             await self._reader.close()
             await self._release_leftovers()
+            await self._heartbeat.stop()
             restore_signals()
             self._running = False
             logger.info("Worker %s stopped", self.name)
+
+    def _presence(self) -> Presence:
+        return Presence(
+            self.name,
+            self.concurrency,
+            len(self._active),
+            self._started_ms,
+            sorted(self.shadow.tasks),
+        )
 
     def _install_signal_handlers(self) -> Any:
         if threading.current_thread() is not threading.main_thread():

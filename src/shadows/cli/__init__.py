@@ -6,6 +6,7 @@ import sys
 
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._version import __version__
@@ -31,9 +32,14 @@ def version() -> None:
     print(__version__)
 
 
-from . import failed as _failed  # noqa: E402,F401  (registers the commands)
-from . import strikes as _strikes  # noqa: E402,F401  (registers the commands)
-from . import worker as _worker  # noqa: E402,F401  (registers the command)
+# Each module registers its command (or command group) on ``app``.
+from . import clear as _clear  # noqa: E402,F401
+from . import failed as _failed  # noqa: E402,F401
+from . import snapshot as _snapshot  # noqa: E402,F401
+from . import strikes as _strikes  # noqa: E402,F401
+from . import tasks as _tasks  # noqa: E402,F401
+from . import worker as _worker  # noqa: E402,F401
+from . import workers as _workers  # noqa: E402,F401
 from .errors import CLIError  # noqa: E402
 
 
@@ -53,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1) from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as error:
         print(f"Error: cannot reach Redis: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except RedisError as error:  # refused by the server: permissions, wrong type, ...
+        print(f"Error: Redis refused: {error}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

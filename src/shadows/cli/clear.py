@@ -1,0 +1,47 @@
+"""``shadows clear``: remove every scheduled and queued task of a shadow."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ..shadow import Shadow
+from . import app
+from .errors import CLIError
+from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url
+from .output import open_shadow, run, safe_url
+
+
+@app.command()
+def clear(
+    shadows: Name = DEFAULT_NAME,
+    url: Url = DEFAULT_URL,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            "-y",
+            envvar="SHADOW_CLEAR_YES",
+            help="Do not ask for confirmation (needed when not run from a terminal).",
+        ),
+    ] = False,
+) -> None:
+    """Remove every scheduled and queued task; running tasks finish undisturbed."""
+    shadow = open_shadow(shadows, url)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CLIError("clear removes work for good: confirm with --yes")
+        typer.confirm(
+            f"Remove every scheduled and queued task of shadow {shadow.name!r} "
+            f"on {safe_url(shadow.url)}?",
+            abort=True,
+        )
+    removed = run(_clear(shadow))
+    print(f"Cleared {removed:,} task(s) from shadow {shadow.name}.")
+
+
+async def _clear(shadow: Shadow) -> int:
+    async with shadow:
+        return await shadow.clear()

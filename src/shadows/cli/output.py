@@ -1,0 +1,100 @@
+"""What the operator commands share: opening a shadow, options, and rendering for humans
+(rich) or machines (JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+
+from ..shadow import Shadow
+from .errors import CLIError
+
+T = TypeVar("T")
+
+Json = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        envvar="SHADOW_JSON",
+        help="Print JSON for scripts instead of tables (format: see the CLI reference).",
+    ),
+]
+
+
+def open_shadow(name: str, url: str) -> Shadow:
+    """A ``Shadow`` for the command line: bad names and URLs become one-line errors."""
+    try:
+        return Shadow(name=name, url=url)
+    except (ValueError, TypeError) as error:
+        raise CLIError(str(error)) from None
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def console() -> Console:
+    """Rich output where task keys and names print as they are (no markup, no emoji)."""
+    return Console(highlight=False, markup=False, emoji=False)
+
+
+def print_json(document: Any) -> None:
+    """One JSON document on stdout, keys in a fixed order, UTF-8 kept readable."""
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password hidden, for headings that may end up in logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def span(seconds: float) -> str:
+    """A short human duration: ``850ms``, ``12.3s``, ``4m 05s``, ``2h 10m``, ``3d 4h``."""
+    seconds = max(seconds, 0.0)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d {whole % 86400 // 3600}h"
+
+
+def relative(moment: datetime, now: datetime) -> str:
+    """``in 5m 00s``, ``3.0s ago`` or ``now`` (within a tenth of a second)."""
+    delta = (moment - now).total_seconds()
+    if abs(delta) < 0.1:
+        return "now"
+    return f"in {span(delta)}" if delta > 0 else f"{span(-delta)} ago"
+
+
+def timestamp(moment: datetime | None) -> str:
+    """UTC, to the second: tables are read by people in many time zones."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def show_group_help(context: typer.Context) -> None:
+    """A command group called without a command prints its help, like ``shadows`` alone."""
+    if context.invoked_subcommand is None:
+        print(context.get_help())
+        raise typer.Exit(0)

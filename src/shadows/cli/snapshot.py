@@ -1,0 +1,157 @@
+"""``shadows snapshot``: what a shadow holds right now, for people and for scripts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ..shadow import Shadow
+from ..snapshot import Snapshot
+from . import app
+from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url
+from .output import Json, console, open_shadow, print_json, relative, run, safe_url, span, timestamp
+from .workers import worker_table
+
+Limit = Annotated[
+    int,
+    typer.Option(
+        "--limit",
+        min=0,
+        envvar="SHADOW_SNAPSHOT_LIMIT",
+        help="List at most this many queued and scheduled tasks, soonest first (0: all). "
+        "The counts always cover every task.",
+    ),
+]
+
+
+@app.command()
+def snapshot(
+    shadows: Name = DEFAULT_NAME,
+    url: Url = DEFAULT_URL,
+    limit: Limit = 100,
+    json_output: Json = False,
+) -> None:
+    """Show the running, queued and scheduled tasks of a shadow, and its live workers."""
+    shadow = open_shadow(shadows, url)
+    taken = run(_take(shadow))
+    if json_output:
+        print_json(snapshot_document(shadow.name, taken, limit))
+    else:
+        render_snapshot(console(), shadow, taken, limit)
+
+
+async def _take(shadow: Shadow) -> Snapshot:
+    async with shadow:
+        return await shadow.snapshot(arguments=False)
+
+
+def counts(taken: Snapshot) -> dict[str, int]:
+    by_state = Counter(task.state for task in taken.future)
+    return {
+        "running": len(taken.running),
+        "queued": by_state["queued"],
+        "scheduled": by_state["scheduled"],
+    }
+
+
+def snapshot_document(name: str, taken: Snapshot, limit: int) -> dict[str, Any]:
+    """The ``--json`` form: stable keys; ``future`` holds the first ``limit`` tasks."""
+    future = taken.future if limit == 0 else taken.future[:limit]
+    return {
+        "shadow": name,
+        "taken": taken.taken.isoformat(),
+        "total_tasks": taken.total_tasks,
+        "counts": counts(taken),
+        "running": [task.to_dict() for task in taken.running],
+        "future": [task.to_dict() for task in future],
+        "workers": [worker.to_dict() for worker in taken.workers],
+    }
+
+
+def render_snapshot(out: Console, shadow: Shadow, taken: Snapshot, limit: int) -> None:
+    numbers = counts(taken)
+    out.print(
+        Text.assemble(
+            ("Shadow ", "bold"),
+            (shadow.name, "bold cyan"),
+            f" on {safe_url(shadow.url)} at {timestamp(taken.taken)} UTC",
+        )
+    )
+    out.print(
+        f"{taken.total_tasks:,} task(s): {numbers['running']:,} running, "
+        f"{numbers['queued']:,} queued, {numbers['scheduled']:,} scheduled"
+    )
+    out.print(_capacity(taken))
+    now = taken.taken
+
+    if taken.running:
+        table = Table(title=f"Running ({len(taken.running):,})", title_justify="left")
+        table.add_column("Task")
+        table.add_column("Key", overflow="fold")
+        table.add_column("Attempt", justify="right")
+        table.add_column("Worker", overflow="fold")
+        table.add_column("Started (UTC)")
+        table.add_column("Running for", justify="right")
+        for task in taken.running:
+            started = task.started
+            table.add_row(
+                task.function,
+                task.key,
+                str(task.attempt),
+                task.worker or "-",
+                timestamp(started),
+                span((now - started).total_seconds()) if started else "-",
+            )
+        out.print(table)
+
+    if taken.future:
+        shown = taken.future if limit == 0 else taken.future[:limit]
+        title = f"Queued and scheduled ({len(taken.future):,}, soonest first)"
+        table = Table(title=title, title_justify="left")
+        table.add_column("Due (UTC)")
+        table.add_column("Due", justify="right")
+        table.add_column("Task")
+        table.add_column("Key", overflow="fold")
+        table.add_column("Attempt", justify="right")
+        table.add_column("State")
+        for task in shown:
+            table.add_row(
+                timestamp(task.when),
+                relative(task.when, now),
+                task.function,
+                task.key,
+                str(task.attempt),
+                task.state,
+            )
+        out.print(table)
+        if len(shown) < len(taken.future):
+            hidden = len(taken.future) - len(shown)
+            out.print(f"... and {hidden:,} more (--limit 0 lists all)")
+    if not taken.total_tasks:
+        out.print("Nothing is scheduled, queued or running.")
+
+    if taken.workers:
+        out.print(worker_table(taken.workers, now, title=f"Workers ({len(taken.workers)})"))
+    else:
+        out.print("No live workers.")
+
+
+def _capacity(taken: Snapshot) -> Group | str:
+    """How full the live workers are: the progress of the shadow's work, at a glance."""
+    slots = sum(worker.concurrency for worker in taken.workers)
+    if not slots:
+        return f"{len(taken.workers)} live worker(s)"
+    busy = min(len(taken.running), slots)
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(
+        f"{len(taken.workers)} live worker(s), {busy:,} of {slots:,} slots busy",
+        ProgressBar(total=slots, completed=busy, width=30),
+        f"{busy / slots:.0%}",
+    )
+    return Group(bar)
