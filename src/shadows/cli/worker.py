@@ -82,6 +82,16 @@ def worker(
             help="Longest sleep of the scheduler between looks for due tasks.",
         ),
     ] = "250ms",  # type: ignore[assignment]
+    heartbeat_interval: Annotated[
+        timedelta,
+        typer.Option(
+            "--heartbeat-interval",
+            parser=duration,
+            envvar="SHADOW_WORKER_HEARTBEAT_INTERVAL",
+            help="How often the worker tells the registry it is alive; it drops out of "
+            "`shadows workers ls` after 3 missed heartbeats.",
+        ),
+    ] = "2s",  # type: ignore[assignment]
     schedule_automatic_tasks: Annotated[
         bool,
         typer.Option(
@@ -130,6 +140,7 @@ def worker(
             minimum_check_interval=minimum_check_interval,
             scheduling_resolution=scheduling_resolution,
             schedule_automatic_tasks=schedule_automatic_tasks,
+            heartbeat_interval=heartbeat_interval,
         )
     except (ValueError, TypeError) as error:
         raise CLIError(str(error)) from None

@@ -1,0 +1,196 @@
+"""Shadow.snapshot(): future, queued and running tasks and the workers, in pages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import shadows.snapshot
+from conftest import wait_for
+from shadows import Execution, Shadow, Worker
+from shadows.snapshot import ArgumentsNotRead
+
+
+async def greet(name: str, punctuation: str = "!") -> None:
+    await asyncio.sleep(0)
+
+
+async def test_an_empty_shadow(shadow: Shadow) -> None:
+    before = datetime.now(UTC)
+    snapshot = await shadow.snapshot()
+    assert before <= snapshot.taken <= datetime.now(UTC)
+    assert snapshot.total_tasks == 0
+    assert list(snapshot.future) == list(snapshot.running) == list(snapshot.workers) == []
+
+
+async def test_future_and_queued_tasks_come_soonest_first(shadow: Shadow) -> None:
+    now = datetime.now(UTC)
+    await shadow.add(greet, when=now + timedelta(hours=3), key="late")("Cy")
+    await shadow.add(greet, when=now + timedelta(hours=1), key="soon")("Al", punctuation="?")
+    await shadow.add(greet, key="ready")("Bo")
+    await shadow.add("trace", when=now + timedelta(hours=2), key="middle")("hello")
+
+    snapshot = await shadow.snapshot()
+    assert snapshot.total_tasks == 4
+    assert [task.key for task in snapshot.future] == ["ready", "soon", "middle", "late"]
+    assert [task.state for task in snapshot.future] == [
+        "queued",
+        "scheduled",
+        "scheduled",
+        "scheduled",
+    ]
+    assert snapshot.count("queued") == 1
+    assert snapshot.count("scheduled") == 3
+    assert snapshot.count("running") == 0
+    soon = snapshot.future[1]
+    assert soon.function == soon.function_name == "greet"
+    assert soon.attempt == 1
+    assert abs(soon.when - (now + timedelta(hours=1))) < timedelta(milliseconds=2)
+    assert soon.args == ("Al",)
+    assert soon.kwargs == {"punctuation": "?"}
+    assert snapshot.future[0].args == ("Bo",)
+    assert snapshot.future[2].function == "trace"
+    assert soon.worker is None and soon.started is None
+    assert soon.to_dict()["state"] == "scheduled"
+
+
+async def test_arguments_are_not_even_read_on_request(shadow: Shadow) -> None:
+    await shadow.add(greet, when=datetime.now(UTC) + timedelta(hours=1))("secret")
+    await shadow.add(greet)("also secret")
+    snapshot = await shadow.snapshot(arguments=False)
+    assert [task.function for task in snapshot.future] == ["greet", "greet"]
+    for task in snapshot.future:
+        with pytest.raises(ArgumentsNotRead, match="arguments=True"):
+            task.args  # noqa: B018
+
+
+async def test_the_attempt_of_a_retry_is_shown(shadow: Shadow) -> None:
+    when = datetime.now(UTC) + timedelta(minutes=5)
+    await shadow.schedule(Execution(greet, ("Di",), {}, when, "retried", attempt=3))
+    [task] = (await shadow.snapshot()).future
+    assert (task.key, task.attempt) == ("retried", 3)
+
+
+async def test_running_tasks_name_their_worker_and_start(shadow: Shadow) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold(label: str) -> None:
+        started.set()
+        await release.wait()
+
+    shadow.register(hold)
+    await shadow.add(hold, key="held")("first")
+    await shadow.add(hold, key="waiting")("second")
+    async with Worker(shadow, name="holder", concurrency=1) as worker:
+        running = asyncio.create_task(worker.run_until_finished())
+        try:
+            await wait_for(started.is_set, message="the first task to start")
+
+            async def listed() -> bool:
+                return bool((await shadow.snapshot()).workers)
+
+            await wait_for(listed, message="the worker's heartbeat")
+            snapshot = await shadow.snapshot()
+            [task] = snapshot.running
+            assert (task.key, task.function, task.state) == ("held", "hold", "running")
+            assert task.worker == "holder"
+            assert task.started is not None
+            assert task.when <= task.started <= snapshot.taken + timedelta(milliseconds=5)
+            assert task.args == ("first",)
+            assert [t.key for t in snapshot.future] == ["waiting"]
+            assert snapshot.future[0].state == "queued"
+            assert snapshot.total_tasks == 2
+            assert [w.name for w in snapshot.workers] == ["holder"]
+        finally:
+            release.set()
+            await running
+    assert (await shadow.snapshot()).total_tasks == 0
+
+
+async def test_pages_with_equal_due_times_lose_nothing(
+    shadow: Shadow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shadows.snapshot, "PAGE", 3)
+    base = datetime.now(UTC) + timedelta(hours=1)
+    for i in range(20):  # four due times, five tasks each: ties span pages
+        await shadow.add(greet, when=base + timedelta(seconds=i % 4), key=f"future-{i:02d}")(str(i))
+    for i in range(7):
+        await shadow.add(greet, key=f"ready-{i}")(str(i))
+    snapshot = await shadow.snapshot()
+    keys = [task.key for task in snapshot.future]
+    assert len(keys) == len(set(keys)) == 27
+    assert keys[:7] == [f"ready-{i}" for i in range(7)]
+    whens = [task.when for task in snapshot.future]
+    assert whens == sorted(whens)
+    assert {task.args for task in snapshot.future[7:]} == {(str(i),) for i in range(20)}
+
+
+async def test_a_task_seen_in_the_queue_and_on_the_stream_is_reported_once(
+    shadow: Shadow,
+) -> None:
+    # What a snapshot can see when the scheduler moves a task between two of its pages.
+    when = datetime.now(UTC) + timedelta(hours=1)
+    execution = await shadow.add(greet, when=when, key="moving")("Ed")
+    fields = execution.to_message(shadow.codec).fields()
+    await shadow.client.xadd(shadow.keys.stream, dict(zip(fields[::2], fields[1::2], strict=True)))
+    [task] = (await shadow.snapshot()).future
+    assert (task.key, task.state) == ("moving", "queued")
+
+
+async def test_a_snapshot_of_100000_future_tasks_is_fast(redis_url: str, shadow_name: str) -> None:
+    async with Shadow(name=shadow_name, url=redis_url) as shadow:
+        try:
+            await _fill_future(shadow, 100_000)
+            # The best of a few runs: the figure is about the snapshot, not about what
+            # else the machine runs meanwhile.
+            timings = {True: [], False: []}
+            for arguments in (True, False, True, False, True):
+                begun = time.perf_counter()
+                snapshot = await shadow.snapshot(arguments=arguments)
+                timings[arguments].append(time.perf_counter() - begun)
+                assert snapshot.total_tasks == 100_000
+            best, light = min(timings[True]), min(timings[False])
+            print(
+                f"\nsnapshot of 100,000 future tasks: best {best:.3f} s of "
+                f"{', '.join(f'{t:.3f}' for t in timings[True])} "
+                f"(arguments=False: best {light:.3f} s)"
+            )
+            assert best < 2.0
+            assert snapshot.future[0].key == "bulk-0"
+            assert snapshot.future[-1].key == "bulk-99999"
+            first = (await shadow.snapshot()).future[0]
+            assert first.args == ("payload",)
+        finally:
+            await shadow.clear()
+
+
+async def _fill_future(shadow: Shadow, count: int) -> None:
+    """``count`` future tasks, cloned in Redis from one scheduled through the API (adding
+    them one by one would take the test far longer than the snapshot)."""
+    when = datetime.now(UTC) + timedelta(days=1)
+    await shadow.add("trace", when=when, key="bulk-0")("payload")
+    script = shadow.client.register_script(
+        """
+        local prefix, count, first = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+        local fields = redis.call('HGETALL', prefix .. 'parked:bulk-0')
+        local record = redis.call('HGETALL', prefix .. 'run:bulk-0')
+        for i = 1, count - 1 do
+          local key = 'bulk-' .. i
+          for j = 1, #fields, 2 do
+            if fields[j] == 'key' then fields[j + 1] = key end
+          end
+          redis.call('HSET', prefix .. 'parked:' .. key, unpack(fields))
+          redis.call('HSET', prefix .. 'run:' .. key, unpack(record))
+          redis.call('ZADD', KEYS[1], first + i, key)
+        end
+        return redis.call('ZCARD', KEYS[1])
+        """
+    )
+    score = await shadow.client.zscore(shadow.keys.queue, "bulk-0")
+    assert score is not None
+    total = await script(keys=[shadow.keys.queue], args=[shadow.keys.prefix, count, int(score)])
+    assert total == count
