@@ -20,7 +20,9 @@ from .dependencies import (
     Timeout,
 )
 from .execution import Execution
+from .registry import WorkerInfo
 from .shadow import Shadow, UnknownTaskError
+from .snapshot import Snapshot, SnapshotTask
 from .strikes import Strike
 from .worker import Worker
 
@@ -39,6 +41,8 @@ __all__ = [
     "Perpetual",
     "Retry",
     "Shadow",
+    "Snapshot",
+    "SnapshotTask",
     "Strike",
     "TaskArgument",
     "TaskKey",
@@ -46,5 +50,6 @@ __all__ = [
     "Timeout",
     "UnknownTaskError",
     "Worker",
+    "WorkerInfo",
     "__version__",
 ]
