@@ -405,12 +405,13 @@ class Shadow:
 
     # -- inspection ------------------------------------------------------------------
 
-    async def snapshot(self, arguments: bool = True) -> Snapshot:
+    async def snapshot(self, arguments: bool = False) -> Snapshot:
         """Every future, queued and running task, and the live workers.
 
         Read in pages (fast for hundreds of thousands of tasks) but not atomically: see
-        :mod:`shadows.snapshot`. Arguments are decoded only when a task's ``args`` or
-        ``kwargs`` is read; ``arguments=False`` does not even fetch them.
+        :mod:`shadows.snapshot`. Tasks are light (name, key, due time, attempt, state);
+        ``arguments=True`` also reads their messages, about twice the work, so that
+        ``args`` and ``kwargs`` can be decoded (on first use).
         """
         return await take_snapshot(self, arguments)
 

@@ -4,9 +4,13 @@ Speed matters here, because a snapshot of a busy shadow may cover hundreds of th
 tasks, and redis-py parses replies in pure Python at microseconds per element. So each page
 of tasks is read by one Lua script that packs the whole page into two strings: numbers per
 task (due time, attempt, lengths of the text fields) and the concatenated bytes of those
-fields. Python splits them with a few C-level calls per task, asks for the next page before
-parsing the current one (so Redis and Python work at the same time), and never decodes an
-argument unless it is read.
+fields. Python splits them with a few C-level calls per task and asks for the next page
+before parsing the current one, so Redis and Python work at the same time.
+
+Tasks are light by default: name, key, due time, attempt, state, worker. Their arguments
+are what users rarely need across thousands of tasks and what costs most (whole messages
+are needed, because a message names its codec and may be signed over all its fields), so
+they are read only with ``arguments=True`` and then decoded only when used.
 
 Pages are separate script calls, so Redis is never blocked for long, but the whole is not
 one atomic picture: a task that moves while the snapshot is taken (from the queue to the
@@ -22,10 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from .execution import from_ms
+from .execution import Message, from_ms
 from .keys import WORKER_GROUP
 from .registry import WorkerInfo, list_workers
-from .serialization import Codec
+from .serialization import Payloads
 
 if TYPE_CHECKING:
     from .shadow import Shadow
@@ -36,44 +40,68 @@ PAGE = 1000
 
 State = Literal["scheduled", "queued", "running"]
 
+#: A message as a snapshot keeps it: its fields' names and values concatenated, and their
+#: lengths (name, value, name, value, ...).
+RawMessage = tuple[bytes, list[int]]
+
+# Both page scripts describe each task with numbers, then its text: the numbers end with
+# the count of message fields that follow the text (0 unless the arguments are read) and
+# the lengths of their names and values; the text is the task's key, its task name, for
+# stream entries the name of the worker holding it, then those fields, all concatenated.
+# The whole message is needed to decode the arguments, because a message names its codec
+# and may be signed over all its fields.
+
 # KEYS: queue
 # ARGV: key prefix, lowest score, how many entries of that score to skip, page size,
 #       '1' to read the arguments too
-# Returns {numbers, bytes, last score, how many of the page have the last score}: per
-# task "score attempt len(key) len(function) len(args) len(kwargs)", and those four fields
-# concatenated.
+# Returns {numbers, text, last score, how many of the page have the last score, count}:
+# per task "score attempt len(key) len(function) field-count field-lengths...".
 QUEUE_PAGE = r"""
 local prefix, low, skip, page = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local fields = {'function', 'attempt'}
-if ARGV[5] == '1' then fields = {'function', 'attempt', 'args', 'kwargs'} end
+local whole = ARGV[5] == '1'
 local rows = redis.call('ZRANGE', KEYS[1], low, '+inf', 'BYSCORE', 'LIMIT', skip, page,
                         'WITHSCORES')
 local numbers, data, n, d = {}, {}, 0, 0
 local last, tied = '', 0
 for i = 1, #rows, 2 do
   local key, score = rows[i], rows[i + 1]
-  local f = redis.call('HMGET', prefix .. 'parked:' .. key, unpack(fields))
-  local fn, args, kwargs = f[1] or '', f[3] or '', f[4] or ''
-  numbers[n + 1], numbers[n + 2], numbers[n + 3] = score, f[2] or '0', #key
-  numbers[n + 4], numbers[n + 5], numbers[n + 6] = #fn, #args, #kwargs
-  data[d + 1], data[d + 2], data[d + 3], data[d + 4] = key, fn, args, kwargs
-  n, d = n + 6, d + 4
+  local parked = prefix .. 'parked:' .. key
+  local fn, attempt, fields = '', '0', {}
+  if whole then
+    fields = redis.call('HGETALL', parked)
+    for j = 1, #fields, 2 do
+      if fields[j] == 'function' then fn = fields[j + 1]
+      elseif fields[j] == 'attempt' then attempt = fields[j + 1] end
+    end
+  else
+    local f = redis.call('HMGET', parked, 'function', 'attempt')
+    fn, attempt = f[1] or '', f[2] or '0'
+  end
+  numbers[n + 1], numbers[n + 2], numbers[n + 3] = score, attempt, #key
+  numbers[n + 4], numbers[n + 5] = #fn, #fields / 2
+  n = n + 5
+  data[d + 1], data[d + 2] = key, fn
+  d = d + 2
+  for j = 1, #fields do
+    numbers[n + j], data[d + j] = #fields[j], fields[j]
+  end
+  n, d = n + #fields, d + #fields
   if score == last then tied = tied + 1 else last, tied = score, 1 end
 end
-return {table.concat(numbers, ' '), table.concat(data), last, tied}
+return {table.concat(numbers, ' '), table.concat(data), last, tied, #rows / 2}
 """
 
 # KEYS: stream
 # ARGV: group, key prefix, first id (inclusive '-' or exclusive '(id'), page size,
 #       '1' to read the arguments too
-# Returns {numbers, bytes, last id}: per entry "when attempt started len(key)
-# len(function) len(worker) len(args) len(kwargs)", started being -1 for an entry no
-# worker has received; the worker is the consumer that holds the entry.
+# Returns {numbers, text, last id, count}: per entry "when attempt started len(key)
+# len(function) len(worker) field-count field-lengths...", started being -1 for an entry
+# no worker has received; the worker is the consumer that holds the entry.
 STREAM_PAGE = r"""
 local stream, group, prefix = KEYS[1], ARGV[1], ARGV[2]
-local start, page = ARGV[3], tonumber(ARGV[4])
+local start, page, whole = ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
 local entries = redis.call('XRANGE', stream, start, '+', 'COUNT', page)
-if #entries == 0 then return {'', '', ''} end
+if #entries == 0 then return {'', '', '', 0} end
 local first, last = entries[1][1], entries[#entries][1]
 local owners = {}
 local ok, pending = pcall(redis.call, 'XPENDING', stream, group, first, last, page * 2)
@@ -82,12 +110,16 @@ if ok then
 end
 local numbers, data, n, d = {}, {}, 0, 0
 for _, entry in ipairs(entries) do
-  local values = {}
   local fields = entry[2]
-  for i = 1, #fields, 2 do values[fields[i]] = fields[i + 1] end
-  local key, fn = values['key'] or '', values['function'] or ''
-  local args, kwargs = '', ''
-  if ARGV[5] == '1' then args, kwargs = values['args'] or '', values['kwargs'] or '' end
+  local key, fn, when, attempt = '', '', '0', '0'
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    if name == 'key' then key = fields[i + 1]
+    elseif name == 'function' then fn = fields[i + 1]
+    elseif name == 'when' then when = fields[i + 1]
+    elseif name == 'attempt' then attempt = fields[i + 1] end
+  end
+  if not whole then fields = {} end
   local owner = owners[entry[1]]
   local started = '-1'
   if owner then
@@ -95,13 +127,18 @@ for _, entry in ipairs(entries) do
   else
     owner = ''
   end
-  numbers[n + 1], numbers[n + 2] = values['when'] or '0', values['attempt'] or '0'
-  numbers[n + 3], numbers[n + 4], numbers[n + 5] = started, #key, #fn
-  numbers[n + 6], numbers[n + 7], numbers[n + 8] = #owner, #args, #kwargs
-  data[d + 1], data[d + 2], data[d + 3], data[d + 4], data[d + 5] = key, fn, owner, args, kwargs
-  n, d = n + 8, d + 5
+  numbers[n + 1], numbers[n + 2], numbers[n + 3] = when, attempt, started
+  numbers[n + 4], numbers[n + 5], numbers[n + 6] = #key, #fn, #owner
+  numbers[n + 7] = #fields / 2
+  n = n + 7
+  data[d + 1], data[d + 2], data[d + 3] = key, fn, owner
+  d = d + 3
+  for j = 1, #fields do
+    numbers[n + j], data[d + j] = #fields[j], fields[j]
+  end
+  n, d = n + #fields, d + #fields
 end
-return {table.concat(numbers, ' '), table.concat(data), last}
+return {table.concat(numbers, ' '), table.concat(data), last, #entries}
 """
 
 
@@ -110,16 +147,19 @@ class ArgumentsNotRead(LookupError):
 
 
 class SnapshotTask:
-    """One task in a snapshot: light to build, its arguments decoded only when read.
+    """One task in a snapshot: light to build; its arguments are read only on request
+    (``snapshot(arguments=True)``) and decoded only when used.
 
     It has the attributes of an :class:`~shadows.Execution` except that ``function`` is
     the task's name (the process taking the snapshot need not have the function), plus
     its ``state`` and, while it runs, the ``worker`` running it and when it ``started``.
+    Reading ``args`` or ``kwargs`` decodes the message as a worker would: only in the
+    shadow's own codec, and only with a valid signature when the shadow has a signing key.
     """
 
     __slots__ = (
-        "_codec",
         "_decoded",
+        "_payloads",
         "_raw",
         "attempt",
         "function",
@@ -137,8 +177,8 @@ class SnapshotTask:
         when_ms: int,
         attempt: int,
         state: State,
-        raw: tuple[bytes, bytes] | None,
-        codec: Codec,
+        raw: RawMessage | None,
+        payloads: Payloads,
         worker: str | None = None,
         started_ms: int = 0,
     ) -> None:
@@ -150,7 +190,7 @@ class SnapshotTask:
         self.worker = worker
         self.started_ms = started_ms
         self._raw = raw
-        self._codec = codec
+        self._payloads = payloads
         self._decoded: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     @property
@@ -169,7 +209,11 @@ class SnapshotTask:
 
     @property
     def args(self) -> tuple[Any, ...]:
-        """The positional arguments, decoded on first use (the codec may raise)."""
+        """The positional arguments, decoded on first use.
+
+        Raises :class:`ArgumentsNotRead`, :class:`~shadows.serialization.PayloadError`
+        (another codec, a bad signature), or whatever the codec raises.
+        """
         return self._arguments()[0]
 
     @property
@@ -184,10 +228,15 @@ class SnapshotTask:
                     f"The arguments of task {self.key!r} were not read: take the snapshot "
                     "with arguments=True"
                 )
-            raw_args, raw_kwargs = self._raw
-            args = self._codec.loads(raw_args) if raw_args else ()
-            kwargs = self._codec.loads(raw_kwargs) if raw_kwargs else {}
-            self._decoded = (tuple(args), dict(kwargs))
+            text, lengths = self._raw
+            fields: dict[bytes, bytes] = {}
+            position = 0
+            for i in range(0, len(lengths), 2):
+                name_end = position + lengths[i]
+                value_end = name_end + lengths[i + 1]
+                fields[text[position:name_end]] = text[name_end:value_end]
+                position = value_end
+            self._decoded = self._payloads.decode(Message.parse(fields))
         return self._decoded
 
     def to_dict(self) -> dict[str, Any]:
@@ -236,7 +285,7 @@ class Snapshot:
         return sum(1 for task in self.future if task.state == state)
 
 
-async def take_snapshot(shadow: Shadow, arguments: bool = True) -> Snapshot:
+async def take_snapshot(shadow: Shadow, arguments: bool = False) -> Snapshot:
     """Read every future, queued and running task of ``shadow``, and its live workers."""
     taken = datetime.now(UTC)
     tasks: dict[str, SnapshotTask] = {}
@@ -296,12 +345,19 @@ def _integers(values: list[bytes]) -> list[int]:
         return [int(float(value)) for value in values]
 
 
+def _fields(values: list[int], at: int, text: bytes, position: int) -> tuple[RawMessage, int]:
+    """The raw message whose field count is ``values[at]``; returns it and where it ends."""
+    lengths = values[at + 1 : at + 1 + 2 * values[at]]
+    end = position + sum(lengths)
+    return (text[position:end], lengths), end
+
+
 async def _read_queue(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
     script = shadow.client.register_script(QUEUE_PAGE)
     keys = [shadow.keys.queue]
     prefix = shadow.keys.prefix
     flag = "1" if arguments else "0"
-    codec = shadow.codec
+    payloads = shadow.payloads
     found: list[SnapshotTask] = []
     names: dict[bytes, str] = {}
 
@@ -310,8 +366,8 @@ async def _read_queue(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
         return await script(keys=keys, args=[prefix, low, skip, PAGE, flag])
 
     def follow(reply: Any, cursor: Cursor) -> Cursor | None:
-        numbers, _, last, tied = reply
-        if numbers.count(b" ") + 1 < 6 * PAGE:
+        _, _, last, tied, count = reply
+        if int(count) < PAGE:
             return None
         # Resume at the last score, skipping the members of that score already read
         # (members of one score come in a stable, lexical order).
@@ -319,23 +375,25 @@ async def _read_queue(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
         return (last, skip + int(tied) if last == low else int(tied))
 
     def parse(reply: Any) -> None:
-        numbers, data = reply[0], reply[1]
+        numbers, text = reply[0], reply[1]
         values = _integers(numbers.split())
         position = 0
+        i = 0
         append = found.append
-        for i in range(0, len(values), 6):
+        while i < len(values):
             key_end = position + values[i + 2]
             function_end = key_end + values[i + 3]
-            args_end = function_end + values[i + 4]
-            end = args_end + values[i + 5]
-            raw_name = data[key_end:function_end]
+            raw_name = text[key_end:function_end]
             name = names.get(raw_name)
             if name is None:
                 name = names[raw_name] = raw_name.decode(errors="replace")
-            raw = (data[function_end:args_end], data[args_end:end]) if arguments else None
-            key = data[position:key_end].decode(errors="replace")
-            append(SnapshotTask(key, name, values[i], values[i + 1], "scheduled", raw, codec))
-            position = end
+            key = text[position:key_end].decode(errors="replace")
+            raw: RawMessage | None = None
+            position = function_end
+            if values[i + 4]:
+                raw, position = _fields(values, i + 4, text, position)
+            append(SnapshotTask(key, name, values[i], values[i + 1], "scheduled", raw, payloads))
+            i += 5 + 2 * values[i + 4]
 
     await _paged(fetch, (b"-inf", 0), follow, parse)
     return found
@@ -346,43 +404,47 @@ async def _read_stream(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
     keys = [shadow.keys.stream]
     args = [WORKER_GROUP, shadow.keys.prefix]
     flag = "1" if arguments else "0"
-    codec = shadow.codec
+    payloads = shadow.payloads
     found: list[SnapshotTask] = []
 
     async def fetch(cursor: Cursor) -> Any:
         return await script(keys=keys, args=[*args, cursor[0], PAGE, flag])
 
     def follow(reply: Any, cursor: Cursor) -> Cursor | None:
-        numbers, _, last = reply
-        if not numbers or numbers.count(b" ") + 1 < 8 * PAGE:
+        _, _, last, count = reply
+        if int(count) < PAGE:
             return None
         return (b"(" + last,)
 
     def parse(reply: Any) -> None:
-        numbers, data = reply[0], reply[1]
+        numbers, text = reply[0], reply[1]
         values = _integers(numbers.split())
         position = 0
-        for i in range(0, len(values), 8):
-            key_end = position + values[i + 3]
+        i = 0
+        while i < len(values):
+            key_start = position
+            key_end = key_start + values[i + 3]
             function_end = key_end + values[i + 4]
             worker_end = function_end + values[i + 5]
-            args_end = worker_end + values[i + 6]
-            end = args_end + values[i + 7]
             started = values[i + 2]
+            raw: RawMessage | None = None
+            position = worker_end
+            if values[i + 6]:
+                raw, position = _fields(values, i + 6, text, position)
             found.append(
                 SnapshotTask(
-                    data[position:key_end].decode(errors="replace"),
-                    data[key_end:function_end].decode(errors="replace"),
+                    text[key_start:key_end].decode(errors="replace"),
+                    text[key_end:function_end].decode(errors="replace"),
                     values[i],
                     values[i + 1],
                     "running" if started >= 0 else "queued",
-                    (data[worker_end:args_end], data[args_end:end]) if arguments else None,
-                    codec,
-                    worker=data[function_end:worker_end].decode(errors="replace") or None,
+                    raw,
+                    payloads,
+                    worker=text[function_end:worker_end].decode(errors="replace") or None,
                     started_ms=max(started, 0),
                 )
             )
-            position = end
+            i += 7 + 2 * values[i + 6]
 
     await _paged(fetch, (b"-",), follow, parse)
     return found

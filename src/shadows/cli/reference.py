@@ -18,7 +18,7 @@ import typer
 
 from ..execution import to_ms
 from ..registry import WorkerInfo
-from ..serialization import PickleCodec
+from ..serialization import Payloads, PickleCodec
 from ..snapshot import Snapshot, SnapshotTask
 from . import app
 from .snapshot import snapshot_document
@@ -155,7 +155,7 @@ def _walk(path: str, command: Any) -> Iterator[tuple[str, Any]]:
 def _examples() -> tuple[dict[str, Any], dict[str, Any]]:
     """JSON documents for made-up data, printed by the commands' own functions."""
     taken = datetime(2030, 1, 1, 9, 0, 0, tzinfo=UTC)
-    codec = PickleCodec()
+    payloads = Payloads(PickleCodec())
     worker = WorkerInfo(
         name="web-1-4242",
         last_seen=taken - timedelta(seconds=1),
@@ -171,12 +171,18 @@ def _examples() -> tuple[dict[str, Any], dict[str, Any]]:
         1,
         "running",
         None,
-        codec,
+        payloads,
         worker=worker.name,
         started_ms=to_ms(taken - timedelta(seconds=2)),
     )
     scheduled = SnapshotTask(
-        "reminder-7", "send_email", to_ms(taken + timedelta(hours=1)), 2, "scheduled", None, codec
+        "reminder-7",
+        "send_email",
+        to_ms(taken + timedelta(hours=1)),
+        2,
+        "scheduled",
+        None,
+        payloads,
     )
     snapshot = Snapshot(taken, [scheduled], [running], [worker])
     return snapshot_document("emails", snapshot, 100), workers_document("emails", [worker], None)

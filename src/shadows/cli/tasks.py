@@ -24,7 +24,11 @@ app.add_typer(tasks_app)
 
 @tasks_app.callback(invoke_without_command=True)
 def _tasks_group(context: typer.Context) -> None:
-    """Schedule the built-in tasks (trace, fail, sleep) to check that work flows."""
+    """Schedule the built-in tasks (trace, fail, sleep) to check that work flows.
+
+    Payloads use the codec and signing key of SHADOW_CODEC and SHADOW_SIGNING_KEY, like
+    every producer's.
+    """
     show_group_help(context)
 
 
