@@ -320,22 +320,21 @@ async def _paged(
     parse: Callable[[Any], None],
 ) -> None:
     """Fetch pages from ``first`` on, asking for the next before parsing the current."""
-    reply = await fetch(first)
-    cursor: Cursor | None = first
+    cursor = first
+    reply = await fetch(cursor)
     while True:
-        assert cursor is not None
-        cursor = follow(reply, cursor)
-        upcoming = asyncio.ensure_future(fetch(cursor)) if cursor is not None else None
-        await asyncio.sleep(0)  # lets the request go out before parsing starts
+        following = follow(reply, cursor)
+        upcoming = asyncio.ensure_future(fetch(following)) if following is not None else None
         try:
+            await asyncio.sleep(0)  # lets the request go out before parsing starts
             parse(reply)
         except BaseException:
             if upcoming is not None:
                 upcoming.cancel()
             raise
-        if upcoming is None:
+        if upcoming is None or following is None:
             return
-        reply = await upcoming
+        reply, cursor = await upcoming, following
 
 
 def _integers(values: list[bytes]) -> list[int]:

@@ -91,6 +91,7 @@ def render_snapshot(out: Console, shadow: Shadow, taken: Snapshot, limit: int) -
     now = taken.taken
 
     if taken.running:
+        out.print()
         table = Table(title=f"Running ({len(taken.running):,})", title_justify="left")
         table.add_column("Task")
         table.add_column("Key", overflow="fold")
@@ -111,6 +112,7 @@ def render_snapshot(out: Console, shadow: Shadow, taken: Snapshot, limit: int) -
         out.print(table)
 
     if taken.future:
+        out.print()
         shown = taken.future if limit == 0 else taken.future[:limit]
         title = f"Queued and scheduled ({len(taken.future):,}, soonest first)"
         table = Table(title=title, title_justify="left")
@@ -136,6 +138,7 @@ def render_snapshot(out: Console, shadow: Shadow, taken: Snapshot, limit: int) -
     if not taken.total_tasks:
         out.print("Nothing is scheduled, queued or running.")
 
+    out.print()
     if taken.workers:
         out.print(worker_table(taken.workers, now, title=f"Workers ({len(taken.workers)})"))
     else:
