@@ -103,7 +103,8 @@ def _usage(path: str, command: Any) -> str:
     for param in command.params:
         if param.param_type_name == "argument":
             name = param.metavar or param.name.upper()
-            pieces.append(name if param.required else f"[{name}]")
+            name = name if param.required else f"[{name}]"
+            pieces.append(f"{name}..." if param.nargs == -1 else name)
     return " ".join(pieces)
 
 
