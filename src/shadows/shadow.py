@@ -410,7 +410,7 @@ class Shadow:
 
         Read in pages (fast for hundreds of thousands of tasks) but not atomically: see
         :mod:`shadows.snapshot`. Tasks are light (name, key, due time, attempt, state);
-        ``arguments=True`` also reads their messages, roughly three times the work, so that
+        ``arguments=True`` also reads their messages, two to three times the work, so that
         ``args`` and ``kwargs`` can be decoded (on first use).
         """
         return await take_snapshot(self, arguments)
