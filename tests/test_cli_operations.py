@@ -266,7 +266,18 @@ async def test_tasks_are_sealed_with_the_codec_and_key_of_the_environment(
 
 
 #: The commands this module covers (``failed`` has its own tests).
-OPERATOR_COMMANDS = {"clear", "snapshot", "tasks", "version", "worker", "workers"}
+OPERATOR_COMMANDS = {
+    "clear",
+    "failed",
+    "restore",
+    "snapshot",
+    "strike",
+    "strikes",
+    "tasks",
+    "version",
+    "worker",
+    "workers",
+}
 
 
 def _commands() -> list[tuple[list[str], Any]]:

@@ -1,6 +1,6 @@
 """The consumer side: a process (or part of one) that runs a shadow's tasks.
 
-A worker runs four loops on one event loop:
+A worker runs several loops on one event loop:
 
 * the read loop takes ready work from the stream through the consumer group, in batches
   of at most the free slots, and starts a task per message the moment a slot frees;

@@ -17,13 +17,19 @@ from ..shadow import Shadow
 from . import app
 from .errors import CLIError
 from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url
+from .output import Json, show_group_help
 
-failed_app = typer.Typer(help="Tasks that failed for good (dead letters).", no_args_is_help=True)
-app.add_typer(failed_app, name="failed")
+failed_app = typer.Typer(name="failed", rich_markup_mode=None)
+app.add_typer(failed_app)
+
+
+@failed_app.callback(invoke_without_command=True)
+def _failed_group(context: typer.Context) -> None:
+    """Tasks that failed for good (dead letters): list, show, retry, purge."""
+    show_group_help(context)
+
 
 T = TypeVar("T")
-
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def _with_shadow(url: str, name: str, action: Callable[[Shadow], Awaitable[T]]) -> T:
@@ -62,7 +68,12 @@ def _document(letter: DeadLetter, full: bool = False) -> dict[str, Any]:
 def list_failed(
     url: Url = DEFAULT_URL,
     shadows: Name = DEFAULT_NAME,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many.")] = 100,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", min=1, envvar="SHADOW_FAILED_LIMIT", help="Show at most this many."
+        ),
+    ] = 100,
     as_json: Json = False,
 ) -> None:
     """List dead-lettered tasks, newest first."""
@@ -120,7 +131,9 @@ def _key_or_all(key: str | None, every: bool) -> None:
 @failed_app.command("retry")
 def retry_failed(
     key: Annotated[str | None, typer.Argument(help="The task key.")] = None,
-    every: Annotated[bool, typer.Option("--all", help="Retry every failed task.")] = False,
+    every: Annotated[
+        bool, typer.Option("--all", envvar="SHADOW_FAILED_ALL", help="Retry every failed task.")
+    ] = False,
     url: Url = DEFAULT_URL,
     shadows: Name = DEFAULT_NAME,
 ) -> None:
@@ -152,7 +165,9 @@ def retry_failed(
 @failed_app.command("purge")
 def purge_failed(
     key: Annotated[str | None, typer.Argument(help="The task key.")] = None,
-    every: Annotated[bool, typer.Option("--all", help="Purge every failed task.")] = False,
+    every: Annotated[
+        bool, typer.Option("--all", envvar="SHADOW_FAILED_ALL", help="Purge every failed task.")
+    ] = False,
     url: Url = DEFAULT_URL,
     shadows: Name = DEFAULT_NAME,
 ) -> None:

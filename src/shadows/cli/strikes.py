@@ -45,6 +45,7 @@ AllTasks = Annotated[
     typer.Option(
         "--all-tasks",
         "--all",
+        envvar="SHADOW_STRIKE_ALL_TASKS",
         help="Apply PARAMETER OPERATOR VALUE to every task that has that parameter.",
     ),
 ]
@@ -131,7 +132,8 @@ def restore(
 @app.command("strikes")
 def list_strikes(
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON list instead of text.")
+        bool,
+        typer.Option("--json", envvar="SHADOW_JSON", help="Print a JSON list instead of text."),
     ] = False,
     shadows: Name = DEFAULT_NAME,
     url: Url = DEFAULT_URL,
