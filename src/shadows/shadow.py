@@ -126,17 +126,13 @@ class Shadow:
     @property
     def client(self) -> Redis:
         if self._client is None:
-            raise RuntimeError(
-                "This Shadow is not open: use it as `async with Shadow(...) as shadows:`"
-            )
+            raise _not_open()
         return self._client
 
     @property
     def scripts(self) -> Scripts:
         if self._scripts is None:
-            raise RuntimeError(
-                "This Shadow is not open: use it as `async with Shadow(...) as shadows:`"
-            )
+            raise _not_open()
         return self._scripts
 
     @asynccontextmanager
@@ -446,6 +442,10 @@ def _check_parameter(function: TaskFunction, parameter: str) -> None:
         return
     known = ", ".join(parameters) or "none"
     raise ValueError(f"{name}() has no parameter {parameter!r} (parameters: {known})")
+
+
+def _not_open() -> RuntimeError:
+    return RuntimeError("This Shadow is not open: use it as `async with Shadow(...) as shadows:`")
 
 
 def _text(value: bytes | str) -> str:
