@@ -90,10 +90,7 @@ class StreamReader:
         client = self.shadow.client
         stream = self.shadow.keys.stream
         if self.recover:
-            response = await client.xreadgroup(
-                WORKER_GROUP, self.consumer, {stream: "0"}, count=free + len(skip)
-            )
-            entries = [e for e in entries_of(response) if entry_id(e[0]) not in skip]
+            entries = await self._own_pending(free, skip)
             if len(entries) <= free:
                 self.recover = False
             if entries:
@@ -128,6 +125,38 @@ class StreamReader:
                 await client.xreadgroup(WORKER_GROUP, self.consumer, {stream: ">"}, count=free)
             )
         return await self._blocking_read(free, wake)
+
+    async def _own_pending(self, free: int, skip: Collection[str]) -> list[Entry]:
+        """Messages in this consumer's pending list that it is not running.
+
+        Read with XPENDING and XRANGE rather than XREADGROUP from 0, which would count
+        one more delivery each time (and make a healthy worker's long task look like
+        poison after a few reconnections). The worker's START script then confirms the
+        claim atomically before running them.
+        """
+        client = self.shadow.client
+        stream = self.shadow.keys.stream
+        pending = await client.xpending_range(
+            stream,
+            WORKER_GROUP,
+            min="-",
+            max="+",
+            count=free + len(skip),
+            consumername=self.consumer,
+        )
+        ids = [entry_id(entry["message_id"]) for entry in pending]  # type: ignore[arg-type]
+        ids = [message_id for message_id in ids if message_id not in skip][: free + 1]
+        if not ids:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.xrange(stream, message_id, message_id)
+            found = await pipe.execute()
+        entries: list[Entry] = []
+        for message_id, rows in zip(ids, found, strict=True):
+            # an entry deleted while pending has no fields: the worker acknowledges it
+            entries.append(rows[0] if rows else (message_id, None))
+        return entries
 
     async def _prune_consumers(self) -> None:
         """Forget consumers of dead workers that hold nothing (the group would grow with
@@ -179,11 +208,15 @@ class StreamReader:
                     break
                 await asyncio.wait({reading}, timeout=0.01)
             return entries_of(await reading)
-        except asyncio.CancelledError:
+        except BaseException:
+            # Cancelled, or Redis went away while waking the read: end the read too, and
+            # look at this consumer's pending list next time (it may have been served).
             if client_id is not None and not reading.done():
                 with contextlib.suppress(Exception):
                     await self._unblock(client_id)
             reading.cancel()
+            with contextlib.suppress(BaseException):
+                await reading
             self.recover = True
             raise
         finally:

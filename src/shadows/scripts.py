@@ -137,16 +137,31 @@ return {#due, next[2]}
 """
 )
 
-# KEYS: run keys of the tasks a worker just received
-# ARGV: worker name, now_ms
-START = r"""
-for _, run in ipairs(KEYS) do
-  if redis.call('EXISTS', run) == 1 then
-    redis.call('HSET', run, 'state', 'running', 'worker', ARGV[1], 'started', ARGV[2])
+# KEYS: stream, then the run key of each message a worker just received
+# ARGV: group, consumer, now_ms, then the message ids (in the order of the run keys)
+# Before a worker starts the messages it received, confirm each is still its own and
+# restart its claim clock (XCLAIM JUSTID: no delivery count). A reply that reached the
+# worker late (Redis stalled, a slow network) may concern a message another worker has
+# reclaimed meanwhile: such messages are returned, and must not run here.
+START = (
+    _PRELUDE
+    + r"""
+local stream, group, consumer, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local lost = {}
+for i = 2, #KEYS do
+  local id = ARGV[2 + i]
+  if pending_owner(stream, group, id) == consumer then
+    redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+      redis.call('HSET', KEYS[i], 'state', 'running', 'worker', consumer, 'started', now)
+    end
+  else
+    lost[#lost + 1] = id
   end
 end
-return #KEYS
+return lost
 """
+)
 
 # KEYS: stream, queue, failed, then per message: run key, parked key, and a (slot,
 #       waiting) key pair per concurrency slot it holds
@@ -190,6 +205,7 @@ while a <= #ARGV do
       redis.call('HSET', letter, unpack(dead))
       redis.call('PEXPIRE', letter, dead_ttl)
       redis.call('ZADD', failed, now, key)
+      redis.call('PEXPIRE', failed, dead_ttl)
       local excess = redis.call('ZCARD', failed) - dead_limit
       if excess > 0 then
         for _, old in ipairs(redis.call('ZRANGE', failed, 0, excess - 1)) do
@@ -268,7 +284,8 @@ return {1}
 # KEYS: stream, then the slot keys held by each message in turn
 # ARGV: group, consumer, now_ms, lease_ms, then per message: message id, key, slot count
 # Resets the idle time of the messages this consumer still owns and extends the leases of
-# their concurrency slots; returns the ids it lost.
+# their concurrency slots; returns the ids another consumer has claimed (a message no
+# longer pending at all has just been acknowledged: it is not lost).
 RENEW = r"""
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local now, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -277,7 +294,9 @@ local k, a = 2, 5
 while a <= #ARGV do
   local id, key, slots = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local ok, entries = pcall(redis.call, 'XPENDING', stream, group, id, id, 1)
-  if ok and #entries > 0 and entries[1][2] == consumer then
+  if not ok or #entries == 0 then
+    -- not pending: acknowledged meanwhile (the task is finishing), nothing to renew
+  elseif entries[1][2] == consumer then
     redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
     for s = 0, slots - 1 do
       redis.call('ZADD', KEYS[k + s], 'XX', now + lease, key)

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -118,7 +118,6 @@ class Worker:
         self._running = False
         self._limits: dict[str, int] = {}
         self._counts: dict[str, int] = {}
-        self._abandoned: set[str] = set()
         self._reader = StreamReader(
             shadow,
             self.name,
@@ -227,7 +226,7 @@ class Worker:
             await self._load_strikes()
             background.append(self._follow_strikes())
             if self.schedule_automatic_tasks:
-                await self._schedule_automatic_tasks()
+                await self._persist(self._schedule_automatic_tasks)
             await self._read_loop(until_finished)
             await self._drain()
         except asyncio.CancelledError:
@@ -284,25 +283,23 @@ class Worker:
 
         return restore
 
-    async def _prepare(self) -> None:
+    async def _persist(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run a start-up ``step``, waiting out Redis outages (until stopped)."""
         backoff = Backoff(self._reconnect_cap)
         while not self._stopping.is_set():
             try:
-                await self.shadow.ensure_group()
+                await step()
                 return
             except CONNECTION_ERRORS as error:
                 await self._pause_after(error, backoff)
 
+    async def _prepare(self) -> None:
+        await self._persist(self.shadow.ensure_group)
+
     async def _load_strikes(self) -> None:
         """Know every strike in effect before the first message is read."""
         self._follower = StrikeFollower(self.shadow, self.strikes, self._reconnect_cap)
-        backoff = Backoff(self._reconnect_cap)
-        while not self._stopping.is_set():
-            try:
-                await self._follower.load()
-                return
-            except CONNECTION_ERRORS as error:
-                await self._pause_after(error, backoff)
+        await self._persist(self._follower.load)
 
     def _follow_strikes(self) -> asyncio.Task[None]:
         assert self._follower is not None
@@ -333,10 +330,18 @@ class Worker:
             if until_finished and self._active:
                 self._idle.clear()
                 wake = self._idle
-            skip = self._abandoned.union(self._active)
             try:
-                entries = await self._reader.next(free, skip, block, wake)
+                entries = await self._reader.next(free, set(self._active), block, wake)
+                if entries:
+                    await self._start(entries)
+                    block = not until_finished
+                elif until_finished:
+                    if not self._active and await self._finished():
+                        return
+                    block = True
             except CONNECTION_ERRORS as error:
+                # Messages read but not started stay in this consumer's pending list and
+                # are picked up again once Redis answers.
                 await self._pause_after(error, backoff)
                 continue
             except ResponseError as error:
@@ -346,14 +351,6 @@ class Worker:
                 await self._prepare()
                 continue
             backoff.reset()
-            if entries:
-                await self._start(entries)
-                block = not until_finished
-                continue
-            if until_finished:
-                if not self._active and await self._finished():
-                    return
-                block = True
 
     async def _finished(self) -> bool:
         """Nothing ready, running or scheduled, in one consistent look (a script: work
@@ -379,12 +376,10 @@ class Worker:
     async def _start(self, entries: list[Entry]) -> None:
         from .runner import run_message
 
-        sent = time.monotonic()
         messages: list[Message] = []
         broken: list[str] = []
         for raw_id, fields in entries:
             message_id = entry_id(raw_id)
-            self._abandoned.discard(message_id)
             if not fields:
                 broken.append(message_id)  # deleted while pending
                 continue
@@ -410,9 +405,22 @@ class Worker:
         if not messages:
             return
         keys = self.shadow.keys
-        await self.shadow.scripts.start(
-            keys=[keys.run(m.key) for m in messages], args=[self.name, now_ms()]
+        sent = time.monotonic()
+        lost = await self.shadow.scripts.start(
+            keys=[keys.stream, *(keys.run(m.key) for m in messages)],
+            args=[WORKER_GROUP, self.name, now_ms(), *(m.message_id for m in messages)],
         )
+        if lost:
+            gone = {entry_id(message_id) for message_id in lost}
+            for message in messages:
+                if message.message_id in gone:
+                    logger.warning(
+                        "Not starting %s [key=%s]: another worker claimed its message "
+                        "before this one heard of it",
+                        message.function,
+                        message.key,
+                    )
+            messages = [m for m in messages if m.message_id not in gone]
         for message in messages:
             self._leases.track(message.message_id, sent)
             task = asyncio.create_task(
@@ -571,7 +579,6 @@ class Worker:
         """Stop a task whose claim is gone, and never pick its message up again here."""
         task = self._active.get(message_id)
         self._leases.forget(message_id)
-        self._abandoned.add(message_id)
         if task is not None and not task.done():
             logger.error("Cancelling task %s: %s", task.get_name(), reason)
             task.cancel()
