@@ -1,0 +1,428 @@
+"""Metrics, kept in two forms: OpenTelemetry instruments and Prometheus families.
+
+The OpenTelemetry instruments (``shadows.tasks.added``, ...) are no-ops until the
+application installs an SDK ``MeterProvider``; the Prometheus families
+(``shadows_tasks_added``, ...) live in this module's own :data:`REGISTRY`, which a
+worker's ``metrics_port`` serves (together with the default registry of
+``prometheus_client``: process metrics and any metrics of the application's own). They
+have their own registry so that they never clash with an OpenTelemetry Prometheus
+exporter that writes the same names into the default one.
+
+Counters and histograms are recorded as things happen, by one :class:`WorkerMetrics` per
+worker (outcomes in one place: ``Worker.finish``) and by the producer for
+``shadows_tasks_added``. Values that describe the present (tasks running, strikes in
+effect, queue and schedule depth) are read when someone collects them: nothing polls.
+The depths come from Redis, through the worker's event loop, at scrape time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from opentelemetry import metrics as otel
+from opentelemetry.metrics import CallbackOptions, Observation
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from ._version import __version__
+from .keys import WORKER_GROUP
+
+if TYPE_CHECKING:
+    from .execution import Message
+    from .shadow import Shadow
+
+#: The registry of every ``shadows_*`` Prometheus metric in this process.
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_TASK_LABELS = ("shadow", "worker", "task")
+
+#: From a millisecond to an hour: tasks range from trivial to batch jobs.
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+#: Lateness: a few ms is normal (the scheduler's resolution), minutes mean a backlog.
+PUNCTUALITY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+
+#: How long a scrape waits for the depths from Redis before leaving them out.
+DEPTH_TIMEOUT = 1.0
+#: Depths read this recently are reused (several scrapers, or both gauges, at once).
+DEPTH_FRESHNESS = 1.0
+
+ADDED = Counter(
+    "shadows_tasks_added",
+    "Tasks stored by add() or replace() in this process (an add whose key is taken does not count)",
+    ("shadow", "task"),
+    registry=REGISTRY,
+)
+STARTED = Counter("shadows_tasks_started", "Runs started", _TASK_LABELS, registry=REGISTRY)
+SUCCEEDED = Counter(
+    "shadows_tasks_succeeded", "Runs that completed", _TASK_LABELS, registry=REGISTRY
+)
+FAILED = Counter(
+    "shadows_tasks_failed",
+    "Tasks that failed for good (no retry left, or not runnable)",
+    _TASK_LABELS,
+    registry=REGISTRY,
+)
+RETRIED = Counter(
+    "shadows_tasks_retried",
+    "Runs that failed and were scheduled again by their Retry",
+    _TASK_LABELS,
+    registry=REGISTRY,
+)
+STRICKEN = Counter(
+    "shadows_tasks_stricken", "Tasks skipped by a strike", _TASK_LABELS, registry=REGISTRY
+)
+DURATION = Histogram(
+    "shadows_task_duration",
+    "How long runs took, in seconds (dependencies and the call)",
+    _TASK_LABELS,
+    buckets=DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+PUNCTUALITY = Histogram(
+    "shadows_task_punctuality",
+    "How late runs started after their scheduled time, in seconds",
+    _TASK_LABELS,
+    buckets=PUNCTUALITY_BUCKETS,
+    registry=REGISTRY,
+)
+DISRUPTIONS = Counter(
+    "shadows_redis_disruptions",
+    "Times the worker lost Redis and had to wait to reconnect",
+    ("shadow", "worker"),
+    registry=REGISTRY,
+)
+
+_meter = otel.get_meter("shadows", __version__)
+_otel_added = _meter.create_counter(
+    "shadows.tasks.added", unit="{task}", description="Tasks stored by add() or replace()"
+)
+_otel_started = _meter.create_counter(
+    "shadows.tasks.started", unit="{task}", description="Runs started"
+)
+_otel_succeeded = _meter.create_counter(
+    "shadows.tasks.succeeded", unit="{task}", description="Runs that completed"
+)
+_otel_failed = _meter.create_counter(
+    "shadows.tasks.failed", unit="{task}", description="Tasks that failed for good"
+)
+_otel_retried = _meter.create_counter(
+    "shadows.tasks.retried", unit="{task}", description="Runs that failed and will be retried"
+)
+_otel_stricken = _meter.create_counter(
+    "shadows.tasks.stricken", unit="{task}", description="Tasks skipped by a strike"
+)
+_otel_duration = _meter.create_histogram(
+    "shadows.task.duration",
+    unit="s",
+    description="How long runs took",
+    explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+)
+_otel_punctuality = _meter.create_histogram(
+    "shadows.task.punctuality",
+    unit="s",
+    description="How late runs started after their scheduled time",
+    explicit_bucket_boundaries_advisory=list(PUNCTUALITY_BUCKETS),
+)
+_otel_disruptions = _meter.create_counter(
+    "shadows.redis.disruptions", unit="{disruption}", description="Times Redis was lost"
+)
+
+_live: list[WorkerMetrics] = []
+_live_lock = threading.Lock()
+_added: dict[tuple[str, str], tuple[Counter, Mapping[str, str]]] = {}
+
+
+def live() -> list[WorkerMetrics]:
+    """The metrics of the workers running in this process now."""
+    with _live_lock:
+        return list(_live)
+
+
+def task_added(shadow: str, task: str) -> None:
+    """Count a task stored by a producer."""
+    cached = _added.get((shadow, task))
+    if cached is None:
+        cached = _added[(shadow, task)] = (
+            ADDED.labels(shadow, task),
+            {"shadows.shadow": shadow, "shadows.task": task},
+        )
+    cached[0].inc()
+    _otel_added.add(1, cached[1])
+
+
+class _Series:
+    """The labelled children of one task on one worker, made once."""
+
+    __slots__ = (
+        "attributes",
+        "duration",
+        "failed",
+        "name",
+        "punctuality",
+        "retried",
+        "started",
+        "stricken",
+        "succeeded",
+    )
+
+    def __init__(self, shadow: str, worker: str, task: str) -> None:
+        self.name = task
+        self.started = STARTED.labels(shadow, worker, task)
+        self.succeeded = SUCCEEDED.labels(shadow, worker, task)
+        self.failed = FAILED.labels(shadow, worker, task)
+        self.retried = RETRIED.labels(shadow, worker, task)
+        self.stricken = STRICKEN.labels(shadow, worker, task)
+        self.duration = DURATION.labels(shadow, worker, task)
+        self.punctuality = PUNCTUALITY.labels(shadow, worker, task)
+        self.attributes = {"shadows.shadow": shadow, "shadows.worker": worker, "shadows.task": task}
+
+
+class WorkerMetrics:
+    """What one worker counts, and what it reports about the present when collected."""
+
+    def __init__(self, shadow: Shadow, worker: str) -> None:
+        self.shadow = shadow
+        self.worker = worker
+        #: Runs in progress, by task name (read by collectors from other threads).
+        self.running: dict[str, int] = {}
+        #: Strikes this worker applies now (set by the strikes machinery).
+        self.strikes = 0
+        self._series: dict[str, _Series] = {}
+        self._disruptions = DISRUPTIONS.labels(shadow.name, worker)
+        self._attributes = {"shadows.shadow": shadow.name, "shadows.worker": worker}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._depths: tuple[int, int] | None = None
+        self._depths_at = 0.0
+        self._refresh: asyncio.Future[tuple[int, int] | None] | None = None
+
+    def _task(self, name: str) -> _Series:
+        series = self._series.get(name)
+        if series is None:
+            series = self._series[name] = _Series(self.shadow.name, self.worker, name)
+            self.running.setdefault(name, 0)
+        return series
+
+    # -- recording, on the worker's event loop ---------------------------------------
+
+    def run_started(self, message: Message) -> _Series:
+        """A run begins: count it, and how late it is."""
+        series = self._task(message.function)
+        lateness = max(0.0, time.time() - message.when_ms / 1000)
+        series.started.inc()
+        series.punctuality.observe(lateness)
+        _otel_started.add(1, series.attributes)
+        _otel_punctuality.record(lateness, series.attributes)
+        self.running[series.name] += 1
+        return series
+
+    def run_ended(self, series: _Series, seconds: float) -> None:
+        self.running[series.name] -= 1
+        series.duration.observe(seconds)
+        _otel_duration.record(seconds, series.attributes)
+
+    def finished(
+        self,
+        message: Message,
+        outcome: str,
+        next_message: Message | None,
+        failure: object | None = None,
+    ) -> None:
+        """Count the outcome the worker reports to Redis for ``message``."""
+        series = self._task(message.function)
+        if outcome == "completed":
+            series.succeeded.inc()
+            _otel_succeeded.add(1, series.attributes)
+        elif outcome == "failed" or (outcome == "drop" and failure is not None):
+            if next_message is not None and next_message.attempt > message.attempt:
+                series.retried.inc()
+                _otel_retried.add(1, series.attributes)
+            else:
+                series.failed.inc()
+                _otel_failed.add(1, series.attributes)
+        elif outcome == "stricken":
+            series.stricken.inc()
+            _otel_stricken.add(1, series.attributes)
+
+    def disrupted(self) -> None:
+        """Redis was lost (counted once per outage, not per reconnection attempt)."""
+        self._disruptions.inc()
+        _otel_disruptions.add(1, self._attributes)
+
+    def strikes_in_effect(self, count: int) -> None:
+        self.strikes = count
+
+    # -- lifetime --------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Report this worker's present state to collectors, from its event loop."""
+        self._loop = asyncio.get_running_loop()
+        with _live_lock:
+            if self not in _live:
+                _live.append(self)
+
+    def detach(self) -> None:
+        with _live_lock:
+            if self in _live:
+                _live.remove(self)
+        self._loop = None
+
+    # -- reading the depths ----------------------------------------------------------
+
+    async def read_depths(self) -> tuple[int, int] | None:
+        """(ready messages not yet delivered, future tasks), or ``None`` if Redis fails."""
+        keys = self.shadow.keys
+        try:
+            async with self.shadow.client.pipeline(transaction=False) as pipe:
+                pipe.xlen(keys.stream)
+                pipe.xpending(keys.stream, WORKER_GROUP)
+                pipe.zcard(keys.queue)
+                length, pending, scheduled = await asyncio.wait_for(
+                    pipe.execute(raise_on_error=False), DEPTH_TIMEOUT
+                )
+        except Exception:
+            return None
+        if isinstance(length, Exception) or isinstance(scheduled, Exception):
+            return None
+        delivered = 0 if isinstance(pending, Exception) else int(pending["pending"])
+        self._depths = (max(0, int(length) - delivered), int(scheduled))
+        self._depths_at = time.monotonic()
+        return self._depths
+
+    def depths(self) -> tuple[int, int] | None:
+        """The depths for a collector, from whichever thread it runs in.
+
+        From another thread, read them from Redis through the worker's loop (waiting at
+        most about a second). On the worker's own loop a collector cannot wait, so it gets
+        the last reading and a fresh one is started for next time.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return None
+        if self._depths is not None and time.monotonic() - self._depths_at < DEPTH_FRESHNESS:
+            return self._depths
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is loop:
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.ensure_future(self.read_depths())
+            return self._depths
+        future = asyncio.run_coroutine_threadsafe(self.read_depths(), loop)
+        try:
+            return future.result(DEPTH_TIMEOUT + 0.5)
+        except Exception:
+            future.cancel()
+            return None
+
+
+class _PresentCollector:
+    """Prometheus gauges of the present, read at collection time."""
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "shadows_tasks_running", "Runs in progress", labels=list(_TASK_LABELS)
+            ),
+            GaugeMetricFamily(
+                "shadows_queue_depth",
+                "Ready tasks in the stream not yet taken by a worker",
+                labels=["shadow"],
+            ),
+            GaugeMetricFamily(
+                "shadows_schedule_depth",
+                "Future tasks waiting for their time (including pending retries)",
+                labels=["shadow"],
+            ),
+            GaugeMetricFamily(
+                "shadows_strikes_in_effect",
+                "Strikes the worker applies now",
+                labels=["shadow", "worker"],
+            ),
+        ]
+
+    def collect(self) -> Iterable[Metric]:
+        running, queue, schedule, strikes = self._families()
+        seen: set[str] = set()
+        for worker in live():
+            shadow = worker.shadow.name
+            for task, count in list(worker.running.items()):
+                running.add_metric([shadow, worker.worker, task], count)
+            strikes.add_metric([shadow, worker.worker], worker.strikes)
+            if shadow in seen:
+                continue
+            depths = worker.depths()
+            if depths is not None:
+                seen.add(shadow)
+                queue.add_metric([shadow], depths[0])
+                schedule.add_metric([shadow], depths[1])
+        return [running, queue, schedule, strikes]
+
+
+REGISTRY.register(_PresentCollector())
+
+
+def _observe_running(options: CallbackOptions) -> Iterable[Observation]:
+    return [
+        Observation(count, worker._series[task].attributes)
+        for worker in live()
+        for task, count in list(worker.running.items())
+    ]
+
+
+def _observe_strikes(options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(worker.strikes, worker._attributes) for worker in live()]
+
+
+def _observe_depths(index: int) -> otel.CallbackT:
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        observations: dict[str, Observation] = {}
+        for worker in live():
+            shadow = worker.shadow.name
+            if shadow in observations:
+                continue
+            depths = worker.depths()
+            if depths is not None:
+                observations[shadow] = Observation(depths[index], {"shadows.shadow": shadow})
+        return list(observations.values())
+
+    return observe
+
+
+_meter.create_observable_up_down_counter(
+    "shadows.tasks.running",
+    callbacks=[_observe_running],
+    unit="{task}",
+    description="Runs in progress",
+)
+_meter.create_observable_gauge(
+    "shadows.queue.depth",
+    callbacks=[_observe_depths(0)],
+    unit="{task}",
+    description="Ready tasks in the stream not yet taken by a worker",
+)
+_meter.create_observable_gauge(
+    "shadows.schedule.depth",
+    callbacks=[_observe_depths(1)],
+    unit="{task}",
+    description="Future tasks waiting for their time",
+)
+_meter.create_observable_gauge(
+    "shadows.strikes.in_effect",
+    callbacks=[_observe_strikes],
+    unit="{strike}",
+    description="Strikes the worker applies now",
+)
