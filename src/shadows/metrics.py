@@ -58,7 +58,7 @@ DEPTH_FRESHNESS = 1.0
 
 ADDED = Counter(
     "shadows_tasks_added",
-    "Tasks stored by add() or replace() in this process (an add whose key is taken does not count)",
+    "Tasks stored by add() or replace() in this process (not an add of a key in use)",
     ("shadow", "task"),
     registry=REGISTRY,
 )
