@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,13 +31,20 @@ PING_TIMEOUT = 1.0
 
 
 class LoopMonitor:
-    """Measures the lag of an event loop: how late a periodic callback fires."""
+    """Measures the lag of an event loop: how late a periodic callback fires.
+
+    Readable from any thread: :meth:`lag` is how overdue the next callback is now (it
+    grows while the loop is blocked), :meth:`worst_since` the largest lateness of the
+    callbacks that fired since a moment (a block that ended meanwhile).
+    """
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._due: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
+        #: (when, how late) of the recent callbacks that fired noticeably late.
+        self._late: deque[tuple[float, float]] = deque(maxlen=32)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -55,12 +63,19 @@ class LoopMonitor:
         self._handle = self._loop.call_later(self.interval, self._tick)
 
     def _tick(self) -> None:
-        self._schedule(time.monotonic())
+        now = time.monotonic()
+        if self._due is not None and now - self._due > self.interval:
+            self._late.append((now, now - self._due))
+        self._schedule(now)
 
     def lag(self) -> float:
-        """How far behind the loop is now, as seen from any thread (0 when on time)."""
+        """How far behind the loop is now (0 when on time)."""
         due = self._due
         return 0.0 if due is None else max(0.0, time.monotonic() - due)
+
+    def worst_since(self, moment: float) -> float:
+        """The largest lateness of a callback that fired after ``moment``."""
+        return max((late for when, late in list(self._late) if when >= moment), default=0.0)
 
 
 class HealthCheck:
@@ -73,8 +88,11 @@ class HealthCheck:
         self.maximum_read_age = maximum_read_age
         self.monitor = LoopMonitor(interval=min(0.25, maximum_loop_lag / 4))
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_read: float | None = None
-        self._last_error: str | None = None
+        #: When the read loop last completed a read or claim (``time.monotonic()``).
+        self.last_read: float | None = None
+        #: The error that made the read loop pause since then, if any.
+        self.last_error: str | None = None
+        self._since = time.monotonic()
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -86,14 +104,20 @@ class HealthCheck:
 
     # -- fed by the worker -----------------------------------------------------------
 
+    def begin(self) -> None:
+        """A run starts: the read loop's first read is due from now on."""
+        self._since = time.monotonic()
+        self.last_read = None
+        self.last_error = None
+
     def read(self) -> None:
         """The read loop completed a read or claim."""
-        self._last_read = time.monotonic()
-        self._last_error = None
+        self.last_read = time.monotonic()
+        self.last_error = None
 
     def failed(self, error: BaseException) -> None:
         """The read loop could not reach Redis."""
-        self._last_error = f"{type(error).__name__}: {error}"
+        self.last_error = f"{type(error).__name__}: {error}"
 
     # -- the verdict -----------------------------------------------------------------
 
@@ -103,51 +127,77 @@ class HealthCheck:
         loop = self._loop
         if loop is None or loop.is_closed() or not worker.is_running:
             return False, {"status": "unhealthy", "reason": "the worker is not running"}
-        lag = self.monitor.lag()
-        if lag > self.maximum_loop_lag:
-            return False, {
-                "status": "unhealthy",
-                "reason": f"the event loop has been blocked for {lag:.1f} s "
-                f"(limit {self.maximum_loop_lag:g} s)",
-                "loop_lag": round(lag, 3),
-            }
-        problem = self._ping(loop)
+        began = time.monotonic()
+        problem = self._blocked(self.monitor.lag()) or self._ping(loop)
+        # A block that began or ended while we waited for the PING explains a slow answer.
+        problem = self._blocked(self.monitor.worst_since(began)) or problem
         if problem is not None:
-            return False, {"status": "unhealthy", "reason": problem}
+            return False, problem
         running = worker.running_count
         details: dict[str, Any] = {
             "status": "ok",
-            "loop_lag": round(lag, 3),
+            "loop_lag": round(self.monitor.lag(), 3),
             "running": running,
         }
         if worker.is_stopping:
             details["status"] = "stopping"
             return True, details
-        since = self._last_read
-        age = None if since is None else time.monotonic() - since
-        details["last_read"] = None if age is None else round(age, 3)
+        since = self.last_read
+        age = time.monotonic() - (self._since if since is None else since)
+        details["last_read"] = None if since is None else round(age, 3)
         saturated = running >= worker.concurrency
-        if age is not None and age > self.maximum_read_age and not saturated:
-            reason = f"no read from the stream for {age:.1f} s"
-            if self._last_error:
-                reason += f" (last error: {self._last_error})"
+        if age > self.maximum_read_age and not saturated:
+            reason = (
+                f"no read from the stream for {age:.1f} s"
+                if since is not None
+                else f"no read from the stream since the worker started {age:.1f} s ago"
+            )
+            if self.last_error:
+                reason += f" (last error: {self.last_error})"
             return False, {"status": "unhealthy", "reason": reason, "last_read": round(age, 3)}
         return True, details
 
-    def _ping(self, loop: asyncio.AbstractEventLoop) -> str | None:
-        """``None`` when Redis answered, else what went wrong."""
+    def _blocked(self, lag: float) -> dict[str, Any] | None:
+        if lag <= self.maximum_loop_lag:
+            return None
+        return {
+            "status": "unhealthy",
+            "reason": f"the event loop was blocked for {lag:.1f} s "
+            f"(limit {self.maximum_loop_lag:g} s)",
+            "loop_lag": round(lag, 3),
+        }
+
+    def _ping(self, loop: asyncio.AbstractEventLoop) -> dict[str, Any] | None:
+        """``None`` when Redis answered through the worker's loop, else why not.
+
+        Gives up early when the loop turns out to be blocked: the caller reports that.
+        """
         try:
             future = asyncio.run_coroutine_threadsafe(self._ping_on_loop(), loop)
         except RuntimeError:
-            return "the worker is not running"
-        try:
-            future.result(PING_TIMEOUT + 0.5)
-        except TimeoutError:
-            future.cancel()
-            return f"Redis did not answer PING within {PING_TIMEOUT:g} s"
-        except Exception as error:
-            return f"Redis does not answer: {type(error).__name__}: {error}"
-        return None
+            return {"status": "unhealthy", "reason": "the worker is not running"}
+        deadline = time.monotonic() + PING_TIMEOUT + 0.5
+        while True:
+            try:
+                future.result(0.02)
+                return None
+            except TimeoutError:
+                if future.done():  # the PING itself timed out on the loop
+                    break
+                if self.monitor.lag() > self.maximum_loop_lag or time.monotonic() > deadline:
+                    future.cancel()
+                    if self.monitor.lag() > self.maximum_loop_lag:
+                        return self._blocked(self.monitor.lag())
+                    break
+            except Exception as error:
+                return {
+                    "status": "unhealthy",
+                    "reason": f"Redis does not answer: {type(error).__name__}: {error}",
+                }
+        return {
+            "status": "unhealthy",
+            "reason": f"Redis did not answer PING within {PING_TIMEOUT:g} s",
+        }
 
     async def _ping_on_loop(self) -> None:
         await asyncio.wait_for(self.worker.shadow.client.ping(), PING_TIMEOUT)

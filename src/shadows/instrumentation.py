@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 from opentelemetry import baggage, propagate, trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, attach, detach
 from opentelemetry.trace import (
     Link,
     NoOpTracerProvider,
@@ -106,6 +106,13 @@ def running(
     active = tracer()
     if active is None:
         return nullcontext(None)
+    return _running(active, shadow, worker, execution, message)
+
+
+@contextmanager
+def _running(
+    active: Tracer, shadow: str, worker: str, execution: Execution, message: Message
+) -> Iterator[Span]:
     links: list[Link] = []
     parent = Context()
     if message.extra:
@@ -128,13 +135,14 @@ def running(
         "messaging.consumer.group.name": WORKER_GROUP,
         "messaging.message.id": message.message_id,
     }
-    return active.start_as_current_span(
-        execution.function_name,
-        context=parent,
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-        links=links,
-    )
+    token = attach(parent)
+    try:
+        with active.start_as_current_span(
+            execution.function_name, kind=SpanKind.CONSUMER, attributes=attributes, links=links
+        ) as span:
+            yield span
+    finally:
+        detach(token)
 
 
 def succeeded(span: Span | None) -> None:

@@ -299,6 +299,7 @@ class Worker:
         restore_signals = self._install_signal_handlers()
         self._started_ms = now_ms()
         self._heartbeat.start(f"{self.name}:heartbeat")
+        self.health.begin()
         self._completions.start()
         background = [
             asyncio.create_task(
