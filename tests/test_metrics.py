@@ -198,7 +198,12 @@ async def test_a_redis_outage_counts_as_one_disruption(shadow_name: str) -> None
             server.start()
             await shadow.add(succeed)()
             await wait_for(
-                lambda: worker.metrics.running.get("succeed") == 0, 30, "the task to run"
+                lambda: (
+                    "succeed" in worker.metrics.series
+                    and worker.metrics.series["succeed"].succeeded == 1
+                ),
+                30,
+                "the task to run",
             )
             assert worker.metrics_port is not None
             samples = await scrape(worker.metrics_port)
@@ -224,8 +229,5 @@ def test_outcomes_are_classified_where_the_worker_reports_them() -> None:
     metrics.finished(retry, "failed", chained)  # perpetual after a final failure
     metrics.finished(retry, "failed", None)
     metrics.finished(first, "stricken", None)
-    series = metrics._task("job")
-    assert series.succeeded._value.get() == 2
-    assert series.retried._value.get() == 1
-    assert series.failed._value.get() == 2
-    assert series.stricken._value.get() == 1
+    series = metrics.task("job")
+    assert (series.succeeded, series.retried, series.failed, series.stricken) == (2, 1, 2, 1)

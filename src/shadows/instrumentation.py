@@ -20,12 +20,14 @@ figure is in ``docs/observability.md``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context, attach, detach
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.trace import (
     Link,
     NoOpTracerProvider,
@@ -56,32 +58,50 @@ WORKER = "shadows.worker"
 OUTCOME = "shadows.outcome"
 
 _cached: tuple[TracerProvider, Tracer] | None = None
+_NO_OP = (ProxyTracerProvider, NoOpTracerProvider)
+_UNKNOWN = object()
+#: A provider named by this variable is only created by the first look-up.
+_FROM_ENVIRONMENT = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 
 
 def tracer() -> Tracer | None:
     """The tracer of the installed SDK, or ``None`` while the API is a no-op.
 
     Looked up on every call, so that a provider installed after import (or replaced in
-    tests) takes effect at once.
+    tests) takes effect at once. ``trace.get_tracer_provider()`` reads the environment
+    each time no provider is set, which alone would cost a microsecond per task, so the
+    module's global is read first (falling back on the public call should it go away).
     """
     global _cached
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, ProxyTracerProvider | NoOpTracerProvider):
+    provider: Any = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None and not _FROM_ENVIRONMENT:
+        return None
+    if provider is None or provider is _UNKNOWN:
+        provider = trace.get_tracer_provider()
+    if type(provider) in _NO_OP:
         return None
     if _cached is None or _cached[0] is not provider:
         _cached = (provider, provider.get_tracer(SCOPE, __version__))
     return _cached[1]
 
 
-@contextmanager
-def producing(shadow: str, execution: Execution, mode: str) -> Iterator[dict[str, str]]:
+def producing(
+    shadow: str, execution: Execution, mode: str
+) -> AbstractContextManager[dict[str, str]]:
     """Around storing ``execution``: yields the extra message fields carrying the context."""
-    carrier: dict[str, str] = {}
     active = tracer()
     if active is None:
-        propagate.inject(carrier)
-        yield carrier
-        return
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # a context received from upstream still travels
+        return nullcontext(carrier)
+    return _producing(active, shadow, execution, mode)
+
+
+@contextmanager
+def _producing(
+    active: Tracer, shadow: str, execution: Execution, mode: str
+) -> Iterator[dict[str, str]]:
+    carrier: dict[str, str] = {}
     attributes: dict[str, AttributeValue] = {
         TASK: execution.function_name,
         KEY: execution.key,

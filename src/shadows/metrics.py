@@ -1,18 +1,22 @@
 """Metrics, kept in two forms: OpenTelemetry instruments and Prometheus families.
 
 The OpenTelemetry instruments (``shadows.tasks.added``, ...) are no-ops until the
-application installs an SDK ``MeterProvider``; the Prometheus families
-(``shadows_tasks_added``, ...) live in this module's own :data:`REGISTRY`, which a
-worker's ``metrics_port`` serves (together with the default registry of
-``prometheus_client``: process metrics and any metrics of the application's own). They
-have their own registry so that they never clash with an OpenTelemetry Prometheus
-exporter that writes the same names into the default one.
+application installs an SDK ``MeterProvider``. The Prometheus families
+(``shadows_tasks_added``, ...) are produced by a collector in this module's own
+:data:`REGISTRY`, which a worker's ``metrics_port`` serves together with the default
+registry of ``prometheus_client`` (process metrics, and any metrics of the application's
+own). Having their own registry, they never clash with an OpenTelemetry Prometheus
+exporter writing the same names into the default one.
 
-Counters and histograms are recorded as things happen, by one :class:`WorkerMetrics` per
-worker (outcomes in one place: ``Worker.finish``) and by the producer for
-``shadows_tasks_added``. Values that describe the present (tasks running, strikes in
-effect, queue and schedule depth) are read when someone collects them: nothing polls.
-The depths come from Redis, through the worker's event loop, at scrape time.
+Recording must cost next to nothing per task, so a worker keeps plain numbers, touched
+only from its event loop (no locks, no label look-ups: about a tenth of what
+``prometheus_client``'s own metric objects cost), and the collector turns them into
+families when scraped. Outcomes are counted in one place, ``Worker.finish``. What
+describes the present (tasks running, strikes in effect, queue and schedule depth) is
+read at collection time; the depths come from Redis, through the worker's event loop.
+Nothing polls.
+
+A worker's series are reported from ``async with Worker(...)`` to its end.
 """
 
 from __future__ import annotations
@@ -20,13 +24,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from opentelemetry import metrics as otel
 from opentelemetry.metrics import CallbackOptions, Observation
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from ._version import __version__
 from .keys import WORKER_GROUP
@@ -37,8 +47,6 @@ if TYPE_CHECKING:
 
 #: The registry of every ``shadows_*`` Prometheus metric in this process.
 REGISTRY = CollectorRegistry(auto_describe=True)
-
-_TASK_LABELS = ("shadow", "worker", "task")
 
 #: From a millisecond to an hour: tasks range from trivial to batch jobs.
 DURATION_BUCKETS = (
@@ -55,52 +63,6 @@ PUNCTUALITY_BUCKETS = (
 DEPTH_TIMEOUT = 1.0
 #: Depths read this recently are reused (several scrapers, or both gauges, at once).
 DEPTH_FRESHNESS = 1.0
-
-ADDED = Counter(
-    "shadows_tasks_added",
-    "Tasks stored by add() or replace() in this process (not an add of a key in use)",
-    ("shadow", "task"),
-    registry=REGISTRY,
-)
-STARTED = Counter("shadows_tasks_started", "Runs started", _TASK_LABELS, registry=REGISTRY)
-SUCCEEDED = Counter(
-    "shadows_tasks_succeeded", "Runs that completed", _TASK_LABELS, registry=REGISTRY
-)
-FAILED = Counter(
-    "shadows_tasks_failed",
-    "Tasks that failed for good (no retry left, or not runnable)",
-    _TASK_LABELS,
-    registry=REGISTRY,
-)
-RETRIED = Counter(
-    "shadows_tasks_retried",
-    "Runs that failed and were scheduled again by their Retry",
-    _TASK_LABELS,
-    registry=REGISTRY,
-)
-STRICKEN = Counter(
-    "shadows_tasks_stricken", "Tasks skipped by a strike", _TASK_LABELS, registry=REGISTRY
-)
-DURATION = Histogram(
-    "shadows_task_duration",
-    "How long runs took, in seconds (dependencies and the call)",
-    _TASK_LABELS,
-    buckets=DURATION_BUCKETS,
-    registry=REGISTRY,
-)
-PUNCTUALITY = Histogram(
-    "shadows_task_punctuality",
-    "How late runs started after their scheduled time, in seconds",
-    _TASK_LABELS,
-    buckets=PUNCTUALITY_BUCKETS,
-    registry=REGISTRY,
-)
-DISRUPTIONS = Counter(
-    "shadows_redis_disruptions",
-    "Times the worker lost Redis and had to wait to reconnect",
-    ("shadow", "worker"),
-    registry=REGISTRY,
-)
 
 _meter = otel.get_meter("shadows", __version__)
 _otel_added = _meter.create_counter(
@@ -139,52 +101,78 @@ _otel_disruptions = _meter.create_counter(
 
 _live: list[WorkerMetrics] = []
 _live_lock = threading.Lock()
-_added: dict[tuple[str, str], tuple[Counter, Mapping[str, str]]] = {}
+_added: dict[tuple[str, str], list[int]] = {}
+_added_attributes: dict[tuple[str, str], Mapping[str, str]] = {}
+_added_lock = threading.Lock()
 
 
 def live() -> list[WorkerMetrics]:
-    """The metrics of the workers running in this process now."""
+    """The metrics of the workers reporting in this process now."""
     with _live_lock:
         return list(_live)
 
 
 def task_added(shadow: str, task: str) -> None:
-    """Count a task stored by a producer."""
-    cached = _added.get((shadow, task))
-    if cached is None:
-        cached = _added[(shadow, task)] = (
-            ADDED.labels(shadow, task),
-            {"shadows.shadow": shadow, "shadows.task": task},
-        )
-    cached[0].inc()
-    _otel_added.add(1, cached[1])
+    """Count a task stored by a producer (from any thread)."""
+    key = (shadow, task)
+    with _added_lock:
+        count = _added.get(key)
+        if count is None:
+            count = _added[key] = [0]
+            _added_attributes[key] = {"shadows.shadow": shadow, "shadows.task": task}
+        count[0] += 1
+    _otel_added.add(1, _added_attributes[key])
+
+
+class _Histogram:
+    """Counts per bucket and a sum; cumulated only when collected."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        counts = list(self.counts)  # one consistent copy, whatever the loop does meanwhile
+        buckets: list[tuple[str, float]] = []
+        seen = 0
+        for bound, count in zip((*map(repr, self.bounds), "+Inf"), counts, strict=True):
+            seen += count
+            buckets.append((bound, seen))
+        return buckets
 
 
 class _Series:
-    """The labelled children of one task on one worker, made once."""
+    """The numbers of one task on one worker."""
 
     __slots__ = (
         "attributes",
         "duration",
         "failed",
-        "name",
         "punctuality",
         "retried",
+        "running",
         "started",
         "stricken",
         "succeeded",
     )
 
-    def __init__(self, shadow: str, worker: str, task: str) -> None:
-        self.name = task
-        self.started = STARTED.labels(shadow, worker, task)
-        self.succeeded = SUCCEEDED.labels(shadow, worker, task)
-        self.failed = FAILED.labels(shadow, worker, task)
-        self.retried = RETRIED.labels(shadow, worker, task)
-        self.stricken = STRICKEN.labels(shadow, worker, task)
-        self.duration = DURATION.labels(shadow, worker, task)
-        self.punctuality = PUNCTUALITY.labels(shadow, worker, task)
-        self.attributes = {"shadows.shadow": shadow, "shadows.worker": worker, "shadows.task": task}
+    def __init__(self, attributes: Mapping[str, str]) -> None:
+        self.attributes = attributes
+        self.started = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.retried = 0
+        self.stricken = 0
+        self.running = 0
+        self.duration = _Histogram(DURATION_BUCKETS)
+        self.punctuality = _Histogram(PUNCTUALITY_BUCKETS)
 
 
 class WorkerMetrics:
@@ -193,40 +181,37 @@ class WorkerMetrics:
     def __init__(self, shadow: Shadow, worker: str) -> None:
         self.shadow = shadow
         self.worker = worker
-        #: Runs in progress, by task name (read by collectors from other threads).
-        self.running: dict[str, int] = {}
         #: Strikes this worker applies now (set by the strikes machinery).
         self.strikes = 0
-        self._series: dict[str, _Series] = {}
-        self._disruptions = DISRUPTIONS.labels(shadow.name, worker)
+        self.disruptions = 0
+        self.series: dict[str, _Series] = {}
         self._attributes = {"shadows.shadow": shadow.name, "shadows.worker": worker}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._depths: tuple[int, int] | None = None
         self._depths_at = 0.0
         self._refresh: asyncio.Future[tuple[int, int] | None] | None = None
 
-    def _task(self, name: str) -> _Series:
-        series = self._series.get(name)
+    def task(self, name: str) -> _Series:
+        series = self.series.get(name)
         if series is None:
-            series = self._series[name] = _Series(self.shadow.name, self.worker, name)
-            self.running.setdefault(name, 0)
+            series = self.series[name] = _Series({**self._attributes, "shadows.task": name})
         return series
 
     # -- recording, on the worker's event loop ---------------------------------------
 
     def run_started(self, message: Message) -> _Series:
         """A run begins: count it, and how late it is."""
-        series = self._task(message.function)
+        series = self.task(message.function)
         lateness = max(0.0, time.time() - message.when_ms / 1000)
-        series.started.inc()
+        series.started += 1
+        series.running += 1
         series.punctuality.observe(lateness)
         _otel_started.add(1, series.attributes)
         _otel_punctuality.record(lateness, series.attributes)
-        self.running[series.name] += 1
         return series
 
     def run_ended(self, series: _Series, seconds: float) -> None:
-        self.running[series.name] -= 1
+        series.running -= 1
         series.duration.observe(seconds)
         _otel_duration.record(seconds, series.attributes)
 
@@ -238,24 +223,24 @@ class WorkerMetrics:
         failure: object | None = None,
     ) -> None:
         """Count the outcome the worker reports to Redis for ``message``."""
-        series = self._task(message.function)
+        series = self.task(message.function)
         if outcome == "completed":
-            series.succeeded.inc()
+            series.succeeded += 1
             _otel_succeeded.add(1, series.attributes)
         elif outcome == "failed" or (outcome == "drop" and failure is not None):
             if next_message is not None and next_message.attempt > message.attempt:
-                series.retried.inc()
+                series.retried += 1
                 _otel_retried.add(1, series.attributes)
             else:
-                series.failed.inc()
+                series.failed += 1
                 _otel_failed.add(1, series.attributes)
         elif outcome == "stricken":
-            series.stricken.inc()
+            series.stricken += 1
             _otel_stricken.add(1, series.attributes)
 
     def disrupted(self) -> None:
         """Redis was lost (counted once per outage, not per reconnection attempt)."""
-        self._disruptions.inc()
+        self.disruptions += 1
         _otel_disruptions.add(1, self._attributes)
 
     def strikes_in_effect(self, count: int) -> None:
@@ -264,7 +249,7 @@ class WorkerMetrics:
     # -- lifetime --------------------------------------------------------------------
 
     def attach(self) -> None:
-        """Report this worker's present state to collectors, from its event loop."""
+        """Report this worker to collectors, reading Redis through the running loop."""
         self._loop = asyncio.get_running_loop()
         with _live_lock:
             if self not in _live:
@@ -326,60 +311,122 @@ class WorkerMetrics:
             return None
 
 
-class _PresentCollector:
-    """Prometheus gauges of the present, read at collection time."""
+_TASK_LABELS = ["shadow", "worker", "task"]
+
+
+class _Families:
+    """One empty set of the Prometheus families, filled by a collection."""
+
+    def __init__(self) -> None:
+        self.added = CounterMetricFamily(
+            "shadows_tasks_added",
+            "Tasks stored by add() or replace() (not an add of a key in use)",
+            labels=["shadow", "task"],
+        )
+        self.started = CounterMetricFamily(
+            "shadows_tasks_started", "Runs started", labels=_TASK_LABELS
+        )
+        self.succeeded = CounterMetricFamily(
+            "shadows_tasks_succeeded", "Runs that completed", labels=_TASK_LABELS
+        )
+        self.failed = CounterMetricFamily(
+            "shadows_tasks_failed",
+            "Tasks that failed for good (no retry left, or not runnable)",
+            labels=_TASK_LABELS,
+        )
+        self.retried = CounterMetricFamily(
+            "shadows_tasks_retried",
+            "Runs that failed and were scheduled again by their Retry",
+            labels=_TASK_LABELS,
+        )
+        self.stricken = CounterMetricFamily(
+            "shadows_tasks_stricken", "Tasks skipped by a strike", labels=_TASK_LABELS
+        )
+        self.duration = HistogramMetricFamily(
+            "shadows_task_duration",
+            "How long runs took, in seconds (dependencies and the call)",
+            labels=_TASK_LABELS,
+        )
+        self.punctuality = HistogramMetricFamily(
+            "shadows_task_punctuality",
+            "How late runs started after their scheduled time, in seconds",
+            labels=_TASK_LABELS,
+        )
+        self.running = GaugeMetricFamily(
+            "shadows_tasks_running", "Runs in progress", labels=_TASK_LABELS
+        )
+        self.queue = GaugeMetricFamily(
+            "shadows_queue_depth",
+            "Ready tasks in the stream not yet taken by a worker",
+            labels=["shadow"],
+        )
+        self.schedule = GaugeMetricFamily(
+            "shadows_schedule_depth",
+            "Future tasks waiting for their time (including pending retries)",
+            labels=["shadow"],
+        )
+        self.disruptions = CounterMetricFamily(
+            "shadows_redis_disruptions",
+            "Times the worker lost Redis and had to wait to reconnect",
+            labels=["shadow", "worker"],
+        )
+        self.strikes = GaugeMetricFamily(
+            "shadows_strikes_in_effect",
+            "Strikes the worker applies now",
+            labels=["shadow", "worker"],
+        )
+
+    def all(self) -> list[Metric]:
+        return list(vars(self).values())
+
+
+_PER_TASK = ("started", "succeeded", "failed", "retried", "stricken", "running")
+
+
+class _Collector:
+    """Turns the numbers of this process's workers into Prometheus families."""
 
     def describe(self) -> Iterable[Metric]:
-        return self._families()
-
-    def _families(self) -> list[GaugeMetricFamily]:
-        return [
-            GaugeMetricFamily(
-                "shadows_tasks_running", "Runs in progress", labels=list(_TASK_LABELS)
-            ),
-            GaugeMetricFamily(
-                "shadows_queue_depth",
-                "Ready tasks in the stream not yet taken by a worker",
-                labels=["shadow"],
-            ),
-            GaugeMetricFamily(
-                "shadows_schedule_depth",
-                "Future tasks waiting for their time (including pending retries)",
-                labels=["shadow"],
-            ),
-            GaugeMetricFamily(
-                "shadows_strikes_in_effect",
-                "Strikes the worker applies now",
-                labels=["shadow", "worker"],
-            ),
-        ]
+        return _Families().all()
 
     def collect(self) -> Iterable[Metric]:
-        running, queue, schedule, strikes = self._families()
-        seen: set[str] = set()
+        families = _Families()
+        with _added_lock:
+            added = [(key, count[0]) for key, count in _added.items()]
+        for (shadow, task), count in added:
+            families.added.add_metric([shadow, task], count)
+        depths_seen: set[str] = set()
         for worker in live():
             shadow = worker.shadow.name
-            for task, count in list(worker.running.items()):
-                running.add_metric([shadow, worker.worker, task], count)
-            strikes.add_metric([shadow, worker.worker], worker.strikes)
-            if shadow in seen:
+            for task, series in list(worker.series.items()):
+                labels = [shadow, worker.worker, task]
+                for name in _PER_TASK:
+                    getattr(families, name).add_metric(labels, getattr(series, name))
+                for histogram, family in (
+                    (series.duration, families.duration),
+                    (series.punctuality, families.punctuality),
+                ):
+                    family.add_metric(labels, histogram.cumulative(), histogram.total)
+            families.disruptions.add_metric([shadow, worker.worker], worker.disruptions)
+            families.strikes.add_metric([shadow, worker.worker], worker.strikes)
+            if shadow in depths_seen:
                 continue
             depths = worker.depths()
             if depths is not None:
-                seen.add(shadow)
-                queue.add_metric([shadow], depths[0])
-                schedule.add_metric([shadow], depths[1])
-        return [running, queue, schedule, strikes]
+                depths_seen.add(shadow)
+                families.queue.add_metric([shadow], depths[0])
+                families.schedule.add_metric([shadow], depths[1])
+        return families.all()
 
 
-REGISTRY.register(_PresentCollector())
+REGISTRY.register(_Collector())
 
 
 def _observe_running(options: CallbackOptions) -> Iterable[Observation]:
     return [
-        Observation(count, worker._series[task].attributes)
+        Observation(series.running, series.attributes)
         for worker in live()
-        for task, count in list(worker.running.items())
+        for series in list(worker.series.values())
     ]
 
 
