@@ -42,6 +42,7 @@ from ._version import __version__
 from .keys import WORKER_GROUP
 
 if TYPE_CHECKING:
+    from .dead_letters import Failure
     from .execution import Message
     from .shadow import Shadow
 
@@ -220,9 +221,10 @@ class WorkerMetrics:
         message: Message,
         outcome: str,
         next_message: Message | None,
-        failure: object | None = None,
+        failure: Failure | None = None,
     ) -> None:
-        """Count the outcome the worker reports to Redis for ``message``."""
+        """Count the outcome the worker reports to Redis for ``message``; a dropped
+        (malformed) message is kept as a dead letter, so it counts as failed."""
         series = self.task(message.function)
         if outcome == "completed":
             series.succeeded += 1
