@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -66,9 +67,16 @@ async def test_a_working_worker_is_healthy(shadow: Shadow) -> None:
         assert body["status"] == "ok"
         assert body["running"] == 0
         assert body["last_read"] < 5
-        # HEAD answers the same status, without a body.
+        # Any path answers; HEAD answers the same status, without a body.
         status, _, text = await asyncio.to_thread(get, f"http://127.0.0.1:{port}/healthz")
         assert status == 200 and json.loads(text)["status"] == "ok"
+
+        def head() -> tuple[int, bytes]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/", method="HEAD")
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read()
+
+        assert await asyncio.to_thread(head) == (200, b"")
 
 
 async def test_a_worker_that_is_not_running_is_unhealthy(shadow: Shadow) -> None:
@@ -289,3 +297,27 @@ def test_the_worker_command_reports_a_busy_port_in_one_line(
     assert code == 1, output
     assert "Traceback" not in output
     assert f"Error: cannot serve the health check on port {port}" in output
+
+
+async def test_the_verdict_is_available_without_a_port(shadow: Shadow) -> None:
+    async with Worker(shadow) as worker:
+        healthy, details = await asyncio.to_thread(worker.health.evaluate)
+        assert not healthy and details["reason"] == "the worker is not running"
+        async with running(worker):
+            healthy, details = await asyncio.to_thread(worker.health.evaluate)
+            assert healthy, details
+
+
+async def test_a_worker_used_without_async_with_serves_while_it_runs(shadow: Shadow) -> None:
+    worker = Worker(shadow, healthcheck_port=0, metrics_port=0)
+    task = asyncio.create_task(worker.run_forever())
+    await wait_for(lambda: worker.healthcheck_port != 0 and worker.health.last_read is not None)
+    status, body = await health(worker.healthcheck_port or 0)
+    assert status == 200, body
+    assert ("shadows_queue_depth", frozenset({("shadow", shadow.name)})) in await scrape(
+        worker.metrics_port or 0
+    )
+    worker.stop()
+    await task
+    with pytest.raises(OSError):
+        await asyncio.to_thread(get, f"http://127.0.0.1:{worker.healthcheck_port}/", None, 2)

@@ -247,10 +247,9 @@ class Worker:
             return
         self._observing = True
         self.metrics.attach()
+        self.health.start()
         try:
             health, metrics = self.healthcheck_port, self.metrics_port
-            if health is not None:
-                self.health.start()
             if health is not None and health == metrics and health != 0:
                 self._serve(health, with_health=True, with_metrics=True)
             else:
