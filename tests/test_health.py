@@ -161,9 +161,12 @@ async def test_unhealthy_while_a_task_blocks_the_event_loop(shadow: Shadow) -> N
         prober.start()
         await shadow.add(hog)()
         await asyncio.to_thread(prober.join, 30)
-        blocked = [body for status, body in answers if status == 503]
+        blocked = [
+            body
+            for status, body in answers
+            if status == 503 and "event loop was blocked" in body["reason"]
+        ]
         assert blocked, answers
-        assert "event loop was blocked" in blocked[0]["reason"]
         assert all(body["loop_lag"] > 0.3 for body in blocked)
         await wait_health(worker, 200)
 
@@ -179,7 +182,6 @@ async def test_unhealthy_when_the_read_loop_stops_reading(shadow: Shadow) -> Non
 
         worker._reader.next = stuck  # type: ignore[method-assign]
         worker.health.maximum_read_age = 0.3
-        worker._idle.set()  # end the blocking read in progress
         body = await wait_health(worker, 503)
         assert "no read from the stream" in body["reason"], body
 
