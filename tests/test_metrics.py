@@ -46,6 +46,10 @@ async def nap(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+async def doomed() -> None:
+    raise AssertionError("a stricken task must not run")
+
+
 async def test_every_metric_with_its_value_after_a_known_workload(shadow: Shadow) -> None:
     tries: list[int] = []
     release = asyncio.Event()
@@ -67,6 +71,10 @@ async def test_every_metric_with_its_value_after_a_known_workload(shadow: Shadow
     await shadow.add(flaky)()
     await shadow.add(nap)(0.05)
     await shadow.add(nap, when=datetime.now(UTC) - timedelta(seconds=10))(0)
+    await shadow.strike(doomed)
+    await shadow.strike(nap, "seconds", ">", 100)
+    await shadow.add(doomed)()
+    await shadow.add(doomed)()
 
     async with Worker(shadow, name="w1", metrics_port=0) as worker:
         await worker.run_until_finished()
@@ -76,7 +84,6 @@ async def test_every_metric_with_its_value_after_a_known_workload(shadow: Shadow
         await shadow.add(hold)()
         running = asyncio.create_task(worker.run_forever())
         await wait_for(lambda: worker.running_count == 1, message="hold to start")
-        worker.metrics.strikes_in_effect(2)
         port = worker.metrics_port
         assert port is not None
         samples = await scrape(port)
@@ -107,6 +114,8 @@ async def test_every_metric_with_its_value_after_a_known_workload(shadow: Shadow
     assert value("shadows_tasks_succeeded_total", "flaky") == 1
     assert value("shadows_tasks_failed_total", "flaky") == 0
     assert value("shadows_tasks_stricken_total", "succeed") == 0
+    assert value("shadows_tasks_stricken_total", "doomed") == 2
+    assert value("shadows_tasks_started_total", "doomed") == 0
 
     assert value("shadows_task_duration_count", "nap") == 2
     assert value("shadows_task_duration_sum", "nap") >= 0.05

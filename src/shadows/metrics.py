@@ -25,7 +25,7 @@ import asyncio
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from typing import TYPE_CHECKING
 
 from opentelemetry import metrics as otel
@@ -179,11 +179,11 @@ class _Series:
 class WorkerMetrics:
     """What one worker counts, and what it reports about the present when collected."""
 
-    def __init__(self, shadow: Shadow, worker: str) -> None:
+    def __init__(self, shadow: Shadow, worker: str, strikes: Sized = ()) -> None:
         self.shadow = shadow
         self.worker = worker
-        #: Strikes this worker applies now (set by the strikes machinery).
-        self.strikes = 0
+        #: The strikes this worker applies (its ``StrikeList``), counted when collected.
+        self.strikes = strikes
         self.disruptions = 0
         self.series: dict[str, _Series] = {}
         self._attributes = {"shadows.shadow": shadow.name, "shadows.worker": worker}
@@ -244,9 +244,6 @@ class WorkerMetrics:
         """Redis was lost (counted once per outage, not per reconnection attempt)."""
         self.disruptions += 1
         _otel_disruptions.add(1, self._attributes)
-
-    def strikes_in_effect(self, count: int) -> None:
-        self.strikes = count
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -410,7 +407,7 @@ class _Collector:
                 ):
                     family.add_metric(labels, histogram.cumulative(), histogram.total)
             families.disruptions.add_metric([shadow, worker.worker], worker.disruptions)
-            families.strikes.add_metric([shadow, worker.worker], worker.strikes)
+            families.strikes.add_metric([shadow, worker.worker], len(worker.strikes))
             if shadow in depths_seen:
                 continue
             depths = worker.depths()
@@ -433,7 +430,7 @@ def _observe_running(options: CallbackOptions) -> Iterable[Observation]:
 
 
 def _observe_strikes(options: CallbackOptions) -> Iterable[Observation]:
-    return [Observation(worker.strikes, worker._attributes) for worker in live()]
+    return [Observation(len(worker.strikes), worker._attributes) for worker in live()]
 
 
 def _observe_depths(index: int) -> otel.CallbackT:

@@ -159,7 +159,7 @@ class Worker:
         self._started_ms = 0
         self._heartbeat = Heartbeat(shadow, beat_every, self._reconnect_cap, self._presence)
         #: Counters and histograms of this worker (OpenTelemetry and Prometheus).
-        self.metrics = WorkerMetrics(shadow, self.name)
+        self.metrics = WorkerMetrics(shadow, self.name, self.strikes)
         #: The verdict behind ``healthcheck_port``.
         self.health = HealthCheck(
             self,
