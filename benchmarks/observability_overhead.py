@@ -63,7 +63,7 @@ def hooks(count: int) -> tuple[float, float]:
     shadow = Shadow(name="overhead", url="memory://overhead")
     metrics = WorkerMetrics(shadow, "worker")
     execution = Execution(noop, (), {}, datetime.now(UTC), "key")
-    message = execution.to_message(shadow.codec)
+    message = execution.to_message(shadow.payloads)
     message.message_id = "1-0"
 
     def produce(instrumented: bool) -> float:
