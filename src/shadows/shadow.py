@@ -23,8 +23,8 @@ from .dependencies import plan_for
 from .execution import Execution, Message, now_ms
 from .instrumentation import producing
 from .keys import WORKER_GROUP, Keys, validate_name
-from .registry import WorkerInfo, list_workers
 from .metrics import task_added
+from .registry import WorkerInfo, list_workers
 from .scripts import Scripts
 from .serialization import Codec, Payloads, codec_named
 from .snapshot import Snapshot, take_snapshot

@@ -41,8 +41,8 @@ from .dead_letters import Failure
 from .dependencies import Perpetual, plan_for
 from .endpoints import Endpoint
 from .execution import MALFORMED, POISON, Message, MessageError, now_ms
-from .heartbeat import Heartbeat
 from .health import HealthCheck
+from .heartbeat import Heartbeat
 from .keys import WORKER_GROUP
 from .leases import Leases
 from .metrics import WorkerMetrics
