@@ -167,7 +167,7 @@ async def test_unhealthy_while_a_task_blocks_the_event_loop(shadow: Shadow) -> N
             if status == 503 and "event loop was blocked" in body["reason"]
         ]
         assert blocked, answers
-        assert all(body["loop_lag"] > 0.3 for body in blocked)
+        assert all(body["loop_lag"] >= 0.3 for body in blocked)  # rounded to ms
         await wait_health(worker, 200)
 
 

@@ -9,8 +9,11 @@ health check; otherwise every path answers what its port serves.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
+import socketserver
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,8 +31,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("shadows.worker")
 
-#: Every interface, as ``prometheus_client`` does: probes and scrapers come from outside.
-HOST = "0.0.0.0"
+#: Every interface: probes and scrapers come from outside. IPv6 and IPv4 together where
+#: the system allows it, else IPv4 only.
+HOSTS = (("::", socket.AF_INET6), ("0.0.0.0", socket.AF_INET))
 
 
 class EndpointError(RuntimeError):
@@ -56,6 +60,37 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     health: HealthCheck | None
     metrics: bool
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the host's FQDN, which can take seconds where
+        # DNS is slow; nothing here needs it.
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = "shadows"
+        self.server_port = self.server_address[1]
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away mid-answer is not worth a traceback on stderr."""
+        logger.debug("HTTP request from %s failed", client_address, exc_info=True)
+
+
+def _bind(port: int) -> _Server:
+    """A server on every interface, dual-stack when possible."""
+    for host, family in HOSTS:
+        server_class = type("_BoundServer", (_Server,), {"address_family": family})
+        try:
+            server: _Server = server_class((host, port), _Handler)
+            return server
+        except OSError as error:
+            # No IPv6 here: try IPv4. Anything else (a port in use) is the answer.
+            if family == socket.AF_INET6 and error.errno in _NO_IPV6:
+                continue
+            raise
+    raise OSError(errno.EAFNOSUPPORT, "no address family to serve on")  # pragma: no cover
+
+
+_NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -105,7 +140,7 @@ class Endpoint:
 
     def __init__(self, port: int, health: HealthCheck | None, serve_metrics: bool) -> None:
         try:
-            self._server = _Server((HOST, port), _Handler)
+            self._server = _bind(port)
         except OSError as error:
             what = " and ".join(
                 name
