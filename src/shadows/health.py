@@ -19,6 +19,7 @@ blocked loop while the loop is blocked, and it waits for the ``PING`` for a boun
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -177,23 +178,23 @@ class HealthCheck:
         except RuntimeError:
             return {"status": "unhealthy", "reason": "the worker is not running"}
         deadline = time.monotonic() + PING_TIMEOUT + 0.5
-        while True:
-            try:
-                future.result(0.02)
-                return None
-            except TimeoutError:
-                if future.done():  # the PING itself timed out on the loop
-                    break
-                if self.monitor.lag() > self.maximum_loop_lag or time.monotonic() > deadline:
-                    future.cancel()
-                    if self.monitor.lag() > self.maximum_loop_lag:
-                        return self._blocked(self.monitor.lag())
-                    break
-            except Exception as error:
-                return {
-                    "status": "unhealthy",
-                    "reason": f"Redis does not answer: {type(error).__name__}: {error}",
-                }
+        while not future.done():
+            concurrent.futures.wait([future], timeout=0.02)
+            lag = self.monitor.lag()
+            if not future.done() and (lag > self.maximum_loop_lag or time.monotonic() > deadline):
+                future.cancel()
+                return self._blocked(lag) or self._no_answer()
+        error = future.exception()
+        if error is None:
+            return None
+        if isinstance(error, TimeoutError):  # the PING itself timed out on the loop
+            return self._no_answer()
+        return {
+            "status": "unhealthy",
+            "reason": f"Redis does not answer: {type(error).__name__}: {error}",
+        }
+
+    def _no_answer(self) -> dict[str, Any]:
         return {
             "status": "unhealthy",
             "reason": f"Redis did not answer PING within {PING_TIMEOUT:g} s",
