@@ -259,6 +259,8 @@ class WorkerMetrics:
             if self in _live:
                 _live.remove(self)
         self._loop = None
+        if self._refresh is not None:
+            self._refresh.cancel()
 
     # -- reading the depths ----------------------------------------------------------
 
@@ -274,8 +276,10 @@ class WorkerMetrics:
                     pipe.execute(raise_on_error=False), DEPTH_TIMEOUT
                 )
         except Exception:
+            self._depths = None
             return None
         if isinstance(length, Exception) or isinstance(scheduled, Exception):
+            self._depths = None
             return None
         delivered = 0 if isinstance(pending, Exception) else int(pending["pending"])
         self._depths = (max(0, int(length) - delivered), int(scheduled))
