@@ -308,6 +308,8 @@ async def test_the_verdict_is_available_without_a_port(shadow: Shadow) -> None:
         async with running(worker):
             healthy, details = await asyncio.to_thread(worker.health.evaluate)
             assert healthy, details
+            with pytest.raises(RuntimeError, match="another thread"):
+                worker.health.evaluate()
 
 
 async def test_a_worker_used_without_async_with_serves_while_it_runs(shadow: Shadow) -> None:

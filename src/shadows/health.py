@@ -128,6 +128,11 @@ class HealthCheck:
         loop = self._loop
         if loop is None or loop.is_closed() or not worker.is_running:
             return False, {"status": "unhealthy", "reason": "the worker is not running"}
+        if _running_loop() is loop:
+            raise RuntimeError(
+                "HealthCheck.evaluate() waits for the worker's event loop: call it from "
+                "another thread (for example with asyncio.to_thread)"
+            )
         began = time.monotonic()
         problem = self._blocked(self.monitor.lag()) or self._ping(loop)
         # A block that began or ended while we waited for the PING explains a slow answer.
@@ -202,3 +207,10 @@ class HealthCheck:
 
     async def _ping_on_loop(self) -> None:
         await asyncio.wait_for(self.worker.shadow.client.ping(), PING_TIMEOUT)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
