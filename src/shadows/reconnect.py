@@ -19,6 +19,11 @@ class Backoff:
         self.cap = max(cap, 0.01)
         self._delay = 0.0
 
+    @property
+    def failing(self) -> bool:
+        """Whether a delay has been handed out since the last success."""
+        return self._delay > 0
+
     def next(self) -> float:
         self._delay = min(self.cap, 0.1 if not self._delay else self._delay * 2)
         return self._delay

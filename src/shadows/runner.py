@@ -12,6 +12,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from opentelemetry.trace import Span
+
+from . import instrumentation
 from .dead_letters import Failure
 from .dependencies import (
     ConcurrencyLimit,
@@ -156,6 +159,18 @@ async def _skip_stricken(worker: Worker, message: Message, strike: Strike, call:
 
 
 async def _run(worker: Worker, execution: Execution, message: Message) -> None:
+    with instrumentation.running(worker.shadow.name, worker.name, execution, message) as span:
+        outcome, follow, failure = await _attempt(worker, execution, message, span)
+        if follow is not None and instrumentation.carry(span, follow):
+            worker.shadow.payloads.seal(follow)  # the context is signed too
+    await worker.finish(message, outcome, follow, failure)
+
+
+async def _attempt(
+    worker: Worker, execution: Execution, message: Message, span: Span | None
+) -> tuple[str, Message | None, Failure | None]:
+    """Call the task once; returns the outcome to report, the message to place next and
+    the failure to keep."""
     function = execution.function
     plan = plan_for(function)
     verbose = logger.isEnabledFor(logging.INFO)
@@ -173,6 +188,7 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
 
     stack = AsyncExitStack()
     context = Context(worker.shadow, worker, execution, stack)
+    series = worker.metrics.run_started(message)
     started = time.perf_counter()
     error: Exception | None = None
     try:
@@ -196,7 +212,12 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
             error.__cause__ = raised
     except Exception as raised:
         error = raised
-    elapsed = time.perf_counter() - started
+    except asyncio.CancelledError:
+        instrumentation.cancelled(span)
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        worker.metrics.run_ended(series, elapsed)
     details["duration"] = round(elapsed, 6)
 
     resolved = context.arguments
@@ -205,6 +226,7 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
 
     if error is None:
         details["outcome"] = "completed"
+        instrumentation.succeeded(span)
         if verbose:
             logger.info(
                 "✔ %s [key=%s attempt=%d] completed in %s",
@@ -214,11 +236,11 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
                 _duration(elapsed),
                 extra=details,
             )
-        await worker.finish(message, "completed", follow)
-        return
+        return "completed", follow, None
 
     retry = _find(Retry, resolved)
     delay = retry.next_delay() if retry else None
+    instrumentation.failed(span, error, retrying=delay is not None)
     if delay is not None:
         details["outcome"] = "retrying"
         logger.warning(
@@ -241,8 +263,7 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
             extra=dict(message.extra),
             holds=[],
         )
-        await worker.finish(message, "failed", worker.shadow.payloads.seal(retried))
-        return
+        return "failed", worker.shadow.payloads.seal(retried), None
 
     details["outcome"] = "failed"
     logger.error(
@@ -256,7 +277,7 @@ async def _run(worker: Worker, execution: Execution, message: Message) -> None:
         exc_info=error,
         extra=details,
     )
-    await worker.finish(message, "failed", follow, Failure.from_exception("failed", error))
+    return "failed", follow, Failure.from_exception("failed", error)
 
 
 def _next_run(

@@ -21,7 +21,9 @@ from .connection import create_client, normalize_url
 from .dead_letters import DeadLetter
 from .dependencies import plan_for
 from .execution import Execution, Message, now_ms
+from .instrumentation import producing
 from .keys import WORKER_GROUP, Keys, validate_name
+from .metrics import task_added
 from .registry import WorkerInfo, list_workers
 from .scripts import Scripts
 from .serialization import Codec, Payloads, codec_named
@@ -249,7 +251,9 @@ class Shadow:
 
     async def schedule(self, execution: Execution, mode: str = "add") -> str:
         """Write ``execution`` to Redis; returns ``queued``, ``scheduled`` or ``exists``."""
-        state = await self.schedule_message(execution.to_message(self.payloads), mode)
+        with producing(self.name, execution, mode) as context:
+            message = execution.to_message(self.payloads, extra=context)
+            state = await self.schedule_message(message, mode)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s: %s", mode, execution, state)
         return state
@@ -268,7 +272,10 @@ class Shadow:
                 *message.fields(),
             ],
         )
-        return _text(outcome)
+        state = _text(outcome)
+        if state != "exists":
+            task_added(self.name, message.function)
+        return state
 
     async def cancel(self, key: str) -> bool:
         """Remove the future task ``key``; ``False`` if it is not waiting in the queue.

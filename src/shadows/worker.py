@@ -12,6 +12,9 @@ A worker runs several loops on one event loop:
   than ``redelivery_timeout`` (XAUTOCLAIM);
 * the strike follower keeps the worker's list of strikes in step with Redis;
 * the heartbeat keeps the worker listed in the registry of live workers.
+
+Optionally, from ``async with`` to its end, it serves a health check and Prometheus
+metrics over HTTP (``healthcheck_port``, ``metrics_port``; see ``endpoints.py``).
 """
 
 from __future__ import annotations
@@ -36,10 +39,13 @@ from redis.exceptions import ResponseError
 from .completions import Completions
 from .dead_letters import Failure
 from .dependencies import Perpetual, plan_for
+from .endpoints import Endpoint
 from .execution import MALFORMED, POISON, Message, MessageError, now_ms
+from .health import HealthCheck
 from .heartbeat import Heartbeat
 from .keys import WORKER_GROUP
 from .leases import Leases
+from .metrics import WorkerMetrics
 from .reader import Entry, StreamReader, entry_id
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from .registry import Presence
@@ -68,6 +74,14 @@ def _seconds(value: timedelta, name: str, minimum: float = 0.0) -> float:
     return seconds
 
 
+def _port(value: int | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"{name} must be a port number from 0 to 65535, not {value!r}")
+    return value
+
+
 class Worker:
     """Runs the tasks of ``shadow``, at most ``concurrency`` at a time."""
 
@@ -83,6 +97,10 @@ class Worker:
         schedule_automatic_tasks: bool = True,
         max_deliveries: int = 5,
         heartbeat_interval: timedelta = timedelta(seconds=2),
+        *,
+        healthcheck_port: int | None = None,
+        metrics_port: int | None = None,
+        maximum_loop_lag: timedelta = timedelta(seconds=5),
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
@@ -100,6 +118,11 @@ class Worker:
         #: running it) is dead-lettered as poison instead of being run again.
         self.max_deliveries = max_deliveries
         self.heartbeat_interval = heartbeat_interval
+        #: Ports of the health check and metrics endpoints; port 0 picks a free one, and
+        #: the attribute then holds the port chosen once the worker is entered.
+        self.healthcheck_port = _port(healthcheck_port, "healthcheck_port")
+        self.metrics_port = _port(metrics_port, "metrics_port")
+        self.maximum_loop_lag = maximum_loop_lag
 
         self._redelivery = _seconds(redelivery_timeout, "redelivery_timeout", 0.05)
         self._reconnect_cap = _seconds(reconnection_delay, "reconnection_delay")
@@ -134,12 +157,23 @@ class Worker:
         self._follower: StrikeFollower | None = None
         self._started_ms = 0
         self._heartbeat = Heartbeat(shadow, beat_every, self._reconnect_cap, self._presence)
+        #: Counters and histograms of this worker (OpenTelemetry and Prometheus).
+        self.metrics = WorkerMetrics(shadow, self.name, self.strikes)
+        #: The verdict behind ``healthcheck_port``.
+        self.health = HealthCheck(
+            self,
+            maximum_loop_lag=_seconds(maximum_loop_lag, "maximum_loop_lag", 0.01),
+            maximum_read_age=max(30.0, 2 * self._reconnect_cap + 4 * self._check),
+        )
+        self._endpoints: list[Endpoint] = []
+        self._observing = False
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, shadow={self.shadow.name!r})"
 
     async def __aenter__(self) -> Self:
         self.shadow.client  # noqa: B018 -- fails clearly when the shadow is not open
+        await self._observe()
         return self
 
     async def __aexit__(
@@ -149,6 +183,7 @@ class Worker:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+        await self._unobserve()
 
     # -- public API ------------------------------------------------------------------
 
@@ -188,6 +223,62 @@ class Worker:
         """Keys of the tasks running on this worker now."""
         return [message.key for message in self._messages.values()]
 
+    @property
+    def is_running(self) -> bool:
+        """Whether a ``run_*`` method is in progress."""
+        return self._running
+
+    @property
+    def is_stopping(self) -> bool:
+        """Whether the worker has been asked to stop and is finishing its tasks."""
+        return self._running and self._stopping.is_set()
+
+    @property
+    def running_count(self) -> int:
+        """How many of this worker's slots are taken now."""
+        return len(self._active)
+
+    # -- observability ---------------------------------------------------------------
+
+    async def _observe(self) -> None:
+        """Start reporting: metrics to collectors, and the HTTP endpoints if asked."""
+        if self._observing:
+            return
+        self._observing = True
+        self.metrics.attach()
+        self.health.start()
+        try:
+            health, metrics = self.healthcheck_port, self.metrics_port
+            if health is not None and health == metrics and health != 0:
+                self._serve(health, with_health=True, with_metrics=True)
+            else:
+                if health is not None:
+                    self.healthcheck_port = self._serve(health, True, False)
+                if metrics is not None:
+                    self.metrics_port = self._serve(metrics, False, True)
+        except BaseException:
+            await self._unobserve()
+            raise
+
+    def _serve(self, port: int, with_health: bool, with_metrics: bool) -> int:
+        endpoint = Endpoint(port, self.health if with_health else None, with_metrics)
+        self._endpoints.append(endpoint)
+        served = " and ".join(
+            name for name, on in (("health check", with_health), ("metrics", with_metrics)) if on
+        )
+        logger.info("Worker %s serves its %s on port %d", self.name, served, endpoint.port)
+        return endpoint.port
+
+    async def _unobserve(self) -> None:
+        if not self._observing:
+            return
+        self._observing = False
+        endpoints, self._endpoints = self._endpoints, []
+        for endpoint in endpoints:
+            await asyncio.to_thread(endpoint.close)
+        self.health.stop()
+        self.metrics.detach()
+
     # -- main loop -------------------------------------------------------------------
 
     async def _run(self, until_finished: bool) -> None:
@@ -197,9 +288,16 @@ class Worker:
         self._stopping.clear()
         self._forced = False
         self._reader.recover = True
+        observed_here = not self._observing
+        try:
+            await self._observe()
+        except BaseException:
+            self._running = False
+            raise
         restore_signals = self._install_signal_handlers()
         self._started_ms = now_ms()
         self._heartbeat.start(f"{self.name}:heartbeat")
+        self.health.begin()
         self._completions.start()
         background = [
             asyncio.create_task(
@@ -244,6 +342,8 @@ class Worker:
             await self._heartbeat.stop()
             restore_signals()
             self._running = False
+            if observed_here:
+                await self._unobserve()
             logger.info("Worker %s stopped", self.name)
 
     def _presence(self) -> Presence:
@@ -306,6 +406,9 @@ class Worker:
         return asyncio.create_task(self._follower.run(self._stopping), name=f"{self.name}:strikes")
 
     async def _pause_after(self, error: BaseException, backoff: Backoff) -> None:
+        if not backoff.failing:
+            self.metrics.disrupted()
+        self.health.failed(error)
         delay = backoff.next()
         logger.warning("Redis unavailable (%s); retrying in %.1f s", error, delay)
         self._reader.recover = True
@@ -332,6 +435,7 @@ class Worker:
                 wake = self._idle
             try:
                 entries = await self._reader.next(free, set(self._active), block, wake)
+                self.health.read()
                 if entries:
                     await self._start(entries)
                     block = not until_finished
@@ -475,8 +579,11 @@ class Worker:
         with ``failure``, keep it as a dead letter too.
 
         Retries through Redis outages for as long as the task waits; returns ``False``
-        when the claim turned out to be someone else's.
+        when the claim turned out to be someone else's. Every outcome is counted here:
+        ``completed``, ``failed`` (a retry when ``next_message`` is a later attempt),
+        ``drop`` (a malformed message, counted as failed) and ``stricken``.
         """
+        self.metrics.finished(message, outcome, next_message, failure)
         done = await self._completions.submit(message, outcome, next_message, failure)
         if next_message is not None:
             self._scheduler_wake.set()  # it may be due before the scheduler's next look

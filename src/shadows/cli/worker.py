@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..endpoints import EndpointError
 from ..log_formats import LogFormat, configure_logging
 from ..shadow import Shadow
 from ..worker import Worker
@@ -108,6 +109,37 @@ def worker(
             help="Exit once nothing is due, scheduled or running.",
         ),
     ] = False,
+    healthcheck_port: Annotated[
+        int | None,
+        typer.Option(
+            "--healthcheck-port",
+            min=0,
+            max=65535,
+            envvar="SHADOW_WORKER_HEALTHCHECK_PORT",
+            help="Serve a health check on this port: GET / answers 200 while the worker "
+            "really works (reads, Redis answers, event loop not blocked), else 503.",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            envvar="SHADOW_WORKER_METRICS_PORT",
+            help="Serve Prometheus metrics on this port (the same port as the health "
+            "check is fine: metrics are then at /metrics).",
+        ),
+    ] = None,
+    maximum_loop_lag: Annotated[
+        timedelta,
+        typer.Option(
+            "--maximum-loop-lag",
+            parser=duration,
+            envvar="SHADOW_WORKER_MAXIMUM_LOOP_LAG",
+            help="How long the event loop may be blocked before the health check fails.",
+        ),
+    ] = "5s",  # type: ignore[assignment]
     logging_level: Annotated[
         str,
         typer.Option(
@@ -141,6 +173,9 @@ def worker(
             scheduling_resolution=scheduling_resolution,
             schedule_automatic_tasks=schedule_automatic_tasks,
             heartbeat_interval=heartbeat_interval,
+            healthcheck_port=healthcheck_port,
+            metrics_port=metrics_port,
+            maximum_loop_lag=maximum_loop_lag,
         )
     except (ValueError, TypeError) as error:
         raise CLIError(str(error)) from None
@@ -148,8 +183,11 @@ def worker(
 
 
 async def _run(shadow: Shadow, runner: Worker, until_finished: bool) -> None:
-    async with shadow, runner:
-        if until_finished:
-            await runner.run_until_finished()
-        else:
-            await runner.run_forever()
+    try:
+        async with shadow, runner:
+            if until_finished:
+                await runner.run_until_finished()
+            else:
+                await runner.run_forever()
+    except EndpointError as error:
+        raise CLIError(str(error)) from None
