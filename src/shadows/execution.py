@@ -80,6 +80,22 @@ class Message:
         }
         return cls(key, function, when_ms, attempt, args, kwargs, message_id, extra)
 
+    @classmethod
+    def malformed(cls, message_id: str, fields: Fields, error: MessageError) -> Message:
+        """A stand-in for an entry too broken to parse, run only to dead-letter it."""
+        raw: list[str | bytes] = [part for pair in fields.items() for part in pair]
+        return cls(
+            key=f"malformed-{message_id}",
+            function="",
+            when_ms=0,
+            attempt=0,
+            args=b"",
+            kwargs=b"",
+            message_id=message_id,
+            extra={MALFORMED: str(error)},
+            raw=raw,
+        )
+
     def fields(self) -> list[str | bytes]:
         """Flat name/value pairs, the form the Lua scripts store and XADD."""
         pairs: list[str | bytes] = [
@@ -157,3 +173,14 @@ class Execution:
             f"Execution({self.function_name}, key={self.key!r}, "
             f"when={self.when.isoformat()}, attempt={self.attempt})"
         )
+
+
+def preview(fields: Fields) -> dict[str, str]:
+    """A short, printable view of a stream entry's first fields, for logs."""
+    return {
+        _printable(name)[:40]: _printable(value)[:60] for name, value in list(fields.items())[:8]
+    }
+
+
+def _printable(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

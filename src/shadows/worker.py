@@ -26,21 +26,21 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from redis.exceptions import ResponseError
 
+from .caps import RunCaps
 from .completions import Completions
 from .dead_letters import Failure
 from .dependencies import Perpetual, plan_for
 from .endpoints import Endpoint
-from .execution import MALFORMED, POISON, Message, MessageError, now_ms
+from .execution import POISON, Message, MessageError, now_ms, preview
 from .health import HealthCheck
 from .heartbeat import Heartbeat
 from .keys import WORKER_GROUP
@@ -49,8 +49,11 @@ from .metrics import WorkerMetrics
 from .reader import Entry, StreamReader, entry_id
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from .registry import Presence
+from .release import acknowledge, release, release_leftovers
 from .scheduler import run_scheduler
 from .shadow import Shadow
+from .signals import install_signal_handlers
+from .slots import acquire as acquire_slots
 from .strikes import StrikeFollower, StrikeList
 
 logger = logging.getLogger("shadows.worker")
@@ -139,8 +142,7 @@ class Worker:
         self._scheduler_wake = asyncio.Event()
         self._forced = False
         self._running = False
-        self._limits: dict[str, int] = {}
-        self._counts: dict[str, int] = {}
+        self._caps = RunCaps()
         self._reader = StreamReader(
             shadow,
             self.name,
@@ -201,12 +203,11 @@ class Worker:
         Later deliveries of a capped task or key are acknowledged without running, which
         ends chains such as perpetual tasks; useful in tests.
         """
-        self._limits = dict(iterations_by_key)
-        self._counts = {}
+        self._caps.set(iterations_by_key)
         try:
             await self._run(until_finished=True)
         finally:
-            self._limits = {}
+            self._caps.clear()
 
     def stop(self, force: bool = False) -> None:
         """Stop taking work; running tasks finish first unless ``force``."""
@@ -294,7 +295,7 @@ class Worker:
         except BaseException:
             self._running = False
             raise
-        restore_signals = self._install_signal_handlers()
+        restore_signals = install_signal_handlers(self._on_signal)
         self._started_ms = now_ms()
         self._heartbeat.start(f"{self.name}:heartbeat")
         self.health.begin()
@@ -338,7 +339,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self._reader.close()
-            await self._release_leftovers()
+            await release_leftovers(self.shadow, self.name)
             await self._heartbeat.stop()
             restore_signals()
             self._running = False
@@ -355,33 +356,14 @@ class Worker:
             sorted(self.shadow.tasks),
         )
 
-    def _install_signal_handlers(self) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-
-        def on_signal(signum: signal.Signals) -> None:
-            force = self._stopping.is_set()
-            logger.warning(
-                "%s received: %s",
-                signum.name,
-                "cancelling running tasks" if force else "finishing running tasks, then exiting",
-            )
-            self.stop(force=force)
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(signum, on_signal, signum)
-                installed.append(signum)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-
-        def restore() -> None:
-            for signum in installed:
-                loop.remove_signal_handler(signum)
-
-        return restore
+    def _on_signal(self, signum: signal.Signals) -> None:
+        force = self._stopping.is_set()
+        logger.warning(
+            "%s received: %s",
+            signum.name,
+            "cancelling running tasks" if force else "finishing running tasks, then exiting",
+        )
+        self.stop(force=force)
 
     async def _persist(self, step: Callable[[], Awaitable[None]]) -> None:
         """Run a start-up ``step``, waiting out Redis outages (until stopped)."""
@@ -462,20 +444,17 @@ class Worker:
         keys = self.shadow.keys
         ready, waiting = await self.shadow.scripts.pending_work(
             keys=[keys.stream, keys.queue],
-            args=[keys.prefix, 1 if self._limits else 0],
+            args=[keys.prefix, 1 if self._caps else 0],
         )
         if not int(ready) and not waiting:
             return True
-        if not self._limits or int(ready):
+        if not self._caps or int(ready):
             return False
         # Under run_at_most, future runs of capped tasks (perpetual chains) do not count.
         return all(
-            self._spent(entry_id(key)) or self._spent(entry_id(function))
+            self._caps.spent(entry_id(key)) or self._caps.spent(entry_id(function))
             for key, function in zip(waiting[::2], waiting[1::2], strict=True)
         )
-
-    def _spent(self, name: str) -> bool:
-        return name in self._limits and self._counts.get(name, 0) >= self._limits[name]
 
     async def _start(self, entries: list[Entry]) -> None:
         from .runner import run_message
@@ -498,14 +477,14 @@ class Worker:
                     "Dead-lettering malformed message %s: %s (fields: %r)",
                     message_id,
                     error,
-                    _preview(fields),
+                    preview(fields),
                 )
-                messages.append(_malformed(message_id, fields, error))
+                messages.append(Message.malformed(message_id, fields, error))
         if self._stopping.is_set():
-            await self._release([m.message_id for m in messages])
+            await release(self.shadow, self.name, [m.message_id for m in messages])
             messages = []
         if broken:
-            await self._acknowledge(broken)
+            await acknowledge(self.shadow, broken)
         if not messages:
             return
         keys = self.shadow.keys
@@ -557,16 +536,7 @@ class Worker:
 
     def allowed_to_run(self, message: Message) -> bool:
         """Count a run against :meth:`run_at_most` caps; ``False`` once a cap is spent."""
-        if not self._limits:
-            return True
-        for name in (message.key, message.function):
-            if name in self._limits:
-                done = self._counts.get(name, 0)
-                if done >= self._limits[name]:
-                    return False
-                self._counts[name] = done + 1
-                return True
-        return True
+        return self._caps.allow(message)
 
     async def finish(
         self,
@@ -590,43 +560,11 @@ class Worker:
         return done
 
     async def acquire(self, message: Message, slots: list[tuple[str, int]]) -> bool | None:
-        """Take a slot in each concurrency pool for ``message``, all or none.
-
-        ``True``: taken (recorded on the message, renewed with its claim, released with its
-        acknowledgement). ``None``: a pool is full; the message has been parked until a
-        slot frees. ``False``: the message is no longer this worker's.
-        """
-        keys = self.shadow.keys
-        script_keys = [keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)]
-        for slot, _ in slots:
-            script_keys += [keys.concurrency(slot), keys.waiting(slot)]
-        args: list[str | bytes | int] = [
-            WORKER_GROUP,
-            self.name,
-            message.message_id,
-            message.key,
-            now_ms(),
-            int(self._redelivery * 1000),
-            len(slots),
-            *(maximum for _, maximum in slots),
-            *message.fields(),
-        ]
-        backoff = Backoff(self._reconnect_cap)
-        while True:
-            try:
-                result = await self.shadow.scripts.acquire(keys=script_keys, args=args)
-                break
-            except CONNECTION_ERRORS as error:
-                delay = backoff.next()
-                logger.warning(
-                    "Cannot take a concurrency slot (%s); retrying in %.1f s", error, delay
-                )
-                await asyncio.sleep(delay)
-        code = int(result[0])
-        if code == 1:
-            message.holds = [slot for slot, _ in slots]
-            return True
-        return None if code == 0 else False
+        """Take a slot in each concurrency pool for ``message`` (see :func:`slots.acquire`)."""
+        lease_ms = int(self._redelivery * 1000)
+        return await acquire_slots(
+            self.shadow, self.name, message, slots, lease_ms, self._reconnect_cap
+        )
 
     async def _schedule_automatic_tasks(self) -> None:
         """Start the chain of every automatic perpetual task that is not running yet."""
@@ -640,48 +578,6 @@ class Worker:
             except TypeError as error:
                 logger.error("Cannot start automatic task %s: %s", name, error)
 
-    async def _acknowledge(self, message_ids: list[str]) -> None:
-        stream = self.shadow.keys.stream
-        async with self.shadow.client.pipeline(transaction=False) as pipe:
-            pipe.xack(stream, WORKER_GROUP, *message_ids)
-            pipe.xdel(stream, *message_ids)
-            await pipe.execute()
-
-    async def _release(self, message_ids: list[str]) -> None:
-        if not message_ids:
-            return
-        keys = self.shadow.keys
-        await self.shadow.scripts.release(
-            keys=[keys.stream], args=[WORKER_GROUP, self.name, keys.prefix, *message_ids]
-        )
-
-    async def _release_leftovers(self) -> None:
-        """At shutdown, hand back what this consumer holds but did not finish."""
-        client = self.shadow.client
-        try:
-            pending = await client.xpending_range(
-                self.shadow.keys.stream,
-                WORKER_GROUP,
-                min="-",
-                max="+",
-                count=10_000,
-                consumername=self.name,
-            )
-            leftovers = [entry_id(entry["message_id"]) for entry in pending]  # type: ignore[arg-type]
-            if leftovers:
-                await self._release(leftovers)
-                logger.info("Released %d unfinished message(s) to other workers", len(leftovers))
-            else:
-                await client.xgroup_delconsumer(self.shadow.keys.stream, WORKER_GROUP, self.name)
-        except CONNECTION_ERRORS as error:
-            logger.warning(
-                "Could not release unfinished messages (%s); they will be redelivered "
-                "after the redelivery timeout",
-                error,
-            )
-        except ResponseError:
-            pass
-
     def _lose(self, message_id: str, reason: str) -> None:
         """Stop a task whose claim is gone, and never pick its message up again here."""
         task = self._active.get(message_id)
@@ -689,28 +585,3 @@ class Worker:
         if task is not None and not task.done():
             logger.error("Cancelling task %s: %s", task.get_name(), reason)
             task.cancel()
-
-
-def _malformed(message_id: str, fields: Mapping[bytes, bytes], error: MessageError) -> Message:
-    """A stand-in for an entry too broken to parse, run only to dead-letter it."""
-    raw: list[str | bytes] = [part for pair in fields.items() for part in pair]
-    return Message(
-        key=f"malformed-{message_id}",
-        function="",
-        when_ms=0,
-        attempt=0,
-        args=b"",
-        kwargs=b"",
-        message_id=message_id,
-        extra={MALFORMED: str(error)},
-        raw=raw,
-    )
-
-
-def _preview(fields: Mapping[bytes, bytes]) -> dict[str, str]:
-    return {
-        entry_id(k)[:40]: (v[:60] if isinstance(v, bytes) else v).decode(errors="replace")
-        if isinstance(v, bytes | bytearray)
-        else str(v)[:60]
-        for k, v in list(fields.items())[:8]
-    }

@@ -1,0 +1,60 @@
+"""Handing messages back: acknowledging entries that carry nothing to run, and
+returning received-but-unfinished messages to the stream at once (instead of leaving
+them to wait out the redelivery timeout)."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.exceptions import ResponseError
+
+from .keys import WORKER_GROUP
+from .reader import entry_id
+from .reconnect import CONNECTION_ERRORS
+from .shadow import Shadow
+
+logger = logging.getLogger("shadows.worker")
+
+
+async def acknowledge(shadow: Shadow, message_ids: list[str]) -> None:
+    """Acknowledge and delete entries (ones deleted while pending have no fields)."""
+    stream = shadow.keys.stream
+    async with shadow.client.pipeline(transaction=False) as pipe:
+        pipe.xack(stream, WORKER_GROUP, *message_ids)
+        pipe.xdel(stream, *message_ids)
+        await pipe.execute()
+
+
+async def release(shadow: Shadow, consumer: str, message_ids: list[str]) -> None:
+    """Put messages this consumer holds back on the stream for any worker (RELEASE)."""
+    if not message_ids:
+        return
+    keys = shadow.keys
+    await shadow.scripts.release(
+        keys=[keys.stream], args=[WORKER_GROUP, consumer, keys.prefix, *message_ids]
+    )
+
+
+async def release_leftovers(shadow: Shadow, consumer: str) -> None:
+    """At shutdown, hand back what ``consumer`` holds but did not finish; a consumer that
+    holds nothing leaves the group."""
+    client = shadow.client
+    stream = shadow.keys.stream
+    try:
+        pending = await client.xpending_range(
+            stream, WORKER_GROUP, min="-", max="+", count=10_000, consumername=consumer
+        )
+        leftovers = [entry_id(entry["message_id"]) for entry in pending]  # type: ignore[arg-type]
+        if leftovers:
+            await release(shadow, consumer, leftovers)
+            logger.info("Released %d unfinished message(s) to other workers", len(leftovers))
+        else:
+            await client.xgroup_delconsumer(stream, WORKER_GROUP, consumer)
+    except CONNECTION_ERRORS as error:
+        logger.warning(
+            "Could not release unfinished messages (%s); they will be redelivered "
+            "after the redelivery timeout",
+            error,
+        )
+    except ResponseError:
+        pass
