@@ -132,7 +132,7 @@ async def run_message(worker: Worker, message: Message) -> None:
             return
 
     if not worker.allowed_to_run(message):
-        await worker.finish(message, "completed")
+        await worker.finish(message, "skipped")  # run_at_most: its cap is spent
         return
     await _run(worker, execution, message)
 

@@ -93,6 +93,16 @@ def worker(
             "`shadows workers ls` after 3 missed heartbeats.",
         ),
     ] = "2s",  # type: ignore[assignment]
+    max_deliveries: Annotated[
+        int,
+        typer.Option(
+            "--max-deliveries",
+            min=1,
+            envvar="SHADOW_WORKER_MAX_DELIVERIES",
+            help="Dead-letter a message as poison once it was delivered this often "
+            "without being acknowledged (its workers kept dying).",
+        ),
+    ] = 5,
     schedule_automatic_tasks: Annotated[
         bool,
         typer.Option(
@@ -173,6 +183,7 @@ def worker(
             scheduling_resolution=scheduling_resolution,
             schedule_automatic_tasks=schedule_automatic_tasks,
             heartbeat_interval=heartbeat_interval,
+            max_deliveries=max_deliveries,
             healthcheck_port=healthcheck_port,
             metrics_port=metrics_port,
             maximum_loop_lag=maximum_loop_lag,
