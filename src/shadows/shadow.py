@@ -14,9 +14,11 @@ from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from . import dead_letters
+from .batch import Batch
 from .connection import create_client, normalize_url
 from .dead_letters import DeadLetter
 from .dependencies import plan_for
@@ -230,24 +232,46 @@ class Shadow:
     def _scheduler(
         self, function: TaskFunction | str, when: datetime | None, key: str | None, mode: str
     ) -> Callable[..., Awaitable[Execution]]:
+        call = self.caller(function, when, key)
+
+        async def schedule(*args: Any, **kwargs: Any) -> Execution:
+            execution = call(*args, **kwargs)
+            await self.schedule(execution, mode=mode)
+            return execution
+
+        return schedule
+
+    def caller(
+        self, function: TaskFunction | str, when: datetime | None, key: str | None
+    ) -> Callable[..., Execution]:
+        """Checks the arguments of a call of ``function`` and makes its Execution."""
         task = self._resolve_task(function)
         moment = _validate_when(when)
         if key is not None and (not isinstance(key, str) or not key):
             raise ValueError(f"A task key must be a non-empty string, not {key!r}")
         signature = plan_for(task).signature
 
-        async def schedule(*args: Any, **kwargs: Any) -> Execution:
+        def call(*args: Any, **kwargs: Any) -> Execution:
             try:
                 signature.bind(*args, **kwargs)
             except TypeError as error:
                 raise TypeError(f"{task.__name__}(): {error}") from None
-            execution = Execution(
+            return Execution(
                 task, args, kwargs, moment or datetime.now(UTC), key or str(uuid.uuid4())
             )
-            await self.schedule(execution, mode=mode)
-            return execution
 
-        return schedule
+        return call
+
+    def batch(self, size: int = 1000) -> Batch:
+        """Collect adds and send them together, ``size`` at a time, when the block ends.
+
+        ``async with shadows.batch() as batch: batch.add(task)(1)``: each add checks its
+        arguments at once and returns the :class:`Execution`; the tasks are written in
+        pipelines of ``size`` when the block ends without an error (nothing is written if
+        it raises). Keys stay idempotent, within the batch too. ``batch.outcomes`` then
+        holds ``queued``, ``scheduled`` or ``exists`` for each add, in order.
+        """
+        return Batch(self, size)
 
     async def schedule(self, execution: Execution, mode: str = "add") -> str:
         """Write ``execution`` to Redis; returns ``queued``, ``scheduled`` or ``exists``."""
@@ -258,10 +282,13 @@ class Shadow:
             logger.debug("%s %s: %s", mode, execution, state)
         return state
 
-    async def schedule_message(self, message: Message, mode: str = "add") -> str:
-        """Write an already encoded ``message`` (see :meth:`schedule`)."""
+    async def schedule_message(
+        self, message: Message, mode: str = "add", client: Pipeline | None = None
+    ) -> str:
+        """Write an already encoded ``message`` (see :meth:`schedule`); with ``client`` a
+        pipeline, only queue the write (its result is that of the pipeline)."""
         keys = self.keys
-        outcome, _ = await self.scripts.schedule(
+        outcome = await self.scripts.schedule(
             keys=[keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)],
             args=[
                 message.key,
@@ -271,8 +298,15 @@ class Shadow:
                 WORKER_GROUP,
                 *message.fields(),
             ],
+            client=client,
         )
-        state = _text(outcome)
+        if client is not None:
+            return ""
+        return self.scheduled(message, outcome)
+
+    def scheduled(self, message: Message, outcome: Any) -> str:
+        """The state a SCHEDULE script answered for ``message`` (and count the add)."""
+        state = _text(outcome[0])
         if state != "exists":
             task_added(self.name, message.function)
         return state
