@@ -8,6 +8,7 @@ with its Lua engine) shared by every client of the same URL in this process.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -93,7 +94,47 @@ def create_pool(url: str) -> ConnectionPool:
     options = dict(DEFAULT_CLIENT_OPTIONS)
     if url.lower().startswith("unix://"):
         options.pop("socket_keepalive")  # TCP only
-    return ConnectionPool.from_url(url, retry=_short_retry(), **options)
+    pool = ConnectionPool.from_url(url, retry=_short_retry(), **options)
+    encoding = str(pool.connection_kwargs.get("encoding", "utf-8")).lower()
+    if _hiredis_pack is not None and encoding in ("utf-8", "utf8"):
+        pool.connection_class = _fast_packing(pool.connection_class)
+    return pool
+
+
+_hiredis_pack: Callable[..., bytes] | None
+try:  # hiredis parses replies for redis-py by itself; commands it does not pack for asyncio
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency
+    _hiredis_pack = None
+
+_PLAIN = (str, bytes, int)
+_fast_classes: dict[type[Any], type[Any]] = {}
+
+
+class _HiredisPacking:
+    """Packs commands with hiredis (ten times faster than redis-py's own packer for the
+    long argument lists of our scripts), when every argument is a str, bytes or int."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if (
+            type(first) is str
+            and " " not in first
+            and all(type(arg) in _PLAIN for arg in args)
+            and _hiredis_pack is not None
+        ):
+            return [_hiredis_pack(args)]
+        packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
+        return packed
+
+
+def _fast_packing(connection_class: type[Any]) -> type[Any]:
+    fast = _fast_classes.get(connection_class)
+    if fast is None:
+        fast = _fast_classes[connection_class] = type(
+            connection_class.__name__, (_HiredisPacking, connection_class), {}
+        )
+    return fast
 
 
 def create_client(url: str, pool: ConnectionPool | None) -> Redis:
