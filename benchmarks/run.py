@@ -821,7 +821,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "# Benchmark results",
         "",
         f"`{meta['command']}` on {meta['date']}: {meta['machine']}, Python "
-        f"{meta['python']}, Redis {meta['redis_version']} ({meta['redis']}).",
+        f"{meta['python']}, Redis {meta['redis_version']} ({meta['redis']}); shadows at "
+        f"{meta.get('shadows_source', '?')}.",
         "",
         f"{sizes['tasks']:,} tasks per enqueue/drain run; latency over "
         f"{sizes['latency_tasks']:,} tasks sent every {sizes['latency_interval'] * 1000:.0f} "
@@ -847,6 +848,26 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 # -- main -------------------------------------------------------------------------------
+
+
+def shadows_source() -> str:
+    """The commit shadows was benchmarked at (editable install: the working tree)."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "pyproject.toml"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"{commit} + uncommitted changes in src/" if dirty else commit
 
 
 def main() -> None:
@@ -913,6 +934,7 @@ def main() -> None:
                 "python": "3.12",
                 "redis_version": redis_version,
                 "redis": "private redis-server" if not arguments.redis_url else url,
+                "shadows_source": shadows_source(),
                 "sizes": sizes.__dict__,
                 "repeat": arguments.repeat,
             },
