@@ -176,9 +176,11 @@ async def test_unhealthy_when_the_read_loop_stops_reading(shadow: Shadow) -> Non
         await wait_health(worker, 200)
         stopping = worker._stopping
 
-        async def stuck(free: int, skip: Any, block: bool, wake: asyncio.Event) -> list[Entry]:
+        async def stuck(
+            free: int, skip: Any, block: bool, wake: asyncio.Event
+        ) -> tuple[list[Entry], bool]:
             await stopping.wait()  # a read that never comes back while Redis is fine
-            return []
+            return [], False
 
         worker._reader.next = stuck  # type: ignore[method-assign]
         worker.health.maximum_read_age = 0.3

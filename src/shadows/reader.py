@@ -24,6 +24,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from .execution import now_ms
 from .keys import WORKER_GROUP
 from .shadow import Shadow
 
@@ -67,6 +68,8 @@ class StreamReader:
         self.recover = True
         self._last_claim = 0.0
         self._last_prune = time.monotonic()
+        #: When the last read of new messages was sent (their claim clock started then).
+        self.sent_at = 0.0
         #: A consumer idle this long (seconds) with nothing pending belongs to a dead worker.
         self.prune_after = max(3600.0, 10 * redelivery_timeout.total_seconds())
         self._connection: Redis | None = None
@@ -82,8 +85,9 @@ class StreamReader:
 
     async def next(
         self, free: int, skip: Collection[str], block: bool, wake: asyncio.Event
-    ) -> list[Entry]:
-        """Up to ``free`` messages; ``skip`` holds ids this worker runs or gave up.
+    ) -> tuple[list[Entry], bool]:
+        """Up to ``free`` messages, and whether they are started already (read by the
+        READ script: fresh, and marked running); ``skip`` holds ids this worker runs.
 
         A blocking read returns early (empty) once ``wake`` is set.
         """
@@ -94,7 +98,7 @@ class StreamReader:
             if len(entries) <= free:
                 self.recover = False
             if entries:
-                return entries[:free]
+                return entries[:free], False
 
         now = time.monotonic()
         if now - self._last_claim >= self.claim_every:
@@ -118,13 +122,18 @@ class StreamReader:
                     self.redelivery_timeout,
                 )
                 await self._count_deliveries([entry_id(e[0]) for e in entries])
-                return entries
+                return entries, False
 
-        if not block or wake.is_set():
-            return entries_of(
-                await client.xreadgroup(WORKER_GROUP, self.consumer, {stream: ">"}, count=free)
-            )
-        return await self._blocking_read(free, wake)
+        # The busy path: new work, read and marked running in one script call.
+        self.sent_at = time.monotonic()
+        keys = self.shadow.keys
+        read = await self.shadow.scripts.read(
+            keys=[stream], args=[WORKER_GROUP, self.consumer, free, now_ms(), keys.prefix]
+        )
+        if read or not block or wake.is_set():
+            return [(entry[0], _pairs(entry[1])) for entry in read], True
+        self.sent_at = time.monotonic()
+        return await self._blocking_read(free, wake), False
 
     async def _own_pending(self, free: int, skip: Collection[str]) -> list[Entry]:
         """Messages in this consumer's pending list that it is not running.
@@ -231,6 +240,11 @@ class StreamReader:
             self._can_unblock = False
             return False
         return True
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """``{name: value}`` from a script's flat ``[name, value, ...]`` reply."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _order(message_id: str) -> tuple[int, int]:

@@ -416,10 +416,10 @@ class Worker:
                 self._idle.clear()
                 wake = self._idle
             try:
-                entries = await self._reader.next(free, set(self._active), block, wake)
+                entries, started = await self._reader.next(free, set(self._active), block, wake)
                 self.health.read()
                 if entries:
-                    await self._start(entries)
+                    await self._start(entries, started)
                     block = not until_finished
                 elif until_finished:
                     if not self._active and await self._finished():
@@ -456,7 +456,9 @@ class Worker:
             for key, function in zip(waiting[::2], waiting[1::2], strict=True)
         )
 
-    async def _start(self, entries: list[Entry]) -> None:
+    async def _start(self, entries: list[Entry], started: bool = False) -> None:
+        """Run ``entries``; unless ``started`` (fresh from the READ script), confirm each
+        claim first (the START script)."""
         from .runner import run_message
 
         messages: list[Message] = []
@@ -488,11 +490,16 @@ class Worker:
         if not messages:
             return
         keys = self.shadow.keys
-        sent = time.monotonic()
-        lost = await self.shadow.scripts.start(
-            keys=[keys.stream, *(keys.run(m.key) for m in messages)],
-            args=[WORKER_GROUP, self.name, now_ms(), *(m.message_id for m in messages)],
-        )
+        sent = self._reader.sent_at
+        if started and time.monotonic() - sent > self._redelivery / 4:
+            started = False  # the reply came late: another worker may have claimed them
+        lost = []
+        if not started:
+            sent = time.monotonic()
+            lost = await self.shadow.scripts.start(
+                keys=[keys.stream, *(keys.run(m.key) for m in messages)],
+                args=[WORKER_GROUP, self.name, now_ms(), *(m.message_id for m in messages)],
+            )
         if lost:
             gone = {entry_id(message_id) for message_id in lost}
             for message in messages:
