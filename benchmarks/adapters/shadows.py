@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from recorder import record
 
-from adapters.base import Adapter, Producer, Unsupported, package_version
+from adapters.base import Adapter, Producer, package_version
 from shadows import Shadow, Worker
 
 NAME = "bench"
@@ -30,29 +29,12 @@ class ShadowsProducer(Producer):
         await self.shadow.add(noop, when=datetime.fromtimestamp(when, UTC))(n)
 
     async def send_many(self, ns: list[int]) -> None:
-        # No batch API yet. When one lands, use it: docket's shape (``call`` building the
-        # calls, ``add_many`` sending them) is tried first, then a plain list of argument
-        # tuples.
-        add_many: Any = getattr(self.shadow, "add_many", None)
-        if add_many is None:
-            raise Unsupported(SHADOWS_NO_BATCH)
-        call: Any = getattr(self.shadow, "call", None)
-        try:
-            if call is not None:
-                await add_many([call(noop)(n) for n in ns])
-            else:
-                await add_many(noop, [(n,) for n in ns])
-        except TypeError as error:
-            raise Unsupported(
-                f"Shadow.add_many exists but this adapter does not know how to call it "
-                f"({error}); update benchmarks/adapters/shadows.py"
-            ) from error
+        async with self.shadow.batch() as batch:
+            for n in ns:
+                batch.add(noop)(n)
 
     async def close(self) -> None:
         await self.shadow.__aexit__(None, None, None)
-
-
-SHADOWS_NO_BATCH = "Shadow has no batch API (add_many) yet"
 
 
 class ShadowsAdapter(Adapter):
@@ -63,7 +45,7 @@ class ShadowsAdapter(Adapter):
         return package_version("shadow-task")
 
     def batch_support(self) -> str | None:
-        return None if hasattr(Shadow, "add_many") else SHADOWS_NO_BATCH
+        return None
 
     async def open_producer(self, url: str) -> Producer:
         shadow = Shadow(name=NAME, url=url)
