@@ -586,9 +586,15 @@ class Worker:
                 logger.error("Cannot start automatic task %s: %s", name, error)
 
     def _lose(self, message_id: str, reason: str) -> None:
-        """Stop a task whose claim is gone, and never pick its message up again here."""
+        """Stop a task whose claim is gone (fencing).
+
+        If the message is still this consumer's once Redis answers again (a stall, not
+        another worker's claim), the next read takes it back through START, which does
+        not count a delivery: stalls alone never make a task look like poison.
+        """
         task = self._active.get(message_id)
         self._leases.forget(message_id)
+        self._reader.recover = True
         if task is not None and not task.done():
             logger.error("Cancelling task %s: %s", task.get_name(), reason)
             task.cancel()
