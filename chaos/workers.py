@@ -1,0 +1,212 @@
+"""Worker subprocesses (``python -m shadows worker``) that can be killed, stopped and
+restarted, with a journal of every process's life for the verifier."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .tasks import DIRECTORY_VARIABLE
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Slot:
+    """One of the N worker positions; its process is replaced after each fault."""
+
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    name: str = ""
+    generation: int = 0
+    #: Set while the slot's worker is being stopped or restarted (not a fault target).
+    busy: bool = False
+    stopping: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class WorkerPool:
+    """N worker processes of one shadow; every start and end goes to ``processes.jsonl``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        url: str,
+        shadow: str,
+        size: int,
+        arguments: list[str],
+        sigterm_timeout: float,
+    ) -> None:
+        self.directory = directory
+        self.url = url
+        self.shadow = shadow
+        self.arguments = arguments
+        self.sigterm_timeout = sigterm_timeout
+        self.slots = [Slot(index) for index in range(size)]
+        self.journal = directory / "processes.jsonl"
+        (directory / "logs").mkdir(parents=True, exist_ok=True)
+
+    def _note(self, record: dict[str, Any]) -> None:
+        with open(self.journal, "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+    async def start(self, slot: Slot, fresh_name: bool = False) -> None:
+        """Start the slot's worker; under its stable name unless ``fresh_name``."""
+        slot.generation += 1
+        slot.name = f"w{slot.index}-g{slot.generation}" if fresh_name else f"w{slot.index}"
+        environment = dict(os.environ)
+        environment[DIRECTORY_VARIABLE] = str(self.directory)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), environment.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
+        log = self.directory / "logs" / f"{slot.name}.log"
+        with open(log, "ab") as output:
+            output.write(f"---- starting {slot.name} at {time.time():.3f}\n".encode())
+            output.flush()
+            slot.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "shadows", "worker",
+                "--url", self.url,
+                "--shadows", self.shadow,
+                "--tasks", "chaos.tasks:tasks",
+                "--name", slot.name,
+                "--logging-format", "plain",
+                *self.arguments,
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=ROOT,
+                env=environment,
+            )  # fmt: skip
+        self._note(
+            {
+                "event": "spawn",
+                "slot": slot.index,
+                "name": slot.name,
+                "pid": slot.process.pid,
+                "fresh_name": fresh_name,
+                "t": time.time(),
+            }
+        )
+
+    async def start_all(self) -> None:
+        for slot in self.slots:
+            await self.start(slot)
+
+    def candidates(self) -> list[Slot]:
+        """Slots whose worker is running and not being stopped: fault targets."""
+        return [
+            s for s in self.slots
+            if not s.busy and s.process is not None and s.process.returncode is None
+        ]  # fmt: skip
+
+    async def kill(self, slot: Slot, fresh_name: bool) -> dict[str, Any]:
+        """SIGKILL the slot's worker, wait until it is gone, start a new one."""
+        process = slot.process
+        assert process is not None
+        slot.busy = True
+        try:
+            sent = time.time()
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+            self._note(
+                {
+                    "event": "exit",
+                    "slot": slot.index,
+                    "name": slot.name,
+                    "pid": process.pid,
+                    "how": "sigkill",
+                    "sent": sent,
+                    "t": time.time(),
+                    "returncode": process.returncode,
+                }
+            )
+            details = {"pid": process.pid, "name": slot.name}
+            await self.start(slot, fresh_name)
+            details["new_name"] = slot.name
+            return details
+        finally:
+            slot.busy = False
+
+    def terminate(self, slot: Slot, fresh_name: bool, restart: bool = True) -> dict[str, Any]:
+        """SIGTERM the slot's worker; a background task waits for it and starts a new one."""
+        process = slot.process
+        assert process is not None
+        slot.busy = True
+        sent = time.time()
+        process.send_signal(signal.SIGTERM)
+        slot.stopping = asyncio.create_task(self._after_sigterm(slot, process, sent, fresh_name,
+                                                                restart))  # fmt: skip
+        return {"pid": process.pid, "name": slot.name}
+
+    async def _after_sigterm(
+        self,
+        slot: Slot,
+        process: asyncio.subprocess.Process,
+        sent: float,
+        fresh_name: bool,
+        restart: bool,
+    ) -> None:
+        how = "sigterm"
+        try:
+            await asyncio.wait_for(process.wait(), self.sigterm_timeout)
+        except TimeoutError:
+            how = "sigterm-timeout"
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        self._note(
+            {
+                "event": "exit",
+                "slot": slot.index,
+                "name": slot.name,
+                "pid": process.pid,
+                "how": how,
+                "sent": sent,
+                "t": time.time(),
+                "returncode": process.returncode,
+            }
+        )
+        try:
+            if restart:
+                await self.start(slot, fresh_name)
+        finally:
+            slot.busy = False
+
+    async def settle(self) -> None:
+        """Wait for the stops and restarts still in progress."""
+        pending = [s.stopping for s in self.slots if s.stopping is not None]
+        await asyncio.gather(*pending)
+        for slot in self.slots:
+            slot.stopping = None
+
+    async def stop_all(self) -> None:
+        """SIGTERM every worker (no restart) and wait for all of them."""
+        await self.settle()
+        for slot in self.slots:
+            if slot.process is not None and slot.process.returncode is None:
+                self.terminate(slot, fresh_name=False, restart=False)
+        await self.settle()
+
+    async def kill_all(self) -> None:
+        """Last resort when a run is aborted."""
+        for slot in self.slots:
+            process = slot.process
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGKILL)
+                await process.wait()
+                self._note(
+                    {
+                        "event": "exit",
+                        "slot": slot.index,
+                        "name": slot.name,
+                        "pid": process.pid,
+                        "how": "abort",
+                        "sent": time.time(),
+                        "t": time.time(),
+                        "returncode": process.returncode,
+                    }
+                )
