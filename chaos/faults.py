@@ -26,11 +26,14 @@ from .workers import WorkerPool
 
 #: Fault kinds and how often each is picked after every kind has had its turn.
 KINDS: dict[str, float] = {
-    "worker_sigkill": 0.30,
-    "worker_sigterm": 0.22,
-    "redis_restart_sigterm": 0.14,
-    "redis_restart_sigkill": 0.14,
-    "redis_pause": 0.20,
+    "worker_sigkill": 0.28,
+    "worker_sigterm": 0.20,
+    "redis_restart_sigterm": 0.13,
+    "redis_restart_sigkill": 0.13,
+    # paused past the clients' socket timeout: their commands fail, they reconnect
+    "redis_pause_long": 0.14,
+    # paused around the redelivery timeout (commands just wait): fencing must still act
+    "redis_pause_short": 0.12,
 }
 
 
@@ -46,6 +49,7 @@ class FaultInjector:
         rng: random.Random,
         interval: tuple[float, float],
         pause_seconds: tuple[float, float],
+        redelivery_timeout: float,
     ) -> None:
         self.pool = pool
         self.server = server
@@ -55,6 +59,7 @@ class FaultInjector:
         self.rng = rng
         self.interval = interval
         self.pause_seconds = pause_seconds
+        self.short_pause_seconds = (0.5 * redelivery_timeout, 1.5 * redelivery_timeout)
         self.journal = directory / "faults.jsonl"
         self.counts: Counter[str] = Counter()
         self._plan: list[str] = list(KINDS)
@@ -79,7 +84,10 @@ class FaultInjector:
             "worker_sigterm": self.worker_sigterm,
             "redis_restart_sigterm": lambda: self.redis_restart(kill=False),
             "redis_restart_sigkill": lambda: self.redis_restart(kill=True),
-            "redis_pause": self.redis_pause,
+            "redis_pause_long": lambda: self.redis_pause("redis_pause_long", self.pause_seconds),
+            "redis_pause_short": lambda: self.redis_pause(
+                "redis_pause_short", self.short_pause_seconds
+            ),
         }
         while True:
             wait = self.rng.uniform(*self.interval)
@@ -143,9 +151,9 @@ class FaultInjector:
         self._note({"kind": kind, "t0": started, "down": down, "ready": ready,
                     "t1": time.time(), "waiting_at_ready": waiting})  # fmt: skip
 
-    async def redis_pause(self) -> None:
-        """SIGSTOP Redis for longer than the clients' socket timeout, then SIGCONT."""
-        seconds = self.rng.uniform(*self.pause_seconds)
+    async def redis_pause(self, kind: str, between: tuple[float, float]) -> None:
+        """SIGSTOP Redis for a while (seconds drawn from ``between``), then SIGCONT."""
+        seconds = self.rng.uniform(*between)
         started = time.time()
         self.server.pause()
         if self.rng.random() < 0.4:
@@ -157,5 +165,5 @@ class FaultInjector:
         self.server.resume()
         resumed = time.time()
         waiting = await self._waiting_work()
-        self._note({"kind": "redis_pause", "t0": started, "ready": resumed, "seconds": seconds,
+        self._note({"kind": kind, "t0": started, "ready": resumed, "seconds": seconds,
                     "t1": time.time(), "waiting_at_ready": waiting})  # fmt: skip

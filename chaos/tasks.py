@@ -187,3 +187,8 @@ async def heartbeat(
 
 
 tasks: list[Callable[..., Any]] = [work, flaky, flaky_exponential, limited, chain, heartbeat]
+
+if os.environ.get("CHAOS_SABOTAGE"):
+    from .sabotage import install
+
+    install(os.environ["CHAOS_SABOTAGE"])

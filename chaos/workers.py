@@ -42,12 +42,14 @@ class WorkerPool:
         size: int,
         arguments: list[str],
         sigterm_timeout: float,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.directory = directory
         self.url = url
         self.shadow = shadow
         self.arguments = arguments
         self.sigterm_timeout = sigterm_timeout
+        self.environment = environment or {}
         self.slots = [Slot(index) for index in range(size)]
         self.journal = directory / "processes.jsonl"
         (directory / "logs").mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,7 @@ class WorkerPool:
         slot.generation += 1
         slot.name = f"w{slot.index}-g{slot.generation}" if fresh_name else f"w{slot.index}"
         environment = dict(os.environ)
+        environment.update(self.environment)
         environment[DIRECTORY_VARIABLE] = str(self.directory)
         environment["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT), environment.get("PYTHONPATH", "")]
