@@ -120,15 +120,17 @@ class FaultInjector:
 
     async def _waiting_work(self) -> int | None:
         """Tasks due but not running: undelivered stream entries plus due queue entries."""
-        try:
-            async with self.monitor.pipeline(transaction=False) as pipe:
-                pipe.xlen(self.prefix + "stream")
-                pipe.xpending(self.prefix + "stream", "shadows-workers")
-                pipe.zcount(self.prefix + "queue", "-inf", int(time.time() * 1000))
-                length, pending, due = await pipe.execute()
-        except RedisError:
-            return None
-        return int(length) - int(pending["pending"]) + int(due)
+        for _ in range(3):  # the first try may meet the connection of the old server
+            try:
+                async with self.monitor.pipeline(transaction=False) as pipe:
+                    pipe.xlen(self.prefix + "stream")
+                    pipe.xpending(self.prefix + "stream", "shadows-workers")
+                    pipe.zcount(self.prefix + "queue", "-inf", int(time.time() * 1000))
+                    length, pending, due = await pipe.execute()
+            except RedisError:
+                continue
+            return int(length) - int(pending["pending"]) + int(due)
+        return None
 
     async def redis_restart(self, kill: bool) -> None:
         """Stop Redis (SIGTERM or SIGKILL), keep it down a moment, start it again.

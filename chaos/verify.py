@@ -95,6 +95,7 @@ class Verdict:
     unknown_runs: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)
     sigterm: list[str] = field(default_factory=list)
+    died: list[str] = field(default_factory=list)
     chains: list[str] = field(default_factory=list)
     max_concurrency: dict[str, int] = field(default_factory=dict)
     chain_runs: dict[str, int] = field(default_factory=dict)
@@ -115,6 +116,7 @@ class Verdict:
             "runs of tasks never added": self.unknown_runs,
             "runs cut short by SIGTERM": self.unfinished,
             "SIGTERM exits": self.sigterm,
+            "workers that exited on their own": self.died,
             "perpetual chains": self.chains,
         }
 
@@ -219,6 +221,11 @@ def verify(directory: Path, faults_ended: float, stop_requested: float, limit: i
 
 def _check_processes(verdict: Verdict, processes: list[dict[str, Any]], runs: list[Run]) -> None:
     for record in processes:
+        if record["event"] == "exit" and record["how"] == "died":
+            verdict.died.append(
+                f"worker {record['name']} (pid {record['pid']}) exited on its own with code "
+                f"{record['returncode']} at {record['t']:.3f} (see logs/{record['name']}.log)"
+            )
         if record["event"] != "exit" or not record["how"].startswith("sigterm"):
             continue
         verdict.sigterm_exit_seconds.append(round(record["t"] - record["sent"], 3))

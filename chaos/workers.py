@@ -1,5 +1,9 @@
 """Worker subprocesses (``python -m shadows worker``) that can be killed, stopped and
-restarted, with a journal of every process's life for the verifier."""
+restarted, with a journal of every process's life for the verifier.
+
+A worker that exits without being told to (a crash, or giving up on Redis) is a finding:
+it is journaled as ``died`` and, as a supervisor would, started again.
+"""
 
 from __future__ import annotations
 
@@ -52,11 +56,31 @@ class WorkerPool:
         self.environment = environment or {}
         self.slots = [Slot(index) for index in range(size)]
         self.journal = directory / "processes.jsonl"
+        #: Processes told to exit (signalled by the pool): their exit is no finding.
+        self._told: set[int] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._closing = False
         (directory / "logs").mkdir(parents=True, exist_ok=True)
 
     def _note(self, record: dict[str, Any]) -> None:
         with open(self.journal, "a") as file:
             file.write(json.dumps(record) + "\n")
+
+    def _exited(
+        self, slot: Slot, process: asyncio.subprocess.Process, how: str, sent: float
+    ) -> None:
+        self._note(
+            {
+                "event": "exit",
+                "slot": slot.index,
+                "name": slot.name,
+                "pid": process.pid,
+                "how": how,
+                "sent": sent,
+                "t": time.time(),
+                "returncode": process.returncode,
+            }
+        )
 
     async def start(self, slot: Slot, fresh_name: bool = False) -> None:
         """Start the slot's worker; under its stable name unless ``fresh_name``."""
@@ -72,7 +96,7 @@ class WorkerPool:
         with open(log, "ab") as output:
             output.write(f"---- starting {slot.name} at {time.time():.3f}\n".encode())
             output.flush()
-            slot.process = await asyncio.create_subprocess_exec(
+            process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "shadows", "worker",
                 "--url", self.url,
                 "--shadows", self.shadow,
@@ -85,16 +109,34 @@ class WorkerPool:
                 cwd=ROOT,
                 env=environment,
             )  # fmt: skip
+        slot.process = process
         self._note(
             {
                 "event": "spawn",
                 "slot": slot.index,
                 "name": slot.name,
-                "pid": slot.process.pid,
+                "pid": process.pid,
                 "fresh_name": fresh_name,
                 "t": time.time(),
             }
         )
+        watcher = asyncio.create_task(self._watch(slot, process))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, slot: Slot, process: asyncio.subprocess.Process) -> None:
+        """Notice a worker that exits on its own, and start it again."""
+        await process.wait()
+        if process.pid in self._told or self._closing:
+            return
+        self._exited(slot, process, "died", time.time())
+        if slot.process is process and not slot.busy:
+            slot.busy = True
+            slot.stopping = asyncio.current_task()
+            try:
+                await self.start(slot)
+            finally:
+                slot.busy = False
 
     async def start_all(self) -> None:
         for slot in self.slots:
@@ -107,27 +149,22 @@ class WorkerPool:
             if not s.busy and s.process is not None and s.process.returncode is None
         ]  # fmt: skip
 
+    def _signal(self, process: asyncio.subprocess.Process, signum: signal.Signals) -> float:
+        self._told.add(process.pid)
+        sent = time.time()
+        if process.returncode is None:
+            process.send_signal(signum)
+        return sent
+
     async def kill(self, slot: Slot, fresh_name: bool) -> dict[str, Any]:
         """SIGKILL the slot's worker, wait until it is gone, start a new one."""
         process = slot.process
         assert process is not None
         slot.busy = True
         try:
-            sent = time.time()
-            process.send_signal(signal.SIGKILL)
+            sent = self._signal(process, signal.SIGKILL)
             await process.wait()
-            self._note(
-                {
-                    "event": "exit",
-                    "slot": slot.index,
-                    "name": slot.name,
-                    "pid": process.pid,
-                    "how": "sigkill",
-                    "sent": sent,
-                    "t": time.time(),
-                    "returncode": process.returncode,
-                }
-            )
+            self._exited(slot, process, "sigkill", sent)
             details = {"pid": process.pid, "name": slot.name}
             await self.start(slot, fresh_name)
             details["new_name"] = slot.name
@@ -140,10 +177,10 @@ class WorkerPool:
         process = slot.process
         assert process is not None
         slot.busy = True
-        sent = time.time()
-        process.send_signal(signal.SIGTERM)
-        slot.stopping = asyncio.create_task(self._after_sigterm(slot, process, sent, fresh_name,
-                                                                restart))  # fmt: skip
+        sent = self._signal(process, signal.SIGTERM)
+        slot.stopping = asyncio.create_task(
+            self._after_sigterm(slot, process, sent, fresh_name, restart)
+        )
         return {"pid": process.pid, "name": slot.name}
 
     async def _after_sigterm(
@@ -161,18 +198,7 @@ class WorkerPool:
             how = "sigterm-timeout"
             process.send_signal(signal.SIGKILL)
             await process.wait()
-        self._note(
-            {
-                "event": "exit",
-                "slot": slot.index,
-                "name": slot.name,
-                "pid": process.pid,
-                "how": how,
-                "sent": sent,
-                "t": time.time(),
-                "returncode": process.returncode,
-            }
-        )
+        self._exited(slot, process, how, sent)
         try:
             if restart:
                 await self.start(slot, fresh_name)
@@ -181,35 +207,33 @@ class WorkerPool:
 
     async def settle(self) -> None:
         """Wait for the stops and restarts still in progress."""
-        pending = [s.stopping for s in self.slots if s.stopping is not None]
-        await asyncio.gather(*pending)
-        for slot in self.slots:
-            slot.stopping = None
+        while True:
+            pending = [s.stopping for s in self.slots if s.stopping is not None]
+            if not pending:
+                return
+            await asyncio.gather(*pending)
+            for slot in self.slots:
+                if slot.stopping is not None and slot.stopping.done():
+                    slot.stopping = None
 
     async def stop_all(self) -> None:
         """SIGTERM every worker (no restart) and wait for all of them."""
         await self.settle()
+        self._closing = True
         for slot in self.slots:
             if slot.process is not None and slot.process.returncode is None:
                 self.terminate(slot, fresh_name=False, restart=False)
         await self.settle()
 
     async def kill_all(self) -> None:
-        """Last resort when a run is aborted."""
+        """Last resort when a run is aborted (or after :meth:`stop_all`: a no-op)."""
+        self._closing = True
         for slot in self.slots:
             process = slot.process
             if process is not None and process.returncode is None:
-                process.send_signal(signal.SIGKILL)
+                sent = self._signal(process, signal.SIGKILL)
                 await process.wait()
-                self._note(
-                    {
-                        "event": "exit",
-                        "slot": slot.index,
-                        "name": slot.name,
-                        "pid": process.pid,
-                        "how": "abort",
-                        "sent": time.time(),
-                        "t": time.time(),
-                        "returncode": process.returncode,
-                    }
-                )
+                self._exited(slot, process, "abort", sent)
+        for watcher in list(self._watchers):
+            watcher.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)

@@ -201,6 +201,13 @@ def test_sigterm_must_finish_running_tasks_and_exit_0(records: Records) -> None:
     assert len(verdict.sigterm) == 2
 
 
+def test_a_worker_that_exits_on_its_own_is_reported(records: Records) -> None:
+    records.exit(12, 30.0, how="died", returncode=1)
+    verdict = check(records)
+    assert len(verdict.died) == 1 and "exited on its own with code 1" in verdict.died[0]
+    assert not verdict.ok
+
+
 def test_a_perpetual_chain_must_run_after_the_faults_and_reach_its_stop(tmp_path: Path) -> None:
     records = Records(tmp_path)
     records.run(HEARTBEAT_KEY, 10.0, 10.1)  # only during the faults, never stopped
