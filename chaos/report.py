@@ -58,6 +58,7 @@ def render(report: dict[str, Any]) -> str:
         ("End state", f"stream {state['stream_length']}, queue {state['queue_length']}, pending "
                       f"{state['pending']}, {state['keys']} keys ({_counts(state['keys_by_kind'])})"
                       f", {len(state['without_expiry'])} without expiry, "
+                      f"{len(state['dead_letters'])} dead letters, "
                       f"{state['consumers_left']} consumers left in the group"),
     ]  # fmt: skip
     lines = ["| Figure | Value |", "|---|---|"]

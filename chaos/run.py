@@ -164,6 +164,12 @@ async def inspect_keys(client: Redis, keys: Keys) -> dict[str, Any]:
         "pending": 0,
         "consumers_left": 0,
     }
+    letters = []
+    for member in await client.zrange(keys.failed, 0, -1):
+        name = _text(member)
+        reason, error = await client.hmget(keys.dead(name), ["reason", "error"])
+        letters.append(f"{name}: {_text(reason or b'(expired)')}: {_text(error or b'')[:200]}")
+    state["dead_letters"] = letters
     if await client.exists(keys.stream):
         state["pending"] = (await client.xpending(keys.stream, WORKER_GROUP))["pending"]
         consumers = await client.xinfo_consumers(keys.stream, WORKER_GROUP)
@@ -257,6 +263,8 @@ def _report(
         if state[name]:
             end_state.append(f"{name} is {state[name]} at the end")
     end_state += [f"left without expiry: {key}" for key in state["without_expiry"]]
+    # the chaos tasks never fail for good: a dead letter is a task the faults cost
+    end_state += [f"dead-lettered: {letter}" for letter in state["dead_letters"]]
     violations["end state"] = end_state
     passed = not any(violations.values())
     resumes = [r["resume_seconds"] for r in verdict.resume if r["resume_seconds"] is not None]

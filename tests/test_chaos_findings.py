@@ -19,8 +19,9 @@ import pytest
 
 from conftest import wait_for
 from processes import spawn_worker
-from redis_server import RedisProcess
-from shadows import Perpetual, Shadow, Worker
+from redis_server import RedisProcess, free_port
+from shadows import CurrentWorker, Perpetual, Shadow, Worker
+from worker_tasks import read_records, record_and_sleep
 
 
 @pytest.fixture
@@ -151,3 +152,169 @@ async def test_stopping_a_worker_while_redis_is_away_leaves_no_unretrieved_task_
             server.start()
         assert process.returncode == 0
         assert "Task exception was never retrieved" not in log.read_text(), log.read_text()
+
+
+class HeldReplies:
+    """A TCP proxy to Redis that can hold back Redis's replies (requests still go through):
+    a worker's command is executed, but the worker hears of it only later, as when Redis
+    stalls (or is paused) right after executing it."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.port = free_port()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> HeldReplies:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    def hold(self) -> None:
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        for pump in (
+            self._pump(reader, upstream_writer, held=False),
+            self._pump(upstream_reader, writer, held=True),
+        ):
+            task = asyncio.create_task(pump)
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, held: bool
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                if held:
+                    await self._flowing.wait()
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            sink.close()
+
+
+async def test_a_message_reclaimed_while_its_delivery_was_in_flight_does_not_run_twice(
+    server: RedisProcess,
+) -> None:
+    """Chaos short run, seed 41 (after the rebase on main of 2026-11-28): overlapping runs
+    of one message on w0 and w2, both started 13 ms after a 2.09 s pause of Redis. Redis
+    had delivered the message to w0 (XREADGROUP) just before it was paused, but w0 read
+    the reply only after the pause; meanwhile the message's idle time passed the
+    redelivery timeout, so w2 reclaimed it (XAUTOCLAIM) and both ran it.
+
+    A worker starts its claim clock when the reply *arrives* (``Worker._start``), while
+    Redis starts it at delivery, and nothing checks the claim before the task starts: a
+    reply delayed by more than ~30% of the redelivery timeout breaks fencing. Here a proxy
+    holds back Redis's replies to worker A for longer than the timeout."""
+    runs: list[tuple[str, float, float]] = []
+
+    async def slow(worker: Worker = CurrentWorker()) -> None:
+        started = asyncio.get_running_loop().time()
+        try:
+            await asyncio.sleep(2.0)
+        finally:
+            runs.append((worker.name, started, asyncio.get_running_loop().time()))
+
+    timeout = timedelta(seconds=1)
+    async with HeldReplies(server.port) as proxy:
+        proxied = f"redis://127.0.0.1:{proxy.port}/0"
+        async with (
+            Shadow(name="findings-held", url=server.url) as direct,
+            Shadow(name="findings-held", url=proxied) as through_proxy,
+        ):
+            direct.register(slow)
+            through_proxy.register(slow)
+            worker_a = Worker(through_proxy, name="a", concurrency=1, redelivery_timeout=timeout)
+            worker_b = Worker(direct, name="b", concurrency=1, redelivery_timeout=timeout)
+            running_a = asyncio.create_task(worker_a.run_forever())
+            await asyncio.sleep(0.5)  # A is idle, blocked on the stream
+            proxy.hold()
+            await direct.add(slow, key="once")()
+
+            async def delivered_to_a() -> bool:
+                pending = await direct.client.xpending(direct.keys.stream, "shadows-workers")
+                return int(pending["pending"]) == 1
+
+            await wait_for(delivered_to_a, 10, "the delivery to A")
+            running_b = asyncio.create_task(worker_b.run_forever())
+            await wait_for(lambda: bool(worker_b.active_keys), 10, "B to reclaim the message")
+            proxy.release()  # A hears of its delivery now
+            await asyncio.sleep(3.0)
+            worker_a.stop()
+            worker_b.stop()
+            await asyncio.gather(running_a, running_b, return_exceptions=True)
+    overlapping = [
+        (first, second)
+        for first in runs
+        for second in runs
+        if first[0] < second[0] and first[1] < second[2] and second[1] < first[2]
+    ]
+    assert overlapping == [], f"runs of the same message at the same time: {runs}"
+
+
+async def test_reconnections_of_a_healthy_worker_do_not_make_its_task_poison(
+    tmp_path: Path,
+) -> None:
+    """Chaos short runs, seeds 41 and 42 (after the rebase on main of 2026-11-28): 2 lost
+    tasks each, dead-lettered as "poison: delivered 6 times without being acknowledged".
+    The delivery count that ``max_deliveries`` (5) checks also grows with every own-pending
+    recovery read (XREADGROUP from 0 after a reconnection), not only with redeliveries
+    after a crash. Here a worker rides out a few short Redis restarts while running a long
+    task (one delivery; the count reaches 5), is then killed once, and the next worker
+    dead-letters the task instead of running it."""
+    runs = tmp_path / "runs"
+    with RedisProcess(persistent=True) as server:
+        async with Shadow(name="findings-poison", url=server.url) as shadow:
+            await shadow.add(record_and_sleep, key="long")(str(runs), "long", 30.0)
+            first = spawn_worker(
+                server.url, "findings-poison", "--redelivery-timeout", "6s",
+                "--reconnection-delay", "200ms", log=tmp_path / "first.log",
+            )  # fmt: skip
+            try:
+                await wait_for(lambda: len(read_records(runs)) == 1, 30, "the first run")
+                for _ in range(15):  # short outages: the worker reconnects after each
+                    server.stop()
+                    await asyncio.sleep(0.6)
+                    server.start()
+                    await asyncio.sleep(0.6)
+                    pending = await shadow.client.xpending_range(
+                        shadow.keys.stream, "shadows-workers", min="-", max="+", count=1
+                    )
+                    if pending[0]["times_delivered"] >= 5:  # the next claim makes it 6
+                        break
+                assert [r[0] for r in read_records(runs)] == ["start"]  # one delivery ran
+                first.kill()  # the worker dies once
+                first.wait(10)
+            finally:
+                first.kill()
+            second = Worker(shadow, redelivery_timeout=timedelta(seconds=6))
+            running = asyncio.create_task(second.run_forever())
+
+            async def settled() -> bool:
+                again = len([r for r in read_records(runs) if r[0] == "start"]) == 2
+                return again or bool(await shadow.client.zcard(shadow.keys.failed))
+
+            try:
+                await wait_for(settled, 30, "the task to run again (or be dead-lettered)")
+            finally:
+                second.stop(force=True)
+                await asyncio.gather(running, return_exceptions=True)
+            letters = await shadow.client.zrange(shadow.keys.failed, 0, -1)
+        assert letters == [], "a task whose worker died once was dead-lettered as poison"
+        assert len([r for r in read_records(runs) if r[0] == "start"]) == 2
