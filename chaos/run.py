@@ -166,7 +166,7 @@ async def inspect_keys(client: Redis, keys: Keys) -> dict[str, Any]:
     }
     letters = []
     for member in await client.zrange(keys.failed, 0, -1):
-        name = _text(member)
+        name = _text(member)  # type: ignore[arg-type]
         reason, error = await client.hmget(keys.dead(name), ["reason", "error"])
         letters.append(f"{name}: {_text(reason or b'(expired)')}: {_text(error or b'')[:200]}")
     state["dead_letters"] = letters
