@@ -29,7 +29,8 @@ def render(report: dict[str, Any]) -> str:
     timeout = config["socket_timeout"]
     rows = [
         ("Verdict", "PASS" if report["passed"] else "FAIL"),
-        ("Run", f"{report['label']}, seed {config['seed']}, {config['workers']} workers x "
+        ("Run", f"{report['label']}, seed {config['seed']}, commit {config.get('commit', '?')}, "
+                f"{config['workers']} workers x "
                 f"{config['concurrency']}, {report['timeline']['fault_phase_seconds']:g} s of "
                 f"faults, {report['timeline']['total_seconds']:g} s in all"),
         ("Settings", f"redelivery timeout {config['redelivery_timeout']:g} s, reconnection "

@@ -21,6 +21,7 @@ import contextlib
 import json
 import platform
 import random
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -110,6 +111,21 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return bool(self.report["passed"])
+
+
+def _commit() -> str:
+    """The checked-out commit (and whether the tree has changes), for the report."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+    except OSError:
+        return "unknown"
+    return f"{head or 'unknown'}{' (with local changes)' if dirty else ''}"
 
 
 def _url(base: str, socket_timeout: float | None) -> str:
@@ -279,6 +295,7 @@ def _report(
             **{k: v for k, v in asdict(config).items() if k not in ("directory", "results")},
             "socket_timeout": config.socket_timeout or "library default (10 s)",
             "python": platform.python_version(),
+            "commit": _commit(),
             "redis_server": server.binary,
         },
         "timeline": {

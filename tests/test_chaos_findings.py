@@ -1,8 +1,9 @@
-"""Bugs the chaos suite found in shadows, each reproduced deterministically.
+"""Bugs the chaos suite found in shadows, each reproduced on purpose.
 
-These tests FAIL until the bugs are fixed in ``src/`` (the chaos suite reports them; see
-docs/reliability-chaos.md, "Findings"). Each sets up the exact moment the chaos run hit
-by chance: Redis going away at one particular step of the worker.
+These tests FAIL until the bugs are fixed in ``src/`` (see docs/reliability-chaos.md,
+"Findings"). Each sets up the moment a chaos run hit by chance: Redis going away at one
+particular step of a worker, a reply held back past the redelivery timeout, a claim
+renewal racing an acknowledgement, reconnections during a long task.
 """
 
 from __future__ import annotations
@@ -75,19 +76,22 @@ async def test_a_worker_rides_out_redis_going_away_while_it_starts_automatic_tas
     Redis restarts may exit instead of waiting for it."""
     ran: list[str] = []
 
-    async def tick(perpetual: Perpetual = Perpetual(every=timedelta(seconds=1), automatic=True)):  # type: ignore[no-untyped-def]
+    async def tick(
+        perpetual: Perpetual = Perpetual(every=timedelta(seconds=1), automatic=True),
+    ) -> None:
         ran.append("tick")
         perpetual.cancel()
 
     async with Shadow(name="findings-automatic", url=server.url) as shadow:
         shadow.register(tick)
-        original = shadow.ensure_group
+        original = shadow.scripts.schedule
 
-        async def ensure_group_then_redis_leaves() -> None:
-            await original()
+        async def schedule_after_redis_left(**kwargs: Any) -> Any:
+            shadow.scripts.schedule = original  # once: the worker's first add at start-up
             outage(server, 1.0)
+            return await original(**kwargs)
 
-        shadow.ensure_group = ensure_group_then_redis_leaves  # type: ignore[method-assign]
+        shadow.scripts.schedule = schedule_after_redis_left  # type: ignore[method-assign]
         worker = Worker(shadow, reconnection_delay=timedelta(milliseconds=200))
         running = asyncio.create_task(worker.run_forever())
         try:
