@@ -116,9 +116,10 @@ async def test_a_worker_does_not_report_its_own_acknowledgement_as_a_lost_claim(
 
     async with Shadow(name=shadow_name, url=redis_url) as shadow:
         shadow.register(quick)
-        worker = Worker(shadow, concurrency=20, redelivery_timeout=timedelta(milliseconds=200))
+        # claims renewed every 25 ms, so that renewals often meet acknowledgements in flight
+        worker = Worker(shadow, concurrency=20, redelivery_timeout=timedelta(milliseconds=100))
         with caplog.at_level(logging.ERROR, logger="shadows"):
-            for _ in range(10):
+            for _ in range(30):  # a race: stop at the first false claim
                 for _ in range(300):
                     await shadow.add(quick)()
                 await worker.run_until_finished()
