@@ -94,7 +94,11 @@ class FaultInjector:
             if time.monotonic() + wait >= deadline:
                 return
             await asyncio.sleep(wait)
-            await actions[self._pick()]()
+            kind = self._pick()
+            counted = self.counts[kind]
+            await actions[kind]()
+            if self.counts[kind] == counted and kind not in self._plan:
+                self._plan.append(kind)  # skipped (no worker to hit): its turn comes again
 
     async def worker_sigkill(self) -> None:
         candidates = self.pool.candidates()
@@ -108,7 +112,7 @@ class FaultInjector:
                     "fresh_name": fresh, **details})  # fmt: skip
 
     async def worker_sigterm(self, during: str = "") -> None:
-        candidates = self.pool.candidates()
+        candidates = self.pool.candidates(started=True)
         if not candidates:
             return
         slot = self.rng.choice(candidates)

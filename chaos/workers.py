@@ -33,6 +33,20 @@ class Slot:
     #: Set while the slot's worker is being stopped or restarted (not a fault target).
     busy: bool = False
     stopping: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: The worker's log, and where this process's lines start in it.
+    log: Path | None = None
+    log_offset: int = 0
+    #: Its "started" line has been seen: it handles SIGTERM from now on.
+    ready: bool = False
+
+    def started(self) -> bool:
+        """Whether the worker has logged that it runs (its signal handlers are in place;
+        before that, SIGTERM just ends the Python process)."""
+        if not self.ready and self.log is not None:
+            with open(self.log, "rb") as file:
+                file.seek(self.log_offset)
+                self.ready = f"Worker {self.name} started on".encode() in file.read()
+        return self.ready
 
 
 class WorkerPool:
@@ -96,6 +110,7 @@ class WorkerPool:
         with open(log, "ab") as output:
             output.write(f"---- starting {slot.name} at {time.time():.3f}\n".encode())
             output.flush()
+            slot.log, slot.log_offset, slot.ready = log, output.tell(), False
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "shadows", "worker",
                 "--url", self.url,
@@ -142,12 +157,23 @@ class WorkerPool:
         for slot in self.slots:
             await self.start(slot)
 
-    def candidates(self) -> list[Slot]:
-        """Slots whose worker is running and not being stopped: fault targets."""
+    def candidates(self, started: bool = False) -> list[Slot]:
+        """Slots whose worker is running and not being stopped: fault targets (for SIGTERM,
+        ``started``: only workers that have come up)."""
         return [
             s for s in self.slots
             if not s.busy and s.process is not None and s.process.returncode is None
+            and (not started or s.started())
         ]  # fmt: skip
+
+    async def wait_started(self, timeout: float = 60.0) -> None:
+        """Wait until every running worker has come up (or ``timeout`` passed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = [s for s in self.slots if s.process and s.process.returncode is None]
+            if all(s.started() for s in running):
+                return
+            await asyncio.sleep(0.1)
 
     def _signal(self, process: asyncio.subprocess.Process, signum: signal.Signals) -> float:
         self._told.add(process.pid)
@@ -219,6 +245,7 @@ class WorkerPool:
     async def stop_all(self) -> None:
         """SIGTERM every worker (no restart) and wait for all of them."""
         await self.settle()
+        await self.wait_started()
         self._closing = True
         for slot in self.slots:
             if slot.process is not None and slot.process.returncode is None:
