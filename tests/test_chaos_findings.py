@@ -1,9 +1,10 @@
 """Bugs the chaos suite found in shadows, each reproduced on purpose.
 
-These tests FAIL until the bugs are fixed in ``src/`` (see docs/reliability-chaos.md,
-"Findings"). Each sets up the moment a chaos run hit by chance: Redis going away at one
-particular step of a worker, a reply held back past the redelivery timeout, a claim
-renewal racing an acknowledgement, reconnections during a long task.
+Each test FAILS while its bug is in ``src/`` (see docs/reliability-chaos.md, "Findings"):
+all pass since main's fixes in e938287 but the last one (Redis stalls alone making a task
+poison), which is open. Each sets up the moment a chaos run hit by chance: Redis going
+away at one particular step of a worker, a reply held back past the redelivery timeout, a
+claim renewal racing an acknowledgement, reconnections or stalls during a long task.
 """
 
 from __future__ import annotations
@@ -323,3 +324,43 @@ async def test_reconnections_of_a_healthy_worker_do_not_make_its_task_poison(
             letters = await shadow.client.zrange(shadow.keys.failed, 0, -1)
         assert letters == [], "a task whose worker died once was dead-lettered as poison"
         assert len([r for r in read_records(runs) if r[0] == "start"]) == 2
+
+
+async def test_redis_stalls_alone_do_not_make_a_task_poison(server: RedisProcess) -> None:
+    """Chaos long run, seed 2468 (main at ade9caf): 1 lost task, dead-lettered as "poison:
+    delivered 6 times": three of its six runs were fenced during Redis outages (their
+    workers alive and well), three were cut by SIGKILL. A delivery that its worker gave up
+    by fencing counts towards ``max_deliveries`` like one whose worker died, so stalls of
+    Redis alone turn a healthy task into poison. Here one worker and no crash: Redis is
+    paused past the fencing limit while the task runs, five times."""
+    starts: list[float] = []
+
+    async def steady() -> None:
+        starts.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(2.5)
+
+    async with Shadow(name="findings-stalls", url=server.url) as shadow:
+        shadow.register(steady)
+        await shadow.add(steady, key="steady")()
+        worker = Worker(shadow, redelivery_timeout=timedelta(seconds=1))
+        running = asyncio.create_task(worker.run_forever())
+        try:
+            for stall in range(5):
+                await wait_for(lambda n=stall: len(starts) > n, 20, f"run {stall + 1}")
+                server.pause()  # longer than the fencing limit (0.7 s) and the timeout
+                await asyncio.sleep(1.3)
+                server.resume()
+
+            async def settled() -> bool:
+                state = await shadow.task_state("steady")
+                return state in ("completed", "failed")
+
+            await wait_for(settled, 30, "the task to finish")
+            state = await shadow.task_state("steady")
+            letters = await shadow.client.zrange(shadow.keys.failed, 0, -1)
+        finally:
+            server.resume()
+            worker.stop(force=True)
+            await asyncio.gather(running, return_exceptions=True)
+    assert letters == [], f"dead-lettered after {len(starts)} runs, none of them a crash"
+    assert state == "completed"
