@@ -1,0 +1,190 @@
+"""The one producer: schedules a seeded mix of tasks and writes down which adds Redis
+accepted (``accepted.jsonl``) and which failed (``rejected.jsonl``).
+
+An add is *accepted* when ``add(...)(...)`` returned without an error; only accepted tasks
+must run. A rejected add may still have reached Redis (its reply was lost), so its task may
+run too: such runs are counted, not flagged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from shadows import Execution, Shadow
+
+from . import tasks
+
+#: What the producer adds, with the share of each kind.
+MIX: dict[str, float] = {
+    "immediate": 0.38,
+    "future": 0.20,
+    "keyed": 0.12,
+    "retry": 0.12,
+    "limited": 0.10,
+    "long": 0.08,
+}
+CUSTOMERS = ("alice", "bob", "carol")
+CHAINS = 3
+#: A keyed future task is at least this far out, so that adding its key again right away
+#: must find it still scheduled (and do nothing).
+KEYED_LEAD = 1.5
+
+
+class Producer:
+    def __init__(
+        self,
+        shadow: Shadow,
+        directory: Path,
+        rng: random.Random,
+        rate: float,
+        redelivery_timeout: float,
+    ) -> None:
+        self.shadow = shadow
+        self.directory = directory
+        self.rng = rng
+        self.rate = rate
+        self.redelivery_timeout = redelivery_timeout
+        self.accepted: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self._sequence = 0
+        self._accepted_log = directory / "accepted.jsonl"
+        self._rejected_log = directory / "rejected.jsonl"
+
+    def _write(self, path: Path, record: dict[str, Any]) -> None:
+        with open(path, "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+    def _next(self, prefix: str) -> str:
+        self._sequence += 1
+        return f"{prefix}-{self._sequence}"
+
+    async def _add(
+        self,
+        kind: str,
+        marker: str,
+        when: datetime | None,
+        adding: Awaitable[Execution],
+        **facts: Any,
+    ) -> Execution | None:
+        sent = time.time()
+        try:
+            execution = await adding
+        except (RedisError, OSError) as error:
+            self.rejected[kind] += 1
+            self._write(
+                self._rejected_log,
+                {
+                    "kind": kind,
+                    "marker": marker,
+                    "sent": sent,
+                    "t": time.time(),
+                    "error": f"{type(error).__name__}: {error}"[:300],
+                },
+            )
+            return None
+        self.accepted[kind] += 1
+        self._write(
+            self._accepted_log,
+            {
+                "kind": kind,
+                "marker": marker,
+                "k": execution.key,
+                "w": execution.when.timestamp(),
+                "sent": sent,
+                "t": time.time(),
+                **facts,
+            },
+        )
+        return execution
+
+    def _in(self, seconds: float) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=seconds)
+
+    async def add_chains(self) -> None:
+        """Start the perpetual chains under fixed keys (before any fault)."""
+        for index in range(CHAINS):
+            key = f"chain-{index}"
+            added = await self._add(
+                "perpetual", key, None, self.shadow.add(tasks.chain, key=key)(50)
+            )
+            if added is None:
+                raise RuntimeError(f"could not start the perpetual chain {key}")
+
+    async def add_probes(self, count: int, delay: float) -> None:
+        """Tasks due in ``delay`` seconds: work that is waiting when Redis comes back."""
+        when = self._in(delay)
+        for _ in range(count):
+            marker = self._next("probe")
+            adding = self.shadow.add(tasks.work, when=when, key=marker)(50, marker)
+            await self._add("probe", marker, when, adding)
+
+    async def add_one(self) -> None:
+        kinds = list(MIX)
+        kind = self.rng.choices(kinds, weights=[MIX[k] for k in kinds])[0]
+        rng = self.rng
+        shadow = self.shadow
+        if kind == "immediate":
+            marker, ms = self._next("i"), rng.randint(20, 300)
+            await self._add(kind, marker, None, shadow.add(tasks.work)(ms, marker))
+        elif kind == "future":
+            marker, ms, when = self._next("f"), rng.randint(20, 300), self._in(rng.uniform(0.2, 8))
+            await self._add(kind, marker, when, shadow.add(tasks.work, when=when)(ms, marker))
+        elif kind == "long":
+            marker = self._next("l")
+            ms = int(rng.uniform(1.5, 2.5) * self.redelivery_timeout * 1000)
+            await self._add(kind, marker, None, shadow.add(tasks.work)(ms, marker))
+        elif kind == "keyed":
+            await self._add_keyed()
+        elif kind == "retry":
+            key, ms, fail_until = self._next("retry"), rng.randint(20, 200), rng.randint(0, 2)
+            function = rng.choice([tasks.flaky, tasks.flaky_exponential])
+            await self._add(
+                kind, key, None, shadow.add(function, key=key)(ms, fail_until),
+                fail_until=fail_until,
+            )  # fmt: skip
+        else:
+            key, ms, customer = self._next("limited"), rng.randint(100, 600), rng.choice(CUSTOMERS)
+            await self._add(
+                kind, key, None, shadow.add(tasks.limited, key=key)(customer, ms),
+                customer=customer,
+            )  # fmt: skip
+
+    async def _add_keyed(self) -> None:
+        """A task under a custom key, now or later; a future one is added twice at once:
+        the second add must be a no-op."""
+        key, ms = self._next("key"), self.rng.randint(20, 300)
+        when = self._in(self.rng.uniform(KEYED_LEAD, 8)) if self.rng.random() < 0.7 else None
+        first = await self._add(
+            "keyed", key, when, self.shadow.add(tasks.work, when=when, key=key)(ms, key)
+        )
+        if first is None or when is None:
+            return
+        duplicate = f"{key}-dup"
+        await self._add(
+            "keyed-again", duplicate, when,
+            self.shadow.add(tasks.work, when=when, key=key)(ms, duplicate),
+            first_when=when.timestamp(),
+        )  # fmt: skip
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Add tasks at ``rate`` per second until ``stop`` (slower while Redis is away)."""
+        interval = 1 / self.rate
+        next_at = time.monotonic()
+        while not stop.is_set():
+            await self.add_one()
+            next_at = max(next_at + interval, time.monotonic() - interval)
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)

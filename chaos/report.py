@@ -1,0 +1,103 @@
+"""The report of a chaos run: a Markdown table (printed, and written as ``.md``) and the
+full figures as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+#: How many examples of each violation the Markdown report lists.
+EXAMPLES = 15
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "none"
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as Markdown (readable as plain text too)."""
+    config = report["config"]
+    tasks = report["tasks"]
+    duplicates = report["duplicates"]
+    resume = report["resume"]
+    state = report["end_state"]
+    timeout = config["socket_timeout"]
+    rows = [
+        ("Verdict", "PASS" if report["passed"] else "FAIL"),
+        ("Run", f"{report['label']}, seed {config['seed']}, commit {config.get('commit', '?')}, "
+                f"{config['workers']} workers x "
+                f"{config['concurrency']}, {report['timeline']['fault_phase_seconds']:g} s of "
+                f"faults, {report['timeline']['total_seconds']:g} s in all"),
+        ("Settings", f"redelivery timeout {config['redelivery_timeout']:g} s, reconnection "
+                     f"delay {config['reconnection_delay']:g} s, socket timeout "
+                     f"{timeout if isinstance(timeout, str) else f'{timeout:g} s (URL option)'}"),
+        ("Tasks accepted", f"{tasks['accepted_total']} ({_counts(tasks['accepted'])})"),
+        ("Adds rejected (Redis away)", f"{tasks['rejected_total']}, of which "
+                                       f"{tasks['rejected_but_ran']} reached Redis and ran"),
+        ("Runs", f"{tasks['runs']} of {tasks['executions']} executions "
+                 f"({_counts(tasks['runs_by_outcome'])})"),
+        ("Faults injected", f"{report['faults_total']} ({_counts(report['faults'])})"),
+        ("Duplicates (re-runs)", f"{duplicates['reruns']}: {duplicates['after_interruption']} "
+                                 f"after an interrupted run, "
+                                 f"{duplicates['duplicate_completions']} after a finished one"),
+        ("Runs fenced or cancelled", str(duplicates["runs_cancelled_by_fencing_or_stop"])),
+        ("Runs cut by SIGKILL", str(duplicates["runs_cut_by_sigkill"])),
+        ("Lost", str(report["lost"])),
+        ("Resume after Redis restart", _resume(resume, "redis_restart")),
+        ("Resume after Redis pause", _resume(resume, "redis_pause")),
+        ("Worker exit after SIGTERM", f"max {_seconds(report['sigterm_exit_seconds_max'])}"),
+        ("Perpetual chains", ", ".join(
+            f"{key} {runs} runs (max gap {report['chains']['max_gap_seconds'][key]:.1f} s)"
+            for key, runs in report["chains"]["runs"].items())),
+        ("Concurrency limit", f"limit 1, most at once per customer: "
+                              f"{_counts(report['concurrency_max'])}"),
+        ("End state", f"stream {state['stream_length']}, queue {state['queue_length']}, pending "
+                      f"{state['pending']}, {state['keys']} keys ({_counts(state['keys_by_kind'])})"
+                      f", {len(state['without_expiry'])} without expiry, "
+                      f"{len(state['dead_letters'])} dead letters, "
+                      f"{state['consumers_left']} consumers left in the group"),
+    ]  # fmt: skip
+    lines = ["| Figure | Value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    for name, items in report["violations"].items():
+        if items:
+            lines += ["", f"**{name}** ({len(items)}):", ""]
+            lines += [f"- {item}" for item in items[:EXAMPLES]]
+            if len(items) > EXAMPLES:
+                lines.append(f"- ... and {len(items) - EXAMPLES} more (see the JSON report)")
+    return "\n".join(lines)
+
+
+def _resume(resume: dict[str, Any], kind: str) -> str:
+    values = [
+        r["resume_seconds"] for r in resume["each"]
+        if r["kind"].startswith(kind) and r["resume_seconds"] is not None
+    ]  # fmt: skip
+    if not values:
+        return "n/a"
+    each = ", ".join(f"{v:.2f}" for v in values)
+    return f"max {max(values):.2f} s (each: {each}; target < {resume['target_seconds']:g} s)"
+
+
+def write_report(
+    report: dict[str, Any], directory: Path, results: Path | None, name: str
+) -> list[Path]:
+    """Write ``report.json`` and ``report.md`` into the run directory, and copies named
+    ``name`` into ``results`` (when given)."""
+    text = f"# Chaos run {name}\n\n{render(report)}\n"
+    body = json.dumps(report, indent=2, default=str) + "\n"
+    written = []
+    targets = [(directory, "report")]
+    if results is not None:
+        results.mkdir(parents=True, exist_ok=True)
+        targets.append((results, name))
+    for folder, stem in targets:
+        (folder / f"{stem}.json").write_text(body)
+        (folder / f"{stem}.md").write_text(text)
+        written += [folder / f"{stem}.json", folder / f"{stem}.md"]
+    return written

@@ -1,0 +1,384 @@
+"""Reading the records of a chaos run back and checking what must hold.
+
+Inputs, all in the run directory: ``runs/*.jsonl`` (written by the tasks), ``accepted.jsonl``
+and ``rejected.jsonl`` (the producer), ``faults.jsonl`` (the injector) and
+``processes.jsonl`` (the worker pool).
+
+A run's true interval is from its ``start`` line to its ``end`` line; a run without an end
+line whose process was SIGKILLed ends when that process was seen dead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Keys of the runs that the producer did not add one by one.
+HEARTBEAT_KEY = "heartbeat"
+#: Clock granularity: a task's ``when`` travels in whole milliseconds.
+EPSILON = 0.0011
+#: Kinds whose accepted adds must each end in one successful run.
+SIMPLE_KINDS = ("immediate", "future", "long", "keyed", "probe", "limited")
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.exists():
+        return
+    with open(path) as file:
+        for line in file:
+            line = line.strip()
+            if line:
+                yield json.loads(line)
+
+
+@dataclass
+class Run:
+    id: str
+    key: str
+    function: str
+    attempt: int
+    when: float
+    pid: int
+    worker: str
+    start: float
+    marker: str = ""
+    customer: str | None = None
+    end: float | None = None
+    outcome: str | None = None  # ok, failed, cancelled; None: no end line
+    stopped: bool = False
+    #: Where the interval ends: the end line, or the moment the process was seen dead.
+    until: float = 0.0
+    #: ``end`` (its end line), ``sigkill``, ``sigterm``... (how its process ended, when
+    #: the run has no end line) or ``open`` (no end line and no known end of the process).
+    closed_by: str = "end"
+
+    @property
+    def execution(self) -> tuple[str, int, int]:
+        """Runs of one execution (same key, attempt and due time) are deliveries of one
+        message: more than one is a redelivery."""
+        return (self.key, self.attempt, round(self.when * 1000))
+
+    def describe(self) -> str:
+        end = f"{self.until:.3f}" if self.until else "?"
+        return (
+            f"{self.function}[{self.key} attempt={self.attempt}] on {self.worker} "
+            f"(pid {self.pid}) {self.start:.3f}-{end} ({self.outcome or self.closed_by})"
+        )
+
+
+@dataclass
+class Verdict:
+    """Figures and violations of one run. ``ok`` when no violation was found."""
+
+    accepted: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    runs: int = 0
+    runs_by_outcome: Counter[str] = field(default_factory=Counter)
+    executions: int = 0
+    #: Extra starts of an execution (a message delivered again).
+    reruns: int = 0
+    #: ... of which after an interrupted run (killed worker, fenced or forced stop).
+    reruns_after_interruption: int = 0
+    #: ... of which after a run that had finished its body (its acknowledgement was lost).
+    duplicate_completions: int = 0
+    rejected_but_ran: int = 0
+    lost: list[str] = field(default_factory=list)
+    early: list[str] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)
+    concurrency: list[str] = field(default_factory=list)
+    idempotency: list[str] = field(default_factory=list)
+    unknown_runs: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)
+    sigterm: list[str] = field(default_factory=list)
+    died: list[str] = field(default_factory=list)
+    chains: list[str] = field(default_factory=list)
+    max_concurrency: dict[str, int] = field(default_factory=dict)
+    chain_runs: dict[str, int] = field(default_factory=dict)
+    chain_max_gap: dict[str, float] = field(default_factory=dict)
+    sigterm_exit_seconds: list[float] = field(default_factory=list)
+    resume: list[dict[str, Any]] = field(default_factory=list)
+    fenced_runs: int = 0
+    killed_runs: int = 0
+
+    @property
+    def violations(self) -> dict[str, list[str]]:
+        return {
+            "lost": self.lost,
+            "early": self.early,
+            "overlapping runs": self.overlaps,
+            "concurrency limit exceeded": self.concurrency,
+            "idempotent add ran": self.idempotency,
+            "runs of tasks never added": self.unknown_runs,
+            "runs cut short by SIGTERM": self.unfinished,
+            "SIGTERM exits": self.sigterm,
+            "workers that exited on their own": self.died,
+            "perpetual chains": self.chains,
+        }
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.violations.values())
+
+
+def load_runs(directory: Path, exits: dict[int, dict[str, Any]]) -> list[Run]:
+    """Every run recorded by the tasks, with its true interval."""
+    runs: dict[str, Run] = {}
+    for path in sorted((directory / "runs").glob("*.jsonl")):
+        for record in _lines(path):
+            if record["e"] == "start":
+                runs[record["r"]] = Run(
+                    id=record["r"],
+                    key=record["k"],
+                    function=record["f"],
+                    attempt=record["a"],
+                    when=record["w"],
+                    pid=record["p"],
+                    worker=record["n"],
+                    start=record["t"],
+                    marker=record.get("m", ""),
+                    customer=record.get("c"),
+                )
+            else:
+                run = runs[record["r"]]
+                run.end = record["t"]
+                run.outcome = record["o"]
+                run.stopped = bool(record.get("stopped"))
+    for run in runs.values():
+        if run.end is not None:
+            run.until = run.end
+        elif run.pid in exits:
+            run.until = exits[run.pid]["t"]
+            run.closed_by = exits[run.pid]["how"]
+        else:
+            run.until = float("inf")
+            run.closed_by = "open"
+    return sorted(runs.values(), key=lambda r: r.start)
+
+
+def overlapping(runs: Iterable[Run]) -> Iterator[tuple[Run, Run]]:
+    """Pairs of runs (sorted by start) whose intervals intersect."""
+    latest: Run | None = None
+    for run in sorted(runs, key=lambda r: r.start):
+        if latest is not None and run.start < latest.until:
+            yield latest, run
+        if latest is None or run.until > latest.until:
+            latest = run
+
+
+def most_at_once(runs: Iterable[Run]) -> int:
+    events = sorted(
+        [(r.start, 1) for r in runs] + [(r.until, -1) for r in runs],
+        key=lambda e: (e[0], e[1]),  # an end before a start at the same instant
+    )
+    current = highest = 0
+    for _, step in events:
+        current += step
+        highest = max(highest, current)
+    return highest
+
+
+def verify(directory: Path, faults_ended: float, stop_requested: float, limit: int) -> Verdict:
+    """Check the records of the run in ``directory``.
+
+    ``faults_ended``: when the last fault was over (the chains must run after it);
+    ``stop_requested``: when the perpetual chains were asked to stop; ``limit``: the
+    concurrency limit of the ``limited`` task per customer.
+    """
+    verdict = Verdict()
+    processes = list(_lines(directory / "processes.jsonl"))
+    exits = {p["pid"]: p for p in processes if p["event"] == "exit"}
+    runs = load_runs(directory, exits)
+    verdict.runs = len(runs)
+    verdict.runs_by_outcome = Counter(r.outcome or r.closed_by for r in runs)
+    verdict.fenced_runs = sum(1 for r in runs if r.outcome == "cancelled")
+    verdict.killed_runs = sum(1 for r in runs if r.closed_by == "sigkill")
+    by_key: dict[str, list[Run]] = defaultdict(list)
+    by_marker: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_key[run.key].append(run)
+        if run.marker:
+            by_marker[run.marker].append(run)
+
+    _check_processes(verdict, processes, runs)
+    accepted = list(_lines(directory / "accepted.jsonl"))
+    rejected = list(_lines(directory / "rejected.jsonl"))
+    verdict.accepted = Counter(a["kind"] for a in accepted)
+    verdict.rejected = Counter(r["kind"] for r in rejected)
+    _check_accepted(verdict, accepted, by_key, by_marker)
+    _check_unknown(verdict, runs, accepted, rejected)
+    _check_runs(verdict, runs, by_key)
+    _check_limits(verdict, runs, limit)
+    chains = [a["k"] for a in accepted if a["kind"] == "perpetual"] + [HEARTBEAT_KEY]
+    _check_chains(verdict, chains, by_key, faults_ended, stop_requested)
+    _measure_resume(verdict, list(_lines(directory / "faults.jsonl")), runs)
+    return verdict
+
+
+def _check_processes(verdict: Verdict, processes: list[dict[str, Any]], runs: list[Run]) -> None:
+    for record in processes:
+        if record["event"] == "exit" and record["how"] == "died":
+            verdict.died.append(
+                f"worker {record['name']} (pid {record['pid']}) exited on its own with code "
+                f"{record['returncode']} at {record['t']:.3f} (see logs/{record['name']}.log)"
+            )
+        if record["event"] != "exit" or not record["how"].startswith("sigterm"):
+            continue
+        verdict.sigterm_exit_seconds.append(round(record["t"] - record["sent"], 3))
+        if record["how"] == "sigterm-timeout":
+            verdict.sigterm.append(
+                f"worker {record['name']} (pid {record['pid']}) did not exit within the "
+                f"SIGTERM timeout and was killed"
+            )
+        elif record["returncode"] != 0:
+            verdict.sigterm.append(
+                f"worker {record['name']} (pid {record['pid']}) exited "
+                f"{record['returncode']} after SIGTERM"
+            )
+    for run in runs:
+        if run.closed_by == "open":
+            verdict.unfinished.append(f"no end line and no known exit: {run.describe()}")
+        elif run.closed_by == "sigterm":
+            verdict.unfinished.append(f"no end line although stopped by SIGTERM: {run.describe()}")
+
+
+def _check_accepted(
+    verdict: Verdict,
+    accepted: list[dict[str, Any]],
+    by_key: dict[str, list[Run]],
+    by_marker: dict[str, list[Run]],
+) -> None:
+    for add in accepted:
+        kind, key = add["kind"], add["k"]
+        runs = by_key.get(key, [])
+        if kind in SIMPLE_KINDS:
+            if kind == "keyed":
+                runs = [r for r in runs if r.marker == add["marker"]]
+            if not any(r.outcome == "ok" for r in runs):
+                verdict.lost.append(f"{kind} {key} ({add['marker']}): no successful run")
+        elif kind == "retry":
+            final = add["fail_until"] + 1
+            if not any(r.outcome == "ok" and r.attempt == final for r in runs):
+                attempts = sorted({(r.attempt, r.outcome) for r in runs}, key=str)
+                verdict.lost.append(
+                    f"retry {key}: attempt {final} never succeeded (runs: {attempts})"
+                )
+        elif kind == "keyed-again" and add["t"] < add["first_when"]:
+            # Added again while the first add was still scheduled (before its due time):
+            # must have been a no-op.
+            ran = by_marker.get(add["marker"], [])
+            if ran:
+                verdict.idempotency.append(
+                    f"{key}: the second add (accepted at {add['t']:.3f}, before the first "
+                    f"was due at {add['first_when']:.3f}) ran: {ran[0].describe()}"
+                )
+        if kind in SIMPLE_KINDS or kind == "retry":
+            for run in runs:
+                if run.start < add["w"] - EPSILON:
+                    verdict.early.append(
+                        f"{run.describe()} started {add['w'] - run.start:.3f} s before the "
+                        f"time it was added for"
+                    )
+
+
+def _check_unknown(
+    verdict: Verdict,
+    runs: list[Run],
+    accepted: list[dict[str, Any]],
+    rejected: list[dict[str, Any]],
+) -> None:
+    known_keys = {a["k"] for a in accepted} | {HEARTBEAT_KEY}
+    known_markers = {a["marker"] for a in accepted}
+    rejected_markers = {r["marker"] for r in rejected}
+    seen: set[tuple[str, int, int]] = set()
+    for run in runs:
+        if run.key in known_keys and (not run.marker or run.marker in known_markers):
+            continue
+        if run.key in rejected_markers or run.marker in rejected_markers:
+            if run.execution not in seen:
+                verdict.rejected_but_ran += 1
+                seen.add(run.execution)
+            continue
+        verdict.unknown_runs.append(run.describe())
+
+
+def _check_runs(verdict: Verdict, runs: list[Run], by_key: dict[str, list[Run]]) -> None:
+    for run in runs:
+        if run.start < run.when - EPSILON:
+            verdict.early.append(
+                f"{run.describe()} started {run.when - run.start:.3f} s before it was due"
+            )
+    for key_runs in by_key.values():
+        for first, second in overlapping(key_runs):
+            verdict.overlaps.append(
+                f"{second.describe()} started {first.until - second.start:.3f} s before "
+                f"{first.describe()} ended"
+            )
+    executions: dict[tuple[str, int, int], list[Run]] = defaultdict(list)
+    for run in runs:
+        executions[run.execution].append(run)
+    verdict.executions = len(executions)
+    for deliveries in executions.values():
+        for previous, _ in itertools.pairwise(deliveries):
+            verdict.reruns += 1
+            if previous.outcome in ("ok", "failed"):
+                verdict.duplicate_completions += 1
+            else:
+                verdict.reruns_after_interruption += 1
+
+
+def _check_limits(verdict: Verdict, runs: list[Run], limit: int) -> None:
+    by_customer: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.customer is not None:
+            by_customer[run.customer].append(run)
+    for customer, customer_runs in sorted(by_customer.items()):
+        highest = most_at_once(customer_runs)
+        verdict.max_concurrency[customer] = highest
+        if highest > limit:
+            for first, second in overlapping(customer_runs):
+                verdict.concurrency.append(
+                    f"customer {customer}: {second.describe()} started while {first.describe()} ran"
+                )
+
+
+def _check_chains(
+    verdict: Verdict,
+    chains: list[str],
+    by_key: dict[str, list[Run]],
+    faults_ended: float,
+    stop_requested: float,
+) -> None:
+    for key in chains:
+        runs = sorted(by_key.get(key, []), key=lambda r: r.start)
+        verdict.chain_runs[key] = len(runs)
+        starts = [r.start for r in runs]
+        verdict.chain_max_gap[key] = round(
+            max((b - a for a, b in itertools.pairwise(starts)), default=0.0), 3
+        )
+        if not any(faults_ended < r.start < stop_requested for r in runs):
+            verdict.chains.append(f"{key}: no run between the last fault and the stop request")
+        if not any(r.stopped and r.outcome == "ok" for r in runs):
+            verdict.lost.append(f"perpetual {key}: the chain never reached its stop")
+
+
+def _measure_resume(verdict: Verdict, faults: list[dict[str, Any]], runs: list[Run]) -> None:
+    """Seconds from Redis answering again to the first task start after that."""
+    starts = sorted(r.start for r in runs)
+    for fault in faults:
+        if "ready" not in fault:
+            continue
+        first = next((s for s in starts if s >= fault["ready"]), None)
+        verdict.resume.append(
+            {
+                "kind": fault["kind"],
+                "at": fault["ready"],
+                "outage": round(fault["ready"] - fault["t0"], 3),
+                "waiting_at_ready": fault.get("waiting_at_ready"),
+                "resume_seconds": None if first is None else round(first - fault["ready"], 3),
+            }
+        )
