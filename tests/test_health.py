@@ -178,9 +178,9 @@ async def test_unhealthy_when_the_read_loop_stops_reading(shadow: Shadow) -> Non
 
         async def stuck(
             free: int, skip: Any, block: bool, wake: asyncio.Event
-        ) -> tuple[list[Entry], bool]:
+        ) -> tuple[list[Entry], str]:
             await stopping.wait()  # a read that never comes back while Redis is fine
-            return [], False
+            return [], "held"
 
         worker._reader.next = stuck  # type: ignore[method-assign]
         worker.health.maximum_read_age = 0.3

@@ -396,6 +396,34 @@ async def test_cancelling_a_worker_hands_its_tasks_back_at_once(shadow: Shadow) 
     assert await shadow.task_state("handed-back") == "queued"
 
 
+async def test_a_cancel_swallowed_below_the_worker_still_stops_it(shadow: Shadow) -> None:
+    """Python 3.11's ``wait_for`` (inside redis-py) can lose a cancel that lands as a
+    command finishes; the worker must still stop rather than read on forever."""
+    worker = Worker(shadow, minimum_check_interval=timedelta(milliseconds=50))
+    original = worker._reader.next
+    reached = asyncio.Event()
+    swallowed = asyncio.Event()
+
+    async def next_losing_a_cancel(*args: Any) -> Any:
+        if not swallowed.is_set():
+            reached.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                swallowed.set()  # lost here, as that wait_for may lose it
+        return await original(*args)
+
+    worker._reader.next = next_losing_a_cancel  # type: ignore[method-assign]
+    async with worker:
+        running = asyncio.create_task(worker.run_forever())
+        await asyncio.wait_for(reached.wait(), 10)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(running, 10)
+    assert swallowed.is_set()
+    assert not worker.is_running
+
+
 async def test_a_long_task_keeps_its_claim_and_runs_once(shadow: Shadow) -> None:
     """A task running 3x the redelivery timeout is not taken over by an idle worker."""
     runs: list[str] = []

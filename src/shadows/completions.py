@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .cancellation import CancelGuard
 from .dead_letters import Failure
 from .execution import Message, now_ms
 from .keys import WORKER_GROUP
@@ -87,9 +88,11 @@ class Completions:
 
     async def _run(self) -> None:
         backoff = Backoff(self.reconnect_cap)
+        guard = CancelGuard()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            guard.check()
             while self._queue:
                 # Waiters cancelled meanwhile (lost claims, forced stops) are dropped.
                 self._queue = [c for c in self._queue if not c.future.done()]

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from .cancellation import CancelGuard
 from .execution import now_ms
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from .registry import MISSED_HEARTBEATS, Presence, beat, leave
@@ -65,7 +66,9 @@ class Heartbeat:
     async def _run(self) -> None:
         backoff = Backoff(self.reconnect_cap)
         failing = False
+        guard = CancelGuard()
         while not self._halt.is_set():
+            guard.check()
             wait = self.interval
             try:
                 await beat(self.shadow, self._presence(), self.window_ms, now_ms())

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from .cancellation import CancelGuard
 from .execution import Message, now_ms
 from .keys import WORKER_GROUP
 from .reader import entry_id
@@ -56,9 +57,11 @@ class Leases:
         limit = self.redelivery * 0.7
         last_renewal = time.monotonic()
         renewal: asyncio.Task[None] | None = None
+        guard = CancelGuard()
         try:
             while True:
                 await asyncio.sleep(tick)
+                guard.check()
                 now = time.monotonic()
                 for message_id, confirmed in list(self.confirmed.items()):
                     if now - confirmed > limit:

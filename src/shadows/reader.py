@@ -32,6 +32,11 @@ logger = logging.getLogger("shadows.worker")
 
 Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
 
+#: Where a batch of entries comes from, which decides what the worker checks first:
+#: read and marked running by the READ script; delivered just now by a blocking read;
+#: or held for a while (this consumer's pending list, or reclaimed from a dead worker).
+READ, FRESH, HELD = "read", "fresh", "held"
+
 #: How often (seconds) a worker looks for consumers of dead workers to forget.
 PRUNE_EVERY = 600.0
 
@@ -85,9 +90,9 @@ class StreamReader:
 
     async def next(
         self, free: int, skip: Collection[str], block: bool, wake: asyncio.Event
-    ) -> tuple[list[Entry], bool]:
-        """Up to ``free`` messages, and whether they are started already (read by the
-        READ script: fresh, and marked running); ``skip`` holds ids this worker runs.
+    ) -> tuple[list[Entry], str]:
+        """Up to ``free`` messages and their origin (:data:`READ`, :data:`FRESH` or
+        :data:`HELD`); ``skip`` holds ids this worker runs.
 
         A blocking read returns early (empty) once ``wake`` is set.
         """
@@ -98,7 +103,7 @@ class StreamReader:
             if len(entries) <= free:
                 self.recover = False
             if entries:
-                return entries[:free], False
+                return entries[:free], HELD
 
         now = time.monotonic()
         if now - self._last_claim >= self.claim_every:
@@ -122,7 +127,7 @@ class StreamReader:
                     self.redelivery_timeout,
                 )
                 await self._count_deliveries([entry_id(e[0]) for e in entries])
-                return entries, False
+                return entries, HELD
 
         # The busy path: new work, read and marked running in one script call.
         self.sent_at = time.monotonic()
@@ -131,9 +136,9 @@ class StreamReader:
             keys=[stream], args=[WORKER_GROUP, self.consumer, free, now_ms(), keys.prefix]
         )
         if read or not block or wake.is_set():
-            return [(entry[0], _pairs(entry[1])) for entry in read], True
+            return [(entry[0], _pairs(entry[1])) for entry in read], READ
         self.sent_at = time.monotonic()
-        return await self._blocking_read(free, wake), False
+        return await self._blocking_read(free, wake), FRESH
 
     async def _own_pending(self, free: int, skip: Collection[str]) -> list[Entry]:
         """Messages in this consumer's pending list that it is not running.

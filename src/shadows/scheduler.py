@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .cancellation import CancelGuard
 from .execution import now_ms
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from .shadow import Shadow
@@ -32,7 +33,9 @@ async def run_scheduler(
     parked work that may be due sooner than the loop planned to look)."""
     keys = shadow.keys
     backoff = Backoff(reconnect_cap)
+    guard = CancelGuard()
     while not stopping.is_set():
+        guard.check()
         try:
             now = now_ms()
             moved, next_due = await shadow.scripts.move_due(

@@ -25,20 +25,24 @@ local function field(fields, name)
 end
 
 -- Put one task on the ready stream (due now) or park it in the queue (future).
-local function place(stream, queue, run, parked, key, when, now, fields)
-  redis.call('DEL', parked)
-  redis.call('HDEL', run, 'message', 'worker', 'started', 'finished')
-  redis.call('HSET', run, 'function', field(fields, 'function') or '',
-             'attempt', field(fields, 'attempt') or '1', 'when', when)
-  redis.call('PERSIST', run)
+-- `fresh`: the key has no run record yet (nothing of an earlier run to clear).
+local function place(stream, queue, run, parked, key, when, now, fields, fresh)
+  if not fresh then
+    redis.call('DEL', parked)
+    redis.call('HDEL', run, 'message', 'worker', 'started', 'finished')
+    redis.call('PERSIST', run)
+  end
+  local task, attempt = field(fields, 'function') or '', field(fields, 'attempt') or '1'
   if tonumber(when) <= tonumber(now) then
     local id = redis.call('XADD', stream, '*', unpack(fields))
-    redis.call('HSET', run, 'state', 'queued', 'message', id)
+    redis.call('HSET', run, 'function', task, 'attempt', attempt, 'when', when,
+               'state', 'queued', 'message', id)
     return id
   end
   redis.call('HSET', parked, unpack(fields))
   redis.call('ZADD', queue, when, key)
-  redis.call('HSET', run, 'state', 'scheduled')
+  redis.call('HSET', run, 'function', task, 'attempt', attempt, 'when', when,
+             'state', 'scheduled')
   return false
 end
 
@@ -103,7 +107,7 @@ else
   end
 end
 
-local id = place(stream, queue, run, parked, key, when, now, fields)
+local id = place(stream, queue, run, parked, key, when, now, fields, not state)
 if id then return {'queued', id} end
 return {'scheduled', ''}
 """
@@ -252,7 +256,7 @@ while a <= #ARGV do
       wake_one(prefix, stream, queue, waiting)
     end
     if outcome == 'reschedule' then
-      place(stream, queue, run, parked, key, when, now, fields)
+      place(stream, queue, run, parked, key, when, now, fields, false)
     elseif outcome ~= 'drop' then
       if ttl > 0 then
         redis.call('HDEL', run, 'message')
@@ -295,7 +299,7 @@ for i = 1, count do
       for j = 8 + count, #ARGV do fields[#fields + 1] = ARGV[j] end
       redis.call('XACK', stream, group, id)
       redis.call('XDEL', stream, id)
-      place(stream, queue, run, parked, key, tonumber(earliest[2]) + 1, now, fields)
+      place(stream, queue, run, parked, key, tonumber(earliest[2]) + 1, now, fields, false)
       redis.call('ZADD', waiting, 'NX', now, key)
       redis.call('PEXPIRE', waiting, lease * 2)
       return {0, i}

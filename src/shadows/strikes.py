@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from redis.exceptions import ResponseError
 
+from .cancellation import CancelGuard
 from .execution import from_ms
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from .serialization import Payloads
@@ -536,8 +537,10 @@ class StrikeFollower:
         backoff = Backoff(self.reconnect_cap)
         stale = not self.strikes.loaded
         reported = False
+        guard = CancelGuard()
         try:
             while not stopping.is_set():
+                guard.check()
                 try:
                     if stale:
                         await self.load()

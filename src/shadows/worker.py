@@ -31,10 +31,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from redis.exceptions import ResponseError
 
+from .cancellation import CancelGuard
 from .caps import RunCaps
 from .completions import Completions
 from .dead_letters import Failure
@@ -46,7 +47,7 @@ from .heartbeat import Heartbeat
 from .keys import WORKER_GROUP
 from .leases import Leases
 from .metrics import WorkerMetrics
-from .reader import Entry, StreamReader, entry_id
+from .reader import FRESH, HELD, Entry, StreamReader, entry_id
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from .registry import Presence
 from .release import acknowledge, release, release_leftovers
@@ -368,7 +369,9 @@ class Worker:
     async def _persist(self, step: Callable[[], Awaitable[None]]) -> None:
         """Run a start-up ``step``, waiting out Redis outages (until stopped)."""
         backoff = Backoff(self._reconnect_cap)
+        guard = CancelGuard()
         while not self._stopping.is_set():
+            guard.check()
             try:
                 await step()
                 return
@@ -403,7 +406,9 @@ class Worker:
     async def _read_loop(self, until_finished: bool) -> None:
         backoff = Backoff(self._reconnect_cap)
         block = not until_finished
+        guard = CancelGuard()
         while not self._stopping.is_set():
+            guard.check()
             free = self.concurrency - len(self._active)
             if free <= 0:
                 self._slot_freed.clear()
@@ -416,10 +421,10 @@ class Worker:
                 self._idle.clear()
                 wake = self._idle
             try:
-                entries, started = await self._reader.next(free, set(self._active), block, wake)
+                entries, origin = await self._reader.next(free, set(self._active), block, wake)
                 self.health.read()
                 if entries:
-                    await self._start(entries, started)
+                    await self._start(entries, origin)
                     block = not until_finished
                 elif until_finished:
                     if not self._active and await self._finished():
@@ -456,9 +461,10 @@ class Worker:
             for key, function in zip(waiting[::2], waiting[1::2], strict=True)
         )
 
-    async def _start(self, entries: list[Entry], started: bool = False) -> None:
-        """Run ``entries``; unless ``started`` (fresh from the READ script), confirm each
-        claim first (the START script)."""
+    async def _start(self, entries: list[Entry], origin: str = HELD) -> None:
+        """Run ``entries``. Messages held for a while (recovered, reclaimed, or read late)
+        have their claim confirmed first by the START script; see :mod:`reader` for the
+        origins."""
         from .runner import run_message
 
         messages: list[Message] = []
@@ -491,15 +497,23 @@ class Worker:
             return
         keys = self.shadow.keys
         sent = self._reader.sent_at
-        if started and time.monotonic() - sent > self._redelivery / 4:
-            started = False  # the reply came late: another worker may have claimed them
+        if origin != HELD and time.monotonic() - sent > self._redelivery / 4:
+            origin = HELD  # the reply came late: another worker may have claimed them
+        start_keys = [keys.stream, *(keys.run(m.key) for m in messages)]
+        start_args: list[str | int] = [WORKER_GROUP, self.name, now_ms()]
+        start_args += [m.message_id for m in messages]
         lost = []
-        if not started:
+        if origin == HELD:
             sent = time.monotonic()
-            lost = await self.shadow.scripts.start(
-                keys=[keys.stream, *(keys.run(m.key) for m in messages)],
-                args=[WORKER_GROUP, self.name, now_ms(), *(m.message_id for m in messages)],
+            lost = await self.shadow.scripts.start(keys=start_keys, args=start_args)
+        elif origin == FRESH:
+            # Just delivered, in time: nobody else can hold them, so the tasks start now
+            # and START only records them as running (a task that finished first is no
+            # longer pending, and START leaves its record alone).
+            marking = asyncio.create_task(
+                self.shadow.scripts.start(keys=start_keys, args=start_args)
             )
+            marking.add_done_callback(_ignore_outcome)
         if lost:
             gone = {entry_id(message_id) for message_id in lost}
             for message in messages:
@@ -598,3 +612,9 @@ class Worker:
         if task is not None and not task.done():
             logger.error("Cancelling task %s: %s", task.get_name(), reason)
             task.cancel()
+
+
+def _ignore_outcome(task: asyncio.Task[Any]) -> None:
+    """Retrieve a background call's outcome (a failure only delays a state record)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("Recording tasks as running failed: %s", task.exception())
