@@ -9,11 +9,16 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Self, overload
 
 from .execution import Execution, Message
 from .instrumentation import producing
+from .scripts import outcome_pairs
 
 if TYPE_CHECKING:
     from .shadow import Shadow
 
 P = ParamSpec("P")
+
+#: Tasks per script call: one call costs Redis more than the writes of an add, yet a
+#: call must stay short, for Redis serves no one else while a script runs.
+PER_CALL = 100
 
 
 class Batch:
@@ -62,19 +67,23 @@ class Batch:
     async def send(self) -> list[str]:
         """Write what was added since the last send; returns their outcomes."""
         messages, self._messages = self._messages, []
+        chunks = [messages[at : at + self.size] for at in range(0, len(messages), self.size)]
         outcomes: list[str] = []
-        for start in range(0, len(messages), self.size):
-            chunk = messages[start : start + self.size]
-            async with self.shadow.client.pipeline(transaction=False) as pipe:
-                for message in chunk:
-                    await self.shadow.schedule_message(message, client=pipe)
-                replies = await pipe.execute()
-            outcomes += [
-                self.shadow.scheduled(message, reply)
-                for message, reply in zip(chunk, replies, strict=True)
-            ]
+        for chunk in chunks:
+            outcomes += await self._send(chunk)
         self.outcomes += outcomes
         return outcomes
+
+    async def _send(self, chunk: list[Message]) -> list[str]:
+        async with self.shadow.client.pipeline(transaction=False) as pipe:
+            for first in range(0, len(chunk), PER_CALL):
+                await self.shadow.schedule_messages(chunk[first : first + PER_CALL], client=pipe)
+            replies = await pipe.execute()
+        raw = [pair for reply in replies for pair in outcome_pairs(reply)]
+        return [
+            self.shadow.scheduled(message, outcome)
+            for message, outcome in zip(chunk, raw, strict=True)
+        ]
 
     async def __aenter__(self) -> Self:
         return self

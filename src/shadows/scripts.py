@@ -79,37 +79,70 @@ local function wake_one(prefix, stream, queue, waiting)
 end
 """
 
+_SCHEDULE_ONE = r"""
+-- Add (or, mode 'replace', swap) one task; returns its state and its stream id if queued.
+local function schedule_one(stream, queue, run, parked, key, when, now, mode, group, fields)
+  local state = redis.call('HGET', run, 'state')
+  if mode == 'add' then
+    if state == 'scheduled' or state == 'queued' or state == 'running' then
+      return 'exists', state
+    end
+  else
+    if state == 'running' then return 'exists', state end
+    if state == 'queued' then
+      local id = redis.call('HGET', run, 'message')
+      if id then
+        if pending_owner(stream, group, id) then return 'exists', 'running' end
+        redis.call('XDEL', stream, id)
+      end
+    elseif state == 'scheduled' then
+      redis.call('ZREM', queue, key)
+    end
+  end
+  local id = place(stream, queue, run, parked, key, when, now, fields, not state)
+  if id then return 'queued', id end
+  return 'scheduled', ''
+end
+"""
+
 # KEYS: stream, queue, run, parked
 # ARGV: key, when_ms, now_ms, mode ('add' | 'replace'), group, fields...
+# Returns {state, detail}: {'queued', id}, {'scheduled', ''} or {'exists', current state}
 SCHEDULE = (
     _PRELUDE
+    + _SCHEDULE_ONE
     + r"""
-local stream, queue, run, parked = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local key, when, now, mode, group = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local fields = {}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+local state, detail = schedule_one(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2],
+                                   ARGV[3], ARGV[4], ARGV[5], fields)
+return {state, detail}
+"""
+)
 
-local state = redis.call('HGET', run, 'state')
-if mode == 'add' then
-  if state == 'scheduled' or state == 'queued' or state == 'running' then
-    return {'exists', state}
-  end
-else
-  if state == 'running' then return {'exists', state} end
-  if state == 'queued' then
-    local id = redis.call('HGET', run, 'message')
-    if id then
-      if pending_owner(stream, group, id) then return {'exists', 'running'} end
-      redis.call('XDEL', stream, id)
-    end
-  elseif state == 'scheduled' then
-    redis.call('ZREM', queue, key)
-  end
+# Many adds in one call (a batch): one script call costs Redis far more than the few
+# writes of one add, so a batch pays it once per group of tasks.
+# KEYS: stream, queue, then run and parked of each task
+# ARGV: now_ms, mode, group, then per task: key, when_ms, number of fields, fields...
+# Returns the flat {state, detail, state, detail, ...} of the tasks, in order.
+SCHEDULE_MANY = (
+    _PRELUDE
+    + _SCHEDULE_ONE
+    + r"""
+local now, mode, group = ARGV[1], ARGV[2], ARGV[3]
+local replies = {}
+local at = 4
+for k = 3, #KEYS, 2 do
+  local key, when, count = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+  local fields = {}
+  for i = at + 3, at + 2 + count do fields[#fields + 1] = ARGV[i] end
+  at = at + 3 + count
+  local state, detail = schedule_one(KEYS[1], KEYS[2], KEYS[k], KEYS[k + 1], key, when, now,
+                                     mode, group, fields)
+  replies[#replies + 1] = state
+  replies[#replies + 1] = detail
 end
-
-local id = place(stream, queue, run, parked, key, when, now, fields, not state)
-if id then return {'queued', id} end
-return {'scheduled', ''}
+return replies
 """
 )
 
@@ -478,6 +511,7 @@ class Scripts:
 
     def __init__(self, client: Redis) -> None:
         self.schedule = client.register_script(SCHEDULE)
+        self.schedule_many = client.register_script(SCHEDULE_MANY)
         self.cancel = client.register_script(CANCEL)
         self.move_due = client.register_script(MOVE_DUE)
         self.start = client.register_script(START)
@@ -490,6 +524,11 @@ class Scripts:
         self.clear = client.register_script(CLEAR)
         self.strike = client.register_script(STRIKE)
         self.strikes_snapshot = client.register_script(STRIKES_SNAPSHOT)
+
+
+def outcome_pairs(flat: Sequence[Any]) -> list[Any]:
+    """``[[state, detail], ...]`` from SCHEDULE_MANY's flat reply."""
+    return [list(flat[i : i + 2]) for i in range(0, len(flat), 2)]
 
 
 async def call(script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:

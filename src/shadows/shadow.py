@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -27,7 +27,7 @@ from .instrumentation import producing
 from .keys import WORKER_GROUP, Keys, validate_name
 from .metrics import task_added
 from .registry import WorkerInfo, list_workers
-from .scripts import Scripts
+from .scripts import Scripts, outcome_pairs
 from .serialization import Codec, Payloads, codec_named
 from .snapshot import Snapshot, take_snapshot
 from .strikes import FEED_LENGTH, Operator, Strike, read_strikes
@@ -303,6 +303,23 @@ class Shadow:
         if client is not None:
             return ""
         return self.scheduled(message, outcome)
+
+    async def schedule_messages(
+        self, messages: Sequence[Message], mode: str = "add", client: Pipeline | None = None
+    ) -> list[Any]:
+        """Write many encoded messages with one script call; returns each one's raw
+        outcome for :meth:`scheduled` (with ``client`` a pipeline, only queue the write)."""
+        keys = self.keys
+        names: list[str] = [keys.stream, keys.queue]
+        args: list[Any] = [now_ms(), mode, WORKER_GROUP]
+        for message in messages:
+            names += (keys.run(message.key), keys.parked(message.key))
+            fields = message.fields()
+            args += (message.key, message.when_ms, len(fields), *fields)
+        flat = await self.scripts.schedule_many(keys=names, args=args, client=client)
+        if client is not None:
+            return []
+        return outcome_pairs(flat)
 
     def scheduled(self, message: Message, outcome: Any) -> str:
         """The state a SCHEDULE script answered for ``message`` (and count the add)."""

@@ -506,14 +506,6 @@ class Worker:
         if origin == HELD:
             sent = time.monotonic()
             lost = await self.shadow.scripts.start(keys=start_keys, args=start_args)
-        elif origin == FRESH:
-            # Just delivered, in time: nobody else can hold them, so the tasks start now
-            # and START only records them as running (a task that finished first is no
-            # longer pending, and START leaves its record alone).
-            marking = asyncio.create_task(
-                self.shadow.scripts.start(keys=start_keys, args=start_args)
-            )
-            marking.add_done_callback(_ignore_outcome)
         if lost:
             gone = {entry_id(message_id) for message_id in lost}
             for message in messages:
@@ -533,6 +525,15 @@ class Worker:
             self._active[message.message_id] = task
             self._messages[message.message_id] = message
             task.add_done_callback(functools.partial(self._task_done, message.message_id))
+        if origin == FRESH:
+            # Just delivered, in time: nobody else can hold them, so the tasks start now
+            # (they were created first, so they run first) and START only records them as
+            # running (a task that finished first is no longer pending, and START leaves
+            # its record alone).
+            marking = asyncio.create_task(
+                self.shadow.scripts.start(keys=start_keys, args=start_args)
+            )
+            marking.add_done_callback(_ignore_outcome)
 
     def _task_done(self, message_id: str, _: object = None) -> None:
         self._active.pop(message_id, None)
