@@ -179,6 +179,32 @@ async def test_a_worker_survives_a_redis_restart_and_loses_nothing(tmp_path: Pat
     assert set(ran.values()) == {1}
 
 
+async def test_an_idle_worker_stops_at_once_after_a_redis_restart() -> None:
+    """The blocking read is woken with CLIENT UNBLOCK; after a reconnection the worker
+    must use its new client id, or ``stop()`` would wait out a whole block."""
+    ran: list[str] = []
+
+    async def note(label: str) -> None:
+        ran.append(label)
+
+    with RedisProcess(persistent=False) as server:
+        async with Shadow(name="unblock-restart", url=server.url) as shadow:
+            worker = Worker(
+                shadow,
+                reconnection_delay=timedelta(milliseconds=100),
+                minimum_check_interval=timedelta(seconds=60),  # one block: a minute
+            )
+            running = asyncio.create_task(worker.run_forever())
+            await shadow.add(note)("before")
+            await wait_for(lambda: ran == ["before"], 10, "a task before the restart")
+            server.restart()
+            await shadow.ensure_group()
+            await shadow.add(note)("after")
+            await wait_for(lambda: ran == ["before", "after"], 20, "a task after the restart")
+            worker.stop()
+            await asyncio.wait_for(running, 10)
+
+
 async def test_a_worker_started_before_redis_waits_for_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -79,11 +79,15 @@ class StreamReader:
         self.prune_after = max(3600.0, 10 * redelivery_timeout.total_seconds())
         self._connection: Redis | None = None
         self._can_unblock = True
+        #: The server's id of the blocking-read connection (for CLIENT UNBLOCK), asked
+        #: once per connection rather than before every read.
+        self._client_id: int | None = None
         #: Delivery counts of reclaimed messages, read by the worker (and popped).
         self.deliveries: dict[str, int] = {}
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
+        self._client_id = None
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.aclose()
@@ -204,7 +208,7 @@ class StreamReader:
         if self._connection is None:
             self._connection = self.shadow.client.client()
         connection = self._connection
-        client_id = await connection.client_id() if self._can_unblock else None
+        client_id = await self._id_of(connection) if self._can_unblock else None
         reading = asyncio.ensure_future(
             connection.xreadgroup(
                 WORKER_GROUP,
@@ -232,9 +236,22 @@ class StreamReader:
             with contextlib.suppress(BaseException):
                 await reading
             self.recover = True
+            self._client_id = None  # the connection may come back as another client
             raise
         finally:
             waking.cancel()
+
+    async def _id_of(self, connection: Redis) -> int:
+        if self._client_id is None:
+            self._client_id = await connection.client_id()
+            link = connection.connection
+            if link is not None and hasattr(link, "register_connect_callback"):
+                link.register_connect_callback(self._forget_client_id)  # type: ignore[no-untyped-call]
+        return self._client_id
+
+    def _forget_client_id(self, _: object) -> None:
+        """A reconnection (redis-py may make one on its own): the id changed."""
+        self._client_id = None
 
     async def _unblock(self, client_id: int) -> bool:
         try:
