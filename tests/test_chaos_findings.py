@@ -84,14 +84,14 @@ async def test_a_worker_rides_out_redis_going_away_while_it_starts_automatic_tas
 
     async with Shadow(name="findings-automatic", url=server.url) as shadow:
         shadow.register(tick)
-        original = shadow.scripts.schedule
+        original = shadow.schedule_message
 
-        async def schedule_after_redis_left(**kwargs: Any) -> Any:
-            shadow.scripts.schedule = original  # once: the worker's first add at start-up
-            outage(server, 1.0)
-            return await original(**kwargs)
+        async def schedule_after_redis_left(*args: Any, **kwargs: Any) -> Any:
+            shadow.schedule_message = original  # type: ignore[method-assign]
+            outage(server, 1.0)  # once: the worker's first add at start-up
+            return await original(*args, **kwargs)
 
-        shadow.scripts.schedule = schedule_after_redis_left  # type: ignore[method-assign]
+        shadow.schedule_message = schedule_after_redis_left  # type: ignore[method-assign]
         worker = Worker(shadow, reconnection_delay=timedelta(milliseconds=200))
         running = asyncio.create_task(worker.run_forever())
         try:

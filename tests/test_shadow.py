@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from shadows import Execution, Shadow, UnknownTaskError
+from shadows import Execution, Retry, Shadow, UnknownTaskError
 from shadows.execution import to_ms
 
 
@@ -262,3 +264,40 @@ def test_name_and_url_default_to_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("SHADOW_URL")
     shadow = Shadow()
     assert (shadow.name, shadow.url) == ("shadows", "redis://localhost:6379/0")
+
+
+async def _two_and_a_default(a: int, b: int, c: int = 3) -> None: ...
+
+
+async def _with_a_dependency(a: int, retry: Retry = Retry(attempts=2)) -> None: ...
+
+
+async def _positional_only(a: int, /, b: int = 2) -> None: ...
+
+
+async def _star_args(a: int, *rest: int) -> None: ...
+
+
+async def _keyword_only(a: int, *, b: int = 2) -> None: ...
+
+
+@pytest.mark.parametrize(
+    "function",
+    [_two_and_a_default, _with_a_dependency, _positional_only, _star_args, _keyword_only],
+)
+async def test_argument_checks_agree_with_the_signature(shadow: Shadow, function: Any) -> None:
+    """Calls of plain signatures are checked by counting: the verdict must be bind's."""
+    signature = inspect.signature(function)
+    call = shadow.caller(function, None, None)
+    for count in range(6):
+        args = tuple(range(count))
+        try:
+            signature.bind(*args)
+            binds = True
+        except TypeError:
+            binds = False
+        if binds:
+            assert call(*args).args == args
+        else:
+            with pytest.raises(TypeError, match=function.__name__):
+                call(*args)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -25,6 +25,8 @@ DEFAULT_CLIENT_OPTIONS: dict[str, Any] = {
     "socket_timeout": 10.0,
     "socket_connect_timeout": 5.0,
     "socket_keepalive": True,
+    "max_connections": 100,
+    "timeout": 20,  # seconds to wait for a free connection of the pool
 }
 
 _memory_servers: dict[str, Any] = {}
@@ -94,7 +96,9 @@ def create_pool(url: str) -> ConnectionPool:
     options = dict(DEFAULT_CLIENT_OPTIONS)
     if url.lower().startswith("unix://"):
         options.pop("socket_keepalive")  # TCP only
-    pool = ConnectionPool.from_url(url, retry=_short_retry(), **options)
+    # Blocking: a burst of concurrent commands (adds awaited together) waits for a free
+    # connection instead of failing with "Too many connections".
+    pool = BlockingConnectionPool.from_url(url, retry=_short_retry(), **options)
     encoding = str(pool.connection_kwargs.get("encoding", "utf-8")).lower()
     if _hiredis_pack is not None and encoding in ("utf-8", "utf8"):
         pool.connection_class = _fast_packing(pool.connection_class)

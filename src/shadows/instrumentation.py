@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import baggage, propagate, trace
-from opentelemetry.context import Context, attach, detach
+from opentelemetry.context import Context, attach, detach, get_current
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.trace import (
     Link,
@@ -92,7 +92,8 @@ def producing(
     active = tracer()
     if active is None:
         carrier: dict[str, str] = {}
-        propagate.inject(carrier)  # a context received from upstream still travels
+        if get_current():  # a context received from upstream (a span, baggage) travels on
+            propagate.inject(carrier)
         return nullcontext(carrier)
     return _producing(active, shadow, execution, mode)
 

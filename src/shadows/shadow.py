@@ -19,12 +19,13 @@ from redis.exceptions import ResponseError
 
 from . import dead_letters
 from .batch import Batch
-from .connection import create_client, normalize_url
+from .connection import create_client, is_memory, normalize_url
 from .dead_letters import DeadLetter
 from .dependencies import plan_for
 from .execution import Execution, Message, now_ms
 from .instrumentation import producing
 from .keys import WORKER_GROUP, Keys, validate_name
+from .lane import Lane
 from .metrics import task_added
 from .registry import WorkerInfo, list_workers
 from .scripts import Scripts, outcome_pairs
@@ -96,6 +97,7 @@ class Shadow:
         self._pool = connection_pool
         self._client: Redis | None = None
         self._scripts: Scripts | None = None
+        self._lane: Lane | None = None
 
         from .tasks import standard_tasks
 
@@ -110,6 +112,8 @@ class Shadow:
     async def __aenter__(self) -> Self:
         self._client = create_client(self.url, self._pool)
         self._scripts = Scripts(self._client)
+        # The embedded backend has no sockets to save work on.
+        self._lane = None if is_memory(self.url) else Lane(self._client)
         return self
 
     async def __aexit__(
@@ -119,6 +123,9 @@ class Shadow:
         traceback: TracebackType | None,
     ) -> None:
         client, self._client, self._scripts = self._client, None, None
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            await lane.close()
         if client is not None:
             await client.aclose()
 
@@ -249,13 +256,17 @@ class Shadow:
         moment = _validate_when(when)
         if key is not None and (not isinstance(key, str) or not key):
             raise ValueError(f"A task key must be a non-empty string, not {key!r}")
-        signature = plan_for(task).signature
+        plan = plan_for(task)
+        signature, positional = plan.signature, plan.positional
 
         def call(*args: Any, **kwargs: Any) -> Execution:
-            try:
-                signature.bind(*args, **kwargs)
-            except TypeError as error:
-                raise TypeError(f"{task.__name__}(): {error}") from None
+            # The common call (positional arguments only, a plain signature) is checked
+            # by counting; anything else is bound to the signature.
+            if kwargs or positional is None or not positional[0] <= len(args) <= positional[1]:
+                try:
+                    signature.bind(*args, **kwargs)
+                except TypeError as error:
+                    raise TypeError(f"{task.__name__}(): {error}") from None
             return Execution(
                 task, args, kwargs, moment or datetime.now(UTC), key or str(uuid.uuid4())
             )
@@ -288,20 +299,15 @@ class Shadow:
         """Write an already encoded ``message`` (see :meth:`schedule`); with ``client`` a
         pipeline, only queue the write (its result is that of the pipeline)."""
         keys = self.keys
-        outcome = await self.scripts.schedule(
-            keys=[keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)],
-            args=[
-                message.key,
-                message.when_ms,
-                now_ms(),
-                mode,
-                WORKER_GROUP,
-                *message.fields(),
-            ],
-            client=client,
-        )
+        names = [keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)]
+        args = [message.key, message.when_ms, now_ms(), mode, WORKER_GROUP, *message.fields()]
         if client is not None:
+            await self.scripts.schedule(keys=names, args=args, client=client)
             return ""
+        if self._lane is not None:
+            outcome = await self._lane.call(self.scripts.schedule, names, args)
+        else:
+            outcome = await self.scripts.schedule(keys=names, args=args)
         return self.scheduled(message, outcome)
 
     async def schedule_messages(

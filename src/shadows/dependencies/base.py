@@ -107,6 +107,10 @@ class TaskPlan:
     signature: inspect.Signature
     dependencies: tuple[tuple[str, Dependency], ...]
     is_async: bool
+    #: ``(required, total)`` positional parameters when every parameter may be given by
+    #: position (no ``*args``, ``**kwargs`` or keyword-only): then a call with only
+    #: positional arguments binds exactly when their number is in that range.
+    positional: tuple[int, int] | None = None
 
     def find(self, kind: type[D]) -> D | None:
         """The task's declared dependency of ``kind``, if it has one."""
@@ -153,9 +157,19 @@ def plan_for(function: Callable[..., Any]) -> TaskPlan:
         signature=signature,
         dependencies=tuple(dependencies),
         is_async=inspect.iscoroutinefunction(function),
+        positional=_positional_range(signature),
     )
     _plans[function] = plan
     return plan
+
+
+def _positional_range(signature: inspect.Signature) -> tuple[int, int] | None:
+    parameters = list(signature.parameters.values())
+    by_position = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(parameter.kind not in by_position for parameter in parameters):
+        return None
+    required = sum(parameter.default is inspect.Parameter.empty for parameter in parameters)
+    return required, len(parameters)
 
 
 def _single_kind(kind: type[Dependency]) -> type[Dependency]:
