@@ -147,7 +147,7 @@ async def test_stopping_a_worker_while_redis_is_away_leaves_no_unretrieved_task_
         )  # fmt: skip
         try:
             await wait_for(lambda log=log: "started on" in log.read_text(), 30, "the worker")
-            await asyncio.sleep(0.5)  # idle, blocked on the stream
+            await wait_until_a_worker_blocks(server.url)
             server.stop()
             await asyncio.sleep(0.02)
             process.send_signal(signal.SIGTERM)
@@ -157,6 +157,17 @@ async def test_stopping_a_worker_while_redis_is_away_leaves_no_unretrieved_task_
             server.start()
         assert process.returncode == 0
         assert "Task exception was never retrieved" not in log.read_text(), log.read_text()
+
+
+async def wait_until_a_worker_blocks(url: str) -> None:
+    """Wait until Redis shows a client blocked in XREADGROUP (an idle worker's read)."""
+    async with Shadow(name="findings-observer", url=url) as observer:
+
+        async def blocked() -> bool:
+            clients = await observer.client.client_list()
+            return any(c["cmd"] == "xreadgroup" and "b" in c["flags"] for c in clients)
+
+        await wait_for(blocked, 30, "a worker blocked on the stream")
 
 
 class HeldReplies:
@@ -248,7 +259,7 @@ async def test_a_message_reclaimed_while_its_delivery_was_in_flight_does_not_run
             worker_a = Worker(through_proxy, name="a", concurrency=1, redelivery_timeout=timeout)
             worker_b = Worker(direct, name="b", concurrency=1, redelivery_timeout=timeout)
             running_a = asyncio.create_task(worker_a.run_forever())
-            await asyncio.sleep(0.5)  # A is idle, blocked on the stream
+            await wait_until_a_worker_blocks(server.url)  # A, idle
             proxy.hold()
             await direct.add(slow, key="once")()
 

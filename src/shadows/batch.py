@@ -67,17 +67,16 @@ class Batch:
     async def send(self) -> list[str]:
         """Write what was added since the last send; returns their outcomes."""
         messages, self._messages = self._messages, []
-        chunks = [messages[at : at + self.size] for at in range(0, len(messages), self.size)]
         outcomes: list[str] = []
-        for chunk in chunks:
-            outcomes += await self._send(chunk)
+        for at in range(0, len(messages), self.size):
+            outcomes += await self._send(messages[at : at + self.size])
         self.outcomes += outcomes
         return outcomes
 
     async def _send(self, chunk: list[Message]) -> list[str]:
         async with self.shadow.client.pipeline(transaction=False) as pipe:
             for first in range(0, len(chunk), PER_CALL):
-                await self.shadow.schedule_messages(chunk[first : first + PER_CALL], client=pipe)
+                await self.shadow.add_messages(chunk[first : first + PER_CALL], pipe)
             replies = await pipe.execute()
         raw = [pair for reply in replies for pair in outcome_pairs(reply)]
         return [

@@ -28,7 +28,7 @@ from .keys import WORKER_GROUP, Keys, validate_name
 from .lane import Lane
 from .metrics import task_added
 from .registry import WorkerInfo, list_workers
-from .scripts import Scripts, outcome_pairs
+from .scripts import Scripts
 from .serialization import Codec, Payloads, codec_named
 from .snapshot import Snapshot, take_snapshot
 from .strikes import FEED_LENGTH, Operator, Strike, read_strikes
@@ -293,39 +293,28 @@ class Shadow:
             logger.debug("%s %s: %s", mode, execution, state)
         return state
 
-    async def schedule_message(
-        self, message: Message, mode: str = "add", client: Pipeline | None = None
-    ) -> str:
-        """Write an already encoded ``message`` (see :meth:`schedule`); with ``client`` a
-        pipeline, only queue the write (its result is that of the pipeline)."""
+    async def schedule_message(self, message: Message, mode: str = "add") -> str:
+        """Write an already encoded ``message`` (see :meth:`schedule`)."""
         keys = self.keys
         names = [keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)]
         args = [message.key, message.when_ms, now_ms(), mode, WORKER_GROUP, *message.fields()]
-        if client is not None:
-            await self.scripts.schedule(keys=names, args=args, client=client)
-            return ""
         if self._lane is not None:
             outcome = await self._lane.call(self.scripts.schedule, names, args)
         else:
             outcome = await self.scripts.schedule(keys=names, args=args)
         return self.scheduled(message, outcome)
 
-    async def schedule_messages(
-        self, messages: Sequence[Message], mode: str = "add", client: Pipeline | None = None
-    ) -> list[Any]:
-        """Write many encoded messages with one script call; returns each one's raw
-        outcome for :meth:`scheduled` (with ``client`` a pipeline, only queue the write)."""
+    async def add_messages(self, messages: Sequence[Message], pipe: Pipeline) -> None:
+        """Queue on ``pipe`` one script call adding all of ``messages``; its reply, read
+        with :func:`scripts.outcome_pairs`, holds each one's outcome for :meth:`scheduled`."""
         keys = self.keys
         names: list[str] = [keys.stream, keys.queue]
-        args: list[Any] = [now_ms(), mode, WORKER_GROUP]
+        args: list[Any] = [now_ms(), "add", WORKER_GROUP]
         for message in messages:
             names += (keys.run(message.key), keys.parked(message.key))
             fields = message.fields()
             args += (message.key, message.when_ms, len(fields), *fields)
-        flat = await self.scripts.schedule_many(keys=names, args=args, client=client)
-        if client is not None:
-            return []
-        return outcome_pairs(flat)
+        await self.scripts.schedule_many(keys=names, args=args, client=pipe)
 
     def scheduled(self, message: Message, outcome: Any) -> str:
         """The state a SCHEDULE script answered for ``message`` (and count the add)."""

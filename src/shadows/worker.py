@@ -136,6 +136,9 @@ class Worker:
 
         self._active: dict[str, asyncio.Task[None]] = {}  # by message id
         self._messages: dict[str, Message] = {}  # by message id
+        #: START calls sent in the background for fresh messages (the loop holds tasks
+        #: only weakly: an unreferenced one could vanish mid-call).
+        self._marking: set[asyncio.Task[Any]] = set()
         self._leases = Leases(shadow, self.name, self._redelivery, self._messages.get, self._lose)
         self._slot_freed = asyncio.Event()
         self._idle = asyncio.Event()
@@ -533,7 +536,14 @@ class Worker:
             marking = asyncio.create_task(
                 self.shadow.scripts.start(keys=start_keys, args=start_args)
             )
-            marking.add_done_callback(_ignore_outcome)
+            self._marking.add(marking)
+            marking.add_done_callback(self._marked)
+
+    def _marked(self, marking: asyncio.Task[Any]) -> None:
+        """A background START ended; a failure only delays the ``running`` record."""
+        self._marking.discard(marking)
+        if not marking.cancelled() and marking.exception() is not None:
+            logger.debug("Recording tasks as running failed: %s", marking.exception())
 
     def _task_done(self, message_id: str, _: object = None) -> None:
         self._active.pop(message_id, None)
@@ -613,9 +623,3 @@ class Worker:
         if task is not None and not task.done():
             logger.error("Cancelling task %s: %s", task.get_name(), reason)
             task.cancel()
-
-
-def _ignore_outcome(task: asyncio.Task[Any]) -> None:
-    """Retrieve a background call's outcome (a failure only delays a state record)."""
-    if not task.cancelled() and task.exception() is not None:
-        logger.debug("Recording tasks as running failed: %s", task.exception())
