@@ -36,6 +36,8 @@ MIX: dict[str, float] = {
 }
 CUSTOMERS = ("alice", "bob", "carol")
 CHAINS = 3
+#: Chains written by hand (each run adds or replaces its own key's successor).
+RELAYS = 2
 #: A keyed future task is at least this far out, so that adding its key again right away
 #: must find it still scheduled (and do nothing).
 KEYED_LEAD = 1.5
@@ -120,6 +122,13 @@ class Producer:
             )
             if added is None:
                 raise RuntimeError(f"could not start the perpetual chain {key}")
+        for index in range(RELAYS):
+            key = f"relay-{index}"
+            added = await self._add(
+                "perpetual", key, None, self.shadow.add(tasks.relay, key=key)(50)
+            )
+            if added is None:
+                raise RuntimeError(f"could not start the hand-written chain {key}")
 
     async def add_probes(self, count: int, delay: float) -> None:
         """Tasks due in ``delay`` seconds: work that is waiting when Redis comes back."""

@@ -16,18 +16,20 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from shadows import (
     ConcurrencyLimit,
     CurrentExecution,
+    CurrentShadow,
     CurrentWorker,
     Execution,
     ExponentialRetry,
     Perpetual,
     Retry,
+    Shadow,
     Worker,
 )
 
@@ -186,7 +188,36 @@ async def heartbeat(
             details["stopped"] = True
 
 
-tasks: list[Callable[..., Any]] = [work, flaky, flaky_exponential, limited, chain, heartbeat]
+async def relay(
+    ms: int,
+    step: int = 0,
+    shadows: Shadow = CurrentShadow(),
+    execution: Execution = CurrentExecution(),
+    worker: Worker = CurrentWorker(),
+    retry: Retry = Retry(attempts=None, delay=timedelta(milliseconds=300)),
+) -> None:
+    """A chain written by hand: each run schedules its successor under its own key (by
+    add and by replace in turn), which must run after it, never beside it. Retried for
+    ever, so that an add lost to a Redis outage is made again by the retried run."""
+    async with recorded(execution, worker) as details:
+        await asyncio.sleep(ms / 1000)
+        if stop_requested():
+            details["stopped"] = True
+            return
+        when = datetime.now(UTC) + PERPETUAL_EVERY
+        schedule = shadows.replace if step % 2 else shadows.add
+        await schedule(relay, when=when, key=execution.key)(ms, step + 1)
+
+
+tasks: list[Callable[..., Any]] = [
+    work,
+    flaky,
+    flaky_exponential,
+    limited,
+    chain,
+    heartbeat,
+    relay,
+]
 
 if os.environ.get("CHAOS_SABOTAGE"):
     from .sabotage import install

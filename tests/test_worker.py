@@ -271,11 +271,7 @@ async def test_undecodable_arguments_are_logged_and_do_not_block(
         args=b"cno_such_module_for_shadows\nThing\n.",
         kwargs=shadow.codec.dumps({}),
     )
-    await shadow.scripts.schedule(
-        keys=[shadow.keys.stream, shadow.keys.queue, shadow.keys.run("broken-1"),
-              shadow.keys.parked("broken-1")],
-        args=["broken-1", broken.when_ms, now_ms(), "add", WORKER_GROUP, *broken.fields()],
-    )  # fmt: skip
+    await shadow.schedule_message(broken)
     await shadow.add(fine)(1)
     with caplog.at_level(logging.INFO, logger="shadows"):
         async with Worker(shadow) as worker:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any, Union
 from weakref import WeakKeyDictionary
 
+from .functions import annotated, describe
+
 _repr = reprlib.Repr()
 _repr.maxstring = 200
 _repr.maxother = 200
@@ -66,9 +68,13 @@ def _plan(function: Callable[..., Any]) -> _ArgumentPlan:
     except (KeyError, TypeError):
         pass
     try:
-        hints = typing.get_type_hints(function, include_extras=True)
+        hints: Any = typing.get_type_hints(annotated(function), include_extras=True)
     except Exception:
-        hints = getattr(function, "__annotations__", {})
+        # Objects typing cannot read (mocks, some callables): their raw annotations, if
+        # they are a real dictionary at all.
+        hints = getattr(function, "__annotations__", None)
+    if not isinstance(hints, dict):
+        hints = {}
     try:
         parameters = list(inspect.signature(function).parameters.values())
     except (TypeError, ValueError):
@@ -100,4 +106,4 @@ def render_call(
     for name, value in kwargs.items():
         marker = markers.get(name)
         parts.append(f"{name}={marker.render(value) if marker else '...'}")
-    return f"{getattr(function, '__name__', repr(function))}({', '.join(parts)})"
+    return f"{describe(function)}({', '.join(parts)})"

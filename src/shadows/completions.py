@@ -113,17 +113,36 @@ class Completions:
                     await asyncio.sleep(delay)
                     continue
                 except Exception as error:
-                    # Not an outage: a bug or a server refusing the script. Say so loudly;
-                    # the messages stay pending and are redelivered after the timeout.
-                    logger.exception("Cannot acknowledge %d finished task(s)", len(batch))
-                    for completion in batch:
-                        if not completion.future.done():
-                            completion.future.set_exception(error)
+                    # Not an outage: a bug or a server refusing the script. One message
+                    # must not sink the others of its batch: settle them one by one, and
+                    # hand the error to the ones that fail alone (the runner then
+                    # dead-letters them or acknowledges them plainly).
+                    if len(batch) > 1:
+                        await self._settle_alone(batch)
+                    else:
+                        logger.error("Cannot acknowledge a finished task: %s", error)
+                        batch[0].future.set_exception(error)
                     continue
                 backoff.reset()
                 for completion, result in zip(batch, results, strict=True):
                     if not completion.future.done():
                         completion.future.set_result(int(result) != 0)
+
+    async def _settle_alone(self, batch: list[_Completion]) -> None:
+        for completion in batch:
+            try:
+                results = await self._settle([completion])
+            except CONNECTION_ERRORS:
+                self._queue.append(completion)  # the outage path of the loop retries it
+                self._wakeup.set()
+                continue
+            except Exception as error:
+                logger.error("Cannot acknowledge task %s: %s", completion.message.key, error)
+                if not completion.future.done():
+                    completion.future.set_exception(error)
+                continue
+            if not completion.future.done():
+                completion.future.set_result(int(results[0]) != 0)
 
     async def _settle(self, batch: list[_Completion]) -> list[int]:
         shadow = self.shadow
@@ -140,15 +159,20 @@ class Completions:
         ]
         for completion in batch:
             message, follow = completion.message, completion.follow
-            script_keys += [keys.run(message.key), keys.parked(message.key)]
+            key = message.key
+            script_keys += [keys.run(key), keys.parked(key), keys.successor(key)]
             for slot in message.holds:
                 script_keys += [keys.concurrency(slot), keys.waiting(slot)]
             fields = follow.fields() if follow else []
             failure = completion.failure
             dead = failure.fields(self.consumer, message.fields()) if failure else []
+            if follow is None:
+                outcome = completion.outcome
+            else:
+                outcome = "retry" if follow.attempt > message.attempt else "reschedule"
             args += [
                 message.message_id,
-                "reschedule" if follow else completion.outcome,
+                outcome,
                 message.key,
                 follow.when_ms if follow else 0,
                 len(fields),

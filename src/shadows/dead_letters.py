@@ -36,7 +36,7 @@ TEXT_LIMIT = 16_000
 class Failure:
     """Why a message is dead-lettered, as the worker saw it."""
 
-    reason: str  # failed | unknown-task | undecodable | rejected | malformed | poison
+    reason: str  # failed | unknown-task | undecodable | rejected | malformed | poison | internal
     error: str
     traceback: str = ""
     #: The entry's raw fields, for a message too malformed to parse.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .annotations import render_call
+from .functions import task_name
 from .serialization import Payloads
 
 Fields = Mapping[bytes, bytes]
@@ -139,7 +141,7 @@ class Execution:
 
     @property
     def function_name(self) -> str:
-        return getattr(self.function, "__name__", repr(self.function))
+        return task_name(self.function)
 
     def call_repr(self) -> str:
         return render_call(self.function, self.args, self.kwargs)
@@ -173,6 +175,21 @@ class Execution:
             f"Execution({self.function_name}, key={self.key!r}, "
             f"when={self.when.isoformat()}, attempt={self.attempt})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The run that holds a key while a worker runs it: it alone may schedule the key's
+    successor (see ``docs/advanced-patterns.md``, "Chains")."""
+
+    shadow: str
+    key: str
+    message_id: str
+
+
+#: The run the current code belongs to (set by the worker around a task and its
+#: dependencies; asyncio tasks and threads started from there inherit it).
+current_holder: ContextVar[Holder | None] = ContextVar("shadows_holder", default=None)
 
 
 def preview(fields: Fields) -> dict[str, str]:

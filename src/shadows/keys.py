@@ -52,6 +52,12 @@ class Keys:
         """Hash with the state of the task ``key`` (scheduled, queued, running, done)."""
         return f"{self.prefix}run:{key}"
 
+    def successor(self, key: str) -> str:
+        """Hash holding the message fields of the task a running ``key`` scheduled for its
+        own key: placed when that run ends (the run hash's ``successor`` field holds
+        whether it was an add or a replace)."""
+        return f"{self.prefix}successor:{key}"
+
     @property
     def strikes(self) -> str:
         """Stream of strike and restore changes: wakes the workers (trimmed; the hash below

@@ -8,6 +8,7 @@ import logging
 
 from redis.exceptions import ResponseError
 
+from .execution import Message, now_ms
 from .keys import WORKER_GROUP
 from .reader import entry_id
 from .reconnect import CONNECTION_ERRORS
@@ -22,6 +23,22 @@ async def acknowledge(shadow: Shadow, message_ids: list[str]) -> None:
     async with shadow.client.pipeline(transaction=False) as pipe:
         pipe.xack(stream, WORKER_GROUP, *message_ids)
         pipe.xdel(stream, *message_ids)
+        await pipe.execute()
+
+
+async def abandon(shadow: Shadow, message: Message, outcome: str) -> None:
+    """Acknowledge ``message`` and record ``outcome`` for its key without the COMPLETE
+    script (which refused it): a last resort that does not check the claim is still this
+    worker's, nor free concurrency slots (their leases run out)."""
+    keys = shadow.keys
+    run = keys.run(message.key)
+    async with shadow.client.pipeline(transaction=True) as pipe:
+        pipe.xack(keys.stream, WORKER_GROUP, message.message_id)
+        pipe.xdel(keys.stream, message.message_id)
+        pipe.hdel(run, "message", "successor")
+        pipe.hset(run, mapping={"state": outcome, "finished": now_ms()})
+        pipe.expire(run, max(1, int(shadow.execution_ttl.total_seconds())))
+        pipe.delete(keys.successor(message.key))
         await pipe.execute()
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import inspect
 import logging
 import time
 from contextlib import AsyncExitStack
-from dataclasses import replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.trace import Span
@@ -26,7 +28,16 @@ from .dependencies import (
     resolve_arguments,
 )
 from .dependencies.base import task_arguments
-from .execution import MALFORMED, POISON, Execution, Message, now_ms, to_ms
+from .execution import (
+    MALFORMED,
+    POISON,
+    Execution,
+    Holder,
+    Message,
+    current_holder,
+    now_ms,
+    to_ms,
+)
 from .serialization import PayloadError
 from .strikes import Strike, flatten_arguments
 
@@ -50,13 +61,41 @@ def _describe(message: Message) -> str:
     return f"{message.function} [key={message.key} attempt={message.attempt}]"
 
 
+@dataclass(slots=True)
+class Verdict:
+    """How a message ends: the outcome to record, the message to place next (a retry or
+    the next perpetual run) and the failure to keep as a dead letter."""
+
+    outcome: str
+    follow: Message | None = None
+    failure: Failure | None = None
+
+
 async def run_message(worker: Worker, message: Message) -> None:
-    """Run ``message`` on ``worker`` and settle it; never raises but on cancellation."""
+    """Run ``message`` on ``worker`` and settle it; never raises but on cancellation.
+
+    Whatever fails in the worker's own handling of the message (a bug, a task object it
+    cannot inspect, a broken metrics exporter) ends the message as a failed run, retried
+    or dead-lettered by the task's policy: a message is never left unsettled.
+    """
+    try:
+        verdict = await _decide(worker, message)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        verdict = _internal_failure(worker, message, error)
+    if verdict is not None:
+        await _settle(worker, message, verdict)
+
+
+async def _decide(worker: Worker, message: Message) -> Verdict | None:
+    """Run ``message`` if it may run; ``None`` when it is not this worker's to settle
+    (parked for a concurrency slot, or claimed by another worker)."""
     shadow = worker.shadow
     if MALFORMED in message.extra:
-        failure = Failure("malformed", message.extra[MALFORMED], raw=message.raw)
-        await worker.finish(message, "drop", failure=failure)
-        return
+        return Verdict(
+            "drop", None, Failure("malformed", message.extra[MALFORMED], raw=message.raw)
+        )
     if POISON in message.extra:
         deliveries = message.extra.pop(POISON)
         error = (
@@ -64,15 +103,13 @@ async def run_message(worker: Worker, message: Message) -> None:
             "ran it died or lost touch with Redis (out of memory? a crash?)"
         )
         logger.error("Dead-lettering poison message %s: %s", _describe(message), error)
-        await worker.finish(message, "failed", failure=Failure("poison", error))
-        return
+        return Verdict("failed", None, Failure("poison", error))
     strikes = worker.strikes
     # A whole-task strike is honoured before decoding: a payload that crashes or hangs the
     # decoder is one reason to strike a task.
     whole = strikes.task_strike(message.function) if strikes else None
     if whole is not None:
-        await _skip_stricken(worker, message, whole, message.function)
-        return
+        return _skip_stricken(worker, message, whole, message.function)
     function = shadow.tasks.get(message.function)
     if function is None:
         error = (
@@ -80,15 +117,12 @@ async def run_message(worker: Worker, message: Message) -> None:
             f"(registered: {', '.join(sorted(shadow.tasks))})"
         )
         logger.error("Unknown task %s: %s", _describe(message), error)
-        await worker.finish(message, "failed", failure=Failure("unknown-task", error))
-        return
+        return Verdict("failed", None, Failure("unknown-task", error))
     try:
         execution = Execution.from_message(message, function, shadow.payloads)
-        plan = plan_for(function)
     except PayloadError as error:
         logger.error("Refusing %s: %s", _describe(message), error)
-        await worker.finish(message, "failed", failure=Failure("rejected", str(error)))
-        return
+        return Verdict("failed", None, Failure("rejected", str(error)))
     except Exception as error:
         logger.error(
             "Cannot decode the arguments of %s: %s: %s",
@@ -96,21 +130,18 @@ async def run_message(worker: Worker, message: Message) -> None:
             type(error).__name__,
             error,
         )
-        failure = Failure.from_exception("undecodable", error)
-        await worker.finish(message, "failed", failure=failure)
-        return
+        return Verdict("failed", None, Failure.from_exception("undecodable", error))
+    plan = plan_for(function)
     try:
         arguments = task_arguments(execution)
     except TypeError as error:
         logger.error("Wrong arguments for %s: %s", _describe(message), error)
-        await worker.finish(message, "failed", failure=Failure("bad-arguments", str(error)))
-        return
+        return Verdict("failed", None, Failure("bad-arguments", str(error)))
 
     if strikes:
         strike = strikes.match(message.function, flatten_arguments(arguments, plan.signature))
         if strike is not None:
-            await _skip_stricken(worker, message, strike, execution.call_repr())
-            return
+            return _skip_stricken(worker, message, strike, execution.call_repr())
 
     limits = plan.all(ConcurrencyLimit)
     if limits:
@@ -121,23 +152,21 @@ async def run_message(worker: Worker, message: Message) -> None:
             ]
         except KeyError as error:
             logger.error("Cannot limit %s: %s", _describe(message), error.args[0])
-            await worker.finish(message, "failed", failure=Failure("failed", error.args[0]))
-            return
+            return Verdict("failed", None, Failure("failed", error.args[0]))
         taken = await worker.acquire(message, slots)
         if taken is None:
             if logger.isEnabledFor(logging.INFO):
                 logger.info("⏸ %s waits for a free concurrency slot", _describe(message))
-            return
+            return None
         if not taken:
-            return
+            return None
 
     if not worker.allowed_to_run(message):
-        await worker.finish(message, "skipped")  # run_at_most: its cap is spent
-        return
-    await _run(worker, execution, message)
+        return Verdict("skipped")  # run_at_most: its cap is spent
+    return await _run(worker, execution, message)
 
 
-async def _skip_stricken(worker: Worker, message: Message, strike: Strike, call: str) -> None:
+def _skip_stricken(worker: Worker, message: Message, strike: Strike, call: str) -> Verdict:
     """Acknowledge a stricken call without running it: no retry, no next perpetual run."""
     worker.stricken[message.function] += 1
     logger.warning(
@@ -155,20 +184,106 @@ async def _skip_stricken(worker: Worker, message: Message, strike: Strike, call:
             "strike": str(strike),
         },
     )
-    await worker.finish(message, "stricken")
+    return Verdict("stricken")
 
 
-async def _run(worker: Worker, execution: Execution, message: Message) -> None:
+def _internal_failure(worker: Worker, message: Message, error: Exception) -> Verdict:
+    """The verdict on a message whose handling failed inside the worker: a failed run,
+    retried when the task's declared ``Retry`` allows, else dead-lettered."""
+    logger.error(
+        "✘ Internal error while handling %s: %s: %s",
+        _describe(message),
+        type(error).__name__,
+        error,
+        exc_info=error,
+        extra={
+            "task": message.function,
+            "key": message.key,
+            "attempt": message.attempt,
+            "worker": worker.name,
+            "outcome": "failed",
+        },
+    )
+    try:
+        follow = _declared_retry(worker, message)
+    except Exception:
+        logger.exception("Cannot retry %s after an internal error", _describe(message))
+        follow = None
+    if follow is not None:
+        return Verdict("failed", follow)
+    return Verdict("failed", None, Failure.from_exception("internal", error))
+
+
+def _declared_retry(worker: Worker, message: Message) -> Message | None:
+    """The next attempt of ``message`` under the ``Retry`` its task declares, if any."""
+    function = worker.shadow.tasks.get(message.function)
+    retry = plan_for(function).find(Retry) if function is not None else None
+    if retry is None:
+        return None
+    bound = copy.copy(retry)
+    bound.attempt = message.attempt
+    delay = bound.next_delay()
+    if delay is None:
+        return None
+    return _retried(worker, message, delay)
+
+
+def _retried(worker: Worker, message: Message, delay: timedelta) -> Message:
+    retried = replace(
+        message,
+        attempt=message.attempt + 1,
+        when_ms=now_ms() + int(delay.total_seconds() * 1000),
+        extra=dict(message.extra),
+        holds=[],
+    )
+    return worker.shadow.payloads.seal(retried)
+
+
+async def _settle(worker: Worker, message: Message, verdict: Verdict) -> None:
+    """Report ``verdict`` to Redis. Should that fail for anything but an outage (which
+    the completions ride out), the message is dead-lettered as an internal failure, and
+    as a last resort acknowledged with its run recorded as failed."""
+    try:
+        await worker.finish(message, verdict.outcome, verdict.follow, verdict.failure)
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        logger.error(
+            "Cannot settle %s as %s: %s: %s",
+            _describe(message),
+            verdict.outcome,
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+        failure = Failure.from_exception("internal", error)
+    try:
+        await worker.finish(message, "failed", None, failure)
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        logger.error(
+            "Cannot dead-letter %s either (%s: %s); acknowledging it as failed",
+            _describe(message),
+            type(error).__name__,
+            error,
+        )
+    await worker.abandon(message, "failed")
+
+
+async def _run(worker: Worker, execution: Execution, message: Message) -> Verdict:
     with instrumentation.running(worker.shadow.name, worker.name, execution, message) as span:
-        outcome, follow, failure = await _attempt(worker, execution, message, span)
-        if follow is not None and instrumentation.carry(span, follow):
-            worker.shadow.payloads.seal(follow)  # the context is signed too
-    await worker.finish(message, outcome, follow, failure)
+        verdict = await _attempt(worker, execution, message, span)
+        if verdict.follow is not None and instrumentation.carry(span, verdict.follow):
+            worker.shadow.payloads.seal(verdict.follow)  # the context is signed too
+    return verdict
 
 
 async def _attempt(
     worker: Worker, execution: Execution, message: Message, span: Span | None
-) -> tuple[str, Message | None, Failure | None]:
+) -> Verdict:
     """Call the task once; returns the outcome to report, the message to place next and
     the failure to keep."""
     function = execution.function
@@ -191,6 +306,9 @@ async def _attempt(
     series = worker.metrics.run_started(message)
     started = time.perf_counter()
     error: Exception | None = None
+    # Inside the run (its dependencies included), the task may schedule its own key's
+    # successor.
+    holding = current_holder.set(Holder(worker.shadow.name, execution.key, message.message_id))
     try:
         async with stack:
             arguments = await resolve_arguments(plan, context)
@@ -201,7 +319,9 @@ async def _attempt(
                 if plan.is_async:
                     await function(*execution.args, **keywords)
                 else:
-                    await asyncio.to_thread(function, *execution.args, **keywords)
+                    result = await asyncio.to_thread(function, *execution.args, **keywords)
+                    if inspect.isawaitable(result):  # a sync wrapper around a coroutine
+                        await result
     except TimeoutError as raised:
         timeout = _find(Timeout, context.arguments)
         error = raised
@@ -216,6 +336,7 @@ async def _attempt(
         instrumentation.cancelled(span)
         raise
     finally:
+        current_holder.reset(holding)
         elapsed = time.perf_counter() - started
         worker.metrics.run_ended(series, elapsed)
     details["duration"] = round(elapsed, 6)
@@ -236,7 +357,7 @@ async def _attempt(
                 _duration(elapsed),
                 extra=details,
             )
-        return "completed", follow, None
+        return Verdict("completed", follow)
 
     retry = _find(Retry, resolved)
     delay = retry.next_delay() if retry else None
@@ -256,14 +377,7 @@ async def _attempt(
             exc_info=error if logger.isEnabledFor(logging.DEBUG) else None,
             extra=details,
         )
-        retried = replace(
-            message,
-            attempt=message.attempt + 1,
-            when_ms=now_ms() + int(delay.total_seconds() * 1000),
-            extra=dict(message.extra),
-            holds=[],
-        )
-        return "failed", worker.shadow.payloads.seal(retried), None
+        return Verdict("failed", _retried(worker, message, delay))
 
     details["outcome"] = "failed"
     logger.error(
@@ -277,7 +391,7 @@ async def _attempt(
         exc_info=error,
         extra=details,
     )
-    return "failed", follow, Failure.from_exception("failed", error)
+    return Verdict("failed", follow, Failure.from_exception("failed", error))
 
 
 def _next_run(

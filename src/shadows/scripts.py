@@ -80,9 +80,27 @@ end
 """
 
 _SCHEDULE_ONE = r"""
+-- Does the run `holder` (a stream id; '' outside of a run) hold the key of `run` now?
+local function holds(run, state, holder)
+  if holder == '' or (state ~= 'running' and state ~= 'queued') then return false end
+  return redis.call('HGET', run, 'message') == holder
+end
+
 -- Add (or, mode 'replace', swap) one task; returns its state and its stream id if queued.
-local function schedule_one(stream, queue, run, parked, key, when, now, mode, group, fields)
+-- From inside the run that holds the key, the task is kept as that run's successor and
+-- placed when the run ends (COMPLETE): a chain never overlaps itself.
+local function schedule_one(stream, queue, run, parked, successor, key, when, now, mode,
+                            group, holder, fields)
   local state = redis.call('HGET', run, 'state')
+  if holds(run, state, holder) then
+    if mode == 'add' and redis.call('HEXISTS', run, 'successor') == 1 then
+      return 'exists', 'successor'
+    end
+    redis.call('DEL', successor)
+    redis.call('HSET', successor, unpack(fields))
+    redis.call('HSET', run, 'successor', mode)
+    return 'successor', ''
+  end
   if mode == 'add' then
     if state == 'scheduled' or state == 'queued' or state == 'running' then
       return 'exists', state
@@ -105,25 +123,28 @@ local function schedule_one(stream, queue, run, parked, key, when, now, mode, gr
 end
 """
 
-# KEYS: stream, queue, run, parked
-# ARGV: key, when_ms, now_ms, mode ('add' | 'replace'), group, fields...
-# Returns {state, detail}: {'queued', id}, {'scheduled', ''} or {'exists', current state}
+# KEYS: stream, queue, run, parked, successor
+# ARGV: key, when_ms, now_ms, mode ('add' | 'replace'), group, holder (the stream id of
+#       the run scheduling it, or ''), fields...
+# Returns {state, detail}: {'queued', id}, {'scheduled', ''}, {'successor', ''} or
+# {'exists', current state}
 SCHEDULE = (
     _PRELUDE
     + _SCHEDULE_ONE
     + r"""
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
-local state, detail = schedule_one(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2],
-                                   ARGV[3], ARGV[4], ARGV[5], fields)
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+local state, detail = schedule_one(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1],
+                                   ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], fields)
 return {state, detail}
 """
 )
 
 # Many adds in one call (a batch): one script call costs Redis far more than the few
 # writes of one add, so a batch pays it once per group of tasks.
-# KEYS: stream, queue, then run and parked of each task
-# ARGV: now_ms, mode, group, then per task: key, when_ms, number of fields, fields...
+# KEYS: stream, queue, then run, parked and successor of each task
+# ARGV: now_ms, mode, group, then per task: key, when_ms, holder, number of fields,
+#       fields...
 # Returns the flat {state, detail, state, detail, ...} of the tasks, in order.
 SCHEDULE_MANY = (
     _PRELUDE
@@ -132,13 +153,14 @@ SCHEDULE_MANY = (
 local now, mode, group = ARGV[1], ARGV[2], ARGV[3]
 local replies = {}
 local at = 4
-for k = 3, #KEYS, 2 do
-  local key, when, count = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+for k = 3, #KEYS, 3 do
+  local key, when, holder = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local count = tonumber(ARGV[at + 3])
   local fields = {}
-  for i = at + 3, at + 2 + count do fields[#fields + 1] = ARGV[i] end
-  at = at + 3 + count
-  local state, detail = schedule_one(KEYS[1], KEYS[2], KEYS[k], KEYS[k + 1], key, when, now,
-                                     mode, group, fields)
+  for i = at + 4, at + 3 + count do fields[#fields + 1] = ARGV[i] end
+  at = at + 4 + count
+  local state, detail = schedule_one(KEYS[1], KEYS[2], KEYS[k], KEYS[k + 1], KEYS[k + 2],
+                                     key, when, now, mode, group, holder, fields)
   replies[#replies + 1] = state
   replies[#replies + 1] = detail
 end
@@ -146,13 +168,20 @@ return replies
 """
 )
 
-# KEYS: queue, run, parked
-# ARGV: key
+# KEYS: queue, run, parked, successor
+# ARGV: key, holder (the stream id of the run cancelling it, or '')
+# Removes a future task, or, from inside the run holding the key, the successor it
+# scheduled. Returns 1 when something was removed.
 CANCEL = r"""
-if redis.call('HGET', KEYS[2], 'state') ~= 'scheduled' then return 0 end
+local state = redis.call('HGET', KEYS[2], 'state')
+if ARGV[2] ~= '' and (state == 'running' or state == 'queued')
+    and redis.call('HGET', KEYS[2], 'message') == ARGV[2] then
+  redis.call('DEL', KEYS[4])
+  return redis.call('HDEL', KEYS[2], 'successor')
+end
+if state ~= 'scheduled' then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[3])
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[3], KEYS[2], KEYS[4])
 return 1
 """
 
@@ -230,18 +259,22 @@ end
 return entries
 """
 
-# KEYS: stream, queue, failed, then per message: run key, parked key, and a (slot,
-#       waiting) key pair per concurrency slot it holds
+# KEYS: stream, queue, failed, then per message: run key, parked key, successor key,
+#       and a (slot, waiting) key pair per concurrency slot it holds
 # ARGV: group, consumer, now_ms, ttl_s, key prefix, dead-letter ttl_ms, dead-letter limit,
 #       then per message: message id, outcome, key, when_ms, field count, fields...,
 #       slot count, dead-letter field count, dead-letter fields...
 # outcome: a final state ('completed', 'failed', 'stricken', ...), 'reschedule' (place
-# the fields anew), or 'drop' (no run record). Dead-letter fields, when given, are kept in
+# the fields anew: the next run of a perpetual task), 'retry' (the same, for the next
+# attempt), or 'drop' (no run record). A successor the run scheduled for its own key is
+# placed once the outcome is, as the add or replace it was; a retry discards it (the
+# retried run schedules it again). Dead-letter fields, when given, are kept in
 # '{name}:dead:{key}' and indexed in 'failed' (bounded, expiring).
 # Returns per message: 1 settled; 2 not pending any more (already settled: a retried
 # call); 0 claimed by another consumer (fencing: this worker must not touch its state).
 COMPLETE = (
     _PRELUDE
+    + _SCHEDULE_ONE
     + r"""
 local stream, queue, failed = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
@@ -250,7 +283,7 @@ local dead_ttl, dead_limit = tonumber(ARGV[6]), tonumber(ARGV[7])
 local results = {}
 local k, a = 4, 8
 while a <= #ARGV do
-  local run, parked = KEYS[k], KEYS[k + 1]
+  local run, parked, successor = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local id, outcome, key, when = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local count = tonumber(ARGV[a + 4])
   local fields = {}
@@ -259,8 +292,8 @@ while a <= #ARGV do
   local dead_count = tonumber(ARGV[a + 6 + count])
   local dead = {}
   for i = 1, dead_count do dead[i] = ARGV[a + 6 + count + i] end
-  local first_slot = k + 2
-  k, a = k + 2 + 2 * slots, a + 7 + count + dead_count
+  local first_slot = k + 3
+  k, a = k + 3 + 2 * slots, a + 7 + count + dead_count
 
   local owner = pending_owner(stream, group, id)
   if owner ~= consumer then
@@ -288,7 +321,9 @@ while a <= #ARGV do
       redis.call('ZREM', slot, key)
       wake_one(prefix, stream, queue, waiting)
     end
-    if outcome == 'reschedule' then
+    local next_mode = redis.call('HGET', run, 'successor')
+    if next_mode then redis.call('HDEL', run, 'successor') end
+    if outcome == 'reschedule' or outcome == 'retry' then
       place(stream, queue, run, parked, key, when, now, fields, false)
     elseif outcome ~= 'drop' then
       if ttl > 0 then
@@ -297,6 +332,14 @@ while a <= #ARGV do
         redis.call('EXPIRE', run, ttl)
       else
         redis.call('DEL', run)
+      end
+    end
+    if next_mode then
+      local next_fields = redis.call('HGETALL', successor)
+      redis.call('DEL', successor)
+      if outcome ~= 'retry' and #next_fields > 0 then
+        schedule_one(stream, queue, run, parked, successor, key, field(next_fields, 'when'),
+                     now, next_mode, group, '', next_fields)
       end
     end
     results[#results + 1] = 1
@@ -423,7 +466,8 @@ local group, prefix, page = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local removed = 0
 local keys = redis.call('ZRANGE', queue, 0, page - 1)
 for _, key in ipairs(keys) do
-  redis.call('DEL', prefix .. 'parked:' .. key, prefix .. 'run:' .. key)
+  redis.call('DEL', prefix .. 'parked:' .. key, prefix .. 'run:' .. key,
+             prefix .. 'successor:' .. key)
   redis.call('ZREM', queue, key)
   removed = removed + 1
 end
@@ -437,7 +481,7 @@ while true do
     if not pending_owner(stream, group, id) then
       redis.call('XDEL', stream, id)
       local key = field(entry[2], 'key')
-      if key then redis.call('DEL', prefix .. 'run:' .. key) end
+      if key then redis.call('DEL', prefix .. 'run:' .. key, prefix .. 'successor:' .. key) end
       removed = removed + 1
     end
   end

@@ -22,7 +22,8 @@ from .batch import Batch
 from .connection import create_client, is_memory, normalize_url
 from .dead_letters import DeadLetter
 from .dependencies import plan_for
-from .execution import Execution, Message, now_ms
+from .execution import Execution, Message, current_holder, now_ms
+from .functions import describe, task_name
 from .instrumentation import producing
 from .keys import WORKER_GROUP, Keys, validate_name
 from .lane import Lane
@@ -163,10 +164,11 @@ class Shadow:
 
     def register(self, function: TaskFunction) -> None:
         """Make ``function`` runnable by name on this shadow's workers."""
-        if not callable(function) or not hasattr(function, "__name__"):
-            raise TypeError(f"A task must be a named function, not {function!r}")
+        if not callable(function):
+            raise TypeError(f"A task must be a function or callable object, not {function!r}")
+        name = task_name(function)
         plan_for(function)  # validates the dependency declarations early
-        self.tasks[function.__name__] = function
+        self.tasks[name] = function
 
     def register_collection(self, path: str) -> None:
         """Register every function of the list at ``"package.module:attribute"``."""
@@ -184,8 +186,9 @@ class Shadow:
                 ) from None
         if not callable(function):
             raise TypeError(f"A task must be a function or a registered name, not {function!r}")
-        registered = self.tasks.get(function.__name__)
-        if registered is not function:
+        registered = self.tasks.get(task_name(function))
+        # A bound method is a new object at every access, but an equal one.
+        if registered is not function and registered != function:
             self.register(function)
         return function
 
@@ -266,7 +269,7 @@ class Shadow:
                 try:
                     signature.bind(*args, **kwargs)
                 except TypeError as error:
-                    raise TypeError(f"{task.__name__}(): {error}") from None
+                    raise TypeError(f"{task_name(task)}(): {error}") from None
             return Execution(
                 task, args, kwargs, moment or datetime.now(UTC), key or str(uuid.uuid4())
             )
@@ -293,11 +296,21 @@ class Shadow:
             logger.debug("%s %s: %s", mode, execution, state)
         return state
 
+    def _holder(self, key: str) -> str:
+        """The stream id of the run of ``key`` this code runs inside, if any ('' if none):
+        that run may schedule its own successor."""
+        holder = current_holder.get()
+        if holder is None or holder.key != key or holder.shadow != self.name:
+            return ""
+        return holder.message_id
+
     async def schedule_message(self, message: Message, mode: str = "add") -> str:
         """Write an already encoded ``message`` (see :meth:`schedule`)."""
         keys = self.keys
-        names = [keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)]
-        args = [message.key, message.when_ms, now_ms(), mode, WORKER_GROUP, *message.fields()]
+        key = message.key
+        names = [keys.stream, keys.queue, keys.run(key), keys.parked(key), keys.successor(key)]
+        args: list[str | bytes | int] = [key, message.when_ms, now_ms(), mode, WORKER_GROUP]
+        args += [self._holder(key), *message.fields()]
         if self._lane is not None:
             outcome = await self._lane.call(self.scripts.schedule, names, args)
         else:
@@ -311,9 +324,10 @@ class Shadow:
         names: list[str] = [keys.stream, keys.queue]
         args: list[Any] = [now_ms(), "add", WORKER_GROUP]
         for message in messages:
-            names += (keys.run(message.key), keys.parked(message.key))
+            key = message.key
+            names += (keys.run(key), keys.parked(key), keys.successor(key))
             fields = message.fields()
-            args += (message.key, message.when_ms, len(fields), *fields)
+            args += (key, message.when_ms, self._holder(key), len(fields), *fields)
         await self.scripts.schedule_many(keys=names, args=args, client=pipe)
 
     def scheduled(self, message: Message, outcome: Any) -> str:
@@ -327,11 +341,13 @@ class Shadow:
         """Remove the future task ``key``; ``False`` if it is not waiting in the queue.
 
         A task already moved to the ready stream (due, or added without ``when``) cannot be
-        cancelled.
+        cancelled. From inside the run of ``key``, this removes the successor that run
+        scheduled for its own key.
         """
         keys = self.keys
         removed = await self.scripts.cancel(
-            keys=[keys.queue, keys.run(key), keys.parked(key)], args=[key]
+            keys=[keys.queue, keys.run(key), keys.parked(key), keys.successor(key)],
+            args=[key, self._holder(key)],
         )
         return bool(removed)
 
@@ -432,8 +448,8 @@ class Shadow:
     ) -> Strike:
         if function is None or isinstance(function, str):
             name = function
-        elif callable(function) and hasattr(function, "__name__"):
-            name = function.__name__
+        elif callable(function):
+            name = task_name(function)
         else:
             raise TypeError(f"Strike a task function, a task name or None, not {function!r}")
         strike = Strike(name, parameter, operator, value)
@@ -470,9 +486,9 @@ class Shadow:
 
     async def task_workers(self, task: TaskFunction | str) -> list[WorkerInfo]:
         """The live workers that have the task ``task`` (a function or its name)."""
-        name = task if isinstance(task, str) else getattr(task, "__name__", "")
-        if not name:
+        if not isinstance(task, str) and not callable(task):
             raise TypeError(f"Expected a task function or name, not {task!r}")
+        name = task if isinstance(task, str) else task_name(task)
         return await list_workers(self, name)
 
 
@@ -482,7 +498,7 @@ def _check_parameter(function: TaskFunction, parameter: str) -> None:
 
     parameters = plan_for(function).signature.parameters
     found = parameters.get(parameter)
-    name = getattr(function, "__name__", repr(function))
+    name = describe(function)
     if found is not None:
         if found.kind in (found.VAR_POSITIONAL, found.VAR_KEYWORD):
             raise ValueError(f"{name}(): strike a named parameter, not *{parameter}/**{parameter}")

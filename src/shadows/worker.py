@@ -50,7 +50,7 @@ from .metrics import WorkerMetrics
 from .reader import FRESH, HELD, Entry, StreamReader, entry_id
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from .registry import Presence
-from .release import acknowledge, release, release_leftovers
+from .release import abandon, acknowledge, release, release_leftovers
 from .scheduler import run_scheduler
 from .shadow import Shadow
 from .signals import install_signal_handlers
@@ -545,7 +545,9 @@ class Worker:
         if not marking.cancelled() and marking.exception() is not None:
             logger.debug("Recording tasks as running failed: %s", marking.exception())
 
-    def _task_done(self, message_id: str, _: object = None) -> None:
+    def _task_done(self, message_id: str, task: asyncio.Task[None] | None = None) -> None:
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            logger.error("Internal: running %s raised", task.get_name(), exc_info=task.exception())
         self._active.pop(message_id, None)
         self._messages.pop(message_id, None)
         self._leases.forget(message_id)
@@ -585,11 +587,30 @@ class Worker:
         ``completed``, ``failed`` (a retry when ``next_message`` is a later attempt),
         ``drop`` (a malformed message, counted as failed) and ``stricken``.
         """
-        self.metrics.finished(message, outcome, next_message, failure)
+        try:
+            self.metrics.finished(message, outcome, next_message, failure)
+        except Exception:
+            # Counting must never keep a message from being settled.
+            logger.exception(
+                "Cannot count the outcome of %s [key=%s]", message.function, message.key
+            )
         done = await self._completions.submit(message, outcome, next_message, failure)
         if next_message is not None:
             self._scheduler_wake.set()  # it may be due before the scheduler's next look
         return done
+
+    async def abandon(self, message: Message, outcome: str) -> None:
+        """The last resort for a message that the COMPLETE script refuses to settle:
+        acknowledge it and record ``outcome`` with plain commands, so that it neither
+        blocks the queue nor keeps its key taken (see :func:`release.abandon`)."""
+        try:
+            await abandon(self.shadow, message, outcome)
+        except Exception:
+            logger.exception(
+                "Cannot acknowledge %s [key=%s]; it is redelivered after the redelivery timeout",
+                message.function,
+                message.key,
+            )
 
     async def acquire(self, message: Message, slots: list[tuple[str, int]]) -> bool | None:
         """Take a slot in each concurrency pool for ``message`` (see :func:`slots.acquire`)."""

@@ -8,12 +8,15 @@ the dependencies opened after the task ends, in reverse order.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Hashable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from weakref import WeakKeyDictionary
+
+from ..functions import describe, is_async
 
 if TYPE_CHECKING:
     from ..execution import Execution
@@ -131,7 +134,7 @@ def plan_for(function: Callable[..., Any]) -> TaskPlan:
     """Inspect ``function`` once; raises ``ValueError`` for an invalid declaration."""
     try:
         return _plans[function]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an object that cannot be weakly referenced
         pass
     signature = inspect.signature(function)
     dependencies: list[tuple[str, Dependency]] = []
@@ -144,7 +147,7 @@ def plan_for(function: Callable[..., Any]) -> TaskPlan:
             kind = _single_kind(type(default))
             if kind in seen_single:
                 raise ValueError(
-                    f"{function.__name__}: only one {kind.__name__} dependency is allowed "
+                    f"{describe(function)}: only one {kind.__name__} dependency is allowed "
                     f"(parameters {seen_single[kind]!r} and {name!r})"
                 )
             seen_single[kind] = name
@@ -156,10 +159,11 @@ def plan_for(function: Callable[..., Any]) -> TaskPlan:
         function=function,
         signature=signature,
         dependencies=tuple(dependencies),
-        is_async=inspect.iscoroutinefunction(function),
+        is_async=is_async(function),
         positional=_positional_range(signature),
     )
-    _plans[function] = plan
+    with contextlib.suppress(TypeError):
+        _plans[function] = plan
     return plan
 
 

@@ -1,0 +1,81 @@
+"""Task callables of every shape: plain and async functions, ``functools.partial``,
+bound methods, callable objects and test doubles (``AsyncMock``) are named, inspected
+and called the same way."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+from unittest.mock import NonCallableMock
+
+#: Set by ``@shadow.task(name=...)`` on the function it wraps, when the task's name is not
+#: the function's own.
+NAME_ATTRIBUTE = "__shadows_task_name__"
+
+
+def task_name(function: Callable[..., Any]) -> str:
+    """The name a task is registered, sent and logged under.
+
+    A partial takes the name of the function it wraps, a callable object its class's
+    name. A mock has no name of its own: give it one (``mock.__name__ = "send"``).
+    """
+    explicit = getattr(function, NAME_ATTRIBUTE, None)
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    if isinstance(function, functools.partial):
+        return task_name(function.func)
+    if isinstance(function, NonCallableMock):
+        named = function.__dict__.get("__name__")
+        if isinstance(named, str) and named:
+            return named
+        raise TypeError(
+            f"{function!r} has no __name__: name the mock first "
+            "(mock.__name__ = 'send_email') so that workers can find it"
+        )
+    name = getattr(function, "__name__", None)
+    if isinstance(name, str) and name:
+        return name
+    if callable(function) and not isinstance(function, type):
+        return type(function).__name__
+    raise TypeError(f"A task must be a named function or callable object, not {function!r}")
+
+
+def describe(function: Callable[..., Any]) -> str:
+    """A name for messages about ``function``, even one that has none."""
+    try:
+        return task_name(function)
+    except TypeError:
+        return repr(function)
+
+
+def is_async(function: Callable[..., Any]) -> bool:
+    """Whether calling ``function`` gives a coroutine (a callable object's ``__call__``
+    counts: ``inspect`` alone does not see it)."""
+    if inspect.iscoroutinefunction(function):
+        return True
+    if inspect.isfunction(function) or inspect.ismethod(function):
+        return False
+    call = _call_method(function)
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def annotated(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the annotations of ``function``'s parameters live: the wrapped function of a
+    partial, the ``__call__`` of a callable object."""
+    while isinstance(function, functools.partial):
+        function = function.func
+    if inspect.isroutine(function) or isinstance(function, NonCallableMock):
+        return function
+    call = _call_method(function)
+    return call if call is not None else function
+
+
+def _call_method(instance: object) -> Callable[..., Any] | None:
+    """The ``__call__`` a callable object's class defines (not the metaclass's)."""
+    for klass in type(instance).__mro__:
+        call: Callable[..., Any] | None = vars(klass).get("__call__")
+        if callable(call):
+            return call
+    return None
