@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import deque
 from typing import Annotated
 
 import pytest
@@ -43,10 +44,32 @@ def test_length_only_shows_sizes() -> None:
         {"items": ["x"] * 150, "tags": {str(i): "v" for i in range(5)}},
     )
     assert rendered == "process_payment('1', ..., 1.0, items=[len 150], tags={len 5})"
+
+
+def test_length_only_brackets_the_size_like_the_value_and_shows_what_has_no_size() -> None:
     marker = Logged(length_only=True)
+    assert marker.render(("a", "b", "c")) == "(len 3)"
+    assert marker.render(["a"]) == "[len 1]"
+    assert marker.render(range(4)) == "[len 4]"
+    assert marker.render(deque([1, 2])) == "[len 2]"
+    assert marker.render({"k": 1}) == "{len 1}"
     assert marker.render({1, 2}) == "{len 2}"
-    assert marker.render("hello") == "[len 5]"
-    assert marker.render(42) == "..."
+    assert marker.render(frozenset()) == "{len 0}"
+    assert marker.render("hello") == "'len 5'"
+    assert marker.render(b"\x00\x01") == "b'len 2'"
+    # Nothing to measure: shown as Logged shows it, not hidden as "...".
+    assert marker.render(42) == "42"
+    assert marker.render(None) == "None"
+    assert marker.render(1.5) == Logged().render(1.5) == "1.5"
+
+    class Refuses:
+        def __len__(self) -> int:
+            raise TypeError("len() of unsized object")
+
+        def __repr__(self) -> str:
+            return "Refuses()"
+
+    assert marker.render(Refuses()) == "Refuses()"
 
 
 def test_long_values_are_shortened() -> None:

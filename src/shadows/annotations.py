@@ -20,25 +20,42 @@ _repr.maxother = 200
 class Logged:
     """Annotate a parameter with ``Annotated[T, Logged]`` to show its value in log lines.
 
-    ``Logged(length_only=True)`` shows only the size of a collection (``[len 3]`` for
-    sequences, ``{len 3}`` for mappings and sets). Unannotated arguments appear as ``...``
-    so that secrets never reach the logs by accident.
+    ``Logged(length_only=True)`` shows only the size of a value that has one, in the
+    brackets of its kind: ``[len 3]`` for lists and other sequences, ``(len 3)`` for
+    tuples, ``{len 3}`` for mappings and sets, ``'len 3'`` for strings and ``b'len 3'``
+    for bytes. A value without a length (a number, ``None``) has nothing to hide behind
+    a size, so it is shown as ``Logged`` shows it. Unannotated arguments appear as
+    ``...`` so that secrets never reach the logs by accident.
     """
 
     def __init__(self, length_only: bool = False) -> None:
         self.length_only = length_only
 
     def render(self, value: Any) -> str:
-        if not self.length_only:
-            return _repr.repr(value)
-        if isinstance(value, Mapping | Set):
-            return f"{{len {len(value)}}}"
-        if isinstance(value, Sequence):
-            return f"[len {len(value)}]"
-        return "..."
+        if self.length_only:
+            try:
+                size = len(value)
+            except Exception:  # no length, or one that refuses (a 0-d array)
+                pass
+            else:
+                return _sized(value, size)
+        return _repr.repr(value)
 
     def __repr__(self) -> str:
         return f"Logged(length_only={self.length_only})"
+
+
+def _sized(value: Any, size: int) -> str:
+    """``len N`` in the brackets a literal of ``value``'s kind would have."""
+    if isinstance(value, str):
+        return f"'len {size}'"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"b'len {size}'"
+    if isinstance(value, tuple):
+        return f"(len {size})"
+    if isinstance(value, Mapping | Set):
+        return f"{{len {size}}}"
+    return f"[len {size}]"
 
 
 _FULL = Logged()
