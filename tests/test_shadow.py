@@ -137,6 +137,19 @@ async def test_unknown_task_name_is_a_clear_error(shadow: Shadow) -> None:
         shadow.add("nope")
 
 
+async def test_an_unknown_task_name_is_a_key_error_with_a_readable_message(
+    shadow: Shadow,
+) -> None:
+    for schedule in (shadow.add, lambda name: shadow.replace(name, None, key="k")):
+        with pytest.raises(KeyError) as caught:
+            schedule("nope")
+        assert isinstance(caught.value, UnknownTaskError)
+        assert isinstance(caught.value, LookupError)
+        assert str(caught.value) == (
+            f"Unknown task 'nope' on shadow {shadow.name!r} (registered: fail, sleep, trace)"
+        )
+
+
 async def test_naive_when_is_rejected(shadow: Shadow) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         shadow.add(noop, when=datetime.now())

@@ -45,8 +45,12 @@ DEFAULT_NAME = "shadows"
 DEFAULT_URL = "redis://localhost:6379/0"
 
 
-class UnknownTaskError(LookupError):
-    """A task name that is not registered on this shadow."""
+class UnknownTaskError(KeyError):
+    """A task name that is not registered on this shadow.
+
+    A ``KeyError`` because it is a failed lookup by name (code that catches ``KeyError``
+    catches it), but printed as its message rather than as the quoted repr of one.
+    """
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown task"
