@@ -145,6 +145,36 @@ async def test_workers_ls_and_for_task(
     assert empty["workers"] == []
 
 
+async def test_a_killed_worker_leaves_workers_ls_after_its_missed_heartbeats(
+    shadow: Shadow, tmp_path: Path
+) -> None:
+    process = spawn_worker(
+        shadow.url,
+        shadow.name,
+        "--name", "cli-worker",
+        "--heartbeat-interval", "300ms",
+        log=tmp_path / "worker.log",
+        env={"SHADOW_WORKER_MISSED_HEARTBEATS": "2"},
+    )  # fmt: skip
+    try:
+        await wait_for(lambda: listed(shadow), 30, "the worker to be listed")
+        [worker] = json.loads(run(shadow, "workers", "ls", "--json").stdout)["workers"]
+        assert worker["name"] == "cli-worker"
+        # Its entry lasts two intervals of 300 ms, not the default three.
+        assert 0 < await shadow.client.pttl(shadow.keys.worker("cli-worker")) <= 600
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+        async def gone() -> bool:
+            return await shadow.workers() == []
+
+        await wait_for(gone, 10, "the killed worker to drop out")
+        assert json.loads(run(shadow, "workers", "ls", "--json").stdout)["workers"] == []
+    finally:
+        process.kill()
+        process.wait(10)
+
+
 async def test_empty_shadows_and_no_workers(shadow: Shadow) -> None:
     result = run(shadow, "snapshot")
     assert result.returncode == 0, result.stderr

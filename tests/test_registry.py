@@ -8,7 +8,11 @@ import signal
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+import shadows.heartbeat
 from conftest import wait_for
 from processes import spawn_worker
 from redis_server import RedisProcess
@@ -124,6 +128,80 @@ async def test_a_dead_worker_drops_out_after_the_missed_heartbeat_window(
     await wait_for(gone, message="the dead worker to drop out")
     assert time.monotonic() - written >= 0.5  # not before its window ran out
     assert await shadow.task_workers("trace") == []
+
+
+async def test_a_shadow_sets_how_often_its_workers_beat_and_how_many_beats_they_may_miss(
+    shadow: Shadow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys, client = shadow.keys, shadow.client
+    async with Shadow(
+        name=shadow.name,
+        url=shadow.url,
+        heartbeat_interval=timedelta(milliseconds=100),
+        missed_heartbeats=2,
+    ) as tuned:
+        quick = Worker(tuned, name="quick")
+        slow = Worker(tuned, name="slow", heartbeat_interval=timedelta(seconds=1))
+        assert quick.heartbeat_interval == timedelta(milliseconds=100)
+        assert slow.heartbeat_interval == timedelta(seconds=1)
+        async with quick, slow:
+            runs = [asyncio.create_task(w.run_forever()) for w in (quick, slow)]
+            try:
+
+                async def both() -> bool:
+                    return await names(shadow) == ["quick", "slow"]
+
+                await wait_for(both, message="both workers to be listed")
+                # Each entry lasts two intervals of its own worker.
+                assert 0 < await client.pttl(keys.worker("quick")) <= 200
+                assert 200 < await client.pttl(keys.worker("slow")) <= 2000
+
+                # A worker that dies (here: stops without leaving) drops out of every
+                # listing, whatever the lister's own settings, once two beats are missed.
+                async def stay(*_: Any) -> None:
+                    pass
+
+                monkeypatch.setattr(shadows.heartbeat, "leave", stay)
+                quick.stop()
+                await runs[0]
+
+                async def only_slow() -> bool:
+                    return await names(shadow) == ["slow"]
+
+                await wait_for(only_slow, message="the silent worker to drop out")
+                assert [w.name for w in await tuned.task_workers("trace")] == ["slow"]
+            finally:
+                monkeypatch.undo()
+                for worker in (quick, slow):
+                    worker.stop()
+                await asyncio.gather(*runs)
+        assert await names(tuned) == []
+
+
+def test_a_shadow_has_the_default_heartbeat_settings() -> None:
+    shadow = Shadow(url="memory://")
+    assert (shadow.heartbeat_interval, shadow.missed_heartbeats) == (timedelta(seconds=2), 3)
+    assert Worker(shadow).heartbeat_interval == timedelta(seconds=2)
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "message"),
+    [
+        ({"heartbeat_interval": 2}, TypeError, "heartbeat_interval must be a timedelta, not int"),
+        ({"heartbeat_interval": timedelta(0)}, ValueError, "positive timedelta of at least 10 ms"),
+        ({"heartbeat_interval": timedelta(seconds=-1)}, ValueError, "not -1.0 s"),
+        ({"heartbeat_interval": timedelta(milliseconds=5)}, ValueError, "at least 10 ms"),
+        ({"missed_heartbeats": 0}, ValueError, "missed_heartbeats must be a positive integer"),
+        ({"missed_heartbeats": -2}, ValueError, "positive integer, not -2"),
+        ({"missed_heartbeats": 2.5}, TypeError, "missed_heartbeats must be an int, not float"),
+        ({"missed_heartbeats": True}, TypeError, "missed_heartbeats must be an int, not bool"),
+    ],
+)
+def test_heartbeat_settings_that_cannot_work_are_clear_errors(
+    settings: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        Shadow(url="memory://", **settings)
 
 
 async def test_heartbeats_prune_the_names_of_dead_workers(shadow: Shadow) -> None:

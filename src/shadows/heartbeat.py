@@ -16,14 +16,15 @@ from collections.abc import Callable
 from .cancellation import CancelGuard
 from .execution import now_ms
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
-from .registry import MISSED_HEARTBEATS, Presence, beat, leave
+from .registry import Presence, beat, leave
 from .shadow import Shadow
 
 logger = logging.getLogger("shadows.worker")
 
 
 class Heartbeat:
-    """Announces one worker every ``interval`` seconds until stopped."""
+    """Announces one worker every ``interval`` seconds until stopped; each announcement
+    lasts the shadow's ``missed_heartbeats`` intervals."""
 
     def __init__(
         self,
@@ -34,7 +35,7 @@ class Heartbeat:
     ) -> None:
         self.shadow = shadow
         self.interval = interval
-        self.window_ms = max(1, int(interval * MISSED_HEARTBEATS * 1000))
+        self.window_ms = max(1, int(interval * shadow.missed_heartbeats * 1000))
         self.reconnect_cap = reconnect_cap
         self._presence = presence
         self._halt = asyncio.Event()

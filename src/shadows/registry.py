@@ -6,18 +6,20 @@ Every worker writes a heartbeat (one Lua script) every ``heartbeat_interval``:
 * ``{name}:worker:{worker}``, a hash with its concurrency, running count and start time;
 * ``{name}:worker-tasks:{worker}``, the set of task names it has registered.
 
-The two per-worker keys expire after ``MISSED_HEARTBEATS`` intervals, so a worker that
-dies drops out of the registry by itself, on the Redis server's clock; readers only list
-names whose hash still exists. Each heartbeat also prunes a few names of the sorted set
-whose keys have expired, and the set itself expires once every worker is gone, so
-nothing grows without bound. A worker that stops cleanly removes its entries at once.
+The two per-worker keys expire after ``missed_heartbeats`` intervals (settings of the
+worker's :class:`~shadows.Shadow`), so a worker that dies drops out of the registry by
+itself, on the Redis server's clock; readers only list names whose hash still exists, so
+every reader agrees, whatever its own settings and clock. Each heartbeat also prunes a
+few names of the sorted set whose keys have expired, and the set itself expires once
+every worker is gone, so nothing grows without bound. A worker that stops cleanly
+removes its entries at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .execution import from_ms
@@ -25,8 +27,12 @@ from .execution import from_ms
 if TYPE_CHECKING:
     from .shadow import Shadow
 
-#: A worker is listed until this many heartbeat intervals pass without one.
+#: Defaults of ``Shadow(heartbeat_interval=..., missed_heartbeats=...)``: how often a
+#: worker beats, and how many intervals without a beat it stays listed.
+HEARTBEAT_INTERVAL = timedelta(seconds=2)
 MISSED_HEARTBEATS = 3
+#: Beating faster than this would only load Redis.
+MINIMUM_HEARTBEAT_INTERVAL = timedelta(milliseconds=10)
 
 #: Dead names one heartbeat removes from the sorted set at most (bounds its work).
 _PRUNE = 100
@@ -84,6 +90,22 @@ for i = 1, #rows, 2 do
 end
 return found
 """
+
+
+def check_heartbeats(interval: timedelta, missed: int) -> tuple[timedelta, int]:
+    """The heartbeat settings of a shadow, or a clear error for values that cannot work."""
+    if not isinstance(interval, timedelta):
+        raise TypeError(f"heartbeat_interval must be a timedelta, not {type(interval).__name__}")
+    if interval < MINIMUM_HEARTBEAT_INTERVAL:
+        raise ValueError(
+            "heartbeat_interval must be a positive timedelta of at least 10 ms, "
+            f"not {interval.total_seconds()} s"
+        )
+    if isinstance(missed, bool) or not isinstance(missed, int):
+        raise TypeError(f"missed_heartbeats must be an int, not {type(missed).__name__}")
+    if missed < 1:
+        raise ValueError(f"missed_heartbeats must be a positive integer, not {missed}")
+    return interval, missed
 
 
 @dataclass(frozen=True, slots=True)

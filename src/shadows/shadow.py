@@ -28,7 +28,13 @@ from .instrumentation import producing
 from .keys import WORKER_GROUP, Keys, validate_name
 from .lane import Lane
 from .metrics import task_added
-from .registry import WorkerInfo, list_workers
+from .registry import (
+    HEARTBEAT_INTERVAL,
+    MISSED_HEARTBEATS,
+    WorkerInfo,
+    check_heartbeats,
+    list_workers,
+)
 from .scripts import Scripts
 from .serialization import Codec, Payloads, codec_named
 from .snapshot import Snapshot, take_snapshot
@@ -66,6 +72,8 @@ class Shadow:
     ``"redis://localhost:6379/0"``. ``codec`` (``"pickle"``, ``"json"``, ``"msgpack"`` or a
     codec object; default ``$SHADOW_CODEC`` or pickle) and ``signing_key`` (default
     ``$SHADOW_SIGNING_KEY``) choose how payloads are encoded and whether they are signed.
+    Its workers beat every ``heartbeat_interval`` (unless given their own) and drop out
+    of the registry after ``missed_heartbeats`` intervals without a beat.
     """
 
     def __init__(
@@ -79,6 +87,8 @@ class Shadow:
         signing_key: str | bytes | None = None,
         dead_letter_ttl: timedelta = timedelta(days=7),
         dead_letter_limit: int = 10_000,
+        heartbeat_interval: timedelta = HEARTBEAT_INTERVAL,
+        missed_heartbeats: int = MISSED_HEARTBEATS,
     ) -> None:
         if name is None:
             name = os.environ.get("SHADOW_NAME") or DEFAULT_NAME
@@ -90,6 +100,9 @@ class Shadow:
         self.execution_ttl = execution_ttl
         self.dead_letter_ttl = dead_letter_ttl
         self.dead_letter_limit = dead_letter_limit
+        self.heartbeat_interval, self.missed_heartbeats = check_heartbeats(
+            heartbeat_interval, missed_heartbeats
+        )
         if codec is None:
             codec = os.environ.get("SHADOW_CODEC") or "pickle"
         if signing_key is None:

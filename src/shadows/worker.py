@@ -100,7 +100,7 @@ class Worker:
         scheduling_resolution: timedelta = timedelta(milliseconds=250),
         schedule_automatic_tasks: bool = True,
         max_deliveries: int = 5,
-        heartbeat_interval: timedelta = timedelta(seconds=2),
+        heartbeat_interval: timedelta | None = None,
         *,
         healthcheck_port: int | None = None,
         metrics_port: int | None = None,
@@ -121,7 +121,10 @@ class Worker:
         #: A message delivered this often without being acknowledged (its workers died
         #: running it) is dead-lettered as poison instead of being run again.
         self.max_deliveries = max_deliveries
-        self.heartbeat_interval = heartbeat_interval
+        #: The shadow's ``heartbeat_interval`` unless this worker was given its own.
+        self.heartbeat_interval = (
+            shadow.heartbeat_interval if heartbeat_interval is None else heartbeat_interval
+        )
         #: Ports of the health check and metrics endpoints; port 0 picks a free one, and
         #: the attribute then holds the port chosen once the worker is entered.
         self.healthcheck_port = _port(healthcheck_port, "healthcheck_port")
@@ -132,7 +135,7 @@ class Worker:
         self._reconnect_cap = _seconds(reconnection_delay, "reconnection_delay")
         self._check = _seconds(minimum_check_interval, "minimum_check_interval", 0.001)
         self._resolution = _seconds(scheduling_resolution, "scheduling_resolution", 0.001)
-        beat_every = _seconds(heartbeat_interval, "heartbeat_interval", 0.01)
+        beat_every = _seconds(self.heartbeat_interval, "heartbeat_interval", 0.01)
 
         self._active: dict[str, asyncio.Task[None]] = {}  # by message id
         self._messages: dict[str, Message] = {}  # by message id

@@ -89,10 +89,19 @@ def worker(
             "--heartbeat-interval",
             parser=duration,
             envvar="SHADOW_WORKER_HEARTBEAT_INTERVAL",
-            help="How often the worker tells the registry it is alive; it drops out of "
-            "`shadows workers ls` after 3 missed heartbeats.",
+            help="How often the worker tells the registry it is alive.",
         ),
     ] = "2s",  # type: ignore[assignment]
+    missed_heartbeats: Annotated[
+        int,
+        typer.Option(
+            "--missed-heartbeats",
+            min=1,
+            envvar="SHADOW_WORKER_MISSED_HEARTBEATS",
+            help="A worker that dies drops out of `shadows workers ls` after this many "
+            "heartbeat intervals without a heartbeat.",
+        ),
+    ] = 3,
     max_deliveries: Annotated[
         int,
         typer.Option(
@@ -170,7 +179,12 @@ def worker(
         )
     configure_logging(logging_level, logging_format)
     try:
-        shadow = Shadow(name=shadows, url=url)
+        shadow = Shadow(
+            name=shadows,
+            url=url,
+            heartbeat_interval=heartbeat_interval,
+            missed_heartbeats=missed_heartbeats,
+        )
         for collection in _collections(tasks):
             shadow.register_collection(collection)
         runner = Worker(
@@ -182,7 +196,6 @@ def worker(
             minimum_check_interval=minimum_check_interval,
             scheduling_resolution=scheduling_resolution,
             schedule_automatic_tasks=schedule_automatic_tasks,
-            heartbeat_interval=heartbeat_interval,
             max_deliveries=max_deliveries,
             healthcheck_port=healthcheck_port,
             metrics_port=metrics_port,
