@@ -22,7 +22,7 @@ from shadows.cli import app
 from shadows.cli.output import safe_url
 from shadows.cli.reference import render
 from test_cli import assert_one_line_error, shadows_cli
-from worker_tasks import record_and_sleep
+from worker_tasks import pay, record_and_sleep
 
 DOCS = Path(__file__).parent.parent / "docs"
 WIDE = {"COLUMNS": "200"}
@@ -113,6 +113,43 @@ async def test_snapshot_shows_running_queued_and_scheduled_work(
     assert limited["total_tasks"] == 3
     table = run(shadow, "snapshot", "--limit", "1").stdout
     assert "... and 1 more (--limit 0 lists all)" in table
+
+
+async def test_snapshot_with_tasks_shows_their_calls_as_the_worker_logs_them(
+    shadow: Shadow, tmp_path: Path
+) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    await shadow.add(pay, when=later, key="pay-1")("A-1", "4111 1111", ["book", "pen"])
+    await shadow.add("trace", key="hello")("hello there")
+    await shadow.add(record_and_sleep, when=later, key="other")(str(tmp_path), "x", 0)
+
+    plain = run(shadow, "snapshot")
+    assert plain.returncode == 0, plain.stderr
+    assert "pay" in plain.stdout and "'A-1'" not in plain.stdout
+    assert all("call" not in task for task in json_snapshot(shadow)["future"])
+
+    shown = run(shadow, "snapshot", "--tasks", "worker_tasks:payments")
+    assert shown.returncode == 0, shown.stderr
+    assert "pay('A-1', ..., [len 2])" in shown.stdout
+    assert "trace('hello there')" in shown.stdout  # the built-in tasks are always known
+    assert "4111" not in shown.stdout
+
+    calls = {
+        task["key"]: task["call"]
+        for task in json_snapshot(shadow, env={"SHADOW_TASKS": "worker_tasks:payments"})["future"]
+    }
+    # A task outside the collections keeps its bare name: nothing says what to show.
+    assert calls == {
+        "hello": "trace('hello there')",
+        "pay-1": "pay('A-1', ..., [len 2])",
+        "other": "record_and_sleep",
+    }
+
+
+def json_snapshot(shadow: Shadow, env: dict[str, str] | None = None) -> Any:
+    result = run(shadow, "snapshot", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 async def test_workers_ls_and_for_task(
@@ -209,7 +246,7 @@ async def test_tasks_commands_schedule_the_builtin_tasks(shadow: Shadow) -> None
     assert "Not added: a task with key 'nap' is already scheduled" in again.stdout
 
     snapshot = await shadow.snapshot(arguments=True)
-    by_function = {task.function: task for task in snapshot.future}
+    by_function = {task.function_name: task for task in snapshot.future}
     assert set(by_function) == {"trace", "sleep", "fail"}
     assert by_function["trace"].state == "queued"
     assert by_function["trace"].args == ("hello there",)
@@ -351,6 +388,10 @@ def test_every_option_has_an_environment_variable_named_in_its_help(
         (["tasks", "trace", "x", "--url", "redis://127.0.0.1:1/0"], {}, ["cannot reach Redis"]),
         (["snapshot", "--shadows", "has space"], {}, ["Invalid shadow name"]),
         (["snapshot", "--limit", "-1"], {}, ["--limit"]),
+        (["snapshot", "--tasks", "nocolon"], {}, ["module:attribute"]),
+        (["snapshot"], {"SHADOW_TASKS": "no_such_module_anywhere:tasks"}, ["Cannot import"]),
+        (["failed", "ls", "--tasks", "worker_tasks:nothing"], {}, ["has no attribute"]),
+        (["failed", "show", "k", "--tasks", "nocolon"], {}, ["module:attribute"]),
         (["snapshot"], {"SHADOW_SNAPSHOT_LIMIT": "lots"}, ["--limit", "SHADOW_SNAPSHOT_LIMIT"]),
         (["workers", "for-task"], {}, ["Missing argument"]),
         (["tasks", "trace"], {}, ["Missing argument"]),

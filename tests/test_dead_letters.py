@@ -14,7 +14,7 @@ import pytest
 
 from shadows import Retry, Shadow, Worker
 from shadows.keys import WORKER_GROUP
-from worker_tasks import read_records, record_and_sleep
+from worker_tasks import pay, read_records, record_and_sleep
 
 TESTS = Path(__file__).parent
 
@@ -208,3 +208,37 @@ async def test_the_failed_commands(redis_url: str, shadow_name: str, tmp_path: P
     empty = shadows_cli("failed", "ls", env=env)
     assert "No failed tasks" in empty.stdout
     assert read_records(runs)  # the healthy task ran normally
+
+
+async def test_the_failed_commands_show_calls_of_the_tasks_given(
+    redis_url: str, shadow_name: str
+) -> None:
+    env = {"SHADOW_URL": redis_url, "SHADOW_NAME": shadow_name}
+    async with Shadow(name=shadow_name, url=redis_url) as shadow:
+        try:
+            await shadow.add(pay, key="refused-1")("refused-1", "4111 1111", ["a", "b", "c"])
+            await run_all(shadow)
+            assert [letter.key for letter in await shadow.failed()] == ["refused-1"]
+
+            plain = json.loads(shadows_cli("failed", "ls", "--json", env=env).stdout)
+            assert "call" not in plain[0]
+
+            call = "pay('refused-1', ..., [len 3])"
+            listed = shadows_cli("failed", "ls", "--tasks", "worker_tasks:payments", env=env)
+            assert listed.returncode == 0, listed.stderr
+            assert call in listed.stdout
+            with_tasks = {**env, "SHADOW_TASKS": "worker_tasks:payments"}
+            [document] = json.loads(shadows_cli("failed", "ls", "--json", env=with_tasks).stdout)
+            assert document["call"] == call
+
+            shown = shadows_cli("failed", "show", "refused-1", env=with_tasks)
+            assert shown.returncode == 0, shown.stderr
+            assert f"call: {call}" in shown.stdout
+            detail = json.loads(
+                shadows_cli("failed", "show", "refused-1", "--json", env=with_tasks).stdout
+            )
+            assert detail["call"] == call
+            assert "4111" not in listed.stdout + shown.stdout + json.dumps(document)
+        finally:
+            await shadow.purge_failed()
+            await shadow.client.delete(shadow.keys.run("refused-1"))

@@ -13,6 +13,7 @@ from conftest import wait_for
 from shadows import Execution, Shadow, Worker
 from shadows.serialization import PayloadError
 from shadows.snapshot import ArgumentsNotRead
+from shadows.tasks import trace
 
 
 async def greet(name: str, punctuation: str = "!") -> None:
@@ -47,25 +48,53 @@ async def test_future_and_queued_tasks_come_soonest_first(shadow: Shadow) -> Non
     assert snapshot.count("scheduled") == 3
     assert snapshot.count("running") == 0
     soon = snapshot.future[1]
-    assert soon.function == soon.function_name == "greet"
+    assert soon.function is greet and soon.function_name == "greet"
     assert soon.attempt == 1
     assert abs(soon.when - (now + timedelta(hours=1))) < timedelta(milliseconds=2)
     assert soon.args == ("Al",)
     assert soon.kwargs == {"punctuation": "?"}
     assert snapshot.future[0].args == ("Bo",)
-    assert snapshot.future[2].function == "trace"
+    assert snapshot.future[2].function is trace
     assert soon.worker is None and soon.started is None
     assert soon.to_dict()["state"] == "scheduled"
 
 
-async def test_arguments_are_not_read_unless_asked_for(shadow: Shadow) -> None:
+async def test_tasks_read_like_executions_by_default(shadow: Shadow) -> None:
+    # What the guides do: print each task's function name and arguments.
+    await shadow.add(greet, when=datetime.now(UTC) + timedelta(hours=1), key="later")("Al")
+    await shadow.add(greet, key="now")("Bo", punctuation="?")
+    snapshot = await shadow.snapshot()
+    lines = [f"{task.function.__name__}{task.args}{task.kwargs}" for task in snapshot.future]
+    assert lines == ["greet('Bo',){'punctuation': '?'}", "greet('Al',){}"]
+    assert [task.function for task in snapshot.future] == [greet, greet]
+    assert [task.call_repr() for task in snapshot.future] == [
+        "greet(..., punctuation=...)",
+        "greet(...)",
+    ]
+
+
+async def test_a_task_not_registered_here_is_named_and_still_has_its_arguments(
+    shadow: Shadow,
+) -> None:
+    await shadow.add(greet, key="elsewhere")("Cy")
+    async with Shadow(name=shadow.name, url=shadow.url) as other:
+        assert "greet" not in other.tasks
+        [task] = (await other.snapshot()).future
+        assert task.function == task.function_name == "greet"
+        assert task.args == ("Cy",)
+        assert task.call_repr() == "greet"
+        assert task.to_dict()["function"] == "greet"
+
+
+async def test_arguments_are_not_read_when_not_wanted(shadow: Shadow) -> None:
     await shadow.add(greet, when=datetime.now(UTC) + timedelta(hours=1))("secret")
     await shadow.add(greet)("also secret")
-    snapshot = await shadow.snapshot()
-    assert [task.function for task in snapshot.future] == ["greet", "greet"]
+    snapshot = await shadow.snapshot(arguments=False)
+    assert [task.function for task in snapshot.future] == [greet, greet]
     for task in snapshot.future:
         with pytest.raises(ArgumentsNotRead, match="arguments=True"):
             task.args  # noqa: B018
+        assert task.call_repr() == "greet"
 
 
 async def test_the_attempt_of_a_retry_is_shown(shadow: Shadow) -> None:
@@ -97,7 +126,7 @@ async def test_running_tasks_name_their_worker_and_start(shadow: Shadow) -> None
             await wait_for(listed, message="the worker's heartbeat")
             snapshot = await shadow.snapshot()
             [task] = snapshot.running
-            assert (task.key, task.function, task.state) == ("held", "hold", "running")
+            assert (task.key, task.function, task.state) == ("held", hold, "running")
             assert task.worker == "holder"
             assert task.started is not None
             assert task.when <= task.started <= snapshot.taken + timedelta(milliseconds=5)

@@ -6,9 +6,9 @@ import asyncio
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from shadows import ConcurrencyLimit
+from shadows import ConcurrencyLimit, Logged
 
 
 def record(path: str, *words: object) -> None:
@@ -44,3 +44,17 @@ async def limited(
 
 
 tasks.append(limited)
+
+
+async def pay(
+    order: Annotated[str, Logged],
+    card: str,
+    items: Annotated[list[str], Logged(length_only=True)],
+) -> None:
+    """Shows its order and the number of items in log lines, never the card."""
+    if order.startswith("refused"):
+        raise ValueError(f"order {order} refused")
+
+
+#: For the read-only commands' --tasks (the test workers do not run it).
+payments: list[Any] = [pay]

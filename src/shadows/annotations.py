@@ -124,3 +124,19 @@ def render_call(
         marker = markers.get(name)
         parts.append(f"{name}={marker.render(value) if marker else '...'}")
     return f"{describe(function)}({', '.join(parts)})"
+
+
+def render_known_call(
+    name: str,
+    function: Callable[..., Any] | None,
+    arguments: Callable[[], tuple[Sequence[Any], Mapping[str, Any]]],
+) -> str:
+    """:func:`render_call` for a stored call, when its function is known here (it says
+    which arguments may be shown) and ``arguments()`` decodes; else the bare ``name``."""
+    if function is None:
+        return name
+    try:
+        args, kwargs = arguments()
+    except Exception:  # not read, another codec, a bad signature, a malformed message
+        return name
+    return render_call(function, args, kwargs)

@@ -7,10 +7,12 @@ task (due time, attempt, lengths of the text fields) and the concatenated bytes 
 fields. Python splits them with a few C-level calls per task and asks for the next page
 before parsing the current one, so Redis and Python work at the same time.
 
-Tasks are light by default: name, key, due time, attempt, state, worker. Their arguments
-are what users rarely need across thousands of tasks and what costs most (whole messages
-are needed, because a message names its codec and may be signed over all its fields), so
-they are read only with ``arguments=True`` and then decoded only when used.
+Each task's function is looked up by name among those registered on the shadow (a dict
+lookup per task name). Its arguments cost most (whole messages are needed, because a
+message names its codec and may be signed over all its fields): they are read by default,
+so that a snapshot's tasks read like executions, and decoded only when used;
+``arguments=False`` skips them for monitoring that needs no more than name, key, due
+time, attempt, state and worker (the CLI, huge queues).
 
 Pages are separate script calls, so Redis is never blocked for long, but the whole is not
 one atomic picture: a task that moves while the snapshot is taken (from the queue to the
@@ -21,11 +23,12 @@ or, when it moves backwards (a retry), missed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from .annotations import render_known_call
 from .execution import Message, from_ms
 from .keys import WORKER_GROUP
 from .registry import WorkerInfo, list_workers
@@ -147,14 +150,15 @@ class ArgumentsNotRead(LookupError):
 
 
 class SnapshotTask:
-    """One task in a snapshot: light to build; its arguments are read only on request
-    (``snapshot(arguments=True)``) and decoded only when used.
+    """One task in a snapshot: cheap to build; its arguments are decoded only when used.
 
-    It has the attributes of an :class:`~shadows.Execution` except that ``function`` is
-    the task's name (the process taking the snapshot need not have the function), plus
-    its ``state`` and, while it runs, the ``worker`` running it and when it ``started``.
-    Reading ``args`` or ``kwargs`` decodes the message as a worker would: only in the
-    shadow's own codec, and only with a valid signature when the shadow has a signing key.
+    It has the attributes of an :class:`~shadows.Execution`, plus its ``state`` and,
+    while it runs, the ``worker`` running it and when it ``started``. ``function`` is
+    the task's function when it is registered on the shadow that took the snapshot, else
+    its name (the process taking a snapshot need not have every task); ``function_name``
+    is always the name. Reading ``args`` or ``kwargs`` decodes the message as a worker
+    would: only in the shadow's own codec, and only with a valid signature when the
+    shadow has a signing key.
     """
 
     __slots__ = (
@@ -163,6 +167,7 @@ class SnapshotTask:
         "_raw",
         "attempt",
         "function",
+        "function_name",
         "key",
         "started_ms",
         "state",
@@ -173,7 +178,7 @@ class SnapshotTask:
     def __init__(
         self,
         key: str,
-        function: str,
+        name: str,
         when_ms: int,
         attempt: int,
         state: State,
@@ -181,9 +186,12 @@ class SnapshotTask:
         payloads: Payloads,
         worker: str | None = None,
         started_ms: int = 0,
+        function: Callable[..., Any] | None = None,
     ) -> None:
         self.key = key
-        self.function = function
+        self.function_name = name
+        #: The registered function, else the task's name.
+        self.function: Callable[..., Any] | str = name if function is None else function
         self.when_ms = when_ms
         self.attempt = attempt
         self.state: State = state
@@ -192,10 +200,6 @@ class SnapshotTask:
         self._raw = raw
         self._payloads = payloads
         self._decoded: tuple[tuple[Any, ...], dict[str, Any]] | None = None
-
-    @property
-    def function_name(self) -> str:
-        return self.function
 
     @property
     def when(self) -> datetime:
@@ -239,12 +243,18 @@ class SnapshotTask:
             self._decoded = self._payloads.decode(Message.parse(fields))
         return self._decoded
 
+    def call_repr(self) -> str:
+        """The call as a worker's log lines show it (``Logged`` arguments only) when the
+        function is registered and the arguments were read and decode; else the name."""
+        function = None if isinstance(self.function, str) else self.function
+        return render_known_call(self.function_name, function, self._arguments)
+
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON form used by ``shadows snapshot --json`` (no arguments)."""
         started = self.started
         return {
             "key": self.key,
-            "function": self.function,
+            "function": self.function_name,
             "state": self.state,
             "when": self.when.isoformat(),
             "attempt": self.attempt,
@@ -255,7 +265,7 @@ class SnapshotTask:
     def __repr__(self) -> str:
         where = f", worker={self.worker!r}" if self.worker else ""
         return (
-            f"SnapshotTask({self.function}, key={self.key!r}, state={self.state}, "
+            f"SnapshotTask({self.function_name}, key={self.key!r}, state={self.state}, "
             f"when={self.when.isoformat()}, attempt={self.attempt}{where})"
         )
 
@@ -285,7 +295,7 @@ class Snapshot:
         return sum(1 for task in self.future if task.state == state)
 
 
-async def take_snapshot(shadow: Shadow, arguments: bool = False) -> Snapshot:
+async def take_snapshot(shadow: Shadow, arguments: bool = True) -> Snapshot:
     """Read every future, queued and running task of ``shadow``, and its live workers."""
     taken = datetime.now(UTC)
     tasks: dict[str, SnapshotTask] = {}
@@ -311,6 +321,21 @@ def _start(task: SnapshotTask) -> int:
 
 
 Cursor = tuple[Any, ...]
+
+
+class _Names:
+    """Task names as read, decoded once each, with their registered functions."""
+
+    def __init__(self, tasks: Mapping[str, Callable[..., Any]]) -> None:
+        self._tasks = tasks
+        self._seen: dict[bytes, tuple[str, Callable[..., Any] | None]] = {}
+
+    def lookup(self, raw: bytes) -> tuple[str, Callable[..., Any] | None]:
+        found = self._seen.get(raw)
+        if found is None:
+            name = raw.decode(errors="replace")
+            found = self._seen[raw] = (name, self._tasks.get(name))
+        return found
 
 
 async def _paged(
@@ -358,7 +383,7 @@ async def _read_queue(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
     flag = "1" if arguments else "0"
     payloads = shadow.payloads
     found: list[SnapshotTask] = []
-    names: dict[bytes, str] = {}
+    names = _Names(shadow.tasks)
 
     async def fetch(cursor: Cursor) -> Any:
         low, skip = cursor
@@ -382,16 +407,24 @@ async def _read_queue(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
         while i < len(values):
             key_end = position + values[i + 2]
             function_end = key_end + values[i + 3]
-            raw_name = text[key_end:function_end]
-            name = names.get(raw_name)
-            if name is None:
-                name = names[raw_name] = raw_name.decode(errors="replace")
+            name, function = names.lookup(text[key_end:function_end])
             key = text[position:key_end].decode(errors="replace")
             raw: RawMessage | None = None
             position = function_end
             if values[i + 4]:
                 raw, position = _fields(values, i + 4, text, position)
-            append(SnapshotTask(key, name, values[i], values[i + 1], "scheduled", raw, payloads))
+            append(
+                SnapshotTask(
+                    key,
+                    name,
+                    values[i],
+                    values[i + 1],
+                    "scheduled",
+                    raw,
+                    payloads,
+                    function=function,
+                )
+            )
             i += 5 + 2 * values[i + 4]
 
     await _paged(fetch, (b"-inf", 0), follow, parse)
@@ -405,6 +438,7 @@ async def _read_stream(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
     flag = "1" if arguments else "0"
     payloads = shadow.payloads
     found: list[SnapshotTask] = []
+    names = _Names(shadow.tasks)
 
     async def fetch(cursor: Cursor) -> Any:
         return await script(keys=keys, args=[*args, cursor[0], PAGE, flag])
@@ -430,10 +464,11 @@ async def _read_stream(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
             position = worker_end
             if values[i + 6]:
                 raw, position = _fields(values, i + 6, text, position)
+            name, function = names.lookup(text[key_end:function_end])
             found.append(
                 SnapshotTask(
                     text[key_start:key_end].decode(errors="replace"),
-                    text[key_end:function_end].decode(errors="replace"),
+                    name,
                     values[i],
                     values[i + 1],
                     "running" if started >= 0 else "queued",
@@ -441,6 +476,7 @@ async def _read_stream(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
                     payloads,
                     worker=text[function_end:worker_end].decode(errors="replace") or None,
                     started_ms=max(started, 0),
+                    function=function,
                 )
             )
             i += 7 + 2 * values[i + 6]

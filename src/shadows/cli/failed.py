@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from ..annotations import render_known_call
 from ..dead_letters import DeadLetter
 from ..execution import MessageError
 from ..shadow import Shadow
 from . import app
 from .errors import CLIError
-from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url
-from .output import Json, show_group_help
+from .options import DEFAULT_NAME, DEFAULT_URL, CallTasks, Name, Url
+from .output import Json, open_shadow, show_group_help
+from .output import console as plain_console
 
 failed_app = typer.Typer(name="failed", rich_markup_mode=None)
 app.add_typer(failed_app)
@@ -32,11 +35,10 @@ def _failed_group(context: typer.Context) -> None:
 T = TypeVar("T")
 
 
-def _with_shadow(url: str, name: str, action: Callable[[Shadow], Awaitable[T]]) -> T:
-    try:
-        shadow = Shadow(name=name, url=url)
-    except ValueError as error:
-        raise CLIError(str(error)) from None
+def _with_shadow(
+    url: str, name: str, action: Callable[[Shadow], Awaitable[T]], tasks: Sequence[str] = ()
+) -> T:
+    shadow = open_shadow(name, url, tasks)
 
     async def run() -> T:
         async with shadow:
@@ -45,7 +47,15 @@ def _with_shadow(url: str, name: str, action: Callable[[Shadow], Awaitable[T]]) 
     return asyncio.run(run())
 
 
-def _document(letter: DeadLetter, full: bool = False) -> dict[str, Any]:
+def _call(shadow: Shadow, letter: DeadLetter) -> str:
+    """The failed call as the worker logged it, when its task is registered."""
+    function = shadow.tasks.get(letter.function)
+    return render_known_call(
+        letter.function, function, lambda: shadow.payloads.decode(letter.message())
+    )
+
+
+def _document(letter: DeadLetter, call: str | None, full: bool = False) -> dict[str, Any]:
     document: dict[str, Any] = {
         "key": letter.key,
         "function": letter.function,
@@ -55,6 +65,8 @@ def _document(letter: DeadLetter, full: bool = False) -> dict[str, Any]:
         "error": letter.error,
         "worker": letter.worker,
     }
+    if call is not None:
+        document["call"] = call
     if full:
         document["traceback"] = letter.traceback
         document["fields"] = {
@@ -75,23 +87,29 @@ def list_failed(
         ),
     ] = 100,
     as_json: Json = False,
+    tasks: CallTasks = [],  # noqa: B006
 ) -> None:
-    """List dead-lettered tasks, newest first."""
-    letters = _with_shadow(url, shadows, lambda shadow: shadow.failed(limit))
+    """List dead-lettered tasks, newest first (with --tasks, their calls)."""
+
+    async def listing(shadow: Shadow) -> list[tuple[DeadLetter, str | None]]:
+        letters = await shadow.failed(limit)
+        return [(letter, _call(shadow, letter) if tasks else None) for letter in letters]
+
+    found = _with_shadow(url, shadows, listing, tasks)
     if as_json:
-        print(json.dumps([_document(letter) for letter in letters], indent=2))
+        print(json.dumps([_document(letter, call) for letter, call in found], indent=2))
         return
-    console = Console()
-    if not letters:
+    console = plain_console()  # calls and errors hold brackets that are not markup
+    if not found:
         console.print(f"No failed tasks on shadow {shadows!r}.")
         return
-    table = Table(title=f"Failed tasks on {shadows} ({len(letters)})")
-    for column in ("key", "task", "attempt", "failed at", "reason", "error"):
+    table = Table(title=f"Failed tasks on {shadows} ({len(found)})")
+    for column in ("key", "call" if tasks else "task", "attempt", "failed at", "reason", "error"):
         table.add_column(column, overflow="fold")
-    for letter in letters:
+    for letter, call in found:
         table.add_row(
             letter.key,
-            letter.function,
+            call or letter.function,
             str(letter.attempt),
             letter.failed_at.strftime("%Y-%m-%d %H:%M:%S"),
             letter.reason,
@@ -106,17 +124,23 @@ def show_failed(
     url: Url = DEFAULT_URL,
     shadows: Name = DEFAULT_NAME,
     as_json: Json = False,
+    tasks: CallTasks = [],  # noqa: B006
 ) -> None:
-    """Show one dead-lettered task with its error and traceback."""
-    letter = _with_shadow(url, shadows, lambda shadow: shadow.failed_task(key))
+    """Show one dead-lettered task with its error and traceback (with --tasks, its call)."""
+
+    async def find(shadow: Shadow) -> tuple[DeadLetter | None, str | None]:
+        letter = await shadow.failed_task(key)
+        return letter, _call(shadow, letter) if letter is not None and tasks else None
+
+    letter, call = _with_shadow(url, shadows, find, tasks)
     if letter is None:
         raise CLIError(f"no failed task with key {key!r} on shadow {shadows!r}")
     if as_json:
-        print(json.dumps(_document(letter, full=True), indent=2))
+        print(json.dumps(_document(letter, call, full=True), indent=2))
         return
     console = Console()
-    for name, value in _document(letter).items():
-        console.print(f"[bold]{name}[/bold]: {value}", highlight=False)
+    for name, value in _document(letter, call).items():
+        console.print(f"[bold]{name}[/bold]: {escape(str(value))}", highlight=False)
     if letter.traceback:
         console.print("[bold]traceback[/bold]:")
         console.print(letter.traceback, highlight=False, markup=False)

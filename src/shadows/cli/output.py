@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
@@ -16,6 +16,7 @@ from rich.console import Console
 
 from ..shadow import Shadow
 from .errors import CLIError
+from .options import collections
 
 T = TypeVar("T")
 
@@ -29,12 +30,16 @@ Json = Annotated[
 ]
 
 
-def open_shadow(name: str, url: str) -> Shadow:
-    """A ``Shadow`` for the command line: bad names and URLs become one-line errors."""
+def open_shadow(name: str, url: str, tasks: Sequence[str] = (), **settings: Any) -> Shadow:
+    """A ``Shadow`` for the command line with the ``--tasks`` collections registered: bad
+    names, URLs, settings and collections become one-line errors."""
     try:
-        return Shadow(name=name, url=url)
+        shadow = Shadow(name=name, url=url, **settings)
+        for collection in collections(tasks):
+            shadow.register_collection(collection)
     except (ValueError, TypeError) as error:
         raise CLIError(str(error)) from None
+    return shadow
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -65,7 +65,14 @@ releases, but existing ones keep their names and meanings. Times are ISO 8601 in
 Each task is `{"key", "function", "state", "when", "attempt", "worker", "started"}`:
 `state` is `running`, `queued` (due, waiting for a free worker) or `scheduled` (due
 later); `when` is when it is (or was) due; `worker` and `started` say who runs it since
-when, and are `null` for tasks not running. Task arguments are not included.
+when, and are `null` for tasks not running. Task arguments are not included. With
+`--tasks` (or `SHADOW_TASKS`), each task also has `call`: the call as the worker's log
+lines render it, e.g. `"pay('A-1', card=..., items=[len 2])"` (only the arguments
+annotated `Logged` are shown), or the bare task name when the task is in none of the
+collections (nor built in) or its arguments cannot be decoded.
+
+`shadows failed ls --json` and `shadows failed show KEY --json` give each dead letter a
+`call` of the same form with `--tasks`, and none without.
 
 `shadows workers ls --json` is `{"shadow", "workers"}`, and `shadows workers for-task NAME
 --json` is `{"shadow", "task", "workers"}`. Each worker is `{"name", "last_seen",

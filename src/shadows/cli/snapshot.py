@@ -12,9 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..shadow import Shadow
-from ..snapshot import Snapshot
+from ..snapshot import Snapshot, SnapshotTask
 from . import app
-from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url
+from .options import DEFAULT_NAME, DEFAULT_URL, CallTasks, Name, Url
 from .output import Json, console, open_shadow, print_json, relative, run, safe_url, span, timestamp
 from .workers import worker_table
 
@@ -36,19 +36,26 @@ def snapshot(
     url: Url = DEFAULT_URL,
     limit: Limit = 100,
     json_output: Json = False,
+    tasks: CallTasks = [],  # noqa: B006
 ) -> None:
-    """Show the running, queued and scheduled tasks of a shadow, and its live workers."""
-    shadow = open_shadow(shadows, url)
-    taken = run(_take(shadow))
+    """Show the running, queued and scheduled tasks of a shadow, and its live workers.
+
+    Tasks are shown by name, the cheap reading (no arguments). With --tasks, their
+    arguments are read too, and the calls of the tasks of those collections are shown
+    as the worker logs them (Logged arguments, the rest as ...).
+    """
+    shadow = open_shadow(shadows, url, tasks)
+    calls = bool(tasks)
+    taken = run(_take(shadow, calls))
     if json_output:
-        print_json(snapshot_document(shadow.name, taken, limit))
+        print_json(snapshot_document(shadow.name, taken, limit, calls))
     else:
-        render_snapshot(console(), shadow, taken, limit)
+        render_snapshot(console(), shadow, taken, limit, calls)
 
 
-async def _take(shadow: Shadow) -> Snapshot:
+async def _take(shadow: Shadow, arguments: bool) -> Snapshot:
     async with shadow:
-        return await shadow.snapshot(arguments=False)
+        return await shadow.snapshot(arguments=arguments)
 
 
 def counts(taken: Snapshot) -> dict[str, int]:
@@ -60,21 +67,30 @@ def counts(taken: Snapshot) -> dict[str, int]:
     }
 
 
-def snapshot_document(name: str, taken: Snapshot, limit: int) -> dict[str, Any]:
-    """The ``--json`` form: stable keys; ``future`` holds the first ``limit`` tasks."""
+def snapshot_document(
+    name: str, taken: Snapshot, limit: int, calls: bool = False
+) -> dict[str, Any]:
+    """The ``--json`` form: stable keys; ``future`` holds the first ``limit`` tasks, each
+    with its ``call`` too when ``calls``."""
     future = taken.future if limit == 0 else taken.future[:limit]
+
+    def document(task: SnapshotTask) -> dict[str, Any]:
+        return {**task.to_dict(), "call": task.call_repr()} if calls else task.to_dict()
+
     return {
         "shadow": name,
         "taken": taken.taken.isoformat(),
         "total_tasks": taken.total_tasks,
         "counts": counts(taken),
-        "running": [task.to_dict() for task in taken.running],
-        "future": [task.to_dict() for task in future],
+        "running": [document(task) for task in taken.running],
+        "future": [document(task) for task in future],
         "workers": [worker.to_dict() for worker in taken.workers],
     }
 
 
-def render_snapshot(out: Console, shadow: Shadow, taken: Snapshot, limit: int) -> None:
+def render_snapshot(
+    out: Console, shadow: Shadow, taken: Snapshot, limit: int, calls: bool = False
+) -> None:
     numbers = counts(taken)
     out.print(
         Text.assemble(
@@ -89,11 +105,15 @@ def render_snapshot(out: Console, shadow: Shadow, taken: Snapshot, limit: int) -
     )
     out.print(_capacity(taken))
     now = taken.taken
+    task_column = "Call" if calls else "Task"
+
+    def shown(task: SnapshotTask) -> str:
+        return task.call_repr() if calls else task.function_name
 
     if taken.running:
         out.print()
         table = Table(title=f"Running ({len(taken.running):,})", title_justify="left")
-        table.add_column("Task")
+        table.add_column(task_column, overflow="fold")
         table.add_column("Key", overflow="fold")
         table.add_column("Attempt", justify="right")
         table.add_column("Worker", overflow="fold")
@@ -102,7 +122,7 @@ def render_snapshot(out: Console, shadow: Shadow, taken: Snapshot, limit: int) -
         for task in taken.running:
             started = task.started
             table.add_row(
-                task.function,
+                shown(task),
                 task.key,
                 str(task.attempt),
                 task.worker or "-",
@@ -113,27 +133,27 @@ def render_snapshot(out: Console, shadow: Shadow, taken: Snapshot, limit: int) -
 
     if taken.future:
         out.print()
-        shown = taken.future if limit == 0 else taken.future[:limit]
+        listed = taken.future if limit == 0 else taken.future[:limit]
         title = f"Queued and scheduled ({len(taken.future):,}, soonest first)"
         table = Table(title=title, title_justify="left")
         table.add_column("Due (UTC)")
         table.add_column("Due", justify="right")
-        table.add_column("Task")
+        table.add_column(task_column, overflow="fold")
         table.add_column("Key", overflow="fold")
         table.add_column("Attempt", justify="right")
         table.add_column("State")
-        for task in shown:
+        for task in listed:
             table.add_row(
                 timestamp(task.when),
                 relative(task.when, now),
-                task.function,
+                shown(task),
                 task.key,
                 str(task.attempt),
                 task.state,
             )
         out.print(table)
-        if len(shown) < len(taken.future):
-            hidden = len(taken.future) - len(shown)
+        if len(listed) < len(taken.future):
+            hidden = len(taken.future) - len(listed)
             out.print(f"... and {hidden:,} more (--limit 0 lists all)")
     if not taken.total_tasks:
         out.print("Nothing is scheduled, queued or running.")

@@ -14,25 +14,15 @@ from ..shadow import Shadow
 from ..worker import Worker
 from . import app
 from .errors import CLIError
-from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url, duration
+from .options import DEFAULT_NAME, DEFAULT_URL, Name, Tasks, Url, duration
+from .output import open_shadow
 
 DEFAULT_TASKS = "shadows.tasks:standard_tasks"
 
 
-def _collections(values: list[str]) -> list[str]:
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
-
-
 @app.command()
 def worker(
-    tasks: Annotated[
-        list[str],
-        typer.Option(
-            "--tasks",
-            envvar="SHADOW_TASKS",
-            help="Task collections to register, as module:attribute (comma-separated or repeated).",
-        ),
-    ] = [DEFAULT_TASKS],  # noqa: B006
+    tasks: Tasks = [DEFAULT_TASKS],  # noqa: B006
     shadows: Name = DEFAULT_NAME,
     url: Url = DEFAULT_URL,
     name: Annotated[
@@ -178,15 +168,14 @@ def worker(
             f"invalid logging level {logging_level!r}: use DEBUG, INFO, WARNING or ERROR"
         )
     configure_logging(logging_level, logging_format)
+    shadow = open_shadow(
+        shadows,
+        url,
+        tasks,
+        heartbeat_interval=heartbeat_interval,
+        missed_heartbeats=missed_heartbeats,
+    )
     try:
-        shadow = Shadow(
-            name=shadows,
-            url=url,
-            heartbeat_interval=heartbeat_interval,
-            missed_heartbeats=missed_heartbeats,
-        )
-        for collection in _collections(tasks):
-            shadow.register_collection(collection)
         runner = Worker(
             shadow,
             name=name,
