@@ -1,12 +1,14 @@
 """Task callables of every shape: plain and async functions, ``functools.partial``,
 bound methods, callable objects and test doubles (``AsyncMock``) are named, inspected
-and called the same way."""
+and called the same way; and collections of them loaded by ``module:attribute`` path."""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 from unittest.mock import NonCallableMock
 
@@ -79,3 +81,29 @@ def _call_method(instance: object) -> Callable[..., Any] | None:
         if callable(call):
             return call
     return None
+
+
+def load_collection(path: str) -> Iterable[Callable[..., Any]]:
+    """Import ``"package.module:attribute"`` and return its functions.
+
+    The attribute may be one function or an iterable of them. The current directory is
+    importable, as it is for ``python -m``.
+    """
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"Expected a task collection as 'module:attribute', not {path!r}")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"Cannot import task module {module_name!r}: {error}") from error
+    try:
+        collection = getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(f"Module {module_name!r} has no attribute {attribute!r}") from None
+    functions = [collection] if callable(collection) else list(collection)
+    for function in functions:
+        if not callable(function):
+            raise ValueError(f"{path} holds {function!r}, which is not a function")
+    return functions

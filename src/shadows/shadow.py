@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -23,7 +21,7 @@ from .connection import create_client, is_memory, normalize_url
 from .dead_letters import DeadLetter
 from .dependencies import plan_for
 from .execution import Execution, Message, current_holder, now_ms
-from .functions import describe, task_name
+from .functions import describe, load_collection, task_name
 from .instrumentation import producing
 from .keys import WORKER_GROUP, Keys, validate_name
 from .lane import Lane
@@ -549,29 +547,3 @@ def _validate_when(when: datetime | None) -> datetime | None:
             f"got the naive datetime {when.isoformat()}"
         )
     return when
-
-
-def load_collection(path: str) -> Iterable[TaskFunction]:
-    """Import ``"package.module:attribute"`` and return its functions.
-
-    The attribute may be one function or an iterable of them. The current directory is
-    importable, as it is for ``python -m``.
-    """
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"Expected a task collection as 'module:attribute', not {path!r}")
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"Cannot import task module {module_name!r}: {error}") from error
-    try:
-        collection = getattr(module, attribute)
-    except AttributeError:
-        raise ValueError(f"Module {module_name!r} has no attribute {attribute!r}") from None
-    functions = [collection] if callable(collection) else list(collection)
-    for function in functions:
-        if not callable(function):
-            raise ValueError(f"{path} holds {function!r}, which is not a function")
-    return functions
