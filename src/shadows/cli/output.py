@@ -7,13 +7,14 @@ import asyncio
 import json
 import sys
 from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 
+from ..registry import HEARTBEAT_INTERVAL, MISSED_HEARTBEATS
 from ..shadow import Shadow
 from .errors import CLIError
 from .options import collections
@@ -30,11 +31,23 @@ Json = Annotated[
 ]
 
 
-def open_shadow(name: str, url: str, tasks: Sequence[str] = (), **settings: Any) -> Shadow:
+def open_shadow(
+    name: str,
+    url: str,
+    tasks: Sequence[str] = (),
+    *,
+    heartbeat_interval: timedelta = HEARTBEAT_INTERVAL,
+    missed_heartbeats: int = MISSED_HEARTBEATS,
+) -> Shadow:
     """A ``Shadow`` for the command line with the ``--tasks`` collections registered: bad
     names, URLs, settings and collections become one-line errors."""
     try:
-        shadow = Shadow(name=name, url=url, **settings)
+        shadow = Shadow(
+            name=name,
+            url=url,
+            heartbeat_interval=heartbeat_interval,
+            missed_heartbeats=missed_heartbeats,
+        )
         for collection in collections(tasks):
             shadow.register_collection(collection)
     except (ValueError, TypeError) as error:
