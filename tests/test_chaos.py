@@ -1,8 +1,8 @@
-"""The chaos suite (``chaos/``): its verifier on hand-made records, and a short real run.
+"""The chaos suite (``scripts/chaos/``): its verifier on hand-made records, and a short real run.
 
 The short run (about 70 s) starts a persistent redis-server and three worker processes,
 then kills, stops and restarts workers and restarts and pauses Redis for ~55 s while a
-producer adds tasks; it must lose nothing. The long run is ``python -m chaos --duration
+producer adds tasks; it must lose nothing. The long run is ``python scripts/chaos --duration
 10m`` (see docs/reliability-chaos.md).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 from chaos.report import render
 from chaos.run import run_chaos, short

@@ -1,6 +1,6 @@
 """Bugs the chaos suite found in shadows, each reproduced on purpose.
 
-Each test failed while its bug was in ``src/`` (see docs/reliability-chaos.md, "Findings")
+Each test failed while its bug was in ``shadows/`` (see docs/reliability-chaos.md, "Findings")
 and passes since the fix. Each sets up the moment a chaos run hit by chance: Redis going
 away at one particular step of a worker, a reply held back past the redelivery timeout, a
 claim renewal racing an acknowledgement, reconnections or stalls during a long task.

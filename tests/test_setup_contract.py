@@ -17,7 +17,7 @@ def readme_commands() -> list[str]:
 
 def test_the_readme_gives_the_quick_start_and_the_test_command() -> None:
     commands = readme_commands()
-    assert any("examples/quickstart.py" in c and "pip install ." in c for c in commands)
+    assert any("docs/examples/quickstart.py" in c and "pip install ." in c for c in commands)
     assert any("pytest" in c and "'.[test]'" in c for c in commands)
 
 
@@ -29,7 +29,7 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 
 def test_the_quick_start_example_runs_on_memory() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        [sys.executable, str(ROOT / "docs" / "examples" / "quickstart.py")],
         capture_output=True,
         text=True,
         timeout=60,

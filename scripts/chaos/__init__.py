@@ -7,6 +7,6 @@ socket timeouts. Every run is recorded in files outside Redis; at the end the ve
 checks that every accepted task ran, none ran early, no two runs of one key overlapped,
 the queue is empty and no key without an expiry is left behind.
 
-Run it with ``python -m chaos --duration 10m`` (see ``python -m chaos --help``); a short run
-is part of the test suite (``tests/test_chaos.py``).
+Run it with ``python scripts/chaos --duration 10m`` (see ``python scripts/chaos --help``);
+a short run is part of the test suite (``tests/test_chaos.py``).
 """

@@ -19,6 +19,7 @@ from typing import Any
 
 from .tasks import DIRECTORY_VARIABLE
 
+#: The folder holding the ``chaos`` package (``scripts/``): workers import it from there.
 ROOT = Path(__file__).resolve().parent.parent
 
 

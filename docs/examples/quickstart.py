@@ -1,6 +1,6 @@
 """The quick start, runnable anywhere: ``memory://`` needs no Redis server.
 
-    python examples/quickstart.py
+    python docs/examples/quickstart.py
 
 Set ``SHADOW_URL=redis://localhost:6379/0`` to run the same flow on a real Redis.
 """

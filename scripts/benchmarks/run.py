@@ -1,15 +1,15 @@
 """Benchmark shadows beside its peers, in one run, and report the ratios.
 
-    python benchmarks/run.py                      # everything, 20,000 tasks
-    python benchmarks/run.py --quick              # small sizes, well under a minute
-    python benchmarks/run.py --libs shadows,docket --tasks 5000
+    python scripts/benchmarks/run.py                      # everything, 20,000 tasks
+    python scripts/benchmarks/run.py --quick              # small sizes, well under a minute
+    python scripts/benchmarks/run.py --libs shadows,docket --tasks 5000
 
-Each library gets its own virtual environment under benchmarks/.envs/<lib> (created and
+Each library gets its own virtual environment under scripts/benchmarks/.envs/<lib> (created and
 filled from PyPI on first use; shadows is installed editable from this repository).
 Workers and producers run as separate processes inside those environments through
-benchmarks/harness.py; this orchestrator uses only the standard library. By default it
+scripts/benchmarks/harness.py; this orchestrator uses only the standard library. By default it
 starts a private, throw-away ``redis-server`` so that other users of a shared Redis
-neither disturb nor are disturbed by the run. See benchmarks/README.md.
+neither disturb nor are disturbed by the run. See scripts/benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+REPO = HERE.parent.parent
 ENVS = HERE / ".envs"
 RESULTS = HERE / "results"
 LOGS = RESULTS / "logs.tmp"
@@ -257,7 +257,7 @@ def spec_fingerprint(library: str) -> str:
 
 
 def ensure_env(library: str, python: str) -> str:
-    """Create or refresh benchmarks/.envs/<library>; returns its python."""
+    """Create or refresh scripts/benchmarks/.envs/<library>; returns its python."""
     env = ENVS / library
     env_python = env / "bin" / "python"
     marker = env / ".bench-spec"
@@ -835,7 +835,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             if meta["repeat"] > 1
             else "One run each: on a shared 2-core machine expect 10-30 % of noise. "
         )
-        + "What each column measures: benchmarks/README.md.",
+        + "What each column measures: scripts/benchmarks/README.md.",
         "",
         render_table(report, markdown=True),
         "",
@@ -860,14 +860,14 @@ def shadows_source() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "pyproject.toml"],
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "shadows", "pyproject.toml"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
-    return f"{commit} + uncommitted changes in src/" if dirty else commit
+    return f"{commit} + uncommitted changes in shadows/" if dirty else commit
 
 
 def main() -> None:
@@ -887,7 +887,7 @@ def main() -> None:
     parser.add_argument("--python", help="Python 3.12 used to create the environments")
     parser.add_argument(
         "--shadows-python",
-        help="run shadows with this interpreter instead of benchmarks/.envs/shadows "
+        help="run shadows with this interpreter instead of scripts/benchmarks/.envs/shadows "
         "(it needs shadows and redis importable)",
     )
     parser.add_argument(
@@ -928,7 +928,7 @@ def main() -> None:
         )
         report: dict[str, Any] = {
             "meta": {
-                "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
+                "command": "python scripts/benchmarks/run.py " + " ".join(sys.argv[1:]),
                 "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                 "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
                 "python": "3.12",

@@ -1,6 +1,6 @@
 """How long ``Shadow.snapshot()`` takes over many future tasks.
 
-    python benchmarks/snapshot.py --url redis://localhost:6379/15 --tasks 100000
+    python scripts/benchmarks/snapshot.py --url redis://localhost:6379/15 --tasks 100000
 
 Fills a fresh shadow with future tasks (one added through the API, cloned inside Redis,
 which is much faster than adding them one by one), times a few snapshots with and without

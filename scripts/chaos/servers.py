@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_TESTS = str(Path(__file__).resolve().parent.parent / "tests")
+_TESTS = str(Path(__file__).resolve().parents[2] / "tests")
 if _TESTS not in sys.path:
     sys.path.append(_TESTS)
 

@@ -1,6 +1,6 @@
 """Redis commands per task, from Redis's own counters (INFO commandstats).
 
-    python benchmarks/commands_per_task.py --url redis://localhost:6379/15
+    python scripts/benchmarks/commands_per_task.py --url redis://localhost:6379/15
 
 Three workloads on a fresh shadow: adding tasks one by one; one worker draining them at
 concurrency 10; and an idle worker receiving one task every 5 ms (the latency path, with

@@ -1,6 +1,6 @@
 """Deliberately broken workers, to prove that the verifier sees what it must see.
 
-``python -m chaos --sabotage MODE`` sets ``$CHAOS_SABOTAGE`` for the workers, and
+``python scripts/chaos --sabotage MODE`` sets ``$CHAOS_SABOTAGE`` for the workers, and
 :mod:`chaos.tasks` installs the sabotage below when the workers import it. A sabotaged run
 must FAIL with the matching violation:
 

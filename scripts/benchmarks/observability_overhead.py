@@ -1,7 +1,8 @@
 """What observability costs per task.
 
-    python benchmarks/observability_overhead.py hooks
-    python benchmarks/observability_overhead.py drain --url redis://localhost:6379/15 [--sdk]
+    python scripts/benchmarks/observability_overhead.py hooks
+    python scripts/benchmarks/observability_overhead.py drain \
+        --url redis://localhost:6379/15 [--sdk]
 
 ``hooks`` times, in isolation, every instrumentation call a task goes through (the
 producer's span and ``tasks_added``, the run's span, the start/end/outcome metrics, the
@@ -9,7 +10,7 @@ context carried to a follow-up), without and with an OpenTelemetry SDK installed
 
 ``drain`` has one worker (concurrency 100, logging at WARNING) run 20,000 no-op tasks
 and prints tasks per second: run it against this tree and against a tree without the
-hooks (``PYTHONPATH=<other checkout>/src``) to compare end to end. ``--sdk`` installs an
+hooks (``PYTHONPATH=<other checkout>``) to compare end to end. ``--sdk`` installs an
 SDK tracer provider (spans batched to an exporter that drops them) and meter provider.
 """
 

@@ -1,4 +1,4 @@
-"""The orchestrator: ``python -m chaos`` (or ``python chaos/run.py``).
+"""The orchestrator: ``python scripts/chaos`` (or ``python scripts/chaos/run.py``).
 
 A run goes through these phases:
 
@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # ``python chaos/run.py``
+if __package__ in (None, ""):  # ``python scripts/chaos/run.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redis.asyncio import Redis
@@ -353,7 +353,7 @@ def _range(text: str) -> tuple[float, float]:
 
 def parse_arguments(argv: list[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(
-        prog="python -m chaos",
+        prog="python scripts/chaos",
         description="Run the shadows chaos suite: faults against workers and Redis, then "
         "check that nothing was lost.",
     )

@@ -1,6 +1,6 @@
 """A first throughput figure for shadows alone (the suite beside the peers is separate).
 
-    python benchmarks/throughput.py --url redis://localhost:6379/15 --tasks 10000
+    python scripts/benchmarks/throughput.py --url redis://localhost:6379/15 --tasks 10000
 
 Measures: enqueueing N no-op tasks one by one (one await per add), then one worker in
 this process draining them at concurrency 10 and 100. Prints one line per figure.
