@@ -548,7 +548,7 @@ class StrikeFollower:
                         if reported:
                             logger.info("Following strikes again")
                         reported = False
-                    if await self._changed():
+                    if await self._changed(stopping, guard):
                         await self.load()
                     backoff.reset()
                 except CONNECTION_ERRORS as error:
@@ -577,7 +577,7 @@ class StrikeFollower:
                     await asyncio.wait_for(unblock, 0.5)
             await self._drop_connection()
 
-    async def _changed(self) -> bool:
+    async def _changed(self, stopping: asyncio.Event, guard: CancelGuard) -> bool:
         """Block on the feed (on this follower's own connection) for one block period."""
         if self._connection is None:
             self._connection = self.shadow.client.client()
@@ -585,6 +585,11 @@ class StrikeFollower:
                 self._connection_id = await self._connection.client_id()
             except ResponseError:  # an ACL user without CLIENT: reads are simply abandoned
                 self._connection_id = None
+        # A stop or a cancel (which redis-py may have swallowed in the call above) that
+        # came meanwhile must not wait out a whole block.
+        guard.check()
+        if stopping.is_set():
+            return False
         self._reading = True
         response = await self._connection.xread(
             {self.shadow.keys.strikes: self._last_id}, count=100, block=self._block_ms
