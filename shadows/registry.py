@@ -3,7 +3,9 @@
 Every worker writes a heartbeat (one Lua script) every ``heartbeat_interval``:
 
 * ``{name}:workers``, a sorted set of worker names scored by their last heartbeat;
-* ``{name}:worker:{worker}``, a hash with its concurrency, running count and start time;
+* ``{name}:worker:{worker}``, a hash with its concurrency, running count, start time, host
+  and tally (what it has run so far, per task: see :meth:`WorkerMetrics.tally
+  <shadows.metrics.WorkerMetrics.tally>`);
 * ``{name}:worker-tasks:{worker}``, the set of task names it has registered.
 
 The two per-worker keys expire after ``missed_heartbeats`` intervals (settings of the
@@ -39,18 +41,19 @@ _PRUNE = 100
 
 # KEYS: workers, worker hash, worker tasks
 # ARGV: name, now_ms, window_ms, key prefix, concurrency, running, started_ms,
-#       dead_before_ms (now - window), tasks...
+#       dead_before_ms (now - window), host, tally, tasks...
 HEARTBEAT = r"""
 local workers, info, tasks = KEYS[1], KEYS[2], KEYS[3]
 local name, now, window, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 redis.call('ZADD', workers, now, name)
 local ttl = redis.call('PTTL', workers)
 if ttl < window then redis.call('PEXPIRE', workers, window) end
-redis.call('HSET', info, 'concurrency', ARGV[5], 'running', ARGV[6], 'started', ARGV[7])
+redis.call('HSET', info, 'concurrency', ARGV[5], 'running', ARGV[6], 'started', ARGV[7],
+           'host', ARGV[9], 'tally', ARGV[10])
 redis.call('PEXPIRE', info, window)
 redis.call('DEL', tasks)
-if #ARGV >= 9 then
-  redis.call('SADD', tasks, unpack(ARGV, 9))
+if #ARGV >= 11 then
+  redis.call('SADD', tasks, unpack(ARGV, 11))
   redis.call('PEXPIRE', tasks, window)
 end
 local stale = redis.call('ZRANGE', workers, '-inf', ARGV[8], 'BYSCORE', 'LIMIT', 0, %d)
@@ -144,6 +147,11 @@ class Presence:
     running: int
     started_ms: int
     tasks: Sequence[str]
+    #: The machine it runs on.
+    host: str = ""
+    #: Its counts so far, per task (:meth:`WorkerMetrics.tally
+    #: <shadows.metrics.WorkerMetrics.tally>`): what a dashboard turns into throughput.
+    tally: str = ""
 
 
 async def beat(shadow: Shadow, presence: Presence, window_ms: int, now: int) -> None:
@@ -161,6 +169,8 @@ async def beat(shadow: Shadow, presence: Presence, window_ms: int, now: int) -> 
             presence.running,
             presence.started_ms,
             now - window_ms,
+            presence.host,
+            presence.tally,
             *presence.tasks,
         ],
     )

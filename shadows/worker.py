@@ -60,6 +60,7 @@ from .strikes import StrikeFollower, StrikeList
 logger = logging.getLogger("shadows.worker")
 
 _instances = itertools.count(1)
+_HOST = socket.gethostname()
 
 
 def default_worker_name() -> str:
@@ -361,6 +362,8 @@ class Worker:
             len(self._active),
             self._started_ms,
             sorted(self.shadow.tasks),
+            _HOST,
+            self.metrics.tally(),
         )
 
     def _on_signal(self, signum: signal.Signals) -> None:

@@ -34,6 +34,7 @@ def version() -> None:
 
 # Each module registers its command (or command group) on ``app``.
 from . import clear as _clear  # noqa: E402,F401
+from . import dashboard as _dashboard  # noqa: E402,F401
 from . import failed as _failed  # noqa: E402,F401
 from . import snapshot as _snapshot  # noqa: E402,F401
 from . import strikes as _strikes  # noqa: E402,F401

@@ -1,0 +1,233 @@
+"""One reading of a shadow's present: depths, what runs where, the live workers.
+
+A single script call per reading, whatever the number of browsers: the poller takes one
+every ``poll_interval`` and every page and event stream is served from it. Its cost grows
+with the running tasks (capped at :data:`RUNNING_LIMIT`) and the workers, never with the
+queue or the schedule, which are only counted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..keys import WORKER_GROUP
+from ..metrics import TALLY_FIELDS
+
+if TYPE_CHECKING:
+    from ..shadow import Shadow
+
+#: Running tasks a reading describes one by one (the count is always exact).
+RUNNING_LIMIT = 500
+
+# KEYS: stream, queue, workers, failed, strikes-in-effect
+# ARGV: group, key prefix, running limit
+# Returns {stream length, delivered, scheduled, dead letters, strikes, running, workers}:
+# running rows are {id, worker, key, function, when, attempt, started, deliveries}, workers
+# rows {name, last heartbeat, {hash fields...}, {task names...}}. The run and worker keys
+# it reads are derived from the names it finds, like the registry's listing; it writes
+# nothing.
+PULSE = r"""
+local stream, queue, workers = KEYS[1], KEYS[2], KEYS[3]
+local group, prefix, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local length = redis.call('XLEN', stream)
+local delivered, running = 0, {}
+local ok, summary = pcall(redis.call, 'XPENDING', stream, group)
+if ok then
+  delivered = summary[1]
+  if delivered > 0 then
+    for _, p in ipairs(redis.call('XPENDING', stream, group, '-', '+', limit)) do
+      local key, fn, when, attempt = '', '', '0', '0'
+      local entry = redis.call('XRANGE', stream, p[1], p[1])[1]
+      if entry then
+        local f = entry[2]
+        for i = 1, #f, 2 do
+          local name = f[i]
+          if name == 'key' then key = f[i + 1]
+          elseif name == 'function' then fn = f[i + 1]
+          elseif name == 'when' then when = f[i + 1]
+          elseif name == 'attempt' then attempt = f[i + 1] end
+        end
+      end
+      local started = '0'
+      if key ~= '' then
+        started = redis.call('HGET', prefix .. 'run:' .. key, 'started') or '0'
+      end
+      running[#running + 1] = {p[1], p[2], key, fn, when, attempt, started, p[4]}
+    end
+  end
+end
+local found = {}
+local rows = redis.call('ZRANGE', workers, 0, -1, 'WITHSCORES')
+for i = 1, #rows, 2 do
+  local name = rows[i]
+  local info = redis.call('HGETALL', prefix .. 'worker:' .. name)
+  if #info > 0 then
+    found[#found + 1] = {name, rows[i + 1], info,
+                         redis.call('SMEMBERS', prefix .. 'worker-tasks:' .. name)}
+  end
+end
+return {length, delivered, redis.call('ZCARD', queue), redis.call('ZCARD', KEYS[4]),
+        redis.call('HLEN', KEYS[5]), running, found}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RunningTask:
+    """A task a worker has received and not finished."""
+
+    key: str
+    function: str
+    worker: str
+    when_ms: int
+    attempt: int
+    #: When its worker started it (0 until the run record says).
+    started_ms: int
+    #: How many times the stream delivered it (more than 1: redelivered).
+    deliveries: int
+    #: What the task reports of its progress, once tasks can (``None`` until then): a
+    #: mapping with ``current``, ``total`` and ``message``, drawn as a bar by the pages.
+    progress: Mapping[str, Any] | None = None
+
+    def to_json(self, now_ms: int) -> dict[str, Any]:
+        since = self.started_ms or self.when_ms
+        return {
+            "key": self.key,
+            "function": self.function,
+            "worker": self.worker,
+            "attempt": self.attempt,
+            "started": self.started_ms or None,
+            "age": max(0.0, (now_ms - since) / 1000),
+            "deliveries": self.deliveries,
+            "progress": self.progress,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """One live worker, as its last heartbeat describes it."""
+
+    name: str
+    host: str
+    concurrency: int
+    running: int
+    started_ms: int
+    last_seen_ms: int
+    tasks: tuple[str, ...]
+    #: Its counts so far, per task, in the order of :data:`~shadows.metrics.TALLY_FIELDS`.
+    tally: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def to_json(self, now_ms: int, running: Sequence[RunningTask]) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "host": self.host,
+            "concurrency": self.concurrency,
+            "running": self.running,
+            "heartbeat_age": max(0.0, (now_ms - self.last_seen_ms) / 1000),
+            "started": self.started_ms or None,
+            "tasks": list(self.tasks),
+            "now": [{"key": t.key, "function": t.function} for t in running],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Pulse:
+    """A shadow at one moment."""
+
+    taken_ms: int
+    #: Due tasks on the stream that no worker has received yet.
+    ready: int
+    #: Future tasks in the queue (including retries waiting for their delay).
+    scheduled: int
+    #: Tasks received by a worker and not finished (exact; :attr:`running` may be capped).
+    running_count: int
+    dead_letters: int
+    strikes: int
+    running: tuple[RunningTask, ...]
+    workers: tuple[WorkerView, ...]
+
+
+async def read_pulse(shadow: Shadow, taken_ms: int) -> Pulse:
+    """One script call: everything a tick of the dashboard shows."""
+    keys = shadow.keys
+    script = shadow.client.register_script(PULSE)
+    reply = await script(
+        keys=[keys.stream, keys.queue, keys.workers, keys.failed, keys.strikes_in_effect],
+        args=[WORKER_GROUP, keys.prefix, RUNNING_LIMIT],
+    )
+    length, delivered, scheduled, dead, strikes, running_rows, worker_rows = reply
+    running = tuple(sorted((_running(row) for row in running_rows), key=_since))
+    workers = tuple(sorted((_worker(row) for row in worker_rows), key=lambda w: w.name))
+    return Pulse(
+        taken_ms=taken_ms,
+        ready=max(0, int(length) - int(delivered)),
+        scheduled=int(scheduled),
+        running_count=int(delivered),
+        dead_letters=int(dead),
+        strikes=int(strikes),
+        running=running,
+        workers=workers,
+    )
+
+
+def _since(task: RunningTask) -> int:
+    return task.started_ms or task.when_ms
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _running(row: Sequence[Any]) -> RunningTask:
+    _, worker, key, function, when, attempt, started, deliveries = row
+    return RunningTask(
+        key=_text(key),
+        function=_text(function) or "?",
+        worker=_text(worker),
+        when_ms=_int(when),
+        attempt=_int(attempt),
+        started_ms=_int(started),
+        deliveries=_int(deliveries),
+    )
+
+
+def _worker(row: Sequence[Any]) -> WorkerView:
+    name, score, flat, tasks = row
+    fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+    return WorkerView(
+        name=_text(name),
+        host=fields.get("host", ""),
+        concurrency=_int(fields.get("concurrency")),
+        running=_int(fields.get("running")),
+        started_ms=_int(fields.get("started")),
+        last_seen_ms=_int(score),
+        tasks=tuple(sorted(_text(task) for task in tasks)),
+        tally=parse_tally(fields.get("tally", "")),
+    )
+
+
+def parse_tally(text: str) -> dict[str, tuple[int, ...]]:
+    """A worker's tally, or nothing when it has none (older workers) or it is garbled."""
+    if not text:
+        return {}
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    width = len(TALLY_FIELDS)
+    tally: dict[str, tuple[int, ...]] = {}
+    for task, counts in document.items():
+        if isinstance(counts, list) and all(isinstance(c, int) for c in counts):
+            tally[str(task)] = tuple((counts + [0] * width)[:width])
+    return tally
