@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -46,20 +46,15 @@ def _duration(value: Any) -> Any:
 class DashboardSettings(BaseSettings):
     """Everything ``shadows dashboard`` and :func:`~shadows.dashboard.create_app` need."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", populate_by_name=True, frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     #: The shadow to show (``SHADOW_NAME``).
-    name: str | None = Field(None, validation_alias="SHADOW_NAME")
+    name: str | None = None
     #: Its Redis (``SHADOW_URL``); its password never reaches a page.
-    url: str | None = Field(None, validation_alias="SHADOW_URL")
+    url: str | None = None
     #: Task collections (``module:attribute``) whose calls the pages may show: only the
     #: arguments these tasks annotate ``Logged``; other tasks' arguments are never decoded.
-    tasks: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        validation_alias=AliasChoices("SHADOW_DASHBOARD_TASKS", "SHADOW_TASKS"),
-    )
+    tasks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     #: Needed for every action (strike, restore, retry, purge, cancel); none: read-only.
@@ -119,7 +114,12 @@ class DashboardSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TableSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            _SharedEnvSource(settings_cls),
+            _TableSource(settings_cls),
+        )
 
     @classmethod
     def load(cls, config: Path | str | None = None, **flags: Any) -> DashboardSettings:
@@ -141,6 +141,26 @@ class DashboardSettings(BaseSettings):
     @property
     def actions_allowed(self) -> bool:
         return self.token is not None
+
+
+#: Settings every ``shadows`` command shares, under their own variables.
+SHARED_VARIABLES = {"name": "SHADOW_NAME", "url": "SHADOW_URL", "tasks": "SHADOW_TASKS"}
+
+
+class _SharedEnvSource(PydanticBaseSettingsSource):
+    """``SHADOW_NAME``, ``SHADOW_URL`` and ``SHADOW_TASKS``, below the dashboard's own
+    ``SHADOW_DASHBOARD_*`` variables."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        variable = SHARED_VARIABLES.get(field_name)
+        return (os.environ.get(variable) if variable else None), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            name: os.environ[variable]
+            for name, variable in SHARED_VARIABLES.items()
+            if os.environ.get(variable)
+        }
 
 
 class _TableSource(PydanticBaseSettingsSource):
@@ -178,10 +198,10 @@ def _explain(
         field = str(problem["loc"][0]) if problem["loc"] else "?"
         if field in flags:
             where = "the command line" if field != "token" else "the token given"
-        elif field.upper() in ("NAME", "URL") and f"SHADOW_{field.upper()}" in os.environ:
-            where = f"$SHADOW_{field.upper()}"
         elif f"{ENV_PREFIX}{field.upper()}" in os.environ:
             where = f"${ENV_PREFIX}{field.upper()}"
+        elif os.environ.get(SHARED_VARIABLES.get(field, "-")):
+            where = f"${SHARED_VARIABLES[field]}"
         elif field in table:
             where = f"{path} [{TABLE}]"
         else:
