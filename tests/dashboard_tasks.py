@@ -1,0 +1,28 @@
+"""Tasks for the worker process of the browser tests: each run is recorded in a file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated, Any
+
+from shadows import Logged
+from worker_tasks import record
+
+
+async def greet(path: str, name: Annotated[str, Logged]) -> None:
+    record(path, "greet", name)
+
+
+def fragile(path: str, flag: str) -> None:
+    """Fails while the file ``flag`` exists (a plain function: workers run those too)."""
+    if os.path.exists(flag):
+        raise RuntimeError("the flag is up")
+    record(path, "fragile", "ok")
+
+
+async def dawdle(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+tasks: list[Any] = [greet, fragile, dawdle]
