@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 DOCS = Path(__file__).parent.parent / "docs"
-PAGES = ["dependencies.md", "behaviours.md", "testing.md", "advanced-patterns.md", "strikes.md"]
+PAGES = [
+    "dependencies.md",
+    "behaviours.md",
+    "testing.md",
+    "advanced-patterns.md",
+    "strikes.md",
+    "dashboard.md",
+]
 BLOCK = re.compile(r"^```python\n(.*?)^```", flags=re.DOTALL | re.MULTILINE)
 
 
