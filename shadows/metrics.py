@@ -22,7 +22,6 @@ A worker's series are reported from ``async with Worker(...)`` to its end.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from bisect import bisect_left
@@ -60,11 +59,6 @@ PUNCTUALITY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
     300.0, 600.0, 1800.0, 3600.0,
 )  # fmt: skip
-
-#: The numbers of a worker's tally (:meth:`WorkerMetrics.tally`), per task, in order:
-#: runs started, runs that completed, tasks that failed for good, runs that failed and
-#: were retried, calls stricken, and the lateness of the starts added up (ms).
-TALLY_FIELDS = ("started", "succeeded", "failed", "retried", "stricken", "lateness_ms")
 
 #: How long a scrape waits for the depths from Redis before leaving them out.
 DEPTH_TIMEOUT = 1.0
@@ -197,24 +191,6 @@ class WorkerMetrics:
         self._depths: tuple[int, int] | None = None
         self._depths_at = 0.0
         self._refresh: asyncio.Future[tuple[int, int] | None] | None = None
-
-    def tally(self) -> str:
-        """Its counts so far as JSON, ``{task: [TALLY_FIELDS...]}``, for its heartbeat: a
-        dashboard reads every worker's tally and turns the differences into throughput."""
-        return json.dumps(
-            {
-                name: [
-                    series.started,
-                    series.succeeded,
-                    series.failed,
-                    series.retried,
-                    series.stricken,
-                    round(series.punctuality.total * 1000),
-                ]
-                for name, series in list(self.series.items())
-            },
-            separators=(",", ":"),
-        )
 
     def task(self, name: str) -> _Series:
         series = self.series.get(name)

@@ -4,8 +4,7 @@ Every worker writes a heartbeat (one Lua script) every ``heartbeat_interval``:
 
 * ``{name}:workers``, a sorted set of worker names scored by their last heartbeat;
 * ``{name}:worker:{worker}``, a hash with its concurrency, running count, start time, host
-  and tally (what it has run so far, per task: see :meth:`WorkerMetrics.tally
-  <shadows.metrics.WorkerMetrics.tally>`);
+  and tally (what it has run so far, per task: see :mod:`shadows.tally`);
 * ``{name}:worker-tasks:{worker}``, the set of task names it has registered.
 
 The two per-worker keys expire after ``missed_heartbeats`` intervals (settings of the
@@ -19,8 +18,9 @@ removes its entries at once.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -148,9 +148,8 @@ class Presence:
     started_ms: int
     tasks: Sequence[str]
     #: The machine it runs on.
-    host: str = ""
-    #: Its counts so far, per task (:meth:`WorkerMetrics.tally
-    #: <shadows.metrics.WorkerMetrics.tally>`): what a dashboard turns into throughput.
+    host: str = field(default_factory=socket.gethostname)
+    #: Its counts so far, per task (:mod:`shadows.tally`): a dashboard's throughput.
     tally: str = ""
 
 

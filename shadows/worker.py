@@ -56,11 +56,11 @@ from .shadow import Shadow
 from .signals import install_signal_handlers
 from .slots import acquire as acquire_slots
 from .strikes import StrikeFollower, StrikeList
+from .tally import encode_tally
 
 logger = logging.getLogger("shadows.worker")
 
 _instances = itertools.count(1)
-_HOST = socket.gethostname()
 
 
 def default_worker_name() -> str:
@@ -362,8 +362,7 @@ class Worker:
             len(self._active),
             self._started_ms,
             sorted(self.shadow.tasks),
-            _HOST,
-            self.metrics.tally(),
+            tally=encode_tally(self.metrics.series),
         )
 
     def _on_signal(self, signum: signal.Signals) -> None:

@@ -22,6 +22,7 @@ from shadows import Logged, Shadow, Worker
 from shadows.dashboard import Dashboard, DashboardSettings, SettingsError
 from shadows.dashboard.history import History, Totals
 from shadows.dashboard.pulse import Pulse, WorkerView
+from shadows.tally import parse_tally
 
 
 async def pay(
@@ -368,3 +369,8 @@ async def test_the_history_event_opens_every_stream(shadow: Shadow) -> None:
     assert kind == "history" and len(history["points"]) >= 3 and history["span"] == 3600
     assert history["fields"][:4] == ["t", "ready", "scheduled", "running"]
     assert kind_after == "tick" and "gauges" in json.loads(tick)
+
+
+def test_a_garbled_or_missing_tally_counts_nothing() -> None:
+    assert parse_tally("") == parse_tally("{not json") == parse_tally("[1, 2]") == {}
+    assert parse_tally('{"t": [1, 2], "u": "x", "v": [1, "a"]}') == {"t": (1, 2, 0, 0, 0, 0)}

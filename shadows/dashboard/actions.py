@@ -21,7 +21,8 @@ from starlette.routing import Route
 from ..execution import MessageError
 from ..strikes import parse_operator, parse_value
 from .auth import SESSION_COOKIE, Operator, Refused, clean_name
-from .pages import NOTICE_COOKIE, dashboard_of, render, strike_id, strikes
+from .context import dashboard_of
+from .pages import NOTICE_COOKIE, render, strike_id, strikes
 
 logger = logging.getLogger("shadows.dashboard")
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..metrics import TALLY_FIELDS
+from ..tally import TALLY_FIELDS
 from .pulse import Pulse, WorkerView
 
 _WIDTH = len(TALLY_FIELDS)

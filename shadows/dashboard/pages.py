@@ -17,6 +17,7 @@ from starlette.routing import Route
 from ..execution import now_ms
 from ..reconnect import CONNECTION_ERRORS
 from ..strikes import OPERATORS
+from .context import Served, dashboard_of
 from .failures import failed_page
 from .formatting import safe_url
 from .lookup import find_task
@@ -25,17 +26,11 @@ from .scheduled import scheduled_page
 
 if TYPE_CHECKING:
     from ..strikes import Strike
-    from .app import Dashboard
 
 #: The cookie that carries the outcome of an action to the page it returns to.
 NOTICE_COOKIE = "shadows_dashboard_notice"
 #: How long a page waits for the poller's first reading.
 FIRST_READING = 3.0
-
-
-def dashboard_of(request: Request) -> Dashboard:
-    dashboard: Dashboard = request.app.state.dashboard
-    return dashboard
 
 
 def read_notice(request: Request) -> dict[str, Any] | None:
@@ -159,7 +154,7 @@ async def failed(request: Request) -> Response:
     return render(request, "failed.html", nav="failed", page=page, size=size)
 
 
-def strike_id(strike: Strike, dashboard: Dashboard) -> str:
+def strike_id(strike: Strike, dashboard: Served) -> str:
     """A short stable name of a strike for the restore form (never its encoded value,
     which may be a codec payload that must not come back from a browser)."""
     encoded = strike.encode(dashboard.shadow.payloads)

@@ -8,13 +8,12 @@ queue or the schedule, which are only counted.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..keys import WORKER_GROUP
-from ..metrics import TALLY_FIELDS
+from ..tally import parse_tally
 
 if TYPE_CHECKING:
     from ..shadow import Shadow
@@ -116,7 +115,7 @@ class WorkerView:
     started_ms: int
     last_seen_ms: int
     tasks: tuple[str, ...]
-    #: Its counts so far, per task, in the order of :data:`~shadows.metrics.TALLY_FIELDS`.
+    #: Its counts so far, per task, in the order of :data:`~shadows.tally.TALLY_FIELDS`.
     tally: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def to_json(self, now_ms: int, running: Sequence[RunningTask]) -> dict[str, Any]:
@@ -213,21 +212,3 @@ def _worker(row: Sequence[Any]) -> WorkerView:
         tasks=tuple(sorted(_text(task) for task in tasks)),
         tally=parse_tally(fields.get("tally", "")),
     )
-
-
-def parse_tally(text: str) -> dict[str, tuple[int, ...]]:
-    """A worker's tally, or nothing when it has none (older workers) or it is garbled."""
-    if not text:
-        return {}
-    try:
-        document = json.loads(text)
-    except ValueError:
-        return {}
-    if not isinstance(document, dict):
-        return {}
-    width = len(TALLY_FIELDS)
-    tally: dict[str, tuple[int, ...]] = {}
-    for task, counts in document.items():
-        if isinstance(counts, list) and all(isinstance(c, int) for c in counts):
-            tally[str(task)] = tuple((counts + [0] * width)[:width])
-    return tally
