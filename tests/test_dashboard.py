@@ -19,6 +19,7 @@ from conftest import wait_for
 from dashboard_helpers import TOKEN, listening, serve, settings
 from redis_server import RedisProcess
 from shadows import Logged, Shadow, Worker
+from shadows.cli import main
 from shadows.dashboard import Dashboard, DashboardSettings, SettingsError
 from shadows.dashboard.history import History, Totals
 from shadows.dashboard.pulse import Pulse, WorkerView
@@ -374,3 +375,24 @@ async def test_the_history_event_opens_every_stream(shadow: Shadow) -> None:
 def test_a_garbled_or_missing_tally_counts_nothing() -> None:
     assert parse_tally("") == parse_tally("{not json") == parse_tally("[1, 2]") == {}
     assert parse_tally('{"t": [1, 2], "u": "x", "v": [1, "a"]}') == {"t": (1, 2, 0, 0, 0, 0)}
+
+
+def test_the_command_reports_bad_settings_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["dashboard", "--poll-interval", "5ms", "--port", "1"])
+    assert exit.value.code == 1
+    assert capsys.readouterr().err.strip() == (
+        "Error: dashboard setting 'poll_interval' from the command line: "
+        "must be between 100ms and 1m"
+    )
+
+
+async def test_stopping_ends_the_event_streams(shadow: Shadow) -> None:
+    async with serve(shadow) as (dashboard, _):
+        events = dashboard.poller.events()
+        assert (await anext(events))[0] == "history"
+        assert (await anext(events))[0] == "tick"
+        waiting = asyncio.create_task(anext(events))
+        await dashboard.stop()
+        with pytest.raises(StopAsyncIteration):
+            await waiting

@@ -152,6 +152,7 @@ def dashboard(
         log_config=None,
         access_log=False,
         lifespan="on",
+        timeout_graceful_shutdown=3,  # open event streams never end by themselves
     )
 
 

@@ -3,7 +3,6 @@ query, then kept live in the browser by the event stream (``/events``)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -81,12 +80,7 @@ def _cookie_path(request: Request) -> str:
 
 async def _pulse(request: Request) -> Any:
     poller = dashboard_of(request).poller
-    if poller.pulse is None and poller.error is None:
-        deadline = asyncio.get_running_loop().time() + FIRST_READING
-        while poller.pulse is None and poller.error is None:
-            if asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(0.02)
+    await poller.first_reading(FIRST_READING)
     return poller.pulse
 
 

@@ -63,10 +63,13 @@ class Poller:
     def start(self) -> None:
         if self._task is None:
             self._halt.clear()
+            if self._published.is_set():
+                self._published = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="shadows-dashboard-poller")
 
     async def stop(self) -> None:
         self._halt.set()
+        self._published.set()  # listeners see the halt and end their streams
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -132,11 +135,18 @@ class Poller:
             ),
         )
         seen = -1
-        while True:
+        while not self._halt.is_set():
             if self.readings == seen or not self.tick:
                 await self._published.wait()
+                continue
             seen = self.readings
             yield "tick", self.tick
+
+    async def first_reading(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until a reading, good or failed, exists."""
+        if self.readings == 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._published.wait(), timeout)
 
     # -- what a tick says --------------------------------------------------------------
 
