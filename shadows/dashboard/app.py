@@ -122,11 +122,17 @@ class Dashboard:
 
 
 def create_app(
-    settings: DashboardSettings | None = None, *, shadow: Shadow | None = None, **flags: Any
+    settings: DashboardSettings | None = None,
+    *,
+    shadow: Shadow | None = None,
+    config: Path | str | None = None,
+    **flags: Any,
 ) -> Dashboard:
-    """A :class:`Dashboard`; keyword ``flags`` override settings (``token=...``, ...)."""
+    """A :class:`Dashboard`. Without ``settings``, they are loaded from the environment
+    and the settings file (``config``, else ``$SHADOW_CONFIG``, else ``./shadows.toml``);
+    keyword ``flags`` (``token=...``, ``page_size=...``) win over both."""
     if settings is None:
-        settings = DashboardSettings.load(**flags)
+        settings = DashboardSettings.load(config, **flags)
     elif flags:
-        settings = DashboardSettings.load(**{**settings.model_dump(), **flags})
+        settings = DashboardSettings.load(config, **{**settings.model_dump(), **flags})
     return Dashboard(settings, shadow=shadow)
