@@ -3,14 +3,19 @@
 ``redis://``, ``rediss://`` and ``unix://`` go to redis-py; ``valkey://`` and ``valkeys://``
 are the same protocol under another name; ``memory://`` is an in-process server (fakeredis
 with its Lua engine) shared by every client of the same URL in this process.
+
+Every reply must come back as bytes (task arguments are binary), so a ``decode_responses``
+URL option or pool is refused. URLs are shown only through :func:`redact_url`, which hides
+passwords.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -39,41 +44,78 @@ def _short_retry() -> Retry:
     return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
 
 
+_USERINFO_PASSWORD = re.compile(r"^([^:/?#]*://[^/?#@:]*:)[^/?#]*@")
+_QUERY_PASSWORD = re.compile(r"([?&;][^=&;#]*password[^=&;#]*=)[^&;#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its passwords (``user:password@``, ``?password=``) shown as ``***``:
+    the only form of a URL that goes into messages, logs and ``repr()``."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        netloc = ""
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        start = url.index(netloc)
+        user = userinfo.split(":", 1)[0]
+        url = f"{url[:start]}{user}:***@{host}{url[start + len(netloc) :]}"
+    else:  # not parseable as a URL: hide what looks like a password anyway
+        url = _USERINFO_PASSWORD.sub(r"\1***@", url)
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
 def normalize_url(url: str) -> str:
     """Validate ``url`` and return it in the form redis-py understands.
 
-    Raises ``ValueError`` with a message naming the problem.
+    Raises ``ValueError`` with a message naming the problem (and no password).
     """
     if not isinstance(url, str) or not url.strip():
-        raise ValueError(f"Invalid shadow URL {url!r}: expected e.g. redis://localhost:6379/0")
+        shown = repr(url) if isinstance(url, str) else f"of type {type(url).__name__}"
+        raise ValueError(f"Invalid shadow URL {shown}: expected e.g. redis://localhost:6379/0")
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a non-numeric port
     except ValueError as error:
-        raise ValueError(f"Invalid shadow URL {url!r}: {error}") from None
+        raise ValueError(f"Invalid shadow URL {shown!r}: {redact_url(str(error))}") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ValueError(
-            f"Invalid shadow URL {url!r}: the scheme must be one of "
+            f"Invalid shadow URL {shown!r}: the scheme must be one of "
             + ", ".join(f"{s}://" for s in SCHEMES)
         )
     if scheme == "memory":
         return url
+    _refuse_decoding(parts.query, shown)
     if scheme == "unix":
         if not parts.path:
-            raise ValueError(f"Invalid shadow URL {url!r}: unix:// needs a socket path")
+            raise ValueError(f"Invalid shadow URL {shown!r}: unix:// needs a socket path")
         return url
     if not parts.hostname:
-        raise ValueError(f"Invalid shadow URL {url!r}: no host given")
+        raise ValueError(f"Invalid shadow URL {shown!r}: no host given")
     if port is not None and not 0 < port < 65536:
-        raise ValueError(f"Invalid shadow URL {url!r}: port {port} is out of range")
+        raise ValueError(f"Invalid shadow URL {shown!r}: port {port} is out of range")
     database = parts.path.lstrip("/")
     if database and not database.isdigit():
         raise ValueError(
-            f"Invalid shadow URL {url!r}: the database must be a number, not {database!r}"
+            f"Invalid shadow URL {shown!r}: the database must be a number, not {database!r}"
         )
     scheme = _ALIASES.get(scheme, scheme)
     return scheme + url[len(parts.scheme) :]
+
+
+_DECODING = (
+    "shadows reads replies as bytes (task arguments are binary), so it cannot use "
+    "decode_responses=True"
+)
+
+
+def _refuse_decoding(query: str, shown: str) -> None:
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        # redis-py's reading of a boolean URL option
+        if name == "decode_responses" and value.upper() not in ("", "0", "F", "FALSE", "N", "NO"):
+            raise ValueError(f"Invalid shadow URL {shown!r}: {_DECODING}: remove that option")
 
 
 def is_memory(url: str) -> bool:
@@ -144,6 +186,11 @@ def _fast_packing(connection_class: type[Any]) -> type[Any]:
 def create_client(url: str, pool: ConnectionPool | None) -> Redis:
     """A client for ``url``, or over the caller's own ``pool``."""
     if pool is not None:
+        if pool.connection_kwargs.get("decode_responses"):
+            raise ValueError(
+                f"The connection pool given to Shadow(connection_pool=...) has {_DECODING}: "
+                "give it a pool made without decode_responses"
+            )
         return Redis(connection_pool=pool)
     if is_memory(url):
         from fakeredis import FakeAsyncRedis
@@ -152,3 +199,17 @@ def create_client(url: str, pool: ConnectionPool | None) -> Redis:
         return client
     # from_pool: the client owns the pool, so closing the client closes its sockets
     return Redis.from_pool(create_pool(url))
+
+
+def private_client(client: Redis, connections: int = 1) -> Redis:
+    """A client for the same server, with the same settings, as ``client``, on a pool of
+    its own of at most ``connections``: for work that must neither take ``client``'s
+    connections nor wait behind its commands (health and metrics probes)."""
+    pool = client.connection_pool
+    own = BlockingConnectionPool(
+        connection_class=pool.connection_class,
+        max_connections=connections,
+        timeout=5,
+        **pool.connection_kwargs,
+    )
+    return Redis.from_pool(own)

@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 
 from . import dead_letters
 from .batch import Batch
-from .connection import create_client, is_memory, normalize_url
+from .connection import create_client, is_memory, normalize_url, redact_url
 from .dead_letters import DeadLetter
 from .dependencies import plan_for
 from .execution import Execution, Message, current_holder, now_ms
@@ -121,7 +121,7 @@ class Shadow:
             self.register(function)
 
     def __repr__(self) -> str:
-        return f"Shadow(name={self.name!r}, url={self.url!r})"
+        return f"Shadow(name={self.name!r}, url={redact_url(self.url)!r})"
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -19,8 +19,8 @@ from conftest import _cleanup, wait_for
 from processes import spawn_worker
 from shadows import Shadow
 from shadows.cli import app
-from shadows.cli.output import safe_url
 from shadows.cli.reference import render
+from shadows.connection import redact_url
 from test_cli import assert_one_line_error, shadows_cli
 from worker_tasks import pay, record_and_sleep
 
@@ -419,9 +419,9 @@ def test_a_group_without_a_command_prints_its_help(group: str) -> None:
 
 
 def test_urls_shown_to_people_hide_passwords() -> None:
-    assert safe_url("redis://:hunter2@cache:6380/1") == "redis://:***@cache:6380/1"
-    assert safe_url("rediss://app:hunter2@cache/0") == "rediss://app:***@cache/0"
-    assert safe_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    assert redact_url("redis://:hunter2@cache:6380/1") == "redis://:***@cache:6380/1"
+    assert redact_url("rediss://app:hunter2@cache/0") == "rediss://app:***@cache/0"
+    assert redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
 
 
 def test_the_cli_reference_is_up_to_date() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
+from redis.asyncio import ConnectionPool
 from redis.exceptions import AuthenticationError, ResponseError
 
 from redis_server import RedisProcess, free_port
@@ -92,3 +94,77 @@ async def test_a_unix_socket(tmp_path: Path) -> None:
     socket_path = tmp_path / "redis.sock"
     with RedisProcess(extra_args=["--unixsocket", str(socket_path), "--unixsocketperm", "700"]):
         await round_trip(f"unix://{socket_path}?db=2")
+
+
+async def test_a_decoding_url_or_pool_is_refused_at_once(redis_url: str) -> None:
+    """Replies must stay bytes (task arguments are binary): decode_responses is refused
+    before anything is written, with the reason."""
+    with pytest.raises(ValueError, match="cannot use decode_responses=True: remove that option"):
+        Shadow(url="redis://localhost:6379/0?decode_responses=True")
+    Shadow(url="redis://localhost:6379/0?decode_responses=no")  # explicitly off is fine
+
+    pool = ConnectionPool.from_url(redis_url, decode_responses=True)
+    shadow = Shadow(name="decoding", connection_pool=pool)
+    with pytest.raises(ValueError, match=r"Shadow\(connection_pool=...\) has shadows reads"):
+        async with shadow:
+            pass
+    with pytest.raises(RuntimeError, match="not open"):
+        shadow.client  # noqa: B018
+    await pool.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@127.0.0.1:99999/0",
+        "redis://app:hunter2@127.0.0.1:6379/zero",
+        "rediss://127.0.0.1:port/0?password=hunter2",
+        "redis://:hunter2@127.0.0.1/0?decode_responses=1",
+        "unix://:hunter2@?password=hunter2",
+    ],
+)
+def test_a_bad_url_is_reported_without_its_password(url: str) -> None:
+    with pytest.raises(ValueError, match="Invalid shadow URL") as raised:
+        Shadow(url=url)
+    assert "hunter2" not in str(raised.value)
+    assert "***" in str(raised.value)
+
+
+def test_repr_hides_passwords() -> None:
+    shadow = Shadow(name="hidden", url="redis://app:hunter2@cache:6380/1?password=hunter2")
+    assert repr(shadow) == "Shadow(name='hidden', url='redis://app:***@cache:6380/1?password=***')"
+    assert "hunter2" in shadow.url  # still usable, only never shown
+
+
+async def test_a_wrong_password_shows_in_no_log_line_nor_health_body(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from datetime import timedelta
+
+    from conftest import wait_for
+    from http_get import health
+
+    with RedisProcess(extra_args=["--requirepass", "pa55word"]) as server:
+        url = f"redis://:hunter2@127.0.0.1:{server.port}/0?password=hunter2"
+        async with (
+            Shadow(name="locked", url=url) as shadow,
+            Worker(
+                shadow, healthcheck_port=0, reconnection_delay=timedelta(milliseconds=100)
+            ) as worker,
+        ):
+            with caplog.at_level(logging.DEBUG):
+                task = asyncio.create_task(worker.run_forever())
+                bodies: list[dict[str, object]] = []
+
+                async def refused() -> bool:
+                    status, body = await health(worker.healthcheck_port or 0)
+                    bodies.append(body)
+                    return status == 503 and "Redis" in str(body.get("reason"))
+
+                await wait_for(refused, message="the health check to report Redis")
+                await wait_for(lambda: "Redis unavailable" in caplog.text)
+                worker.stop()
+                await task
+    assert "invalid username-password pair" in str(bodies[-1]) + caplog.text
+    assert "hunter2" not in caplog.text
+    assert "hunter2" not in str(bodies)

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
+from ..connection import redact_url
 from ..shadow import Shadow
 from . import app
 from .errors import CLIError
 from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url
-from .output import open_shadow, run, safe_url
+from .output import open_shadow, run
 
 
 @app.command()
@@ -35,7 +36,7 @@ def clear(
             raise CLIError("clear removes work for good: confirm with --yes")
         typer.confirm(
             f"Remove every scheduled and queued task of shadow {shadow.name!r} "
-            f"on {safe_url(shadow.url)}?",
+            f"on {redact_url(shadow.url)}?",
             abort=True,
         )
     removed = run(_clear(shadow))

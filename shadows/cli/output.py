@@ -9,7 +9,6 @@ import sys
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -67,18 +66,6 @@ def console() -> Console:
 def print_json(document: Any) -> None:
     """One JSON document on stdout, keys in a fixed order, UTF-8 kept readable."""
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-
-
-def safe_url(url: str) -> str:
-    """``url`` with its password hidden, for headings that may end up in logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def span(seconds: float) -> str:

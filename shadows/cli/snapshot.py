@@ -11,11 +11,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from ..connection import redact_url
 from ..shadow import Shadow
 from ..snapshot import Snapshot, SnapshotTask
 from . import app
 from .options import DEFAULT_NAME, DEFAULT_URL, CallTasks, Name, Url
-from .output import Json, console, open_shadow, print_json, relative, run, safe_url, span, timestamp
+from .output import Json, console, open_shadow, print_json, relative, run, span, timestamp
 from .workers import worker_table
 
 Limit = Annotated[
@@ -96,7 +97,7 @@ def render_snapshot(
         Text.assemble(
             ("Shadow ", "bold"),
             (shadow.name, "bold cyan"),
-            f" on {safe_url(shadow.url)} at {timestamp(taken.taken)} UTC",
+            f" on {redact_url(shadow.url)} at {timestamp(taken.taken)} UTC",
         )
     )
     out.print(
