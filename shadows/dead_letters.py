@@ -3,7 +3,11 @@
 A run that fails with no retry left, a message that cannot be decoded, refers to a task
 this worker does not know, is refused (codec, signature) or is malformed, is acknowledged
 so that it never blocks the queue, and kept here with its error and traceback: listable,
-inspectable, re-enqueueable and purgeable. The store is bounded (at most
+inspectable, re-enqueueable and purgeable. Re-enqueueing signs the message again, so on a
+shadow with a signing key it is done only for letters whose signature still verifies:
+anything else (refused as unsigned or forged, or written straight into Redis) would come
+out validly signed, so it needs an explicit ``force_unverified``, and is logged. The
+store is bounded (at most
 ``dead_letter_limit`` entries, the oldest dropped first) and every entry expires after
 ``dead_letter_ttl``.
 
@@ -14,6 +18,7 @@ and the message's own fields under ``m.`` names, enough to enqueue it again.
 
 from __future__ import annotations
 
+import logging
 import traceback as tb
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,15 +26,21 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .execution import Message, MessageError, from_ms, now_ms
-from .serialization import CODEC_FIELD
+from .serialization import CODEC_FIELD, PayloadError
 
 if TYPE_CHECKING:
     from .shadow import Shadow
+
+logger = logging.getLogger("shadows.dead_letters")
 
 #: Prefix of the message fields inside a dead-letter hash.
 MESSAGE_PREFIX = "m."
 #: Longest error and traceback text kept per dead letter.
 TEXT_LIMIT = 16_000
+
+
+class UnverifiedLetterError(PayloadError):
+    """A dead letter whose signature does not verify, which a retry would sign."""
 
 
 @dataclass
@@ -136,12 +147,14 @@ async def get_failed(shadow: Shadow, key: str) -> DeadLetter | None:
     return parse(key, raw)
 
 
-async def retry_failed(shadow: Shadow, key: str) -> str:
+async def retry_failed(shadow: Shadow, key: str, force_unverified: bool = False) -> str:
     """Enqueue the dead letter ``key`` again, now, from attempt 1.
 
     Returns the scheduling outcome (``queued``, or ``exists`` when a task with that key
     is already scheduled, queued or running). Raises ``KeyError`` if there is no such
-    dead letter and ``MessageError`` if it was malformed.
+    dead letter, ``MessageError`` if it was malformed, ``ValueError`` if it is in another
+    codec, and :class:`UnverifiedLetterError` if the shadow signs messages and this one's
+    signature does not verify, unless ``force_unverified`` (then it is logged).
     """
     letter = await get_failed(shadow, key)
     if letter is None:
@@ -152,6 +165,22 @@ async def retry_failed(shadow: Shadow, key: str) -> str:
         raise ValueError(
             f"the failed task {key!r} was encoded with the {codec} codec: retry it from a "
             f"Shadow that uses that codec (this one uses {shadow.codec.name})"
+        )
+    try:
+        shadow.payloads.check(message)  # signed for this shadow (its age does not matter)
+    except PayloadError as error:
+        if not force_unverified:
+            raise UnverifiedLetterError(
+                f"the failed task {key!r} has no valid signature ({error}): retrying it "
+                "would sign whatever was written to Redis; retry it with force_unverified "
+                "(--force-unverified) only if you trust its contents"
+            ) from None
+        logger.warning(
+            "Re-signing the failed task %s [key=%s] although its signature does not "
+            "verify (%s), as asked (force_unverified)",
+            letter.function,
+            key,
+            error,
         )
     message.attempt = 1
     message.when_ms = now_ms()
@@ -188,6 +217,7 @@ __all__ = [
     "DeadLetter",
     "Failure",
     "MessageError",
+    "UnverifiedLetterError",
     "get_failed",
     "list_failed",
     "purge_failed",

@@ -164,8 +164,9 @@ class Execution:
     def from_message(
         cls, message: Message, function: Callable[..., Any], payloads: Payloads
     ) -> Execution:
-        """Check and decode ``message`` (raises PayloadError, or whatever the codec raises)."""
-        args, kwargs = payloads.decode(message)
+        """Check ``message`` for running (codec, signature, age) and decode it; raises
+        PayloadError, or whatever the codec raises."""
+        args, kwargs = payloads.decode(message, fresh=True)
         return cls(
             function, args, kwargs, from_ms(message.when_ms), message.key, message.attempt, message
         )

@@ -7,8 +7,10 @@ same safety as JSON, compact and fast). A message names its codec (no name: pick
 worker decodes only messages in its own codec, so a JSON worker never unpickles.
 
 Signing (opt-in): with a shared secret, producers add an HMAC-SHA256 signature over every
-field of a message, and workers refuse messages that are unsigned or whose signature does
-not match, before decoding anything.
+field of a message and the shadow's name, and workers refuse messages that are unsigned or
+whose signature does not match, before decoding anything. The name in the signature keeps
+a message signed for one shadow from being replayed into another that shares the key; the
+signing time (a signed field) lets a shadow refuse messages older than ``max_age``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import hashlib
 import hmac
 import json
 import pickle
+import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import cloudpickle
@@ -28,6 +32,10 @@ if TYPE_CHECKING:
 CODEC_FIELD = "codec"
 #: The message field carrying the HMAC signature.
 SIGNATURE_FIELD = "signature"
+#: The signed message field holding when it was signed (ms since the epoch).
+SIGNED_AT_FIELD = "signed_at"
+#: What the signature covers before the message's fields: the scheme and the shadow name.
+_SCHEME = b"shadows-signature-2"
 
 
 class Codec(Protocol):
@@ -131,19 +139,48 @@ class PayloadError(ValueError):
     """A message this worker must not decode: wrong codec, missing or bad signature."""
 
 
-class Payloads:
-    """The codec and the optional signing key of one shadow: seals and opens messages."""
+class StaleMessageError(PayloadError):
+    """A validly signed message older than the shadow's ``max_message_age``."""
 
-    def __init__(self, codec: Codec, signing_key: bytes | None = None) -> None:
+
+class Payloads:
+    """The codec and the optional signing key of one shadow: seals and opens messages.
+
+    ``shadow`` is the name signatures are bound to; ``max_age``, when set, is how old (since
+    it was signed, or since it was due if later) a signed message may be when it runs.
+    """
+
+    def __init__(
+        self,
+        codec: Codec,
+        signing_key: bytes | None = None,
+        shadow: str = "",
+        max_age: timedelta | None = None,
+    ) -> None:
+        if max_age is not None:
+            if not isinstance(max_age, timedelta):
+                raise TypeError(f"max_message_age must be a timedelta, not {max_age!r}")
+            if max_age <= timedelta(0):
+                raise ValueError(f"max_message_age must be positive, not {max_age}")
         self.codec = codec
         self.signing_key = signing_key
+        self.shadow = shadow
+        self.max_age = max_age
+        self._max_age_ms = None if max_age is None else max_age.total_seconds() * 1000
+
+    def __repr__(self) -> str:
+        signed = "signed" if self.signing_key is not None else "unsigned"
+        return f"Payloads({self.codec.name}, {signed}, shadow={self.shadow!r})"
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, bytes]:
         return self.codec.dumps(args), self.codec.dumps(kwargs)
 
-    def decode(self, message: Message) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The arguments of ``message``, after checking its codec and signature."""
-        self.check(message)
+    def decode(
+        self, message: Message, fresh: bool = False
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments of ``message``, after checking its codec and signature (and, when
+        ``fresh``, its age: for running it)."""
+        self.check(message, fresh)
         args = self.codec.loads(message.args)
         kwargs = self.codec.loads(message.kwargs)
         if isinstance(args, list):
@@ -154,17 +191,21 @@ class Payloads:
 
     def seal(self, message: Message) -> Message:
         """Name the codec and sign ``message`` (in place); returns it."""
-        message.extra.pop(SIGNATURE_FIELD, None)
+        extra = message.extra
+        extra.pop(SIGNATURE_FIELD, None)
+        extra.pop(SIGNED_AT_FIELD, None)
         if self.codec.name == "pickle":
-            message.extra.pop(CODEC_FIELD, None)
+            extra.pop(CODEC_FIELD, None)
         else:
-            message.extra[CODEC_FIELD] = self.codec.name
+            extra[CODEC_FIELD] = self.codec.name
         if self.signing_key is not None:
-            message.extra[SIGNATURE_FIELD] = self._signature(message)
+            extra[SIGNED_AT_FIELD] = str(int(time.time() * 1000))
+            extra[SIGNATURE_FIELD] = self._signature(message, _SCHEME, self.shadow)
         return message
 
-    def check(self, message: Message) -> None:
-        """Raise :class:`PayloadError` unless this worker may decode ``message``."""
+    def check(self, message: Message, fresh: bool = False) -> None:
+        """Raise :class:`PayloadError` unless this worker may decode ``message``; with
+        ``fresh``, :class:`StaleMessageError` too when it is older than ``max_age``."""
         codec = message.extra.get(CODEC_FIELD, "pickle")
         if codec != self.codec.name:
             raise PayloadError(
@@ -175,12 +216,44 @@ class Payloads:
         signature = message.extra.get(SIGNATURE_FIELD)
         if not signature:
             raise PayloadError("unsigned message refused (this shadow requires signatures)")
-        if not hmac.compare_digest(signature, self._signature(message)):
-            raise PayloadError("bad signature: the message was altered or signed with another key")
+        if SIGNED_AT_FIELD not in message.extra:
+            if hmac.compare_digest(signature, self._signature(message)):
+                raise PayloadError(
+                    "signed the old way, without the shadow's name (by an earlier shadows "
+                    "release), so it could be replayed from another shadow: refused"
+                )
+        elif hmac.compare_digest(signature, self._signature(message, _SCHEME, self.shadow)):
+            if fresh and self._max_age_ms is not None:
+                self._check_age(message)
+            return
+        raise PayloadError(
+            "bad signature: the message was altered, or signed with another key or for "
+            "another shadow"
+        )
 
-    def _signature(self, message: Message) -> str:
+    def _check_age(self, message: Message) -> None:
+        assert self._max_age_ms is not None
+        assert self.max_age is not None
+        try:
+            signed_at = int(message.extra[SIGNED_AT_FIELD])
+        except ValueError:
+            raise PayloadError(f"malformed {SIGNED_AT_FIELD} field") from None
+        age_ms = time.time() * 1000 - max(signed_at, message.when_ms)
+        if age_ms > self._max_age_ms:
+            raise StaleMessageError(
+                f"too old: signed {age_ms / 1000:.0f} s before it ran (or was due), and "
+                f"this shadow refuses signed messages older than {self.max_age} "
+                "(max_message_age)"
+            )
+
+    def _signature(self, message: Message, scheme: bytes = b"", shadow: str = "") -> str:
+        """The HMAC of ``message``; with a ``scheme``, over it and the ``shadow`` name
+        first (without one, the unbound form of earlier releases)."""
         assert self.signing_key is not None
         digest = hmac.new(self.signing_key, digestmod=hashlib.sha256)
+        if scheme:
+            bound = shadow.encode()
+            digest.update(scheme + len(bound).to_bytes(4, "big") + bound)
         for name, value in _signed_fields(message):
             data = value if isinstance(value, bytes) else value.encode()
             digest.update(len(name).to_bytes(4, "big") + name.encode())

@@ -20,6 +20,7 @@ from .batch import Batch
 from .connection import create_client, is_memory, normalize_url, redact_url
 from .dead_letters import DeadLetter
 from .dependencies import plan_for
+from .durations import duration_from_env
 from .execution import Execution, Message, current_holder, now_ms
 from .functions import describe, load_collection, task_name
 from .instrumentation import producing
@@ -69,7 +70,9 @@ class Shadow:
     default to ``$SHADOW_NAME`` and ``$SHADOW_URL``, else ``"shadows"`` and
     ``"redis://localhost:6379/0"``. ``codec`` (``"pickle"``, ``"json"``, ``"msgpack"`` or a
     codec object; default ``$SHADOW_CODEC`` or pickle) and ``signing_key`` (default
-    ``$SHADOW_SIGNING_KEY``) choose how payloads are encoded and whether they are signed.
+    ``$SHADOW_SIGNING_KEY``) choose how payloads are encoded and whether they are signed;
+    with a key, ``max_message_age`` (default ``$SHADOW_MAX_MESSAGE_AGE``, else none) refuses
+    to run signed messages older than that.
     Its workers beat every ``heartbeat_interval`` (unless given their own) and drop out
     of the registry after ``missed_heartbeats`` intervals without a beat.
     """
@@ -87,6 +90,7 @@ class Shadow:
         dead_letter_limit: int = 10_000,
         heartbeat_interval: timedelta = HEARTBEAT_INTERVAL,
         missed_heartbeats: int = MISSED_HEARTBEATS,
+        max_message_age: timedelta | None = None,
     ) -> None:
         if name is None:
             name = os.environ.get("SHADOW_NAME") or DEFAULT_NAME
@@ -108,6 +112,10 @@ class Shadow:
         self.payloads = Payloads(
             codec_named(codec) if isinstance(codec, str) else codec,
             signing_key.encode() if isinstance(signing_key, str) else signing_key,
+            self.name,
+            duration_from_env("SHADOW_MAX_MESSAGE_AGE")
+            if max_message_age is None
+            else max_message_age,
         )
         self.tasks: dict[str, TaskFunction] = {}
         self._pool = connection_pool
@@ -382,9 +390,10 @@ class Shadow:
         """The dead letter of ``key``, with its error and traceback."""
         return await dead_letters.get_failed(self, key)
 
-    async def retry_failed(self, key: str) -> str:
-        """Enqueue a dead-lettered task again, now, from attempt 1."""
-        return await dead_letters.retry_failed(self, key)
+    async def retry_failed(self, key: str, *, force_unverified: bool = False) -> str:
+        """Enqueue a dead-lettered task again, now, from attempt 1. With a signing key,
+        only a letter whose signature verifies, unless ``force_unverified`` (logged)."""
+        return await dead_letters.retry_failed(self, key, force_unverified)
 
     async def purge_failed(self, key: str | None = None) -> int:
         """Forget one dead letter, or all of them."""

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -242,3 +243,47 @@ async def test_the_failed_commands_show_calls_of_the_tasks_given(
         finally:
             await shadow.purge_failed()
             await shadow.client.delete(shadow.keys.run("refused-1"))
+
+
+async def test_retry_all_goes_on_past_bad_letters_and_reports_them(
+    redis_url: str, shadow_name: str
+) -> None:
+    """A signing shadow with three letters: a genuine failure, a forged message its worker
+    refused, and a malformed letter. ``--all`` retries what it may, names each letter it
+    could not retry, and exits 1; ``--force-unverified`` re-signs the forged one, logged."""
+    key = "cli-signing-key"
+    env = {"SHADOW_URL": redis_url, "SHADOW_NAME": shadow_name, "SHADOW_SIGNING_KEY": key}
+    async with Shadow(name=shadow_name, url=redis_url) as intruder:
+        await intruder.add(broken, key="forged")(666)
+    async with Shadow(name=shadow_name, url=redis_url, signing_key=key) as shadow:
+        await shadow.add(broken, key="genuine")(13)
+        shadow.register(broken)
+        await run_all(shadow)
+        await shadow.client.hset(shadow.keys.dead("mangled"), mapping={"reason": "failed"})
+        await shadow.client.zadd(shadow.keys.failed, {"mangled": time.time() * 1000})
+        assert {letter.key for letter in await shadow.failed()} == {"forged", "genuine", "mangled"}
+
+    every = shadows_cli("failed", "retry", "--all", env=env)
+    assert every.returncode == 1, every.stdout + every.stderr
+    lines = sorted(every.stdout.splitlines())
+    assert lines[0].startswith("forged: NOT RETRIED: the failed task 'forged' has no valid")
+    assert "unsigned message refused" in lines[0]
+    assert lines[1] == "genuine: queued"
+    assert lines[2].startswith("mangled: NOT RETRIED: cannot retry a malformed message")
+    assert every.stderr.strip() == "Error: 2 of 3 failed tasks could not be retried (see above)"
+
+    one = shadows_cli("failed", "retry", "forged", env=env)
+    assert one.returncode == 1
+    assert one.stderr.startswith("Error: the failed task 'forged' has no valid signature")
+
+    forced = shadows_cli("failed", "retry", "forged", "--force-unverified", env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout.strip() == "forged: queued"
+    assert "Re-signing the failed task broken [key=forged]" in forced.stderr
+
+    async with Shadow(name=shadow_name, url=redis_url, signing_key=key) as shadow:
+        assert await shadow.task_state("genuine") == "queued"
+        assert await shadow.task_state("forged") == "queued"
+        assert [letter.key for letter in await shadow.failed()] == ["mangled"]
+        await shadow.clear()
+        await shadow.purge_failed()

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import typer
+from redis.exceptions import ResponseError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -158,32 +159,58 @@ def retry_failed(
     every: Annotated[
         bool, typer.Option("--all", envvar="SHADOW_FAILED_ALL", help="Retry every failed task.")
     ] = False,
+    force_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--force-unverified",
+            envvar="SHADOW_FAILED_FORCE_UNVERIFIED",
+            help="With a signing key, also retry letters whose signature does not verify "
+            "(refused as unsigned or forged, or written straight into Redis): they are "
+            "signed anew, so check them first. Each one is logged.",
+        ),
+    ] = False,
     url: Url = DEFAULT_URL,
     shadows: Name = DEFAULT_NAME,
 ) -> None:
-    """Enqueue a failed task (or all of them) again, now, from attempt 1."""
+    """Enqueue a failed task (or all of them) again, now, from attempt 1.
+
+    With a signing key (SHADOW_SIGNING_KEY), only letters whose signature verifies are
+    retried, unless --force-unverified. With --all, a letter that cannot be retried is
+    reported and the others are retried; the exit status is then 1.
+    """
     _key_or_all(key, every)
 
-    async def retry(shadow: Shadow) -> list[tuple[str, str]]:
+    async def retry(shadow: Shadow) -> tuple[int, int]:
         if key is not None:
             keys = [key]
         else:
             keys = [letter.key for letter in await shadow.failed(shadow.dead_letter_limit)]
-        outcomes = []
+        refused = 0
         for name in keys:
             try:
-                outcomes.append((name, await shadow.retry_failed(name)))
+                outcome = await shadow.retry_failed(name, force_unverified=force_unverified)
             except KeyError:
-                raise CLIError(f"no failed task with key {name!r} on shadow {shadows!r}") from None
+                problem = "no longer a failed task (retried, purged or expired meanwhile)"
+                if key is not None:
+                    problem = f"no failed task with key {name!r} on shadow {shadows!r}"
             except MessageError as error:
-                outcomes.append((name, f"cannot retry a malformed message ({error})"))
-        return outcomes
+                problem = f"cannot retry a malformed message ({error})"
+            except (ValueError, ResponseError) as error:  # codec, signature, refused by Redis
+                problem = str(error)
+            else:
+                if outcome == "exists":
+                    outcome = "not retried, a task with this key is already scheduled or running"
+                print(f"{name}: {outcome}", flush=True)
+                continue
+            if key is not None:
+                raise CLIError(problem)
+            refused += 1
+            print(f"{name}: NOT RETRIED: {problem}", flush=True)
+        return refused, len(keys)
 
-    for name, outcome in _with_shadow(url, shadows, retry):
-        if outcome == "exists":
-            print(f"{name}: not retried, a task with this key is already scheduled or running")
-        else:
-            print(f"{name}: {outcome}")
+    refused, total = _with_shadow(url, shadows, retry)
+    if refused:
+        raise CLIError(f"{refused} of {total} failed tasks could not be retried (see above)")
 
 
 @failed_app.command("purge")
