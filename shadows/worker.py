@@ -150,6 +150,8 @@ class Worker:
         self._scheduler_wake = asyncio.Event()
         self._forced = False
         self._running = False
+        #: stop() came before the run it is meant for: that run returns at once.
+        self._stop_early = False
         self._caps = RunCaps()
         self._reader = StreamReader(
             shadow,
@@ -193,6 +195,7 @@ class Worker:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+        self._stop_early = False  # the block is over: a later run starts afresh
         await self._unobserve()
 
     # -- public API ------------------------------------------------------------------
@@ -218,7 +221,10 @@ class Worker:
             self._caps.clear()
 
     def stop(self, force: bool = False) -> None:
-        """Stop taking work; running tasks finish first unless ``force``."""
+        """Stop taking work; running tasks finish first unless ``force``. Before a run,
+        the next run returns at once without taking anything."""
+        if not self._running:
+            self._stop_early = True
         self._stopping.set()
         self._slot_freed.set()
         self._idle.set()
@@ -293,6 +299,10 @@ class Worker:
     async def _run(self, until_finished: bool) -> None:
         if self._running:
             raise RuntimeError(f"{self} is already running")
+        if self._stop_early:
+            self._stop_early = False
+            logger.info("Worker %s was stopped before it started: not running", self.name)
+            return
         self._running = True
         self._stopping.clear()
         self._forced = False

@@ -306,3 +306,16 @@ async def test_a_timeout_says_what_happened(shadow: Shadow) -> None:
     letter = await shadow.failed_task("slow")
     assert letter is not None
     assert letter.error == "TimeoutError: slow exceeded its Timeout of 0:00:00.050000"
+
+
+@pytest.mark.parametrize("every", [timedelta(0), timedelta(seconds=-1), 5])
+def test_a_perpetual_task_needs_a_positive_interval(every: Any) -> None:
+    with pytest.raises(ValueError, match=r"Perpetual\(every=\.\.\.\) must be a positive"):
+        Perpetual(every=every)
+    with pytest.raises(TypeError):
+        Perpetual()  # type: ignore[call-arg]
+    perpetual = Perpetual(every=timedelta(seconds=1))
+    with pytest.raises(ValueError, match="must be a positive timedelta"):
+        perpetual.every = every  # inside a task, too
+    assert perpetual.every == timedelta(seconds=1)
+    assert Cron("@hourly").every == timedelta(0)  # a cron has no interval, and is fine

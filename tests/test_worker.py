@@ -369,6 +369,37 @@ async def test_stop_lets_the_running_task_finish(shadow: Shadow) -> None:
     assert await shadow.client.xlen(shadow.keys.stream) == 0
 
 
+async def test_stop_before_run_forever_is_honoured(shadow: Shadow) -> None:
+    """A stop that comes before the run (a signal, a shutdown hook racing the start) is
+    not lost: the run returns at once and takes nothing."""
+    ran: list[int] = []
+
+    async def job(n: int) -> None:
+        ran.append(n)
+
+    await shadow.add(job, key="waiting")(1)
+    async with Worker(shadow) as worker:
+        worker.stop()
+        await asyncio.wait_for(worker.run_forever(), 5)
+        assert not worker.is_running
+        assert ran == []
+        assert await shadow.task_state("waiting") == "queued"
+        groups = await shadow.client.xinfo_groups(shadow.keys.stream)
+        assert groups == [] or all(group["pending"] == 0 for group in groups)
+        assert await shadow.workers() == []  # it never announced itself
+
+        # The stop was spent on that run: the next one runs until stopped again.
+        running = asyncio.create_task(worker.run_forever())
+        await wait_for(lambda: ran == [1], message="the task to run")
+        worker.stop()
+        await asyncio.wait_for(running, 10)
+    # Leaving the block stops nothing ahead: a new block's run is a normal run.
+    async with Worker(shadow) as worker:
+        await shadow.add(job)(2)
+        await asyncio.wait_for(worker.run_until_finished(), 10)
+    assert ran == [1, 2]
+
+
 async def test_cancelling_a_worker_hands_its_tasks_back_at_once(shadow: Shadow) -> None:
     started = asyncio.Event()
     runs: list[str] = []

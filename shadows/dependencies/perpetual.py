@@ -28,21 +28,37 @@ class Perpetual(Dependency):
     Inside the task: ``perpetual.cancel()`` ends the chain, ``perpetual.perpetuate(...)``
     sets the next run's arguments, and ``perpetual.every`` may be changed. The next run is
     due ``every`` after this run was due (so the cadence does not drift), or at once when
-    that moment has passed. With ``automatic=True``, every worker that starts schedules the
+    that moment has passed. ``every`` must be positive: a zero interval would run the task
+    back to back for ever. With ``automatic=True``, every worker that starts schedules the
     task (key = task name) if it is not already scheduled: one chain however many workers.
     """
 
     single = True
 
-    def __init__(self, every: timedelta = timedelta(0), automatic: bool = False) -> None:
-        if not isinstance(every, timedelta) or every < timedelta(0):
-            raise ValueError(f"every must be a non-negative timedelta, not {every!r}")
+    def __init__(self, every: timedelta, automatic: bool = False) -> None:
         self.every = every
+        self._chain(automatic)
+
+    def _chain(self, automatic: bool) -> None:
         self.automatic = automatic
         self.cancelled = False
         self.changed = False
         self.args: tuple[Any, ...] = ()
         self.kwargs: dict[str, Any] = {}
+
+    @property
+    def every(self) -> timedelta:
+        """The interval between the due times of two runs."""
+        return self._every
+
+    @every.setter
+    def every(self, every: timedelta) -> None:
+        if not isinstance(every, timedelta) or every <= timedelta(0):
+            raise ValueError(
+                f"Perpetual(every=...) must be a positive timedelta, not {every!r}: a task "
+                "that runs again at once, for ever, would keep a worker busy"
+            )
+        self._every = every
 
     async def resolve(self, context: Context, parameter: str) -> Any:
         bound = copy.copy(self)
@@ -85,7 +101,8 @@ class Cron(Perpetual):
     """
 
     def __init__(self, expression: str, automatic: bool = False, tz: tzinfo = UTC) -> None:
-        super().__init__(timedelta(0), automatic)
+        self._every = timedelta(0)  # unused: the expression decides
+        self._chain(automatic)
         self.expression = expression
         self.tz = tz
         self._spelled = CRON_KEYWORDS.get(expression.strip().lower(), expression)
