@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .annotations import Logged
+from .batch import BatchError
 from .dependencies import (
     ConcurrencyLimit,
     Cron,
@@ -27,6 +28,7 @@ from .strikes import Strike
 from .worker import Worker
 
 __all__ = [
+    "BatchError",
     "ConcurrencyLimit",
     "Cron",
     "CurrentExecution",

@@ -1,11 +1,17 @@
-"""Adding many tasks at once: collected locally, written in pipelines."""
+"""Adding many tasks at once: collected locally, written in pipelines.
+
+A pipeline that fails stops the send: what earlier pipelines (and the script calls of the
+failed one that answered) wrote is reported with the rest in a :class:`BatchError`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, Self, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, cast, overload
+
+from redis.exceptions import RedisError
 
 from .execution import Execution, Message
 from .instrumentation import producing
@@ -21,6 +27,28 @@ P = ParamSpec("P")
 PER_CALL = 100
 
 
+class BatchError(Exception):
+    """A send of a batch that could not write everything.
+
+    ``outcomes`` holds one entry per add of that send, in order: ``queued``, ``scheduled``
+    or ``exists`` for each add Redis confirmed, ``None`` for the others, whose executions
+    are ``unconfirmed`` (not written, or written without an answer; adding them again is
+    safe while they are scheduled, queued or running, since keys are idempotent).
+    """
+
+    def __init__(
+        self, outcomes: list[str | None], executions: list[Execution], cause: BaseException
+    ) -> None:
+        self.outcomes = outcomes
+        self.unconfirmed = [e for e, o in zip(executions, outcomes, strict=True) if o is None]
+        written = len(outcomes) - len(self.unconfirmed)
+        super().__init__(
+            f"{written} of {len(outcomes)} adds of the batch were written; the other "
+            f"{len(self.unconfirmed)} are not confirmed ({type(cause).__name__}: {cause}): "
+            "see BatchError.outcomes and .unconfirmed"
+        )
+
+
 class Batch:
     """The adds of one ``async with shadows.batch()`` block (see :meth:`Shadow.batch`)."""
 
@@ -30,7 +58,9 @@ class Batch:
         self.shadow = shadow
         self.size = size
         self._messages: list[Message] = []
-        #: ``queued``, ``scheduled`` or ``exists`` for each add, once the batch is sent.
+        self._executions: list[Execution] = []
+        #: ``queued``, ``scheduled`` or ``exists`` for each add, once the batch is sent
+        #: (a send that raised :class:`BatchError` reports its own in the error).
         self.outcomes: list[str] = []
 
     def __len__(self) -> int:
@@ -60,29 +90,50 @@ class Batch:
             execution = call(*args, **kwargs)
             with producing(self.shadow.name, execution, "add") as context:
                 self._messages.append(execution.to_message(self.shadow.payloads, extra=context))
+            self._executions.append(execution)
             return execution
 
         return collect
 
     async def send(self) -> list[str]:
-        """Write what was added since the last send; returns their outcomes."""
-        messages, self._messages = self._messages, []
-        outcomes: list[str] = []
-        for at in range(0, len(messages), self.size):
-            outcomes += await self._send(messages[at : at + self.size])
-        self.outcomes += outcomes
-        return outcomes
+        """Write what was added since the last send; returns their outcomes.
 
-    async def _send(self, chunk: list[Message]) -> list[str]:
-        async with self.shadow.client.pipeline(transaction=False) as pipe:
-            for first in range(0, len(chunk), PER_CALL):
-                await self.shadow.add_messages(chunk[first : first + PER_CALL], pipe)
-            replies = await pipe.execute()
-        raw = [pair for reply in replies for pair in outcome_pairs(reply)]
-        return [
-            self.shadow.scheduled(message, outcome)
-            for message, outcome in zip(chunk, raw, strict=True)
-        ]
+        Raises :class:`BatchError` if a pipeline fails; the later ones are not sent.
+        """
+        messages, self._messages = self._messages, []
+        executions, self._executions = self._executions, []
+        outcomes: list[str | None] = []
+        for at in range(0, len(messages), self.size):
+            written, failure = await self._send(messages[at : at + self.size])
+            outcomes += written
+            if failure is not None:
+                outcomes += [None] * (len(messages) - len(outcomes))
+                raise BatchError(outcomes, executions, failure) from failure
+        sent = cast(list[str], outcomes)  # no None without a failure
+        self.outcomes += sent
+        return sent
+
+    async def _send(self, chunk: list[Message]) -> tuple[list[str | None], Exception | None]:
+        """One pipeline: the outcome of each message (``None`` where not confirmed), and
+        the first error."""
+        try:
+            async with self.shadow.client.pipeline(transaction=False) as pipe:
+                for first in range(0, len(chunk), PER_CALL):
+                    await self.shadow.add_messages(chunk[first : first + PER_CALL], pipe)
+                replies = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as error:  # no answer at all (connection lost...)
+            return [None] * len(chunk), error
+        outcomes: list[str | None] = []
+        failure: Exception | None = None
+        for first, reply in zip(range(0, len(chunk), PER_CALL), replies, strict=True):
+            part = chunk[first : first + PER_CALL]
+            if isinstance(reply, Exception):  # this script call failed; the others stand
+                failure = failure or reply
+                outcomes += [None] * len(part)
+                continue
+            for message, outcome in zip(part, outcome_pairs(reply), strict=True):
+                outcomes.append(self.shadow.scheduled(message, outcome))
+        return outcomes, failure
 
     async def __aenter__(self) -> Self:
         return self
@@ -96,4 +147,4 @@ class Batch:
         if exc_type is None:
             await self.send()
         else:
-            self._messages = []
+            self._messages, self._executions = [], []

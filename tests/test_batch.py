@@ -6,8 +6,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
-from shadows import Shadow, Worker
+from shadows import BatchError, Shadow, Worker
 
 seen: Counter[int] = Counter()
 
@@ -77,3 +79,56 @@ async def test_send_within_the_block(shadow: Shadow) -> None:
         batch.add(count)(2)
     assert batch.outcomes == ["queued", "queued"]
     assert await shadow.client.xlen(shadow.keys.stream) == 2
+
+
+async def test_a_batch_whose_later_pipeline_fails_reports_what_was_written(
+    shadow: Shadow,
+) -> None:
+    """Pipelines of 250 tasks (script calls of 100, 100, 50); the run record of task 380,
+    in the second pipeline's second call, is not a hash, so Redis refuses that call."""
+    await shadow.client.set(shadow.keys.run("t380"), "not a run record")
+    with pytest.raises(BatchError) as raised:
+        async with shadow.batch(size=250) as batch:
+            executions = [batch.add(count, key=f"t{n}")(n) for n in range(600)]
+    error = raised.value
+    assert isinstance(error.__cause__, ResponseError)
+    assert "WRONGTYPE" in str(error.__cause__)
+    # the first pipeline, and the calls of the second that Redis answered
+    assert error.outcomes[:350] == ["queued"] * 350
+    assert error.outcomes[350:450] == [None] * 100  # the refused call (100 tasks)
+    assert error.outcomes[450:500] == ["queued"] * 50
+    assert error.outcomes[500:] == [None] * 100  # the third pipeline was not sent
+    assert [e.key for e in error.unconfirmed] == [
+        e.key for e in executions[350:450] + executions[500:]
+    ]
+    assert str(error).startswith("400 of 600 adds of the batch were written; the other 200")
+    assert batch.outcomes == []  # only complete sends are listed there
+
+    assert await shadow.task_state("t0") == "queued"
+    assert await shadow.task_state("t499") == "queued"
+    assert await shadow.task_state("t500") is None  # never sent
+    # A refused call may have written its first tasks: unconfirmed is not "not written".
+    # Adding the unconfirmed ones again is safe: the keys are idempotent.
+    await shadow.client.delete(shadow.keys.run("t380"))
+    async with shadow.batch() as again:
+        for execution in error.unconfirmed:
+            again.add(count, key=execution.key)(*execution.args)
+    assert again.outcomes.count("exists") == 30  # t350..t379, written before the refusal
+    assert again.outcomes.count("queued") == 170
+    assert await shadow.client.xlen(shadow.keys.stream) == 600
+
+
+async def test_a_batch_that_cannot_reach_redis_reports_nothing_written(shadow_name: str) -> None:
+    from redis_server import RedisProcess
+
+    with RedisProcess() as server:
+        async with Shadow(name=shadow_name, url=server.url) as shadow:
+            batch = shadow.batch()
+            executions = [batch.add(count)(n) for n in range(3)]
+            server.stop()
+            with pytest.raises(BatchError) as raised:
+                await batch.send()
+            assert raised.value.outcomes == [None, None, None]
+            assert raised.value.unconfirmed == executions
+            assert isinstance(raised.value.__cause__, RedisConnectionError)
+            assert len(batch) == 0  # handed over in the error, not kept for a resend
