@@ -5,10 +5,16 @@ worker's event loop: a blocked loop must not silence the very check that reports
 a scrape must not wait for a busy loop (only the Redis depths do, for about a second).
 When both use the same port, ``/metrics`` answers metrics and every other path the
 health check; otherwise every path answers what its port serves.
+
+A flood of requests must not slow the worker: each port answers at most
+:data:`MAX_CONCURRENT_REQUESTS` at once and turns the others away at once with ``503``
+(without starting a thread for them), and the checks read Redis through a connection of
+their own (see ``Worker``), never the worker's pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -17,7 +23,7 @@ import socketserver
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry
@@ -32,8 +38,27 @@ if TYPE_CHECKING:
 logger = logging.getLogger("shadows.worker")
 
 #: Every interface: probes and scrapers come from outside. IPv6 and IPv4 together where
-#: the system allows it, else IPv4 only.
+#: the system allows it, else IPv4 only. (A worker's ``endpoint_host`` narrows it.)
 HOSTS = (("::", socket.AF_INET6), ("0.0.0.0", socket.AF_INET))
+#: Requests one port answers at once; more get ``503`` straight away.
+MAX_CONCURRENT_REQUESTS = 4
+#: How long a connection may take to send its request before it is dropped.
+REQUEST_TIMEOUT = 5.0
+_BUSY_BODY = (
+    json.dumps(
+        {
+            "status": "busy",
+            "reason": f"more than {MAX_CONCURRENT_REQUESTS} requests at once: try again",
+        }
+    ).encode()
+    + b"\n"
+)
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n"
+    b"Cache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" + _BUSY_BODY
+)
 
 
 class EndpointError(RuntimeError):
@@ -58,8 +83,38 @@ SERVED = _Served()
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    #: Connections waiting to be accepted: a burst is answered (503 if need be), not dropped.
+    request_queue_size = 128
     health: HealthCheck | None
     metrics: bool
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per request, up to the cap; beyond it, ``503`` from this thread."""
+        if not self.slots.acquire(blocking=False):
+            self._turn_away(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _turn_away(self, request: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            # Read what the client sent, briefly: closing a socket with unread data
+            # resets the connection, and the client would not see the answer.
+            request.settimeout(0.05)
+            request.recv(65536)
+        with contextlib.suppress(OSError):
+            request.sendall(_BUSY)
+        self.shutdown_request(request)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN, which can take seconds where
@@ -75,8 +130,10 @@ class _Server(ThreadingHTTPServer):
         logger.debug("HTTP request from %s failed", client_address, exc_info=True)
 
 
-def _bind(port: int) -> _Server:
-    """A server on every interface, dual-stack when possible."""
+def _bind(port: int, host: str | None) -> _Server:
+    """A server on ``host``, or on every interface (dual-stack when possible)."""
+    if host is not None:
+        return _bind_host(port, host)
     for host, family in HOSTS:
         server_class = type("_BoundServer", (_Server,), {"address_family": family})
         try:
@@ -93,8 +150,20 @@ def _bind(port: int) -> _Server:
 _NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
 
 
+def _bind_host(port: int, host: str) -> _Server:
+    """A server on the first address of ``host`` (a name or an IPv4 or IPv6 address)."""
+    addresses = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+    )
+    family, _, _, _, address = addresses[0]
+    server_class = type("_BoundServer", (_Server,), {"address_family": family})
+    server: _Server = server_class(address[:2], _Handler)
+    return server
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    timeout = REQUEST_TIMEOUT
 
     def do_GET(self) -> None:
         self._answer(body=True)
@@ -138,18 +207,26 @@ class _Handler(BaseHTTPRequestHandler):
 class Endpoint:
     """One port, served by a thread until :meth:`close`."""
 
-    def __init__(self, port: int, health: HealthCheck | None, serve_metrics: bool) -> None:
+    def __init__(
+        self,
+        port: int,
+        health: HealthCheck | None,
+        serve_metrics: bool,
+        host: str | None = None,
+    ) -> None:
         try:
-            self._server = _bind(port)
-        except OSError as error:
+            self._server = _bind(port, host)
+        except OSError as error:  # socket.gaierror (an unknown host) included
             what = " and ".join(
                 name
                 for name, on in (("health check", health is not None), ("metrics", serve_metrics))
                 if on
             )
-            raise EndpointError(f"cannot serve the {what} on port {port}: {error}") from None
+            where = f"port {port}" if host is None else f"{host} port {port}"
+            raise EndpointError(f"cannot serve the {what} on {where}: {error}") from None
         self._server.health = health
         self._server.metrics = serve_metrics
+        self._server.slots = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.1},

@@ -7,8 +7,9 @@ blocked by synchronous code in an ``async`` task. The check answers healthy only
 1. a run is in progress (``run_forever``, ``run_until_finished``...);
 2. the event loop is not stalled: a callback scheduled every few hundredths of a second
    is not late by more than ``maximum_loop_lag`` (:class:`LoopMonitor`);
-3. Redis answers a ``PING`` sent through the worker's own connection pool, within a
-   second;
+3. Redis answers, within a second, a ``PING`` sent from the worker's event loop on the
+   probes' own connection (a probe never takes a connection of the worker's pool, nor
+   waits behind its commands);
 4. the read loop has completed a read or claim within ``maximum_read_age``, unless every
    slot is busy (a full worker does not read) or the worker is stopping.
 
@@ -25,6 +26,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from .worker import Worker
 
 #: How long the check waits for Redis to answer ``PING``.
@@ -89,19 +92,24 @@ class HealthCheck:
         self.maximum_read_age = maximum_read_age
         self.monitor = LoopMonitor(interval=min(0.25, maximum_loop_lag / 4))
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The connection the checks read Redis through (the worker's pool until started).
+        self._client: Redis | None = None
         #: When the read loop last completed a read or claim (``time.monotonic()``).
         self.last_read: float | None = None
         #: The error that made the read loop pause since then, if any.
         self.last_error: str | None = None
         self._since = time.monotonic()
 
-    def start(self) -> None:
+    def start(self, client: Redis | None = None) -> None:
+        """Watch the running loop; PING through ``client`` (default: the worker's)."""
         self._loop = asyncio.get_running_loop()
+        self._client = client
         self.monitor.start()
 
     def stop(self) -> None:
         self.monitor.stop()
         self._loop = None
+        self._client = None
 
     # -- fed by the worker -----------------------------------------------------------
 
@@ -206,7 +214,8 @@ class HealthCheck:
         }
 
     async def _ping_on_loop(self) -> None:
-        await asyncio.wait_for(self.worker.shadow.client.ping(), PING_TIMEOUT)
+        client = self.worker.shadow.client if self._client is None else self._client
+        await asyncio.wait_for(client.ping(), PING_TIMEOUT)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -42,6 +42,8 @@ from ._version import __version__
 from .keys import WORKER_GROUP
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from .dead_letters import Failure
     from .execution import Message
     from .shadow import Shadow
@@ -188,6 +190,7 @@ class WorkerMetrics:
         self.series: dict[str, _Series] = {}
         self._attributes = {"shadows.shadow": shadow.name, "shadows.worker": worker}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Redis | None = None
         self._depths: tuple[int, int] | None = None
         self._depths_at = 0.0
         self._refresh: asyncio.Future[tuple[int, int] | None] | None = None
@@ -247,9 +250,11 @@ class WorkerMetrics:
 
     # -- lifetime --------------------------------------------------------------------
 
-    def attach(self) -> None:
-        """Report this worker to collectors, reading Redis through the running loop."""
+    def attach(self, client: Redis | None = None) -> None:
+        """Report this worker to collectors, reading Redis through the running loop, on
+        ``client`` (default: the shadow's)."""
         self._loop = asyncio.get_running_loop()
+        self._client = client
         with _live_lock:
             if self not in _live:
                 _live.append(self)
@@ -259,6 +264,7 @@ class WorkerMetrics:
             if self in _live:
                 _live.remove(self)
         self._loop = None
+        self._client = None
         if self._refresh is not None:
             self._refresh.cancel()
 
@@ -268,7 +274,8 @@ class WorkerMetrics:
         """(ready messages not yet delivered, future tasks), or ``None`` if Redis fails."""
         keys = self.shadow.keys
         try:
-            async with self.shadow.client.pipeline(transaction=False) as pipe:
+            client = self.shadow.client if self._client is None else self._client
+            async with client.pipeline(transaction=False) as pipe:
                 pipe.xlen(keys.stream)
                 pipe.xpending(keys.stream, WORKER_GROUP)
                 pipe.zcard(keys.queue)

@@ -33,11 +33,13 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from .cancellation import CancelGuard
 from .caps import RunCaps
 from .completions import Completions
+from .connection import private_client
 from .dead_letters import Failure
 from .dependencies import Perpetual, plan_for
 from .endpoints import Endpoint
@@ -105,6 +107,7 @@ class Worker:
         *,
         healthcheck_port: int | None = None,
         metrics_port: int | None = None,
+        endpoint_host: str | None = None,
         maximum_loop_lag: timedelta = timedelta(seconds=5),
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
@@ -130,6 +133,10 @@ class Worker:
         #: the attribute then holds the port chosen once the worker is entered.
         self.healthcheck_port = _port(healthcheck_port, "healthcheck_port")
         self.metrics_port = _port(metrics_port, "metrics_port")
+        if endpoint_host is not None and (not isinstance(endpoint_host, str) or not endpoint_host):
+            raise ValueError(f"endpoint_host must be a host name or address, not {endpoint_host!r}")
+        #: The interface the endpoints listen on (``None``: every interface).
+        self.endpoint_host = endpoint_host
         self.maximum_loop_lag = maximum_loop_lag
 
         self._redelivery = _seconds(redelivery_timeout, "redelivery_timeout", 0.05)
@@ -178,6 +185,7 @@ class Worker:
             maximum_read_age=max(30.0, 2 * self._reconnect_cap + 4 * self._check),
         )
         self._endpoints: list[Endpoint] = []
+        self._probes: Redis | None = None
         self._observing = False
 
     def __repr__(self) -> str:
@@ -260,8 +268,10 @@ class Worker:
         if self._observing:
             return
         self._observing = True
-        self.metrics.attach()
-        self.health.start()
+        # Probes and scrapes read Redis on connections of their own (opened on first use).
+        self._probes = private_client(self.shadow.client, connections=2)
+        self.metrics.attach(self._probes)
+        self.health.start(self._probes)
         try:
             health, metrics = self.healthcheck_port, self.metrics_port
             if health is not None and health == metrics and health != 0:
@@ -276,12 +286,14 @@ class Worker:
             raise
 
     def _serve(self, port: int, with_health: bool, with_metrics: bool) -> int:
-        endpoint = Endpoint(port, self.health if with_health else None, with_metrics)
+        health = self.health if with_health else None
+        endpoint = Endpoint(port, health, with_metrics, self.endpoint_host)
         self._endpoints.append(endpoint)
         served = " and ".join(
             name for name, on in (("health check", with_health), ("metrics", with_metrics)) if on
         )
-        logger.info("Worker %s serves its %s on port %d", self.name, served, endpoint.port)
+        where = "" if self.endpoint_host is None else f" of {self.endpoint_host}"
+        logger.info("Worker %s serves its %s on port %d%s", self.name, served, endpoint.port, where)
         return endpoint.port
 
     async def _unobserve(self) -> None:
@@ -293,6 +305,9 @@ class Worker:
             await asyncio.to_thread(endpoint.close)
         self.health.stop()
         self.metrics.detach()
+        probes, self._probes = self._probes, None
+        if probes is not None:
+            await probes.aclose()
 
     # -- main loop -------------------------------------------------------------------
 

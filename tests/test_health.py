@@ -9,6 +9,7 @@ import asyncio
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -19,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import BlockingConnectionPool
 
 from conftest import wait_for
 from http_get import get, health, scrape
 from processes import spawn_worker
 from redis_server import RedisProcess, free_port
 from shadows import Shadow, Worker
+from shadows.endpoints import MAX_CONCURRENT_REQUESTS
+from shadows.keys import WORKER_GROUP
 from shadows.reader import Entry
 
 
@@ -327,3 +331,169 @@ async def test_a_worker_used_without_async_with_serves_while_it_runs(shadow: Sha
     await task
     with pytest.raises(OSError):
         await asyncio.to_thread(get, f"http://127.0.0.1:{worker.healthcheck_port}/", None, 2)
+
+
+# -- a flood of probes ------------------------------------------------------------
+
+
+async def test_probes_beyond_the_cap_get_503_at_once(shadow: Shadow) -> None:
+    """Connections that hold every request slot (clients that never send their request)
+    make the next probe a quick 503; once they go, probes are answered again."""
+    async with Worker(shadow, healthcheck_port=0) as worker, running(worker):
+        port = worker.healthcheck_port or 0
+        await wait_health(worker, 200)
+        idle = [
+            await asyncio.open_connection("127.0.0.1", port) for _ in range(MAX_CONCURRENT_REQUESTS)
+        ]
+        answered: list[tuple[int, dict[str, Any], float]] = []
+
+        async def turned_away() -> bool:
+            began = time.monotonic()
+            status, body = await health(port)
+            answered.append((status, body, time.monotonic() - began))
+            return status == 503
+
+        await wait_for(turned_away, message="a probe to be turned away")
+        _, body, took = answered[-1]
+        assert body == {
+            "status": "busy",
+            "reason": f"more than {MAX_CONCURRENT_REQUESTS} requests at once: try again",
+        }
+        assert took < 0.5, took
+        for _, writer in idle:
+            writer.close()
+        await wait_health(worker, 200)
+
+
+async def test_probes_do_not_take_connections_from_the_workers_pool(
+    redis_url: str, shadow_name: str
+) -> None:
+    """With every connection of the worker's pool taken, Redis still answers the probes'
+    PING: they have a connection of their own."""
+    pool = BlockingConnectionPool.from_url(redis_url, max_connections=8, timeout=30)
+    async with (
+        Shadow(name=shadow_name, connection_pool=pool) as shadow,
+        Worker(shadow, healthcheck_port=0) as worker,
+        running(worker),
+    ):
+        await wait_health(worker, 200)
+        taken = []
+        while pool.can_get_connection():
+            taken.append(await pool.get_connection())
+        try:
+            for _ in range(5):
+                status, body = await health(worker.healthcheck_port or 0)
+                assert status == 200, body
+        finally:
+            for connection in taken:
+                await pool.release(connection)
+    await pool.aclose()
+
+
+async def test_a_flood_of_probes_does_not_delay_lease_renewals(
+    redis_url: str, shadow_name: str
+) -> None:
+    """200 connections probing for 3 s, from another process, while a task runs under a
+    1 s redelivery timeout (claims renewed every 250 ms, fenced at 700 ms): the claim's
+    idle time in Redis never grows past one renewal period plus a margin."""
+    release = asyncio.Event()
+    runs: list[str] = []
+
+    async def long_job() -> None:
+        runs.append("start")
+        await release.wait()
+
+    async with (
+        Shadow(name=shadow_name, url=redis_url) as shadow,
+        Worker(shadow, healthcheck_port=0, redelivery_timeout=timedelta(seconds=1)) as worker,
+        running(worker),
+    ):
+        await shadow.add(long_job, key="long")()
+        await wait_for(lambda: runs == ["start"], message="the task to start")
+
+        async def worst_idle(seconds: float) -> int:
+            worst, until = 0, time.monotonic() + seconds
+            while time.monotonic() < until:
+                pending = await shadow.client.xpending_range(
+                    shadow.keys.stream, WORKER_GROUP, "-", "+", 10
+                )
+                worst = max([worst, *(entry["time_since_delivered"] for entry in pending)])
+                await asyncio.sleep(0.02)
+            return worst
+
+        quiet = await worst_idle(1)
+        flooder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).parent / "http_flood.py"),
+            str(worker.healthcheck_port),
+            "200",
+            "3",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        flooded = await worst_idle(3)
+        output, _ = await flooder.communicate()
+        report = json.loads(output)
+        release.set()
+        await wait_for(lambda: worker.running_count == 0, message="the task to end")
+        assert await shadow.task_state("long") == "completed"
+    print(f"worst claim idle: {quiet} ms quiet, {flooded} ms under the flood; {report}")
+    assert runs == ["start"]  # never cancelled, never run twice
+    assert flooded < 250 + 350, (quiet, flooded, report)
+    answers = report["answers"]
+    assert answers.get("200", 0) > 0 and answers.get("503", 0) > 0, report
+    assert set(answers) <= {"200", "503"}, report  # every probe got an answer
+
+
+# -- where the endpoints listen -----------------------------------------------------
+
+
+async def test_the_endpoints_listen_only_on_the_host_given(shadow: Shadow) -> None:
+    """127.0.0.2 is a loopback address of its own: bound there, the port does not answer
+    on 127.0.0.1."""
+    async with (
+        Worker(shadow, healthcheck_port=0, metrics_port=0, endpoint_host="127.0.0.2") as worker,
+        running(worker),
+    ):
+        for port in (worker.healthcheck_port, worker.metrics_port):
+            status, _, body = await asyncio.to_thread(get, f"http://127.0.0.2:{port}/")
+            assert status == 200, body
+            with pytest.raises(OSError):
+                await asyncio.to_thread(get, f"http://127.0.0.1:{port}/", None, 2)
+
+
+async def test_a_host_that_cannot_be_served_is_a_clear_error(shadow: Shadow) -> None:
+    with pytest.raises(ValueError, match="endpoint_host must be a host name or address"):
+        Worker(shadow, endpoint_host="")
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine
+    with pytest.raises(RuntimeError, match=r"cannot serve the health check on 192\.0\.2\.1 port 0"):
+        async with Worker(shadow, healthcheck_port=0, endpoint_host="192.0.2.1"):
+            pass
+
+
+async def test_the_worker_command_takes_the_endpoint_host(
+    redis_url: str, shadow_name: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = tmp_path / "worker.log"
+    process = spawn_worker(
+        redis_url,
+        shadow_name,
+        "--healthcheck-port",
+        str(port),
+        log=log,
+        env={"SHADOW_WORKER_ENDPOINT_HOST": "127.0.0.2"},
+    )
+    try:
+
+        async def healthy() -> bool:
+            status, _, _ = await asyncio.to_thread(get, f"http://127.0.0.2:{port}/")
+            return status == 200
+
+        await until(healthy, 30, "the worker process to be healthy on 127.0.0.2")
+        with pytest.raises(OSError):
+            await asyncio.to_thread(get, f"http://127.0.0.1:{port}/", None, 2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log.read_text()
+    finally:
+        process.kill()
+    assert f"serves its health check on port {port} of 127.0.0.2" in log.read_text()

@@ -140,6 +140,15 @@ def worker(
             "check is fine: metrics are then at /metrics).",
         ),
     ] = None,
+    endpoint_host: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint-host",
+            envvar="SHADOW_WORKER_ENDPOINT_HOST",
+            help="Serve the health check and metrics on this interface only (a host name "
+            "or address, such as 127.0.0.1); default: every interface.",
+        ),
+    ] = None,
     maximum_loop_lag: Annotated[
         timedelta,
         typer.Option(
@@ -188,6 +197,7 @@ def worker(
             max_deliveries=max_deliveries,
             healthcheck_port=healthcheck_port,
             metrics_port=metrics_port,
+            endpoint_host=endpoint_host,
             maximum_loop_lag=maximum_loop_lag,
         )
     except (ValueError, TypeError) as error:
