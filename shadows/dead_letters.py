@@ -3,13 +3,14 @@
 A run that fails with no retry left, a message that cannot be decoded, refers to a task
 this worker does not know, is refused (codec, signature) or is malformed, is acknowledged
 so that it never blocks the queue, and kept here with its error and traceback: listable,
-inspectable, re-enqueueable and purgeable. Re-enqueueing signs the message again, so on a
-shadow with a signing key it is done only for letters whose signature still verifies:
-anything else (refused as unsigned or forged, or written straight into Redis) would come
-out validly signed, so it needs an explicit ``force_unverified``, and is logged. The
-store is bounded (at most
+inspectable, re-enqueueable and purgeable. The store is bounded (at most
 ``dead_letter_limit`` entries, the oldest dropped first) and every entry expires after
 ``dead_letter_ttl``.
+
+Re-enqueueing signs the message again, so on a shadow with a signing key it is done only
+for letters whose own signature verifies: anything else (refused as unsigned or forged,
+or written straight into Redis) would come out validly signed, so it takes an explicit
+``force_unverified``, and is logged.
 
 Layout: ``{name}:failed`` is a sorted set of keys scored by failure time (ms);
 ``{name}:dead:{key}`` is a hash with the failure (reason, error, traceback, worker, time)

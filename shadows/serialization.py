@@ -217,12 +217,12 @@ class Payloads:
         if not signature:
             raise PayloadError("unsigned message refused (this shadow requires signatures)")
         if SIGNED_AT_FIELD not in message.extra:
-            if hmac.compare_digest(signature, self._signature(message)):
+            if _same(signature, self._signature(message)):
                 raise PayloadError(
                     "signed the old way, without the shadow's name (by an earlier shadows "
                     "release), so it could be replayed from another shadow: refused"
                 )
-        elif hmac.compare_digest(signature, self._signature(message, _SCHEME, self.shadow)):
+        elif _same(signature, self._signature(message, _SCHEME, self.shadow)):
             if fresh and self._max_age_ms is not None:
                 self._check_age(message)
             return
@@ -259,6 +259,11 @@ class Payloads:
             digest.update(len(name).to_bytes(4, "big") + name.encode())
             digest.update(len(data).to_bytes(8, "big") + data)
         return digest.hexdigest()
+
+
+def _same(signature: str, expected: str) -> bool:
+    """Compare in constant time; a signature that is not even ASCII is simply wrong."""
+    return signature.isascii() and hmac.compare_digest(signature, expected)
 
 
 def _signed_fields(message: Message) -> list[tuple[str, str | bytes]]:

@@ -184,11 +184,15 @@ async def test_a_dead_letter_written_straight_into_redis_is_not_re_signed(
             "m.signed_at": str(int(time.time() * 1000)),
             "m.signature": "0" * 64,
         }
+        odd = {**fields, "m.key": "odd", "m.signature": "é" * 64}  # not even hex
         await shadow.client.hset(keys.dead("planted"), mapping=fields)
+        await shadow.client.hset(keys.dead("odd"), mapping=odd)
         await shadow.client.zadd(keys.failed, {"planted": time.time() * 1000})
+        await shadow.client.zadd(keys.failed, {"odd": time.time() * 1000})
         try:
-            with pytest.raises(UnverifiedLetterError, match="bad signature"):
-                await shadow.retry_failed("planted")
+            for key in ("planted", "odd"):
+                with pytest.raises(UnverifiedLetterError, match="bad signature"):
+                    await shadow.retry_failed(key)
             assert await shadow.client.xlen(keys.stream) == 0
             assert await shadow.task_state("planted") is None
         finally:
