@@ -266,10 +266,10 @@ async def test_retry_all_goes_on_past_bad_letters_and_reports_them(
     every = shadows_cli("failed", "retry", "--all", env=env)
     assert every.returncode == 1, every.stdout + every.stderr
     lines = sorted(every.stdout.splitlines())
-    assert lines[0].startswith("forged: NOT RETRIED: the failed task 'forged' has no valid")
+    assert lines[0].startswith("forged: not retried: the failed task 'forged' has no valid")
     assert "unsigned message refused" in lines[0]
     assert lines[1] == "genuine: queued"
-    assert lines[2].startswith("mangled: NOT RETRIED: cannot retry a malformed message")
+    assert lines[2].startswith("mangled: not retried: cannot retry a malformed message")
     assert every.stderr.strip() == "Error: 2 of 3 failed tasks could not be retried (see above)"
 
     one = shadows_cli("failed", "retry", "forged", env=env)

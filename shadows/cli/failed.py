@@ -205,7 +205,7 @@ def retry_failed(
             if key is not None:
                 raise CLIError(problem)
             refused += 1
-            print(f"{name}: NOT RETRIED: {problem}", flush=True)
+            print(f"{name}: not retried: {problem}", flush=True)
         return refused, len(keys)
 
     refused, total = _with_shadow(url, shadows, retry)
