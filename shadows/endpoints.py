@@ -61,6 +61,13 @@ _BUSY = (
 )
 
 
+def checked_host(host: str | None) -> str | None:
+    """``host`` if it can name an interface to listen on (``None``: every interface)."""
+    if host is not None and (not isinstance(host, str) or not host.strip()):
+        raise ValueError(f"endpoint_host must be a host name or address, not {host!r}")
+    return host
+
+
 class EndpointError(RuntimeError):
     """A port that cannot be served (already in use, not allowed)."""
 

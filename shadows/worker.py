@@ -42,7 +42,7 @@ from .completions import Completions
 from .connection import private_client
 from .dead_letters import Failure
 from .dependencies import Perpetual, plan_for
-from .endpoints import Endpoint
+from .endpoints import Endpoint, checked_host
 from .execution import POISON, Message, MessageError, now_ms, preview
 from .health import HealthCheck
 from .heartbeat import Heartbeat
@@ -133,10 +133,8 @@ class Worker:
         #: the attribute then holds the port chosen once the worker is entered.
         self.healthcheck_port = _port(healthcheck_port, "healthcheck_port")
         self.metrics_port = _port(metrics_port, "metrics_port")
-        if endpoint_host is not None and (not isinstance(endpoint_host, str) or not endpoint_host):
-            raise ValueError(f"endpoint_host must be a host name or address, not {endpoint_host!r}")
         #: The interface the endpoints listen on (``None``: every interface).
-        self.endpoint_host = endpoint_host
+        self.endpoint_host = checked_host(endpoint_host)
         self.maximum_loop_lag = maximum_loop_lag
 
         self._redelivery = _seconds(redelivery_timeout, "redelivery_timeout", 0.05)
