@@ -437,8 +437,10 @@ async def test_a_flood_of_probes_does_not_delay_lease_renewals(
         await wait_for(lambda: worker.running_count == 0, message="the task to end")
         assert await shadow.task_state("long") == "completed"
     print(f"worst claim idle: {quiet} ms quiet, {flooded} ms under the flood; {report}")
-    assert runs == ["start"]  # never cancelled, never run twice
-    assert flooded < 250 + 350, (quiet, flooded, report)
+    # Never fenced (a renewal later than 700 ms would have cancelled it), never run twice.
+    # The idle times are printed for the record, not asserted: timings belong to the
+    # benchmarks, outcomes to the tests.
+    assert runs == ["start"]
     answers = report["answers"]
     assert answers.get("200", 0) > 0 and answers.get("503", 0) > 0, report
     assert set(answers) <= {"200", "503"}, report  # every probe got an answer
