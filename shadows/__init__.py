@@ -22,9 +22,11 @@ from .dependencies import (
 )
 from .execution import Execution
 from .registry import WorkerInfo
-from .shadow import Shadow, UnknownTaskError
+from .registration import UnknownTaskError
+from .shadow import Shadow
 from .snapshot import Snapshot, SnapshotTask
 from .strikes import Strike
+from .task import Task
 from .worker import Worker
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "Snapshot",
     "SnapshotTask",
     "Strike",
+    "Task",
     "TaskArgument",
     "TaskKey",
     "TaskLogger",

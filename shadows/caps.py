@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .execution import Message
+from .functions import task_name
 
 
 class RunCaps:
@@ -17,8 +19,11 @@ class RunCaps:
     def __bool__(self) -> bool:
         return bool(self._limits)
 
-    def set(self, limits: Mapping[str, int]) -> None:
-        self._limits = dict(limits)
+    def set(self, limits: Mapping[str, int] | Mapping[str | Callable[..., Any], int]) -> None:
+        """Caps by key or task name; a task (a function or handle) stands for its name."""
+        self._limits = {
+            name if isinstance(name, str) else task_name(name): cap for name, cap in limits.items()
+        }
         self._counts = {}
 
     def clear(self) -> None:

@@ -61,14 +61,3 @@ def _plain(number: float) -> str:
     """A number without exponent notation or trailing zeros."""
     return f"{number:.6f}".rstrip("0").rstrip(".")
 
-
-def duration_from_env(name: str) -> timedelta | None:
-    """The duration in the environment variable ``name``, ``None`` when unset or empty;
-    a malformed one is a ``ValueError`` naming the variable."""
-    text = os.environ.get(name)
-    if not text:
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise ValueError(f"{name}: {error}") from None

@@ -15,6 +15,23 @@ from unittest.mock import NonCallableMock
 #: Set by ``@shadow.task(name=...)`` on the function it wraps, when the task's name is not
 #: the function's own.
 NAME_ATTRIBUTE = "__shadows_task_name__"
+#: Set by a task handle (``@shadow.task``) on itself: the function it runs.
+FUNCTION_ATTRIBUTE = "__shadows_function__"
+
+
+def unwrapped(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The function a task handle runs (``function`` itself for anything else)."""
+    inner: Callable[..., Any] | None = getattr(function, FUNCTION_ATTRIBUTE, None)
+    return function if inner is None else inner
+
+
+def same_function(first: Callable[..., Any], second: Callable[..., Any]) -> bool:
+    """Whether two registrations are of one function: the same object, equal bound
+    methods (a new one at every access), or a task handle and what it runs."""
+    if first is second or first == second:
+        return True
+    inner, other = unwrapped(first), unwrapped(second)
+    return inner is other or inner == other
 
 
 def task_name(function: Callable[..., Any]) -> str:
@@ -55,6 +72,7 @@ def describe(function: Callable[..., Any]) -> str:
 def is_async(function: Callable[..., Any]) -> bool:
     """Whether calling ``function`` gives a coroutine (a callable object's ``__call__``
     counts: ``inspect`` alone does not see it)."""
+    function = unwrapped(function)
     if inspect.iscoroutinefunction(function):
         return True
     if inspect.isfunction(function) or inspect.ismethod(function):
@@ -66,6 +84,7 @@ def is_async(function: Callable[..., Any]) -> bool:
 def annotated(function: Callable[..., Any]) -> Callable[..., Any]:
     """Where the annotations of ``function``'s parameters live: the wrapped function of a
     partial, the ``__call__`` of a callable object."""
+    function = unwrapped(function)
     while isinstance(function, functools.partial):
         function = function.func
     if inspect.isroutine(function) or isinstance(function, NonCallableMock):

@@ -49,11 +49,11 @@ logger = logging.getLogger("shadows.worker")
 T = TypeVar("T")
 
 
-def _find(kind: type[T], *sources: dict[str, Any]) -> T | None:
-    for source in sources:
-        for value in source.values():
-            if isinstance(value, kind):
-                return value
+def _find(kind: type[T], context: Context) -> T | None:
+    """The resolved behaviour of ``kind``: declared outside the signature, or a parameter."""
+    for value in (*context.behaviours, *context.arguments.values()):
+        if isinstance(value, kind):
+            return value
     return None
 
 
@@ -313,7 +313,7 @@ async def _attempt(
         async with stack:
             arguments = await resolve_arguments(plan, context)
             keywords = {**execution.kwargs, **arguments}
-            timeout = _find(Timeout, arguments)
+            timeout = _find(Timeout, context)
             scope = timeout.start() if timeout else contextlib.nullcontext()
             async with scope:
                 if plan.is_async:
@@ -323,7 +323,7 @@ async def _attempt(
                     if inspect.isawaitable(result):  # a sync wrapper around a coroutine
                         await result
     except TimeoutError as raised:
-        timeout = _find(Timeout, context.arguments)
+        timeout = _find(Timeout, context)
         error = raised
         if timeout is not None and timeout.expired():
             error = TimeoutError(
@@ -341,8 +341,7 @@ async def _attempt(
         worker.metrics.run_ended(series, elapsed)
     details["duration"] = round(elapsed, 6)
 
-    resolved = context.arguments
-    perpetual = _find(Perpetual, resolved)
+    perpetual = _find(Perpetual, context)
     follow = _next_run(worker, execution, message, perpetual)
 
     if error is None:
@@ -359,7 +358,7 @@ async def _attempt(
             )
         return Verdict("completed", follow)
 
-    retry = _find(Retry, resolved)
+    retry = _find(Retry, context)
     delay = retry.next_delay() if retry else None
     instrumentation.failed(span, error, retrying=delay is not None)
     if delay is not None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -17,64 +18,47 @@ from redis.exceptions import ResponseError
 
 from . import dead_letters
 from .batch import Batch
-from .connection import create_client, is_memory, normalize_url, redact_url
+from .connection import normalize_url, redact_url
 from .dead_letters import DeadLetter
 from .dependencies import plan_for
-from .durations import duration_from_env
 from .execution import Execution, Message, current_holder, now_ms
-from .functions import describe, load_collection, task_name
+from .functions import describe, task_name
 from .instrumentation import producing
 from .keys import WORKER_GROUP, Keys, validate_name
-from .lane import Lane
+from .link import Link
 from .metrics import task_added
-from .registry import (
-    HEARTBEAT_INTERVAL,
-    MISSED_HEARTBEATS,
-    WorkerInfo,
-    check_heartbeats,
-    list_workers,
-)
+from .registration import TaskFunction, TaskRegistry
+from .registry import WorkerInfo, check_heartbeats, list_workers
 from .scripts import Scripts
 from .serialization import Codec, Payloads, codec_named
+from .settings import current_settings
 from .snapshot import Snapshot, take_snapshot
 from .strikes import FEED_LENGTH, Operator, Strike, read_strikes
+from .task import validate_when
+from .tasks import standard_tasks
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 logger = logging.getLogger("shadows.shadow")
 
-TaskFunction = Callable[..., Any]
-
-DEFAULT_NAME = "shadows"
-DEFAULT_URL = "redis://localhost:6379/0"
+#: The shadows whose name and URL come from the settings, i.e. the application's own.
+configured_shadows: weakref.WeakSet[Shadow] = weakref.WeakSet()
 
 
-class UnknownTaskError(KeyError):
-    """A task name that is not registered on this shadow.
-
-    A ``KeyError`` because it is a failed lookup by name (code that catches ``KeyError``
-    catches it), but printed as its message rather than as the quoted repr of one.
-    """
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown task"
-
-
-class Shadow:
+class Shadow(TaskRegistry):
     """One named queue of work shared by every producer and worker with the same URL.
 
-    Use it as an async context manager. ``url`` may be ``redis://``, ``rediss://``,
-    ``unix://``, ``valkey://``, ``valkeys://`` or ``memory://`` (an in-process server);
-    or pass ``connection_pool=`` to reuse your own redis-py pool. ``name`` and ``url``
-    default to ``$SHADOW_NAME`` and ``$SHADOW_URL``, else ``"shadows"`` and
-    ``"redis://localhost:6379/0"``. ``codec`` (``"pickle"``, ``"json"``, ``"msgpack"`` or a
-    codec object; default ``$SHADOW_CODEC`` or pickle) and ``signing_key`` (default
-    ``$SHADOW_SIGNING_KEY``) choose how payloads are encoded and whether they are signed;
-    with a key, ``max_message_age`` (default ``$SHADOW_MAX_MESSAGE_AGE``, else none) refuses
-    to run signed messages older than that.
-    Its workers beat every ``heartbeat_interval`` (unless given their own) and drop out
-    of the registry after ``missed_heartbeats`` intervals without a beat.
+    ``Shadow()`` does no I/O: it may be made at import time, and connects on first use
+    (or in ``async with``), on whichever event loop is running then. ``url`` may be
+    ``redis://``, ``rediss://``, ``unix://``, ``valkey://``, ``valkeys://`` or ``memory://``
+    (an in-process server); or pass ``connection_pool=`` to reuse your own redis-py pool.
+    Every argument left out comes from the settings (``SHADOW_*`` variables, then
+    ``shadows.toml``, then the defaults: see ``docs/configuration.md``): ``name``, ``url``,
+    ``codec`` (``"pickle"``, ``"json"``, ``"msgpack"`` or a codec object), ``signing_key``
+    (with a key, ``max_message_age`` refuses to run signed messages older than that), the
+    TTLs, and the heartbeats of its workers.
     """
 
     def __init__(
@@ -83,50 +67,48 @@ class Shadow:
         url: str | None = None,
         *,
         connection_pool: ConnectionPool | None = None,
-        execution_ttl: timedelta = timedelta(minutes=15),
+        execution_ttl: timedelta | None = None,
         codec: Codec | str | None = None,
         signing_key: str | bytes | None = None,
-        dead_letter_ttl: timedelta = timedelta(days=7),
-        dead_letter_limit: int = 10_000,
-        heartbeat_interval: timedelta = HEARTBEAT_INTERVAL,
-        missed_heartbeats: int = MISSED_HEARTBEATS,
+        dead_letter_ttl: timedelta | None = None,
+        dead_letter_limit: int | None = None,
+        heartbeat_interval: timedelta | None = None,
+        missed_heartbeats: int | None = None,
         max_message_age: timedelta | None = None,
     ) -> None:
-        if name is None:
-            name = os.environ.get("SHADOW_NAME") or DEFAULT_NAME
-        if url is None:
-            url = os.environ.get("SHADOW_URL") or DEFAULT_URL
-        self.name = validate_name(name)
+        settings = current_settings()  # every argument left out comes from it
+        #: Whether name and URL came from the settings (not the constructor): such a
+        #: shadow is the application's, which the worker and the pytest plugin adopt.
+        self.configured = name is None and url is None and connection_pool is None
+        self.name = validate_name(name if name is not None else settings.name)
+        url = url if url is not None else settings.url
         self.url = normalize_url(url) if connection_pool is None else url
         self.keys = Keys(self.name)
-        self.execution_ttl = execution_ttl
-        self.dead_letter_ttl = dead_letter_ttl
-        self.dead_letter_limit = dead_letter_limit
+        self.execution_ttl = _pick(execution_ttl, settings.execution_ttl)
+        self.dead_letter_ttl = _pick(dead_letter_ttl, settings.dead_letter_ttl)
+        self.dead_letter_limit = _pick(dead_letter_limit, settings.dead_letter_limit)
         self.heartbeat_interval, self.missed_heartbeats = check_heartbeats(
-            heartbeat_interval, missed_heartbeats
+            _pick(heartbeat_interval, settings.worker.heartbeat_interval),
+            _pick(missed_heartbeats, settings.worker.missed_heartbeats),
         )
         if codec is None:
-            codec = os.environ.get("SHADOW_CODEC") or "pickle"
-        if signing_key is None:
-            signing_key = os.environ.get("SHADOW_SIGNING_KEY") or None
+            codec = settings.codec
+        if signing_key is None and settings.signing_key is not None:
+            signing_key = settings.signing_key.get_secret_value()
         self.payloads = Payloads(
             codec_named(codec) if isinstance(codec, str) else codec,
             signing_key.encode() if isinstance(signing_key, str) else signing_key,
             self.name,
-            duration_from_env("SHADOW_MAX_MESSAGE_AGE")
-            if max_message_age is None
-            else max_message_age,
+            _pick(max_message_age, settings.max_message_age),
         )
         self.tasks: dict[str, TaskFunction] = {}
         self._pool = connection_pool
-        self._client: Redis | None = None
-        self._scripts: Scripts | None = None
-        self._lane: Lane | None = None
-
-        from .tasks import standard_tasks
+        self._link: Link | None = None
 
         for function in standard_tasks:
             self.register(function)
+        if self.configured:
+            configured_shadows.add(self)
 
     def __repr__(self) -> str:
         return f"Shadow(name={self.name!r}, url={redact_url(self.url)!r})"
@@ -134,10 +116,7 @@ class Shadow:
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._client = create_client(self.url, self._pool)
-        self._scripts = Scripts(self._client)
-        # The embedded backend has no sockets to save work on.
-        self._lane = None if is_memory(self.url) else Lane(self._client)
+        self.link()
         return self
 
     async def __aexit__(
@@ -146,12 +125,34 @@ class Shadow:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        client, self._client, self._scripts = self._client, None, None
-        lane, self._lane = self._lane, None
-        if lane is not None:
-            await lane.close()
-        if client is not None:
-            await client.aclose()
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection; the next use opens a new one."""
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+
+    def link(self) -> Link:
+        """The connection of this shadow on the running loop, opened on first use (a
+        connection of another, or a closed, loop is let go: see :mod:`link`)."""
+        link = self._link
+        if link is None or link.loop is not asyncio.get_running_loop():
+            if link is not None:
+                link.abandon(own_pool=self._pool is None)
+            link = self._link = Link(self.url, self._pool)
+        return link
+
+    def retarget(self, name: str, url: str) -> None:
+        """Point this shadow at another shadow name and URL (the pytest plugin isolates
+        the application's shadow this way); the next use opens a new connection."""
+        self.name = validate_name(name)
+        self.url = normalize_url(url)
+        self.keys = Keys(self.name)
+        self.payloads.shadow = self.name  # signatures bind the shadow's name
+        link, self._link = self._link, None
+        if link is not None:
+            link.abandon(own_pool=self._pool is None)
 
     @property
     def codec(self) -> Codec:
@@ -160,15 +161,11 @@ class Shadow:
 
     @property
     def client(self) -> Redis:
-        if self._client is None:
-            raise _not_open()
-        return self._client
+        return self.link().client
 
     @property
     def scripts(self) -> Scripts:
-        if self._scripts is None:
-            raise _not_open()
-        return self._scripts
+        return self.link().scripts
 
     @asynccontextmanager
     async def redis(self) -> AsyncIterator[Redis]:
@@ -184,36 +181,6 @@ class Shadow:
                 raise
 
     # -- tasks -----------------------------------------------------------------------
-
-    def register(self, function: TaskFunction) -> None:
-        """Make ``function`` runnable by name on this shadow's workers."""
-        if not callable(function):
-            raise TypeError(f"A task must be a function or callable object, not {function!r}")
-        name = task_name(function)
-        plan_for(function)  # validates the dependency declarations early
-        self.tasks[name] = function
-
-    def register_collection(self, path: str) -> None:
-        """Register every function of the list at ``"package.module:attribute"``."""
-        for function in load_collection(path):
-            self.register(function)
-
-    def _resolve_task(self, function: TaskFunction | str) -> TaskFunction:
-        if isinstance(function, str):
-            try:
-                return self.tasks[function]
-            except KeyError:
-                known = ", ".join(sorted(self.tasks)) or "none"
-                raise UnknownTaskError(
-                    f"Unknown task {function!r} on shadow {self.name!r} (registered: {known})"
-                ) from None
-        if not callable(function):
-            raise TypeError(f"A task must be a function or a registered name, not {function!r}")
-        registered = self.tasks.get(task_name(function))
-        # A bound method is a new object at every access, but an equal one.
-        if registered is not function and registered != function:
-            self.register(function)
-        return function
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -279,7 +246,7 @@ class Shadow:
     ) -> Callable[..., Execution]:
         """Checks the arguments of a call of ``function`` and makes its Execution."""
         task = self._resolve_task(function)
-        moment = _validate_when(when)
+        moment = validate_when(when)
         if key is not None and (not isinstance(key, str) or not key):
             raise ValueError(f"A task key must be a non-empty string, not {key!r}")
         plan = plan_for(task)
@@ -334,10 +301,11 @@ class Shadow:
         names = [keys.stream, keys.queue, keys.run(key), keys.parked(key), keys.successor(key)]
         args: list[str | bytes | int] = [key, message.when_ms, now_ms(), mode, WORKER_GROUP]
         args += [self._holder(key), *message.fields()]
-        if self._lane is not None:
-            outcome = await self._lane.call(self.scripts.schedule, names, args)
+        link = self.link()
+        if link.lane is not None:
+            outcome = await link.lane.call(link.scripts.schedule, names, args)
         else:
-            outcome = await self.scripts.schedule(keys=names, args=args)
+            outcome = await link.scripts.schedule(keys=names, args=args)
         return self.scheduled(message, outcome)
 
     async def add_messages(self, messages: Sequence[Message], pipe: Pipeline) -> None:
@@ -537,22 +505,10 @@ def _check_parameter(function: TaskFunction, parameter: str) -> None:
     raise ValueError(f"{name}() has no parameter {parameter!r} (parameters: {known})")
 
 
-def _not_open() -> RuntimeError:
-    return RuntimeError("This Shadow is not open: use it as `async with Shadow(...) as shadows:`")
+def _pick(given: T | None, configured: T) -> T:
+    """A constructor argument, else the setting."""
+    return configured if given is None else given
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _validate_when(when: datetime | None) -> datetime | None:
-    if when is None:
-        return None
-    if not isinstance(when, datetime):
-        raise TypeError(f"when must be a timezone-aware datetime, not {type(when).__name__}")
-    if when.tzinfo is None or when.tzinfo.utcoffset(when) is None:
-        raise ValueError(
-            "when must be timezone-aware (for example datetime.now(timezone.utc)); "
-            f"got the naive datetime {when.isoformat()}"
-        )
-    return when

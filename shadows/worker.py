@@ -214,8 +214,11 @@ class Worker:
         """Run until nothing is due, scheduled or running any more."""
         await self._run(until_finished=True)
 
-    async def run_at_most(self, iterations_by_key: Mapping[str, int]) -> None:
-        """Like :meth:`run_until_finished`, but run the named tasks or keys at most n times.
+    async def run_at_most(
+        self, iterations_by_key: Mapping[str, int] | Mapping[str | Callable[..., Any], int]
+    ) -> None:
+        """Like :meth:`run_until_finished`, but run the tasks (by name, function or
+        handle) or keys at most n times.
 
         Later deliveries of a capped task or key are acknowledged without running, which
         ends chains such as perpetual tasks; useful in tests.

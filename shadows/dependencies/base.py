@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 
 D = TypeVar("D", bound="Dependency")
 
+#: Behaviours a task declares outside its signature (the ``@shadow.task`` options and
+#: the config file's ``[task.NAME]`` tables), a tuple of dependencies on the registered
+#: task object: each replaces the parameter default of its kind if the task has one (the
+#: task then receives it there), and otherwise acts without being passed to the task.
+BEHAVIOURS_ATTRIBUTE = "__shadows_behaviours__"
+
 
 class Dependency:
     """A parameter default that the worker replaces with a value when the task runs.
@@ -72,6 +78,8 @@ class Context:
     values: dict[Hashable, Any] = field(default_factory=dict)
     #: The task's dependency parameters resolved so far (kept after a failure too).
     arguments: dict[str, Any] = field(default_factory=dict)
+    #: The resolved behaviours declared outside the signature (not passed to the task).
+    behaviours: list[Any] = field(default_factory=list)
     _task_arguments: dict[str, Any] | None = field(default=None, repr=False)
 
     async def resolve(self, dependency: Dependency, parameter: str) -> Any:
@@ -114,17 +122,18 @@ class TaskPlan:
     #: position (no ``*args``, ``**kwargs`` or keyword-only): then a call with only
     #: positional arguments binds exactly when their number is in that range.
     positional: tuple[int, int] | None = None
+    #: Behaviours declared outside the signature (see ``BEHAVIOURS_ATTRIBUTE``).
+    behaviours: tuple[Dependency, ...] = ()
 
     def find(self, kind: type[D]) -> D | None:
         """The task's declared dependency of ``kind``, if it has one."""
-        for _, dependency in self.dependencies:
-            if isinstance(dependency, kind):
-                return dependency
-        return None
+        found = self.all(kind)
+        return found[0] if found else None
 
     def all(self, kind: type[D]) -> list[D]:
         """Every declared dependency of ``kind``."""
-        return [d for _, d in self.dependencies if isinstance(d, kind)]
+        declared = [d for _, d in self.dependencies if isinstance(d, kind)]
+        return [*(d for d in self.behaviours if isinstance(d, kind)), *declared]
 
 
 _plans: WeakKeyDictionary[Callable[..., Any], TaskPlan] = WeakKeyDictionary()
@@ -152,6 +161,15 @@ def plan_for(function: Callable[..., Any]) -> TaskPlan:
                 )
             seen_single[kind] = name
         dependencies.append((name, default))
+    hidden: list[Dependency] = []
+    for behaviour in getattr(function, BEHAVIOURS_ATTRIBUTE, ()):
+        kind = behaviour_kind(type(behaviour))
+        for index, (name, dependency) in enumerate(dependencies):
+            if behaviour_kind(type(dependency)) is kind:
+                dependencies[index] = (name, behaviour)
+                break
+        else:
+            hidden.append(behaviour)
     # Behaviours (retry, timeout, ...) first: they must exist even when another
     # dependency fails, so that the failure is retried by the task's own policy.
     dependencies.sort(key=lambda item: not item[1].single)
@@ -161,6 +179,7 @@ def plan_for(function: Callable[..., Any]) -> TaskPlan:
         dependencies=tuple(dependencies),
         is_async=is_async(function),
         positional=_positional_range(signature),
+        behaviours=tuple(hidden),
     )
     with contextlib.suppress(TypeError):
         _plans[function] = plan
@@ -184,6 +203,19 @@ def _single_kind(kind: type[Dependency]) -> type[Dependency]:
     return kind
 
 
+def behaviour_kind(kind: type[Dependency]) -> type[Dependency]:
+    """The class right under :class:`Dependency` in ``kind``'s ancestry: Retry for
+    ExponentialRetry, Perpetual for Cron, ConcurrencyLimit for itself."""
+    for ancestor in reversed(kind.__mro__):
+        if (
+            isinstance(ancestor, type)
+            and issubclass(ancestor, Dependency)
+            and ancestor is not Dependency
+        ):
+            return ancestor
+    return kind
+
+
 async def resolve_arguments(plan: TaskPlan, context: Context) -> dict[str, Any]:
     """Values for the task's dependency parameters, resolved in ``context``.
 
@@ -193,6 +225,11 @@ async def resolve_arguments(plan: TaskPlan, context: Context) -> dict[str, Any]:
     resolve, so that when a later dependency fails the worker can still consult the
     behaviours resolved before it.
     """
+    for behaviour in plan.behaviours:
+        try:
+            context.behaviours.append(await context.resolve(behaviour, ""))
+        except Exception as error:
+            raise DependencyError("", behaviour, error) from error
     explicit = context.execution.kwargs
     for name, dependency in plan.dependencies:
         if name in explicit:
