@@ -21,8 +21,8 @@ from .dependencies import (
     Timeout,
 )
 from .execution import Execution
-from .registry import WorkerInfo
 from .registration import UnknownTaskError
+from .registry import WorkerInfo
 from .shadow import Shadow
 from .snapshot import Snapshot, SnapshotTask
 from .strikes import Strike

@@ -51,7 +51,7 @@ def format_duration(value: timedelta) -> str:
     seconds = value.total_seconds()
     if seconds < 1 and seconds != 0:
         return f"{_plain(seconds * 1000)}ms"
-    for unit, size in (("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{_plain(seconds / size)}{unit}"
     return f"{_plain(seconds)}s"

@@ -33,9 +33,12 @@ def version() -> None:
 
 
 # Each module registers its command (or command group) on ``app``.
+from ..settings import ConfigError  # noqa: E402
 from . import clear as _clear  # noqa: E402,F401
+from . import config as _config  # noqa: E402,F401
 from . import dashboard as _dashboard  # noqa: E402,F401
 from . import failed as _failed  # noqa: E402,F401
+from . import init as _init  # noqa: E402,F401
 from . import snapshot as _snapshot  # noqa: E402,F401
 from . import strikes as _strikes  # noqa: E402,F401
 from . import tasks as _tasks  # noqa: E402,F401
@@ -55,9 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     except _UsageError as error:
         print(f"Error: {error.format_message()}", file=sys.stderr)
         raise SystemExit(error.exit_code) from None
+    except ConfigError as error:  # every problem at once, and no traceback
+        print(f"Error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     except CLIError as error:
         print(f"Error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(error.status) from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as error:
         print(f"Error: cannot reach Redis: {error}", file=sys.stderr)
         raise SystemExit(1) from None

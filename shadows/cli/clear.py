@@ -11,14 +11,15 @@ from ..connection import redact_url
 from ..shadow import Shadow
 from . import app
 from .errors import CLIError
-from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url
+from .options import Config, Name, Url
 from .output import open_shadow, run
 
 
 @app.command()
 def clear(
-    shadows: Name = DEFAULT_NAME,
-    url: Url = DEFAULT_URL,
+    shadows: Name = None,
+    url: Url = None,
+    config: Config = None,
     yes: Annotated[
         bool,
         typer.Option(
@@ -30,7 +31,7 @@ def clear(
     ] = False,
 ) -> None:
     """Remove every scheduled and queued task; running tasks finish undisturbed."""
-    shadow = open_shadow(shadows, url)
+    shadow = open_shadow(shadows, url, config=config)
     if not yes:
         if not sys.stdin.isatty():
             raise CLIError("clear removes work for good: confirm with --yes")

@@ -19,8 +19,8 @@ from ..execution import MessageError
 from ..shadow import Shadow
 from . import app
 from .errors import CLIError
-from .options import DEFAULT_NAME, DEFAULT_URL, CallTasks, Name, Url
-from .output import Json, open_shadow, show_group_help
+from .options import CallTasks, Config, Name, Url
+from .output import Json, calls_shown, open_shadow, shadow_name, show_group_help
 from .output import console as plain_console
 
 failed_app = typer.Typer(name="failed", rich_markup_mode=None)
@@ -37,9 +37,13 @@ T = TypeVar("T")
 
 
 def _with_shadow(
-    url: str, name: str, action: Callable[[Shadow], Awaitable[T]], tasks: Sequence[str] = ()
+    url: str | None,
+    name: str | None,
+    action: Callable[[Shadow], Awaitable[T]],
+    tasks: Sequence[str] | None = None,
+    config: str | None = None,
 ) -> T:
-    shadow = open_shadow(name, url, tasks)
+    shadow = open_shadow(name, url, tasks, config=config)
 
     async def run() -> T:
         async with shadow:
@@ -79,8 +83,9 @@ def _document(letter: DeadLetter, call: str | None, full: bool = False) -> dict[
 
 @failed_app.command("ls")
 def list_failed(
-    url: Url = DEFAULT_URL,
-    shadows: Name = DEFAULT_NAME,
+    url: Url = None,
+    config: Config = None,
+    shadows: Name = None,
     limit: Annotated[
         int,
         typer.Option(
@@ -88,24 +93,31 @@ def list_failed(
         ),
     ] = 100,
     as_json: Json = False,
-    tasks: CallTasks = [],  # noqa: B006
+    tasks: CallTasks = None,
 ) -> None:
     """List dead-lettered tasks, newest first (with --tasks, their calls)."""
 
     async def listing(shadow: Shadow) -> list[tuple[DeadLetter, str | None]]:
         letters = await shadow.failed(limit)
-        return [(letter, _call(shadow, letter) if tasks else None) for letter in letters]
+        return [(letter, _call(shadow, letter) if calls_shown() else None) for letter in letters]
 
-    found = _with_shadow(url, shadows, listing, tasks)
+    found = _with_shadow(url, shadows, listing, tasks, config)
     if as_json:
         print(json.dumps([_document(letter, call) for letter, call in found], indent=2))
         return
     console = plain_console()  # calls and errors hold brackets that are not markup
     if not found:
-        console.print(f"No failed tasks on shadow {shadows!r}.")
+        console.print(f"No failed tasks on shadow {shadow_name()!r}.")
         return
-    table = Table(title=f"Failed tasks on {shadows} ({len(found)})")
-    for column in ("key", "call" if tasks else "task", "attempt", "failed at", "reason", "error"):
+    table = Table(title=f"Failed tasks on {shadow_name()} ({len(found)})")
+    for column in (
+        "key",
+        "call" if calls_shown() else "task",
+        "attempt",
+        "failed at",
+        "reason",
+        "error",
+    ):
         table.add_column(column, overflow="fold")
     for letter, call in found:
         table.add_row(
@@ -122,20 +134,21 @@ def list_failed(
 @failed_app.command("show")
 def show_failed(
     key: Annotated[str, typer.Argument(help="The task key.")],
-    url: Url = DEFAULT_URL,
-    shadows: Name = DEFAULT_NAME,
+    url: Url = None,
+    config: Config = None,
+    shadows: Name = None,
     as_json: Json = False,
-    tasks: CallTasks = [],  # noqa: B006
+    tasks: CallTasks = None,
 ) -> None:
     """Show one dead-lettered task with its error and traceback (with --tasks, its call)."""
 
     async def find(shadow: Shadow) -> tuple[DeadLetter | None, str | None]:
         letter = await shadow.failed_task(key)
-        return letter, _call(shadow, letter) if letter is not None and tasks else None
+        return letter, _call(shadow, letter) if letter is not None and calls_shown() else None
 
-    letter, call = _with_shadow(url, shadows, find, tasks)
+    letter, call = _with_shadow(url, shadows, find, tasks, config)
     if letter is None:
-        raise CLIError(f"no failed task with key {key!r} on shadow {shadows!r}")
+        raise CLIError(f"no failed task with key {key!r} on shadow {shadow_name()!r}")
     if as_json:
         print(json.dumps(_document(letter, call, full=True), indent=2))
         return
@@ -169,8 +182,9 @@ def retry_failed(
             "signed anew, so check them first. Each one is logged.",
         ),
     ] = False,
-    url: Url = DEFAULT_URL,
-    shadows: Name = DEFAULT_NAME,
+    url: Url = None,
+    config: Config = None,
+    shadows: Name = None,
 ) -> None:
     """Enqueue a failed task (or all of them) again, now, from attempt 1.
 
@@ -192,7 +206,7 @@ def retry_failed(
             except KeyError:
                 problem = "no longer a failed task (retried, purged or expired meanwhile)"
                 if key is not None:
-                    problem = f"no failed task with key {name!r} on shadow {shadows!r}"
+                    problem = f"no failed task with key {name!r} on shadow {shadow.name!r}"
             except MessageError as error:
                 problem = f"cannot retry a malformed message ({error})"
             except (ValueError, ResponseError) as error:  # codec, signature, refused by Redis
@@ -208,7 +222,7 @@ def retry_failed(
             print(f"{name}: not retried: {problem}", flush=True)
         return refused, len(keys)
 
-    refused, total = _with_shadow(url, shadows, retry)
+    refused, total = _with_shadow(url, shadows, retry, config=config)
     if refused:
         raise CLIError(f"{refused} of {total} failed tasks could not be retried (see above)")
 
@@ -219,12 +233,13 @@ def purge_failed(
     every: Annotated[
         bool, typer.Option("--all", envvar="SHADOW_FAILED_ALL", help="Purge every failed task.")
     ] = False,
-    url: Url = DEFAULT_URL,
-    shadows: Name = DEFAULT_NAME,
+    url: Url = None,
+    config: Config = None,
+    shadows: Name = None,
 ) -> None:
     """Forget a failed task (or all of them)."""
     _key_or_all(key, every)
-    removed = _with_shadow(url, shadows, lambda shadow: shadow.purge_failed(key))
+    removed = _with_shadow(url, shadows, lambda shadow: shadow.purge_failed(key), config=config)
     if key is not None and not removed:
-        raise CLIError(f"no failed task with key {key!r} on shadow {shadows!r}")
+        raise CLIError(f"no failed task with key {key!r} on shadow {shadow_name()!r}")
     print(f"purged {removed} failed task(s)")

@@ -7,16 +7,17 @@ import asyncio
 import json
 import sys
 from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from ..registry import HEARTBEAT_INTERVAL, MISSED_HEARTBEATS
+from ..settings import activate, current_settings
+from ..settings.discovery import DiscoveryError, discover, gather
 from ..shadow import Shadow
 from .errors import CLIError
-from .options import collections
+from .options import settings_from
 
 T = TypeVar("T")
 
@@ -31,27 +32,39 @@ Json = Annotated[
 
 
 def open_shadow(
-    name: str,
-    url: str,
-    tasks: Sequence[str] = (),
+    name: str | None,
+    url: str | None,
+    tasks: Sequence[str] | None = None,
     *,
-    heartbeat_interval: timedelta = HEARTBEAT_INTERVAL,
-    missed_heartbeats: int = MISSED_HEARTBEATS,
+    config: str | None = None,
 ) -> Shadow:
-    """A ``Shadow`` for the command line with the ``--tasks`` collections registered: bad
-    names, URLs, settings and collections become one-line errors."""
+    """The shadow of the settings (the given flags over the variables and the file),
+    with the tasks of the ``tasks`` setting registered: bad settings are reported
+    together (see ``main``), bad task entries in one line."""
+    loaded = settings_from(config, shadows=name, url=url, tasks=list(tasks or []))
+    activate(loaded)
     try:
-        shadow = Shadow(
-            name=name,
-            url=url,
-            heartbeat_interval=heartbeat_interval,
-            missed_heartbeats=missed_heartbeats,
-        )
-        for collection in collections(tasks):
-            shadow.register_collection(collection)
+        shadow = Shadow()
+        found = discover(loaded)
+    except DiscoveryError as error:
+        raise CLIError(str(error)) from None
     except (ValueError, TypeError) as error:
         raise CLIError(str(error)) from None
+    problems = gather(shadow, found)
+    if problems:
+        raise CLIError("; ".join(str(problem) for problem in problems))
     return shadow
+
+
+def calls_shown() -> bool:
+    """Whether the command's calls are shown: tasks are configured (--tasks,
+    SHADOW_TASKS or the file), so their functions say which arguments may be shown."""
+    return bool(current_settings().tasks)
+
+
+def shadow_name() -> str:
+    """The name of the shadow the command works on (after :func:`open_shadow`)."""
+    return current_settings().name
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

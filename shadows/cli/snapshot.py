@@ -15,8 +15,8 @@ from ..connection import redact_url
 from ..shadow import Shadow
 from ..snapshot import Snapshot, SnapshotTask
 from . import app
-from .options import DEFAULT_NAME, DEFAULT_URL, CallTasks, Name, Url
-from .output import Json, console, open_shadow, print_json, relative, run, span, timestamp
+from .options import CallTasks, Config, Name, Url
+from .output import Json, calls_shown, console, open_shadow, print_json, relative, run, span, timestamp
 from .workers import worker_table
 
 Limit = Annotated[
@@ -33,11 +33,12 @@ Limit = Annotated[
 
 @app.command()
 def snapshot(
-    shadows: Name = DEFAULT_NAME,
-    url: Url = DEFAULT_URL,
+    shadows: Name = None,
+    url: Url = None,
+    config: Config = None,
     limit: Limit = 100,
     json_output: Json = False,
-    tasks: CallTasks = [],  # noqa: B006
+    tasks: CallTasks = None,
 ) -> None:
     """Show the running, queued and scheduled tasks of a shadow, and its live workers.
 
@@ -45,8 +46,8 @@ def snapshot(
     arguments are read too, and the calls of the tasks of those collections are shown
     as the worker logs them (Logged arguments, the rest as ...).
     """
-    shadow = open_shadow(shadows, url, tasks)
-    calls = bool(tasks)
+    shadow = open_shadow(shadows, url, tasks, config=config)
+    calls = calls_shown()
     taken = run(_take(shadow, calls))
     if json_output:
         print_json(snapshot_document(shadow.name, taken, limit, calls))

@@ -19,7 +19,8 @@ from ..strikes import (
 )
 from . import app
 from .errors import CLIError
-from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url
+from .options import Config, Name, Url
+from .output import open_shadow
 
 EVERY_TASK = "*"
 
@@ -79,19 +80,13 @@ def parse_target(arguments: list[str], all_tasks: bool) -> Strike:
         raise CLIError(str(error)) from None
 
 
-def _open(shadows: str, url: str) -> Shadow:
-    try:
-        return Shadow(name=shadows, url=url)
-    except (ValueError, TypeError) as error:
-        raise CLIError(str(error)) from None
-
-
 @app.command(context_settings=_SETTINGS)
 def strike(
     arguments: Arguments = None,
     all_tasks: AllTasks = False,
-    shadows: Name = DEFAULT_NAME,
-    url: Url = DEFAULT_URL,
+    shadows: Name = None,
+    url: Url = None,
+    config: Config = None,
 ) -> None:
     """Stop running a task, or only its calls whose argument matches.
 
@@ -100,7 +95,7 @@ def strike(
     second; stricken calls are acknowledged without running.
     """
     target = parse_target(arguments or [], all_tasks)
-    shadow = _open(shadows, url)
+    shadow = open_shadow(shadows, url, config=config)
     changed = asyncio.run(_change(shadow, "strike", target))
     if changed:
         print(f"Struck {target} on shadow {shadow.name!r}")
@@ -112,15 +107,16 @@ def strike(
 def restore(
     arguments: Arguments = None,
     all_tasks: AllTasks = False,
-    shadows: Name = DEFAULT_NAME,
-    url: Url = DEFAULT_URL,
+    shadows: Name = None,
+    url: Url = None,
+    config: Config = None,
 ) -> None:
     """Lift a strike (same arguments as strike): later matching calls run again.
 
     Exits with status 1 when no such strike is in effect (see `shadows strikes`).
     """
     target = parse_target(arguments or [], all_tasks)
-    shadow = _open(shadows, url)
+    shadow = open_shadow(shadows, url, config=config)
     if not asyncio.run(_change(shadow, "restore", target)):
         raise CLIError(
             f"no strike {target} is in effect on shadow {shadow.name!r} "
@@ -135,11 +131,12 @@ def list_strikes(
         bool,
         typer.Option("--json", envvar="SHADOW_JSON", help="Print a JSON list instead of text."),
     ] = False,
-    shadows: Name = DEFAULT_NAME,
-    url: Url = DEFAULT_URL,
+    shadows: Name = None,
+    url: Url = None,
+    config: Config = None,
 ) -> None:
     """List the strikes in effect, oldest first."""
-    shadow = _open(shadows, url)
+    shadow = open_shadow(shadows, url, config=config)
     strikes, unreadable = asyncio.run(_list(shadow))
     if as_json:
         entries = [s.to_json() for s in strikes] + [u.to_json() for u in unreadable]

@@ -15,7 +15,7 @@ from ..tasks import sleep as sleep_task
 from ..tasks import trace as trace_task
 from . import app
 from .errors import CLIError
-from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url, duration
+from .options import Config, Name, Url, duration
 from .output import open_shadow, relative, run, show_group_help
 
 tasks_app = typer.Typer(name="tasks", rich_markup_mode=None)
@@ -81,27 +81,29 @@ Key = Annotated[
 @tasks_app.command()
 def trace(
     message: Annotated[str, typer.Argument(help="What the worker logs.", show_default=False)],
-    shadows: Name = DEFAULT_NAME,
-    url: Url = DEFAULT_URL,
+    shadows: Name = None,
+    url: Url = None,
+    config: Config = None,
     when: When = None,
     delay: Delay = None,
     key: Key = None,
 ) -> None:
     """Schedule trace(MESSAGE): a worker logs MESSAGE."""
-    _add(shadows, url, trace_task, (message,), when, delay, key)
+    _add(shadows, url, config, trace_task, (message,), when, delay, key)
 
 
 @tasks_app.command()
 def fail(
     message: Annotated[str, typer.Argument(help="The error message.", show_default=False)],
-    shadows: Name = DEFAULT_NAME,
-    url: Url = DEFAULT_URL,
+    shadows: Name = None,
+    url: Url = None,
+    config: Config = None,
     when: When = None,
     delay: Delay = None,
     key: Key = None,
 ) -> None:
     """Schedule fail(MESSAGE): a worker raises an error carrying MESSAGE."""
-    _add(shadows, url, fail_task, (message,), when, delay, key)
+    _add(shadows, url, config, fail_task, (message,), when, delay, key)
 
 
 @tasks_app.command()
@@ -115,19 +117,21 @@ def sleep(
             show_default=False,
         ),
     ],
-    shadows: Name = DEFAULT_NAME,
-    url: Url = DEFAULT_URL,
+    shadows: Name = None,
+    url: Url = None,
+    config: Config = None,
     when: When = None,
     delay: Delay = None,
     key: Key = None,
 ) -> None:
     """Schedule sleep(DURATION): occupies a worker slot, for load and shutdown drills."""
-    _add(shadows, url, sleep_task, (seconds.total_seconds(),), when, delay, key)
+    _add(shadows, url, config, sleep_task, (seconds.total_seconds(),), when, delay, key)
 
 
 def _add(
-    name: str,
-    url: str,
+    name: str | None,
+    url: str | None,
+    config: str | None,
     function: Any,
     args: tuple[Any, ...],
     when: datetime | None,
@@ -141,7 +145,7 @@ def _add(
     now = datetime.now(UTC)
     due = now + delay if delay is not None else (when or now)
     execution = Execution(function, args, {}, due, key or str(uuid.uuid4()))
-    shadow = open_shadow(name, url)
+    shadow = open_shadow(name, url, config=config)
     outcome = run(_schedule(shadow, execution))
     if outcome == "exists":
         print(

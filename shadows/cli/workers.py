@@ -12,7 +12,7 @@ from rich.table import Table
 from ..registry import WorkerInfo
 from ..shadow import Shadow
 from . import app
-from .options import DEFAULT_NAME, DEFAULT_URL, Name, Url
+from .options import Config, Name, Url
 from .output import Json, console, open_shadow, print_json, relative, run, show_group_help, span
 
 workers_app = typer.Typer(name="workers", rich_markup_mode=None)
@@ -27,10 +27,13 @@ def _workers_group(context: typer.Context) -> None:
 
 @workers_app.command("ls")
 def list_all(
-    shadows: Name = DEFAULT_NAME, url: Url = DEFAULT_URL, json_output: Json = False
+    shadows: Name = None,
+    url: Url = None,
+    config: Config = None,
+    json_output: Json = False,
 ) -> None:
     """List every live worker with its tasks, concurrency and load."""
-    shadow = open_shadow(shadows, url)
+    shadow = open_shadow(shadows, url, config=config)
     found = run(_workers(shadow, None))
     _show(shadow, found, None, json_output)
 
@@ -38,12 +41,13 @@ def list_all(
 @workers_app.command("for-task")
 def for_task(
     task: Annotated[str, typer.Argument(help="The task name, e.g. trace.", show_default=False)],
-    shadows: Name = DEFAULT_NAME,
-    url: Url = DEFAULT_URL,
+    shadows: Name = None,
+    url: Url = None,
+    config: Config = None,
     json_output: Json = False,
 ) -> None:
     """List the live workers that can run the task TASK."""
-    shadow = open_shadow(shadows, url)
+    shadow = open_shadow(shadows, url, config=config)
     found = run(_workers(shadow, task))
     _show(shadow, found, task, json_output)
 

@@ -110,6 +110,11 @@ class WorkerSettings(Section):
         description="Serve Prometheus metrics on this port (the same port as the health "
         "check is fine: metrics are then at /metrics).",
     )
+    endpoint_host: str | None = Field(
+        None,
+        description="Serve the health check and metrics on this interface only (a host "
+        "name or address, such as 127.0.0.1); default: every interface.",
+    )
     maximum_loop_lag: Duration = Field(
         timedelta(seconds=5),
         description="How long the event loop may be blocked before the health check fails.",
@@ -231,6 +236,13 @@ class Settings(BaseSettings):
     task: dict[str, TaskSettings] = Field(
         {}, description="Per-task settings, by task name: see [task.NAME]."
     )
+
+    @field_validator("max_message_age")
+    @classmethod
+    def _age(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("max_message_age must be a positive duration")
+        return value
 
     @field_validator("name")
     @classmethod
