@@ -133,6 +133,12 @@ def memory_server(url: str) -> Any:
         return server
 
 
+def forget_memory_server(url: str) -> None:
+    """Drop the in-process server behind ``url`` and its data (tests make many)."""
+    with _memory_lock:
+        _memory_servers.pop(url, None)
+
+
 def create_pool(url: str) -> ConnectionPool:
     """A connection pool for a (normalized) network URL."""
     options = dict(DEFAULT_CLIENT_OPTIONS)

@@ -130,8 +130,12 @@ class Shadow(TaskRegistry):
     async def aclose(self) -> None:
         """Close the connection; the next use opens a new one."""
         link, self._link = self._link, None
-        if link is not None:
+        if link is None:
+            return
+        if link.loop is asyncio.get_running_loop():
             await link.close()
+        else:
+            link.abandon(own_pool=self._pool is None)
 
     def link(self) -> Link:
         """The connection of this shadow on the running loop, opened on first use (a

@@ -1,0 +1,1 @@
+"""Testing helpers for applications built on shadows (the pytest plugin is ``plugin``)."""
