@@ -79,23 +79,25 @@ def test_worker_help_names_every_environment_variable() -> None:
     [
         (["--redelivery-timeout", "5 parsecs"], {}, ["--redelivery-timeout", "invalid duration"]),
         ([], {"SHADOW_WORKER_REDELIVERY_TIMEOUT": "soon"}, ["invalid duration 'soon'"]),
-        (["--concurrency", "0"], {}, ["--concurrency"]),
+        (["--concurrency", "0"], {}, ["--concurrency: 0: Input should be greater than 0"]),
         (["--missed-heartbeats", "0"], {}, ["--missed-heartbeats"]),
-        ([], {"SHADOW_WORKER_MISSED_HEARTBEATS": "many"}, ["--missed-heartbeats"]),
+        ([], {"SHADOW_WORKER_MISSED_HEARTBEATS": "many"}, ["SHADOW_WORKER_MISSED_HEARTBEATS"]),
         (["--heartbeat-interval", "0"], {}, ["heartbeat_interval must be a positive"]),
         (["--url", "http://example.com"], {}, ["Invalid shadow URL", "scheme"]),
         (["--url", "redis://host:port"], {}, ["Invalid shadow URL"]),
         (["--tasks", "no_such_module_anywhere:tasks"], {}, ["Cannot import task module"]),
-        (["--tasks", "nocolon"], {}, ["module:attribute"]),
-        (["--logging-format", "xml"], {}, ["--logging-format"]),
-        (["--logging-level", "LOUD"], {}, ["invalid logging level"]),
+        (["--tasks", "no_such_module_anywhere"], {}, ["cannot import tasks entry"]),
+        (["--logging-format", "xml"], {}, ["--logging-format", "'rich', 'plain' or 'json'"]),
+        (["--logging-level", "LOUD"], {}, ["--logging-level", "'LOUD'", "'DEBUG'"]),
         (["--shadows", "has space"], {}, ["Invalid shadow name"]),
     ],
 )
 def test_bad_input_is_one_clear_line(
     args: list[str], env: dict[str, str], fragments: list[str]
 ) -> None:
-    assert_one_line_error(shadows_cli("worker", *args, env=env), *fragments)
+    result = shadows_cli("worker", "--tasks", "worker_tasks:tasks", *args, env=env)
+    assert_one_line_error(result, *fragments)
+    assert result.returncode == 2  # a configuration mistake
 
 
 def test_unknown_command_is_one_clear_line() -> None:
@@ -157,6 +159,8 @@ async def test_worker_with_plain_logs_runs_until_finished(
 
 
 def test_worker_on_memory_runs_until_finished() -> None:
-    result = shadows_cli("worker", "--url", "memory://", "--until-finished")
+    result = shadows_cli(
+        "worker", "--url", "memory://", "--tasks", "shadows.tasks:standard_tasks", "--until-finished"
+    )
     assert result.returncode == 0, result.stderr
     assert "stopped" in result.stderr

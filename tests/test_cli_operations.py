@@ -21,6 +21,7 @@ from shadows import Shadow
 from shadows.cli import app
 from shadows.cli.reference import render
 from shadows.connection import redact_url
+from shadows.settings.sources import COMMAND_VARIABLES, CONFIG_VARIABLE, setting_variables
 from test_cli import assert_one_line_error, shadows_cli
 from worker_tasks import pay, record_and_sleep
 
@@ -372,10 +373,39 @@ def test_every_option_has_an_environment_variable_named_in_its_help(
     result = shadows_cli(*path, "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
+    settings = set(setting_variables()) | {CONFIG_VARIABLE}
     for option in options:
-        assert isinstance(option.envvar, str), f"{option.opts} has no environment variable"
-        assert option.envvar.startswith("SHADOW_")
-        assert option.envvar in text
+        if isinstance(option.envvar, str):  # a command's own switch, read by typer
+            assert option.envvar in COMMAND_VARIABLES, option.opts
+            assert option.envvar in text
+        else:  # a setting: its variable is read by the settings model
+            variable = (option.help or "").split("[env: ")[1].split(";")[0].rstrip("]")
+            assert variable in settings, option.opts
+            assert variable in text
+
+
+def test_the_command_switch_variables_are_known_to_the_settings() -> None:
+    """Variables that typer reads are not reported as unknown settings, and no more."""
+    switches = {
+        option.envvar
+        for _, command in _all_commands()
+        for option in command.params
+        if isinstance(getattr(option, "envvar", None), str)
+    }
+    assert switches == COMMAND_VARIABLES
+
+
+def _all_commands() -> list[tuple[list[str], Any]]:
+    found: list[tuple[list[str], Any]] = []
+
+    def walk(path: list[str], command: Any) -> None:
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk([*path, name], sub)
+        if not getattr(command, "commands", None):
+            found.append((path, command))
+
+    walk([], typer.main.get_command(app))
+    return found
 
 
 @pytest.mark.parametrize(
@@ -388,10 +418,10 @@ def test_every_option_has_an_environment_variable_named_in_its_help(
         (["tasks", "trace", "x", "--url", "redis://127.0.0.1:1/0"], {}, ["cannot reach Redis"]),
         (["snapshot", "--shadows", "has space"], {}, ["Invalid shadow name"]),
         (["snapshot", "--limit", "-1"], {}, ["--limit"]),
-        (["snapshot", "--tasks", "nocolon"], {}, ["module:attribute"]),
+        (["snapshot", "--tasks", "nocolon"], {}, ["cannot import tasks entry 'nocolon'"]),
         (["snapshot"], {"SHADOW_TASKS": "no_such_module_anywhere:tasks"}, ["Cannot import"]),
         (["failed", "ls", "--tasks", "worker_tasks:nothing"], {}, ["has no attribute"]),
-        (["failed", "show", "k", "--tasks", "nocolon"], {}, ["module:attribute"]),
+        (["failed", "show", "k", "--tasks", "nocolon"], {}, ["cannot import tasks entry"]),
         (["snapshot"], {"SHADOW_SNAPSHOT_LIMIT": "lots"}, ["--limit", "SHADOW_SNAPSHOT_LIMIT"]),
         (["workers", "for-task"], {}, ["Missing argument"]),
         (["tasks", "trace"], {}, ["Missing argument"]),

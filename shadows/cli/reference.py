@@ -20,7 +20,9 @@ from ..execution import to_ms
 from ..registry import WorkerInfo
 from ..serialization import Payloads, PickleCodec
 from ..snapshot import Snapshot, SnapshotTask
+from ..settings.sources import CONFIG_VARIABLE, variable_of
 from . import app
+from .options import SETTING_OPTIONS, default_text
 from .snapshot import snapshot_document
 from .workers import workers_document
 
@@ -31,12 +33,16 @@ INTRO = """\
 
 The `shadows` command (also `python -m shadows`) runs workers and inspects and operates a
 shadow. Every option can also be set with the environment variable shown next to it; an
-option given on the command line wins over its variable. Boolean variables accept `1`,
+option given on the command line wins over its variable. Options that set a setting
+(the shadow's name and URL, the worker's settings, ...) may also come from the config file
+(`shadows.toml`, see the [configuration reference](configuration.md)): flag, then variable,
+then file, then default. Boolean variables accept `1`,
 `true`, `yes` or `on` and `0`, `false`, `no` or `off`. Durations are written `500ms`,
 `30s`, `10m`, `1h`, `1h30m`, `2d`, or as a plain number of seconds.
 
-Exit status: 0 on success; 1 for bad values, an unreachable or refusing Redis and other
-errors; 2 for usage errors (an unknown command or option, a value out of range). Errors
+Exit status: 0 on success; 1 for an unreachable or refusing Redis and other errors; 2 for
+usage errors (an unknown command or option) and configuration mistakes (every bad setting,
+from a flag, a variable or the file, listed at once; a task module that fails to import). Errors
 are reported as one line starting with `Error:` on stderr, without a traceback.
 
 Tables are for people and may change between releases; scripts should use `--json`
@@ -101,6 +107,23 @@ def _default(param: Any) -> str:
     return f"`{value}`"
 
 
+def option_facts(param: Any) -> tuple[str, str, str]:
+    """The variable, default and help of an option: an option that sets a setting takes
+    the first two from the settings model (the help ends with them, for ``--help``)."""
+    help = param.help or ""
+    setting = SETTING_OPTIONS.get(param.name)
+    if setting is not None and "[env: " in help:
+        unit = setting[0]
+        default = default_text(unit)
+        return f"`{variable_of(unit)}`", f"`{default}`" if default else "", help.split(" [env: ")[0]
+    if param.name == "config":
+        return f"`{CONFIG_VARIABLE}`", "", help.split(" [env: ")[0]
+    if param.name == "tasks" and "[env: " in help:
+        return "`SHADOW_TASKS`", "", help.split(" [env: ")[0]
+    envvar = f"`{param.envvar}`" if isinstance(param.envvar, str) else ""
+    return envvar, _default(param), help
+
+
 def _usage(path: str, command: Any) -> str:
     pieces = [path]
     if getattr(command, "commands", None):
@@ -142,8 +165,8 @@ def _command(path: str, command: Any) -> Iterator[str]:
         yield "| Option | Environment variable | Default | Description |\n| --- | --- | --- | --- |"
         for param in options:
             names = ", ".join(f"`{name}`" for name in [*param.opts, *param.secondary_opts])
-            envvar = f"`{param.envvar}`" if isinstance(param.envvar, str) else ""
-            yield f"| {names} | {envvar} | {_default(param)} | {_escape(param.help or '')} |"
+            envvar, default, help = option_facts(param)
+            yield f"| {names} | {envvar} | {default} | {_escape(help)} |"
         yield ""
 
 

@@ -131,7 +131,7 @@ def _problem(error: Any, loaded: Loaded) -> Problem:
         return Problem(where, f"unknown setting {location[-1]!r}{hint}")
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
-    shown = isinstance(value, str | int | float | bool) and repr(value) in message
+    shown = isinstance(value, str) and repr(value) in message
     if origin.kind in ("env", "flag") and isinstance(value, str | int | float) and not shown:
         message = f"{value!r}: {message}"
     return Problem(where, message)
