@@ -50,7 +50,8 @@ async def test_a_cancelled_add_does_not_leave_its_reply_to_the_next_one() -> Non
             server.pause()
             try:
                 adding = asyncio.create_task(shadow.schedule(execution))
-                await wait_for(lambda: shadow._lane is not None and shadow._lane._busy, 5, "send")
+                lane = shadow.link().lane
+                await wait_for(lambda: lane is not None and lane._busy, 5, "send")
                 adding.cancel()
                 await asyncio.gather(adding, return_exceptions=True)
             finally:

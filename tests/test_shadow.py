@@ -212,10 +212,14 @@ async def test_builtin_tasks_are_registered_by_default(shadow: Shadow) -> None:
     assert {"trace", "fail", "sleep"} <= set(shadow.tasks)
 
 
-async def test_closed_shadow_says_how_to_open_it() -> None:
-    shadow = Shadow(name="closed", url="memory://closed")
-    with pytest.raises(RuntimeError, match="async with"):
-        await shadow.add(noop)(1)
+async def test_a_shadow_connects_on_first_use_and_again_after_closing() -> None:
+    shadow = Shadow(name="lazy", url="memory://lazy")  # no connection yet
+    await shadow.add(noop, key="one")(1)
+    assert await shadow.task_state("one") == "queued"
+    await shadow.aclose()
+    assert await shadow.task_state("one") == "queued"  # reopened, same memory:// server
+    async with shadow:
+        assert await shadow.task_state("one") == "queued"
 
 
 async def test_redis_gives_the_client(shadow: Shadow) -> None:
