@@ -2,7 +2,9 @@
 
     python docs/examples/quickstart.py
 
-Set ``SHADOW_URL=redis://localhost:6379/0`` to run the same flow on a real Redis.
+Tasks are declared with ``@shadow.task`` on a module-level ``Shadow()``, which takes its
+name and URL from the settings (``SHADOW_*`` variables, then ``shadows.toml``). Set
+``SHADOW_URL=redis://localhost:6379/0`` to run the same flow on a real Redis.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import os
 import time
 from datetime import datetime, timedelta, timezone
 
-from shadows import Retry, Shadow, Worker
+from shadows import CurrentExecution, Execution, Retry, Shadow, Worker
 
+os.environ.setdefault("SHADOW_URL", "memory://quickstart")  # no Redis server needed
+os.environ.setdefault("SHADOW_NAME", "quickstart")
+
+shadow = Shadow()  # no I/O here: it connects on first use
 started = time.monotonic()
 
 
@@ -22,60 +28,56 @@ def stamp() -> str:
     return f"[{time.monotonic() - started:5.2f}s]"
 
 
+@shadow.task
 async def send_welcome_email(customer_id: int, name: str) -> None:
     print(f"{stamp()} Welcome, {name}! (customer {customer_id})")
 
 
+@shadow.task(key="process-order-{order_id}")  # one task per order, however often scheduled
 async def process_order(order_id: int) -> None:
     print(f"{stamp()} Processing order {order_id}")
 
 
+@shadow.task(key="reminder-{customer_id}")
 async def send_reminder(customer_id: int, message: str) -> None:
     print(f"{stamp()} Reminder for {customer_id}: {message}")
 
 
-async def flaky_api_call(
-    url: str, retry: Retry = Retry(attempts=3, delay=timedelta(milliseconds=300))
-) -> None:
-    if retry.attempt < 3:
-        print(f"{stamp()} {url} failed on attempt {retry.attempt}, will retry")
+@shadow.task(retry=Retry(attempts=3, delay=timedelta(milliseconds=300)))
+async def flaky_api_call(url: str, execution: Execution = CurrentExecution()) -> None:
+    if execution.attempt < 3:
+        print(f"{stamp()} {url} failed on attempt {execution.attempt}, will retry")
         raise ConnectionError("the API is having a bad day")
-    print(f"{stamp()} {url} succeeded on attempt {retry.attempt}")
+    print(f"{stamp()} {url} succeeded on attempt {execution.attempt}")
 
 
 async def main() -> None:
-    url = os.environ.get("SHADOW_URL", "memory://")
-    async with Shadow(name="quickstart", url=url) as shadows:
-        await shadows.clear()
-        now = datetime.now(timezone.utc)
+    await shadow.clear()
+    now = datetime.now(timezone.utc)
 
-        # Immediate work, and work for two seconds from now
-        await shadows.add(send_welcome_email)(12345, "Alice")
-        await shadows.add(send_welcome_email, when=now + timedelta(seconds=2))(67890, "Bob")
+    # Immediate work, and work for two seconds from now
+    await send_welcome_email.schedule(12345, "Alice")
+    await send_welcome_email.options(delay=timedelta(seconds=2)).schedule(67890, "Bob")
 
-        # A custom key makes scheduling idempotent: the second add is ignored
-        await shadows.add(process_order, key="process-order-1")(1)
-        await shadows.add(process_order, key="process-order-1")(1)
+    # The key template makes scheduling idempotent: the second one is ignored
+    await process_order.schedule(1)
+    await process_order.schedule(1)
 
-        # Future work can be moved or cancelled by its key
-        await shadows.add(send_reminder, when=now + timedelta(days=7), key="reminder-42")(
-            42, "Your trial expires soon"
-        )
-        await shadows.replace(send_reminder, when=now + timedelta(seconds=1), key="reminder-42")(
-            42, "Thanks for upgrading!"
-        )
-        await shadows.add(send_reminder, when=now + timedelta(days=1), key="reminder-43")(
-            43, "never sent"
-        )
-        await shadows.cancel("reminder-43")
+    # Future work can be moved or cancelled by its key
+    await send_reminder.options(when=now + timedelta(days=7)).schedule(
+        42, "Your trial expires soon"
+    )
+    await send_reminder.options(delay=timedelta(seconds=1)).replace(42, "Thanks for upgrading!")
+    await send_reminder.options(delay=timedelta(days=1)).schedule(43, "never sent")
+    await shadow.cancel("reminder-43")
 
-        # Retries: fails twice, succeeds on the third attempt
-        await shadows.add(flaky_api_call)("https://api.example.com/health")
+    # Retries: fails twice, succeeds on the third attempt
+    await flaky_api_call.schedule("https://api.example.com/health")
 
-        print(f"{stamp()} scheduled; starting a worker")
-        async with Worker(shadows, concurrency=5) as worker:
-            await worker.run_until_finished()
-        print(f"{stamp()} all done: nothing is due, scheduled or running")
+    print(f"{stamp()} scheduled; starting a worker")
+    async with Worker(shadow, concurrency=5) as worker:
+        await worker.run_until_finished()
+    print(f"{stamp()} all done: nothing is due, scheduled or running")
 
 
 if __name__ == "__main__":
