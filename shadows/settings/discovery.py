@@ -161,7 +161,7 @@ def apply_tables(loaded: Loaded, shadow: Shadow) -> list[Problem]:
     problems: list[Problem] = []
     names = {name.lower(): name for name in shadow.tasks}
     for spelled, table in loaded.settings.task.items():
-        origin = str(loaded.origin(("task", spelled)))
+        origin = loaded.table_origin(spelled)
         name = spelled if spelled in shadow.tasks else names.get(spelled.lower())
         if name is None:
             hint = did_you_mean(spelled, shadow.tasks)

@@ -48,6 +48,14 @@ class Loaded:
                 return found
         return Origin("default")
 
+    def table_origin(self, name: str) -> str:
+        """Where the ``[task.NAME]`` table came from, for messages."""
+        units = [unit for unit in self.origins if unit[:2] == ("task", name)]
+        origin = self.origins[units[0]] if units else Origin("default")
+        if origin.kind == "file" and self.file is not None:
+            return self.file.where(("task", name))
+        return str(origin)
+
     @property
     def folder(self) -> Path:
         """Where task modules are imported from: the config file's folder, or the cwd."""
