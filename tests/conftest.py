@@ -18,6 +18,8 @@ from redis_server import RedisProcess
 
 BACKENDS = ["redis", "memory"]
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:

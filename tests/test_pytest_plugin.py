@@ -1,0 +1,69 @@
+"""The pytest plugin shipped with shadows, run on a small project by ``pytester``."""
+
+from __future__ import annotations
+
+import pytest
+from redis import Redis
+
+APP = '''
+from shadows import Retry, Shadow
+
+shadow = Shadow()
+sent: list[str] = []
+
+@shadow.task(key="welcome-{customer_id}", retry=Retry(attempts=2))
+async def send_welcome_email(customer_id: int, name: str) -> None:
+    sent.append(name)
+    if name == "flaky" and len(sent) == 1:
+        raise RuntimeError("once")
+'''
+
+TESTS = '''
+import app
+from app import send_welcome_email, sent, shadow
+
+async def test_a_decorated_task_runs_on_the_test_worker(isolated_shadow, shadows_worker):
+    with open("names.txt", "a") as names:
+        names.write(isolated_shadow.name + "\\n")
+    assert shadow.name == isolated_shadow.name and shadow.name.startswith("test-")
+    assert shadow.url == isolated_shadow.url
+    await send_welcome_email.schedule(1, "Ann")
+    await send_welcome_email.schedule(1, "Ann again")  # same key: ignored
+    assert await isolated_shadow.task_state("welcome-1") == "queued"
+    await shadows_worker.run_until_finished()
+    assert sent == ["Ann"]
+
+async def test_each_test_has_a_fresh_shadow(isolated_shadow, shadows_worker):
+    with open("names.txt", "a") as names:
+        names.write(isolated_shadow.name + "\\n")
+    sent.clear()
+    assert await isolated_shadow.task_state("welcome-1") is None
+    await send_welcome_email.schedule(2, "flaky")
+    await shadows_worker.run_until_finished()
+    assert sent == ["flaky", "flaky"]  # retried as the decorator says
+
+def test_the_application_shadow_is_restored_after_the_fixture():
+    assert shadow.name == "app" and shadow.url == "{url}"
+'''
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_the_fixtures_isolate_the_application_shadow(
+    pytester: pytest.Pytester, backend: str, request: pytest.FixtureRequest
+) -> None:
+    pytester.makefile(".toml", shadows='name = "app"\nurl = "memory://app"\ntasks = ["app"]\n')
+    pytester.makepyfile(app=APP, test_app=TESTS.replace("{url}", "memory://app"))
+    args = ["-o", "asyncio_mode=auto"]  # the plugin comes through its pytest11 entry point
+    url = ""
+    if backend == "redis":
+        url = request.getfixturevalue("redis_url")
+        args += ["--shadows-url", url]
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=3)
+    names = (pytester.path / "names.txt").read_text().split()
+    assert len(set(names)) == 2  # a fresh shadow per test
+    if url:  # each test's keys are gone from the real Redis
+        client = Redis.from_url(url)
+        for name in names:
+            assert list(client.scan_iter(match=f"{{{name}}}:*")) == []
+        client.close()
