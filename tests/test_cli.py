@@ -160,7 +160,12 @@ async def test_worker_with_plain_logs_runs_until_finished(
 
 def test_worker_on_memory_runs_until_finished() -> None:
     result = shadows_cli(
-        "worker", "--url", "memory://", "--tasks", "shadows.tasks:standard_tasks", "--until-finished"
+        "worker",
+        "--url",
+        "memory://",
+        "--tasks",
+        "shadows.tasks:standard_tasks",
+        "--until-finished",
     )
     assert result.returncode == 0, result.stderr
     assert "stopped" in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis import Redis
 
-APP = '''
+APP = """
 from shadows import Retry, Shadow
 
 shadow = Shadow()
@@ -16,9 +16,9 @@ async def send_welcome_email(customer_id: int, name: str) -> None:
     sent.append(name)
     if name == "flaky" and len(sent) == 1:
         raise RuntimeError("once")
-'''
+"""
 
-TESTS = '''
+TESTS = """
 import app
 from app import send_welcome_email, sent, shadow
 
@@ -44,7 +44,7 @@ async def test_each_test_has_a_fresh_shadow(isolated_shadow, shadows_worker):
 
 def test_the_application_shadow_is_restored_after_the_fixture():
     assert shadow.name == "app" and shadow.url == "{url}"
-'''
+"""
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])

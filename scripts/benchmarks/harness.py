@@ -53,6 +53,11 @@ async def produce(adapter: Adapter, arguments: argparse.Namespace) -> dict[str, 
             for n in numbers:
                 await producer.send(n)
             result["seconds"] = time.perf_counter() - started
+        elif arguments.mode == "declared":
+            started = time.perf_counter()
+            for n in numbers:
+                await producer.send_declared(n)
+            result["seconds"] = time.perf_counter() - started
         elif arguments.mode == "batch":
             started = time.perf_counter()
             await producer.send_many(numbers)
@@ -102,7 +107,9 @@ def main() -> None:
     parser.add_argument("library")
     parser.add_argument("role", choices=["info", "produce", "worker"])
     parser.add_argument("--url", default="redis://127.0.0.1:6379/10")
-    parser.add_argument("--mode", choices=["single", "batch", "paced", "at"], default="single")
+    parser.add_argument(
+        "--mode", choices=["single", "declared", "batch", "paced", "at"], default="single"
+    )
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--first", type=int, default=0, help="number of the first task")
     parser.add_argument("--interval", type=float, default=0.005)

@@ -68,6 +68,7 @@ class Column:
 
 COLUMNS = [
     Column("enqueue", "enqueue /s", True),
+    Column("schedule", "task.schedule() /s", True),
     Column("batch", "batch enqueue /s", True),
     Column("drain_c10", "drain c10 /s", True),
     Column("drain_c100", "drain c100 /s", True),
@@ -611,6 +612,14 @@ def run_library(ctx: Context) -> dict[str, Any]:
     if c10 is not None:
         cells["drain_c10"] = {"value": c10["value"]}
         details["drain_c10"] = c10
+
+    def declared_enqueue() -> None:
+        result = produce(ctx, "declared", sizes.tasks, timeout=enqueue_timeout(ctx, sizes.tasks))
+        cells["schedule"] = {"value": sizes.tasks / result["seconds"]}
+        details["schedule"] = result
+
+    ctx.flush()
+    attempt(["schedule"], "enqueue one by one through a declared task", declared_enqueue)
 
     batch_reason = ctx.info.get("batch")
     if batch_reason is not None:

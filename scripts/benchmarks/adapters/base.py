@@ -19,6 +19,11 @@ class Producer:
     async def send(self, n: int) -> None:
         raise NotImplementedError
 
+    async def send_declared(self, n: int) -> None:
+        """Enqueue the task through a declared task's handle (``@app.task``-style), one
+        awaited call per task: the declarative API's cost over ``send``."""
+        raise Unsupported("no separate declared-task API measured")
+
     async def send_at(self, n: int, when: float) -> None:
         """Schedule the task for the epoch second ``when`` (a whole second)."""
         raise Unsupported("no way to schedule a task at a given time")

@@ -21,9 +21,13 @@ async def noop(n: int) -> None:
 class ShadowsProducer(Producer):
     def __init__(self, shadow: Shadow) -> None:
         self.shadow = shadow
+        self.task = shadow.task(noop)  # what @shadow.task gives
 
     async def send(self, n: int) -> None:
         await self.shadow.add(noop)(n)
+
+    async def send_declared(self, n: int) -> None:
+        await self.task.schedule(n)
 
     async def send_at(self, n: int, when: float) -> None:
         await self.shadow.add(noop, when=datetime.fromtimestamp(when, UTC))(n)
