@@ -290,7 +290,10 @@ def test_a_module_naming_another_shadow_is_skipped_with_a_warning(
     write(
         project,
         "myapp/elsewhere.py",
-        "from shadows import Shadow\nshadow = Shadow(name='billing')\n@shadow.task\nasync def audit() -> None: ...\n",
+        "from shadows import Shadow\n"
+        "shadow = Shadow(name='billing')\n"
+        "@shadow.task\n"
+        "async def audit() -> None: ...\n",
     )
     config(project, redis_url, shadow_name)
     result = run(project, "worker")

@@ -164,9 +164,11 @@ def test_every_mistake_is_reported_at_once_with_its_origin(tmp_path: Path) -> No
         "invalid configuration (8 problems):",
         "shadows.toml, key nmae: unknown setting 'nmae' (did you mean 'name'?)",
         "shadows.toml, key url: Invalid shadow URL 'http://nope'",
-        "shadows.toml, key worker.concurency: unknown setting 'concurency' (did you mean 'concurrency'?)",
+        "shadows.toml, key worker.concurency: unknown setting 'concurency' "
+        "(did you mean 'concurrency'?)",
         "shadows.toml, key worker.redelivery_timeout: invalid duration 'soon'",
-        "shadows.toml, key task.send.retry.atempts: unknown setting 'atempts' (did you mean 'attempts'?)",
+        "shadows.toml, key task.send.retry.atempts: unknown setting 'atempts' "
+        "(did you mean 'attempts'?)",
         "shadows.toml, key task.send.timeout: a duration cannot be negative",
         "SHADOW_WORKER_MAX_DELIVERIES: 'many': Input should be a valid integer",
         "--metrics-port: 70000: Input should be less than or equal to 65535",

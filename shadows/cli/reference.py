@@ -19,8 +19,8 @@ import typer
 from ..execution import to_ms
 from ..registry import WorkerInfo
 from ..serialization import Payloads, PickleCodec
-from ..snapshot import Snapshot, SnapshotTask
 from ..settings.sources import CONFIG_VARIABLE, variable_of
+from ..snapshot import Snapshot, SnapshotTask
 from . import app
 from .options import SETTING_OPTIONS, default_text
 from .snapshot import snapshot_document
