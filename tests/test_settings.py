@@ -300,3 +300,13 @@ def test_the_configuration_reference_is_up_to_date() -> None:
         "docs/configuration.md is out of date: run "
         "`python -m shadows.settings.reference markdown > docs/configuration.md`"
     )
+
+
+def test_the_dashboard_settings_are_known_and_passed_on(tmp_path: Path) -> None:
+    write(tmp_path, "shadows.toml", '[dashboard]\nport = 9000\ntoken = "a-long-token"\n')
+    loaded = load_settings(environ={"SHADOW_DASHBOARD_HISTORY": "2h"}, cwd=tmp_path)
+    assert loaded.warnings == []  # neither the table nor the variable is a mistake
+    assert loaded.settings.dashboard == {"port": 9000, "token": "a-long-token", "history": "2h"}
+    entries = settings_entries(loaded)
+    assert entries["dashboard.token"] == {"value": "***", "source": "file"}
+    assert entries["dashboard.history"] == {"value": "2h", "source": "env"}

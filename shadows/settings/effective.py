@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from ..durations import format_duration
 from .loading import Loaded
-from .model import SECTIONS, TASK_KEYS, Settings
+from .model import FOREIGN_SECTIONS, SECTIONS, TASK_KEYS, Settings
 from .overrides import as_table, declared, overridden
 
 Entry = dict[str, Any]
@@ -51,6 +51,11 @@ def settings_entries(loaded: Loaded) -> dict[str, Entry]:
     settings = loaded.settings
     for field in Settings.model_fields:
         if field == "task":
+            continue
+        if field in FOREIGN_SECTIONS:  # only what was given; secrets hidden
+            for inner, value in getattr(settings, field).items():
+                shown = "***" if "token" in inner or "key" in inner else value
+                entries[f"{field}.{inner}"] = _entry(shown, loaded, (field, inner))
             continue
         if field in SECTIONS:
             section = getattr(settings, field)

@@ -236,6 +236,11 @@ class Settings(BaseSettings):
     task: dict[str, TaskSettings] = Field(
         {}, description="Per-task settings, by task name: see [task.NAME]."
     )
+    dashboard: dict[str, Any] = Field(
+        {},
+        description="The web dashboard's settings (SHADOW_DASHBOARD_*), checked by "
+        "`shadows dashboard`: see docs/dashboard.md.",
+    )
 
     @field_validator("max_message_age")
     @classmethod
@@ -283,5 +288,8 @@ class Settings(BaseSettings):
 
 #: The sections of :class:`Settings` (tables of the file, ``SHADOW_<SECTION>_*`` variables).
 SECTIONS: dict[str, type[Section]] = {"worker": WorkerSettings, "logging": LoggingSettings}
+#: Sections whose settings another model checks (the dashboard's, an optional extra):
+#: their table and ``SHADOW_<SECTION>_*`` variables are known here and passed on as given.
+FOREIGN_SECTIONS = ("dashboard",)
 #: The keys of a ``[task.NAME]`` table.
 TASK_KEYS = tuple(TaskSettings.model_fields)

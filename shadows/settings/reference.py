@@ -17,7 +17,7 @@ import tomli_w
 from pydantic.fields import FieldInfo
 
 from ..durations import format_duration
-from .model import SECTIONS, Settings, TaskSettings
+from .model import FOREIGN_SECTIONS, SECTIONS, Settings, TaskSettings
 from .sources import CONFIG_VARIABLE, variable_of
 
 #: A ``[task.NAME]`` table showing every key (in the example file, commented out).
@@ -28,6 +28,22 @@ TASK_EXAMPLE = """\
 # perpetual = { every = "10m", automatic = true }
 # cron = { expression = "0 9 * * MON-FRI", automatic = true, tz = "Europe/Paris" }
 # concurrency = { max_concurrent = 2, argument_name = "customer_id" }
+"""
+
+
+DASHBOARD_EXAMPLE = """\
+# [dashboard]                    # the web dashboard (shadows dashboard): see docs/dashboard.md
+# port = 8000
+"""
+
+DASHBOARD_SECTION = """\
+## `[dashboard]`: the web dashboard
+
+The settings of `shadows dashboard` (host, port, token, poll interval, ...): a
+`[dashboard]` table and `SHADOW_DASHBOARD_*` variables, listed and checked by the
+dashboard itself (an optional extra): see [running it](dashboard.md#running-it).
+Here they are only known, so that they are not taken for mistakes, and shown by
+`shadows config show`, its token hidden.
 """
 
 
@@ -59,7 +75,7 @@ def render_toml(chosen: dict[str, Any] | None = None, comment_all: bool = False)
     """A config file listing every setting with its one-line description: the values of
     ``chosen`` set, the others at their defaults (commented out with ``comment_all``)."""
     chosen = chosen or {}
-    top = {k: f for k, f in Settings.model_fields.items() if k not in SECTIONS and k != "task"}
+    top = _top()
     parts = [
         "# shadows settings. Every one can also be set by its SHADOW_* environment variable",
         "# (which wins over this file) and most by a command-line flag (which wins over both).",
@@ -69,8 +85,14 @@ def render_toml(chosen: dict[str, Any] | None = None, comment_all: bool = False)
     ]
     for section, model in SECTIONS.items():
         parts += ["", f"[{section}]", *_lines(model.model_fields, {}, comment_all)]
-    parts += ["", TASK_EXAMPLE.rstrip()]
+    parts += ["", TASK_EXAMPLE.rstrip(), "", DASHBOARD_EXAMPLE.rstrip()]
     return "\n".join(parts) + "\n"
+
+
+def _top() -> dict[str, FieldInfo]:
+    """The shadow's own settings (the top level without its tables)."""
+    tables = {*SECTIONS, *FOREIGN_SECTIONS, "task"}
+    return {k: f for k, f in Settings.model_fields.items() if k not in tables}
 
 
 def example() -> str:
@@ -159,12 +181,12 @@ def _markdown_table(prefix: tuple[str, ...], fields: dict[str, FieldInfo]) -> It
 
 def markdown() -> str:
     """``docs/configuration.md``."""
-    top = {k: f for k, f in Settings.model_fields.items() if k not in SECTIONS and k != "task"}
+    top = _top()
     parts = [MARKDOWN_INTRO, "## The shadow (top level)\n", *_markdown_table((), top), ""]
     for section, model in SECTIONS.items():
         parts += [f"## `[{section}]`\n", (model.__doc__ or "").strip(), ""]
         parts += [*_markdown_table((section,), model.model_fields), ""]
-    parts.append(TASK_SECTION)
+    parts += [TASK_SECTION, DASHBOARD_SECTION]
     assert set(TaskSettings.model_fields) == {
         "retry",
         "timeout",

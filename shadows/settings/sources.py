@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .model import SECTIONS, TASK_KEYS, Settings
+from .model import FOREIGN_SECTIONS, SECTIONS, TASK_KEYS, Settings
 from .problems import Problem, did_you_mean
 
 Kind = Literal["flag", "env", "file", "decorator", "default"]
@@ -80,7 +80,7 @@ def setting_variables() -> dict[str, Unit]:
     """The variable of every setting: ``SHADOW_URL``, ``SHADOW_WORKER_CONCURRENCY``, ..."""
     variables: dict[str, Unit] = {}
     for field in Settings.model_fields:
-        if field == "task":
+        if field == "task" or field in FOREIGN_SECTIONS:
             continue
         if field in SECTIONS:
             for inner in SECTIONS[field].model_fields:
@@ -147,7 +147,7 @@ def split(document: Mapping[str, Any]) -> dict[Unit, Any]:
     """Units of a nested document: sections and task tables are opened one level."""
     units: dict[Unit, Any] = {}
     for key, value in document.items():
-        if key in SECTIONS and isinstance(value, dict):
+        if (key in SECTIONS or key in FOREIGN_SECTIONS) and isinstance(value, dict):
             units.update({(key, inner): item for inner, item in value.items()})
         elif key == "task" and isinstance(value, dict):
             for name, table in value.items():
@@ -186,7 +186,10 @@ def read_environment(
         value: Any = text
         if unit is None:
             per_task = _TASK_VARIABLE.fullmatch(variable)
-            if per_task is not None:
+            foreign = _foreign(variable)
+            if foreign is not None:
+                unit = foreign
+            elif per_task is not None:
                 unit = ("task", per_task.group(1).lower(), per_task.group(2).lower())
                 value = _table_or_text(text)
             elif variable == CONFIG_VARIABLE or variable in COMMAND_VARIABLES:
@@ -199,6 +202,15 @@ def read_environment(
         units[unit] = value
         origins[unit] = Origin("env", variable)
     return units, origins, unknown
+
+
+def _foreign(variable: str) -> Unit | None:
+    """``("dashboard", "port")`` for ``SHADOW_DASHBOARD_PORT``."""
+    for section in FOREIGN_SECTIONS:
+        prefix = f"{PREFIX}{section.upper()}_"
+        if variable.startswith(prefix) and len(variable) > len(prefix):
+            return (section, variable[len(prefix) :].lower())
+    return None
 
 
 def _table_or_text(text: str) -> Any:
