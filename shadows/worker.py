@@ -190,7 +190,7 @@ class Worker:
         return f"Worker({self.name!r}, shadow={self.shadow.name!r})"
 
     async def __aenter__(self) -> Self:
-        self.shadow.client  # noqa: B018 -- fails clearly when the shadow is not open
+        self.shadow.client  # noqa: B018 -- connects the shadow now, on this loop
         await self._observe()
         return self
 

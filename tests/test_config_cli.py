@@ -248,6 +248,7 @@ def test_a_worker_only_warns_about_an_unknown_variable(
         ('tasks = ["myapp", "nowhere"]\n', ["cannot import tasks entry 'nowhere'"]),
         ("tasks = []\n", ["no tasks to run"]),
         ('tasks = ["json"]\n', ["no tasks found (tasks: json)"]),
+        ("name = \n", ["not valid TOML"]),
     ],
 )
 def test_a_bad_config_never_starts_a_worker(project: Path, toml: str, fragments: list[str]) -> None:
@@ -315,3 +316,15 @@ def test_init_writes_a_commented_config_and_keeps_an_existing_one(project: Path)
     again = run(project, "init")
     assert again.returncode == 1 and "use --force" in again.stderr
     assert run(project, "init", "--force").returncode == 0
+
+
+def test_config_names_the_file_on_every_command(project: Path) -> None:
+    write(project, "conf/other.toml", 'name = "elsewhere"\nurl = "memory://"\n')
+    result = run(project, "snapshot", "--json", "--config", "conf/other.toml")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["shadow"] == "elsewhere"
+    shown = run(project, "config", "show", "--json", env={"SHADOW_CONFIG": "conf/other.toml"})
+    assert json.loads(shown.stdout)["name"] == {"value": "elsewhere", "source": "file"}
+    missing = run(project, "worker", "--config", "nope.toml")
+    assert missing.returncode == 2
+    assert "--config: no config file" in missing.stderr and "nope.toml" in missing.stderr

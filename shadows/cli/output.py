@@ -31,20 +31,30 @@ Json = Annotated[
 ]
 
 
+#: ``open_shadow`` called without ``tasks``: the command shows no calls, so the task
+#: modules are not imported.
+NO_TASKS: tuple[str, ...] = ()
+
+
 def open_shadow(
     name: str | None,
     url: str | None,
-    tasks: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = NO_TASKS,
     *,
     config: str | None = None,
 ) -> Shadow:
-    """The shadow of the settings (the given flags over the variables and the file),
-    with the tasks of the ``tasks`` setting registered: bad settings are reported
-    together (see ``main``), bad task entries in one line."""
-    loaded = settings_from(config, shadows=name, url=url, tasks=list(tasks or []))
+    """The shadow of the settings (the given flags over the variables and the file).
+    Given ``tasks`` (the ``--tasks`` of a command that shows calls, ``None`` if not
+    given), the tasks of the ``tasks`` setting are registered too, so that their calls
+    can be shown. Bad settings are reported together (see ``main``), bad task entries
+    in one line."""
+    listed = [] if tasks is NO_TASKS else list(tasks or [])
+    loaded = settings_from(config, shadows=name, url=url, tasks=listed)
     activate(loaded)
     try:
         shadow = Shadow()
+        if tasks is NO_TASKS:
+            return shadow
         found = discover(loaded)
     except DiscoveryError as error:
         raise CLIError(str(error)) from None
