@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import AsyncMock
@@ -278,12 +279,18 @@ async def test_a_bound_method_equal_to_the_registered_one_is_the_same_task(app: 
     assert app.tasks["deliver"] == mailer.deliver
 
 
-async def test_a_task_named_like_a_built_in_replaces_it(app: Shadow) -> None:
+async def test_a_task_named_like_a_built_in_replaces_it(
+    app: Shadow, caplog: pytest.LogCaptureFixture
+) -> None:
     ran: list[str] = []
 
-    @app.task
-    async def trace(message: str) -> None:
-        ran.append(message)
+    with caplog.at_level(logging.DEBUG, logger="shadows.shadow"):
+
+        @app.task
+        async def trace(message: str) -> None:
+            ran.append(message)
+
+    assert "replaces the built-in task trace" in caplog.text
 
     assert app.tasks["trace"] is trace
     app.register_collection("shadows.tasks:standard_tasks")  # the built-in never comes back
