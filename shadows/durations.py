@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from datetime import timedelta
 
@@ -60,4 +59,3 @@ def format_duration(value: timedelta) -> str:
 def _plain(number: float) -> str:
     """A number without exponent notation or trailing zeros."""
     return f"{number:.6f}".rstrip("0").rstrip(".")
-

@@ -16,7 +16,17 @@ from ..shadow import Shadow
 from ..snapshot import Snapshot, SnapshotTask
 from . import app
 from .options import CallTasks, Config, Name, Url
-from .output import Json, calls_shown, console, open_shadow, print_json, relative, run, span, timestamp
+from .output import (
+    Json,
+    calls_shown,
+    console,
+    open_shadow,
+    print_json,
+    relative,
+    run,
+    span,
+    timestamp,
+)
 from .workers import worker_table
 
 Limit = Annotated[

@@ -66,12 +66,10 @@ def overridden(
     earlier = base_perpetual if isinstance(base_perpetual, Perpetual) else None
     if table.perpetual is not None:
         every = table.perpetual.every
+        if every is None and earlier is not None and not isinstance(earlier, Cron):
+            every = earlier.every
         if every is None:
-            every = (
-                earlier.every
-                if earlier is not None and not isinstance(earlier, Cron)
-                else timedelta(0)
-            )
+            raise ValueError("perpetual needs every (the task declares no Perpetual to keep it)")
         automatic = _first(table.perpetual.automatic, getattr(earlier, "automatic", None), False)
         result["perpetual"] = Perpetual(every, automatic)
     if table.cron is not None:
