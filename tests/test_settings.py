@@ -89,6 +89,8 @@ def test_every_existing_variable_still_works(tmp_path: Path) -> None:
         "SHADOW_WORKER_HEALTHCHECK_PORT": "8080",
         "SHADOW_WORKER_METRICS_PORT": "9090",
         "SHADOW_WORKER_MAXIMUM_LOOP_LAG": "2s",
+        "SHADOW_WORKER_ENDPOINT_HOST": "127.0.0.1",
+        "SHADOW_MAX_MESSAGE_AGE": "1h",
         "SHADOW_LOGGING_LEVEL": "debug",
         "SHADOW_LOGGING_FORMAT": "json",
         "SHADOW_JSON": "1",  # a command's own switch: known, not a setting
@@ -103,6 +105,8 @@ def test_every_existing_variable_still_works(tmp_path: Path) -> None:
     assert worker.redelivery_timeout == timedelta(seconds=90)
     assert worker.schedule_automatic_tasks is False and worker.until_finished is True
     assert (worker.healthcheck_port, worker.metrics_port) == (8080, 9090)
+    assert worker.endpoint_host == "127.0.0.1"
+    assert settings.max_message_age == timedelta(hours=1)
     assert (settings.logging.level, settings.logging.format) == ("DEBUG", "json")
     assert settings_entries(loaded)["signing_key"] == {"value": "***", "source": "env"}
 
