@@ -314,3 +314,19 @@ def test_the_dashboard_settings_are_known_and_passed_on(tmp_path: Path) -> None:
     entries = settings_entries(loaded)
     assert entries["dashboard.token"] == {"value": "***", "source": "file"}
     assert entries["dashboard.history"] == {"value": "2h", "source": "env"}
+
+
+def test_the_dashboard_reads_the_same_file_as_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shadows.dashboard import DashboardSettings
+
+    for variable in ("SHADOW_CONFIG", "SHADOW_DASHBOARD_PORT"):
+        monkeypatch.delenv(variable, raising=False)
+    deep = tmp_path / "src" / "app"
+    deep.mkdir(parents=True)
+    write(tmp_path, "pyproject.toml", "[tool.shadows.dashboard]\nport = 9100\n")
+    monkeypatch.chdir(deep)
+    assert DashboardSettings.load().port == 9100
+    write(tmp_path / "src", "shadows.toml", "[dashboard]\nport = 9200\n")
+    assert DashboardSettings.load().port == 9200

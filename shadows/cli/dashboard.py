@@ -93,7 +93,8 @@ def dashboard(
         Path | None,
         _option(
             "--config",
-            help="Settings file with a [dashboard] table [env SHADOW_CONFIG; ./shadows.toml].",
+            help="Settings file with a [dashboard] table "
+            "[env SHADOW_CONFIG; the nearest shadows.toml].",
         ),
     ] = None,
     logging_level: Annotated[

@@ -129,7 +129,7 @@ def create_app(
     **flags: Any,
 ) -> Dashboard:
     """A :class:`Dashboard`. Without ``settings``, they are loaded from the environment
-    and the settings file (``config``, else ``$SHADOW_CONFIG``, else ``./shadows.toml``);
+    and the settings file (``config``, else ``$SHADOW_CONFIG``, else the nearest ``shadows.toml``);
     keyword ``flags`` (``token=...``, ``page_size=...``) win over both."""
     if settings is None:
         settings = DashboardSettings.load(config, **flags)

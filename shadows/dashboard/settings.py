@@ -25,9 +25,8 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as SourceError
 
 from ..durations import parse_duration
+from ..settings.sources import locate
 
-#: Where the settings file is looked for, unless ``--config`` or ``SHADOW_CONFIG`` say.
-CONFIG_FILE = "shadows.toml"
 #: The table of the settings file that holds the dashboard's settings.
 TABLE = "dashboard"
 ENV_PREFIX = "SHADOW_DASHBOARD_"
@@ -125,7 +124,7 @@ class DashboardSettings(BaseSettings):
     def load(cls, config: Path | str | None = None, **flags: Any) -> DashboardSettings:
         """The settings from ``flags`` (``None`` values are not given), the environment and
         the ``[dashboard]`` table of ``config`` (else ``$SHADOW_CONFIG``, else
-        ``./shadows.toml`` if it exists). Raises :class:`SettingsError`."""
+        the nearest ``shadows.toml``, else ``[tool.shadows]``). Raises :class:`SettingsError`."""
         given = {name: value for name, value in flags.items() if value is not None}
         path, table = _read_table(config)
         token = _table.set(table)
@@ -175,15 +174,22 @@ class _TableSource(PydanticBaseSettingsSource):
 
 def _read_table(config: Path | str | None) -> tuple[Path | None, dict[str, Any]]:
     explicit = config or os.environ.get("SHADOW_CONFIG") or None
-    path = Path(explicit) if explicit else Path(CONFIG_FILE)
-    if not path.exists():
-        if explicit:
+    if explicit:
+        path = Path(explicit)
+        if not path.exists():
             raise SettingsError(f"settings file {str(path)!r} not found")
-        return None, {}
+        in_pyproject = path.name == "pyproject.toml"
+    else:  # the file every command reads: the nearest shadows.toml, or [tool.shadows]
+        found = locate(None, {}, Path.cwd())
+        if found is None:
+            return None, {}
+        path, in_pyproject = found.path, found.table is not None
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise SettingsError(f"cannot read the settings file {str(path)!r}: {error}") from None
+    if in_pyproject:
+        document = document.get("tool", {}).get("shadows", {})
     table = document.get(TABLE, {})
     if not isinstance(table, dict):
         raise SettingsError(f"{path}: [{TABLE}] must be a table")
