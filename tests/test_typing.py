@@ -1,5 +1,5 @@
 """Types flow through ``@shadow.task``: mypy --strict accepts the right calls of a handle
-and rejects the wrong ones (tests/typing/declared_tasks.py marks each expected error)."""
+and rejects the wrong ones (tests/typecheck/declared_tasks.py marks each expected error)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def test_mypy_accepts_the_right_calls_and_rejects_the_wrong_ones() -> None:
-    checked = ROOT / "tests" / "typing" / "declared_tasks.py"
+    checked = ROOT / "tests" / "typecheck" / "declared_tasks.py"
     result = subprocess.run(
         [
             sys.executable, "-m", "mypy", "--strict", "--warn-unused-ignores",
