@@ -33,7 +33,7 @@ def version() -> None:
 
 
 # Each module registers its command (or command group) on ``app``.
-from ..settings import ConfigError  # noqa: E402
+from ..settings import ConfigError, activate  # noqa: E402
 from . import clear as _clear  # noqa: E402,F401
 from . import config as _config  # noqa: E402,F401
 from . import dashboard as _dashboard  # noqa: E402,F401
@@ -72,4 +72,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    finally:
+        activate(None)  # a command's settings end with it (main may be called in-process)
     raise SystemExit(result if isinstance(result, int) else 0)
