@@ -1,28 +1,30 @@
-"""Turning a shadow URL into a Redis client.
+"""Turning a shadow URL (checked by :mod:`urls`) into a Redis client.
 
-``redis://``, ``rediss://`` and ``unix://`` go to redis-py; ``valkey://`` and ``valkeys://``
-are the same protocol under another name; ``memory://`` is an in-process server (fakeredis
-with its Lua engine) shared by every client of the same URL in this process.
+One server: a redis-py client over a blocking pool. ``memory://``: an in-process server
+(fakeredis with its Lua engine) shared by every client of the same URL in this process.
+``redis+cluster://``: redis-py's ``RedisCluster``. ``redis+sentinel://``: a client of the
+master the sentinels name, over a blocking pool that follows failovers.
 
 Every reply must come back as bytes (task arguments are binary), so a ``decode_responses``
-URL option or pool is refused. URLs are shown only through :func:`redact_url`, which hides
-passwords.
+pool is refused here (and such a URL option by :mod:`urls`).
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
-SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys", "memory")
-_ALIASES = {"valkey": "redis", "valkeys": "rediss"}
+from .urls import DECODING, Deployment, parse_deployment
+from .urls import is_memory as is_memory  # this module was their home
+from .urls import normalize_url as normalize_url
+from .urls import redact_url as redact_url
 
 #: Client defaults where the URL says nothing: a paused or unreachable server must surface
 #: as an error within seconds, not hang a worker forever.
@@ -34,6 +36,11 @@ DEFAULT_CLIENT_OPTIONS: dict[str, Any] = {
     "timeout": 20,  # seconds to wait for a free connection of the pool
 }
 
+#: Connections per node of a cluster client. redis-py's cluster client has no blocking
+#: pool: past this many connections to one node a command fails (MaxConnectionsError)
+#: instead of waiting, so the limit is set high enough for bursts of concurrent adds.
+CLUSTER_MAX_CONNECTIONS = 1000
+
 _memory_servers: dict[str, Any] = {}
 _memory_lock = threading.Lock()
 
@@ -42,84 +49,6 @@ def _short_retry() -> Retry:
     # Every write we send is idempotent, so a quick retry is safe; longer outages are
     # handled by the callers' own reconnection loops.
     return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
-
-
-_USERINFO_PASSWORD = re.compile(r"^([^:/?#]*://[^/?#@:]*:)[^/?#]*@")
-_QUERY_PASSWORD = re.compile(r"([?&;][^=&;#]*password[^=&;#]*=)[^&;#]*", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its passwords (``user:password@``, ``?password=``) shown as ``***``:
-    the only form of a URL that goes into messages, logs and ``repr()``."""
-    try:
-        netloc = urlsplit(url).netloc
-    except ValueError:
-        netloc = ""
-    userinfo, at, host = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        start = url.index(netloc)
-        user = userinfo.split(":", 1)[0]
-        url = f"{url[:start]}{user}:***@{host}{url[start + len(netloc) :]}"
-    else:  # not parseable as a URL: hide what looks like a password anyway
-        url = _USERINFO_PASSWORD.sub(r"\1***@", url)
-    return _QUERY_PASSWORD.sub(r"\1***", url)
-
-
-def normalize_url(url: str) -> str:
-    """Validate ``url`` and return it in the form redis-py understands.
-
-    Raises ``ValueError`` with a message naming the problem (and no password).
-    """
-    if not isinstance(url, str) or not url.strip():
-        shown = repr(url) if isinstance(url, str) else f"of type {type(url).__name__}"
-        raise ValueError(f"Invalid shadow URL {shown}: expected e.g. redis://localhost:6379/0")
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError for a non-numeric port
-    except ValueError as error:
-        raise ValueError(f"Invalid shadow URL {shown!r}: {redact_url(str(error))}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
-        raise ValueError(
-            f"Invalid shadow URL {shown!r}: the scheme must be one of "
-            + ", ".join(f"{s}://" for s in SCHEMES)
-        )
-    if scheme == "memory":
-        return url
-    _refuse_decoding(parts.query, shown)
-    if scheme == "unix":
-        if not parts.path:
-            raise ValueError(f"Invalid shadow URL {shown!r}: unix:// needs a socket path")
-        return url
-    if not parts.hostname:
-        raise ValueError(f"Invalid shadow URL {shown!r}: no host given")
-    if port is not None and not 0 < port < 65536:
-        raise ValueError(f"Invalid shadow URL {shown!r}: port {port} is out of range")
-    database = parts.path.lstrip("/")
-    if database and not database.isdigit():
-        raise ValueError(
-            f"Invalid shadow URL {shown!r}: the database must be a number, not {database!r}"
-        )
-    scheme = _ALIASES.get(scheme, scheme)
-    return scheme + url[len(parts.scheme) :]
-
-
-_DECODING = (
-    "shadows reads replies as bytes (task arguments are binary), so it cannot use "
-    "decode_responses=True"
-)
-
-
-def _refuse_decoding(query: str, shown: str) -> None:
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        # redis-py's reading of a boolean URL option
-        if name == "decode_responses" and value.upper() not in ("", "0", "F", "FALSE", "N", "NO"):
-            raise ValueError(f"Invalid shadow URL {shown!r}: {_DECODING}: remove that option")
-
-
-def is_memory(url: str) -> bool:
-    return url.lower().startswith("memory://")
 
 
 def memory_server(url: str) -> Any:
@@ -147,8 +76,7 @@ def create_pool(url: str) -> ConnectionPool:
     # Blocking: a burst of concurrent commands (adds awaited together) waits for a free
     # connection instead of failing with "Too many connections".
     pool = BlockingConnectionPool.from_url(url, retry=_short_retry(), **options)
-    encoding = str(pool.connection_kwargs.get("encoding", "utf-8")).lower()
-    if _hiredis_pack is not None and encoding in ("utf-8", "utf8"):
+    if _fast_encoding(pool.connection_kwargs):
         pool.connection_class = _fast_packing(pool.connection_class)
     return pool
 
@@ -189,12 +117,17 @@ def _fast_packing(connection_class: type[Any]) -> type[Any]:
     return fast
 
 
+def _fast_encoding(connection_kwargs: dict[str, Any]) -> bool:
+    encoding = str(connection_kwargs.get("encoding", "utf-8")).lower()
+    return _hiredis_pack is not None and encoding in ("utf-8", "utf8")
+
+
 def create_client(url: str, pool: ConnectionPool | None) -> Redis:
     """A client for ``url``, or over the caller's own ``pool``."""
     if pool is not None:
         if pool.connection_kwargs.get("decode_responses"):
             raise ValueError(
-                f"The connection pool given to Shadow(connection_pool=...) has {_DECODING}: "
+                f"The connection pool given to Shadow(connection_pool=...) has {DECODING}: "
                 "give it a pool made without decode_responses"
             )
         return Redis(connection_pool=pool)
@@ -203,8 +136,115 @@ def create_client(url: str, pool: ConnectionPool | None) -> Redis:
 
         client: Redis = FakeAsyncRedis(server=memory_server(url))
         return client
+    deployment = parse_deployment(url)
+    if deployment is not None and deployment.kind == "cluster":
+        return cluster_client(deployment)
+    if deployment is not None:
+        return sentinel_client(deployment)
     # from_pool: the client owns the pool, so closing the client closes its sockets
     return Redis.from_pool(create_pool(url))
+
+
+def held_connections(client: Redis | RedisCluster) -> list[Any]:
+    """Every connection object ``client`` holds, those to the sentinels and to each node of
+    a cluster included (to close their sockets without awaiting anything)."""
+    if isinstance(client, RedisCluster):
+        manager = client.nodes_manager
+        nodes = {node.name: node for node in manager.startup_nodes.values()}
+        nodes.update(manager.nodes_cache)
+        return [connection for node in nodes.values() for connection in node._connections]
+    pools: list[Any] = [client.connection_pool]
+    if isinstance(client.connection_pool, SentinelConnectionPool):
+        sentinels = client.connection_pool.sentinel_manager.sentinels
+        pools += [sentinel.connection_pool for sentinel in sentinels]
+    return [
+        connection
+        for pool in pools
+        for connection in (
+            *getattr(pool, "_available_connections", ()),
+            *getattr(pool, "_in_use_connections", ()),
+        )
+    ]
+
+
+def cluster_client(deployment: Deployment) -> Redis:
+    """redis-py's cluster client, which finds every node from any of the listed ones.
+
+    Typed as ``Redis`` for the code that shares it: it answers the same commands, but it
+    has no single connection pool (``connection_pool``, ``client()``).
+    """
+    options: dict[str, Any] = {
+        key: value
+        for key, value in DEFAULT_CLIENT_OPTIONS.items()
+        if key not in ("max_connections", "timeout")
+    }
+    options["max_connections"] = CLUSTER_MAX_CONNECTIONS
+    options.update(deployment.options)
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in deployment.hosts],
+        username=deployment.username,
+        password=deployment.password,
+        ssl=deployment.tls,
+        retry=_short_retry(),
+        **options,
+    )
+    # Every node's connections are made from these settings (nodes found later too).
+    nodes = client.nodes_manager
+    if _fast_encoding(nodes.connection_kwargs):
+        fast = _fast_packing(nodes.connection_kwargs["connection_class"])
+        nodes.connection_kwargs["connection_class"] = fast
+        for node in nodes.startup_nodes.values():
+            node.connection_class = fast
+    return cast(Redis, client)
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Connections to the master the sentinels name, waiting for a free one like the
+    one-server pool."""
+
+
+class SentinelMaster(Redis):
+    """The master's client; closing it closes its connections to the sentinels too."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        owner = self.auto_close_connection_pool
+        await super().aclose(close_connection_pool)
+        pool = self.connection_pool
+        if (owner if close_connection_pool is None else close_connection_pool) and isinstance(
+            pool, SentinelConnectionPool
+        ):
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+
+def sentinel_client(deployment: Deployment) -> Redis:
+    """A client of the master of ``deployment.service``: each new connection asks the
+    sentinels where the master is, so a failover is followed by reconnecting."""
+    sentinel_options: dict[str, Any] = {
+        key: value
+        for key, value in DEFAULT_CLIENT_OPTIONS.items()
+        if key not in ("max_connections", "timeout")
+    }
+    options = {**DEFAULT_CLIENT_OPTIONS, **deployment.options}
+    if deployment.tls:
+        sentinel_options["ssl"] = True
+        sentinel_options.update((k, v) for k, v in options.items() if k.startswith("ssl_"))
+    sentinel_options.update(deployment.sentinel_options)
+    sentinels = Sentinel(list(deployment.hosts), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    pool = _BlockingSentinelPool(  # type: ignore[no-untyped-call]
+        deployment.service,
+        sentinels,
+        is_master=True,
+        ssl=deployment.tls,
+        db=deployment.db,
+        username=deployment.username,
+        password=deployment.password,
+        retry=_short_retry(),
+        **options,
+    )
+    if _fast_encoding(pool.connection_kwargs):
+        pool.connection_class = _fast_packing(pool.connection_class)
+    return SentinelMaster.from_pool(pool)
 
 
 def private_client(client: Redis, connections: int = 1) -> Redis:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
 
-from .connection import create_client, is_memory
+from .connection import create_client, held_connections
 from .lane import Lane
 from .scripts import Scripts
+from .urls import single_pool
 
 
 class Link:
@@ -30,8 +30,7 @@ class Link:
         self.loop = asyncio.get_running_loop()
         self.client: Redis = create_client(url, pool)
         self.scripts = Scripts(self.client)
-        # The embedded backend has no sockets to save work on.
-        self.lane: Lane | None = None if is_memory(url) else Lane(self.client)
+        self.lane: Lane | None = Lane(self.client) if single_pool(url) else None
 
     async def close(self) -> None:
         lane, self.lane = self.lane, None
@@ -44,12 +43,7 @@ class Link:
         awaiting anything (nothing can be awaited on another loop)."""
         if not own_pool:
             return  # the caller's pool: theirs to close
-        pool: Any = self.client.connection_pool
-        connections = [
-            *getattr(pool, "_available_connections", ()),
-            *getattr(pool, "_in_use_connections", ()),
-        ]
-        for connection in connections:
+        for connection in held_connections(self.client):
             writer = getattr(connection, "_writer", None)
             if writer is None:
                 continue

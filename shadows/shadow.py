@@ -52,8 +52,8 @@ class Shadow(TaskRegistry):
 
     ``Shadow()`` does no I/O: it may be made at import time, and connects on first use
     (or in ``async with``), on whichever event loop is running then. ``url`` may be
-    ``redis://``, ``rediss://``, ``unix://``, ``valkey://``, ``valkeys://`` or ``memory://``
-    (an in-process server); or pass ``connection_pool=`` to reuse your own redis-py pool.
+    ``redis://``, ``rediss://``, ``unix://``, ``valkey://``, ``redis+sentinel://``,
+    ``redis+cluster://`` or ``memory://`` (in-process); or pass ``connection_pool=``.
     Every argument left out comes from the settings (``SHADOW_*`` variables, then
     ``shadows.toml``, then the defaults: see ``docs/configuration.md``): ``name``, ``url``,
     ``codec`` (``"pickle"``, ``"json"``, ``"msgpack"`` or a codec object), ``signing_key``

