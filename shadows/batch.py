@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from .execution import Execution, Message
 from .instrumentation import producing
 from .scripts import outcome_pairs
+from .urls import is_cluster
 
 if TYPE_CHECKING:
     from .shadow import Shadow
@@ -114,19 +115,22 @@ class Batch:
         return sent
 
     async def _send(self, chunk: list[Message]) -> tuple[list[str | None], Exception | None]:
-        """One pipeline: the outcome of each message (``None`` where not confirmed), and
-        the first error."""
+        """One pipeline (on a cluster, its calls one by one): the outcome of each message
+        (``None`` where not confirmed), and the first error."""
+        parts = [chunk[first : first + PER_CALL] for first in range(0, len(chunk), PER_CALL)]
         try:
-            async with self.shadow.client.pipeline(transaction=False) as pipe:
-                for first in range(0, len(chunk), PER_CALL):
-                    await self.shadow.add_messages(chunk[first : first + PER_CALL], pipe)
-                replies = await pipe.execute(raise_on_error=False)
+            if is_cluster(self.shadow.url):
+                replies = await self._one_by_one(parts)
+            else:
+                async with self.shadow.client.pipeline(transaction=False) as pipe:
+                    for part in parts:
+                        await self.shadow.add_messages(part, pipe)
+                    replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as error:  # no answer at all (connection lost...)
             return [None] * len(chunk), error
         outcomes: list[str | None] = []
         failure: Exception | None = None
-        for first, reply in zip(range(0, len(chunk), PER_CALL), replies, strict=True):
-            part = chunk[first : first + PER_CALL]
+        for part, reply in zip(parts, replies, strict=True):
             if isinstance(reply, Exception):  # this script call failed; the others stand
                 failure = failure or reply
                 outcomes += [None] * len(part)
@@ -134,6 +138,18 @@ class Batch:
             for message, outcome in zip(part, outcome_pairs(reply), strict=True):
                 outcomes.append(self.shadow.scheduled(message, outcome))
         return outcomes, failure
+
+    async def _one_by_one(self, parts: list[list[Message]]) -> list[Any]:
+        """The replies of the script calls, sent one after another: redis-py refuses
+        scripts in a cluster pipeline. In order (a key added twice is "exists" the second
+        time); after a failure the rest is not sent, and shares its error."""
+        replies: list[Any] = []
+        for part in parts:
+            try:
+                replies.append(await self.shadow.add_messages(part, self.shadow.client))
+            except (RedisError, OSError) as error:
+                return replies + [error] * (len(parts) - len(replies))
+        return replies
 
     async def __aenter__(self) -> Self:
         return self

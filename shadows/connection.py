@@ -167,6 +167,35 @@ def held_connections(client: Redis | RedisCluster) -> list[Any]:
     ]
 
 
+def connection_options(client: Redis | RedisCluster) -> dict[str, Any]:
+    """The settings the connections of ``client`` are made with."""
+    if isinstance(client, RedisCluster):
+        return client.connection_kwargs
+    return client.connection_pool.connection_kwargs
+
+
+async def node_client(client: Redis | RedisCluster, key: str) -> Redis:
+    """A client of the one server holding ``key``, for what must run on a server rather
+    than on a cluster (a blocking read on a connection of its own, then ``CLIENT
+    UNBLOCK`` for it): ``client`` itself, or on a cluster a new client of the master that
+    serves the key's slot now, which the caller closes. After a failover or a slot
+    migration its commands fail with MOVED or ASK, which count as an outage
+    (:data:`reconnect.CONNECTION_ERRORS`): the caller makes a new one."""
+    if not isinstance(client, RedisCluster):
+        return client
+    await client.initialize()
+    node = client.get_node_from_key(key)
+    if node is None:  # pragma: no cover - only for replica=True
+        raise RuntimeError(f"no node serves {key!r}")
+    pool = BlockingConnectionPool(
+        connection_class=node.connection_class,
+        max_connections=DEFAULT_CLIENT_OPTIONS["max_connections"],
+        timeout=DEFAULT_CLIENT_OPTIONS["timeout"],
+        **node.connection_kwargs,
+    )
+    return Redis.from_pool(pool)
+
+
 def cluster_client(deployment: Deployment) -> Redis:
     """redis-py's cluster client, which finds every node from any of the listed ones.
 
@@ -225,6 +254,9 @@ def sentinel_client(deployment: Deployment) -> Redis:
         for key, value in DEFAULT_CLIENT_OPTIONS.items()
         if key not in ("max_connections", "timeout")
     }
+    # Each sentinel is asked once per lookup (the next one is asked when it fails, and the
+    # lookup itself is retried): redis-py's default would retry a refused one for 30 s.
+    sentinel_options["retry"] = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=0)
     options = {**DEFAULT_CLIENT_OPTIONS, **deployment.options}
     if deployment.tls:
         sentinel_options["ssl"] = True

@@ -5,11 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-#: Errors that mean "Redis is unreachable right now", as opposed to a bug or bad data.
-CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+#: Errors that mean "Redis is unreachable right now", as opposed to a bug or bad data. On
+#: a cluster: no master serves the slot yet (a failover), or a connection to one node
+#: learns that the slot has moved (a failover, a migration): try again a little later.
+CONNECTION_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+    MovedError,
+    AskError,
+)
 
 
 class Backoff:

@@ -312,9 +312,9 @@ class Shadow(TaskRegistry):
             outcome = await link.scripts.schedule(keys=names, args=args)
         return self.scheduled(message, outcome)
 
-    async def add_messages(self, messages: Sequence[Message], pipe: Pipeline) -> None:
-        """Queue on ``pipe`` one script call adding all of ``messages``; its reply, read
-        with :func:`scripts.outcome_pairs`, holds each one's outcome for :meth:`scheduled`."""
+    async def add_messages(self, messages: Sequence[Message], pipe: Pipeline | Redis) -> Any:
+        """One script call adding all of ``messages``, queued on a pipeline or sent; its
+        reply (:func:`scripts.outcome_pairs`) holds each one's outcome for :meth:`scheduled`."""
         keys = self.keys
         names: list[str] = [keys.stream, keys.queue]
         args: list[Any] = [now_ms(), "add", WORKER_GROUP]
@@ -323,7 +323,7 @@ class Shadow(TaskRegistry):
             names += (keys.run(key), keys.parked(key), keys.successor(key))
             fields = message.fields()
             args += (key, message.when_ms, self._holder(key), len(fields), *fields)
-        await self.scripts.schedule_many(keys=names, args=args, client=pipe)
+        return await self.scripts.schedule_many(keys=names, args=args, client=pipe)
 
     def scheduled(self, message: Message, outcome: Any) -> str:
         """The state a SCHEDULE script answered for ``message`` (and count the add)."""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from redis.exceptions import ResponseError
 
 from .cancellation import CancelGuard
+from .connection import connection_options, node_client
 from .execution import from_ms
 from .reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from .serialization import Payloads
@@ -491,11 +492,12 @@ class StrikeFollower:
         self.strikes = strikes
         self.reconnect_cap = reconnect_cap
         self._last_id = "0-0"
+        self._server: Redis | None = None  # the server holding the feed
         self._connection: Redis | None = None
         self._connection_id: int | None = None
         self._reading = False
         self._reported: set[str] = set()
-        timeout = shadow.client.connection_pool.connection_kwargs.get("socket_timeout")
+        timeout = connection_options(shadow.client).get("socket_timeout")
         # A block must end well before the client's socket timeout would call it dead.
         self._block_ms = int(1000 * min(5.0, max(0.05, timeout / 2) if timeout else 5.0))
 
@@ -573,14 +575,16 @@ class StrikeFollower:
                 # Ends the server side of the abandoned read at once (the in-process
                 # memory:// server would otherwise keep it until its timeout).
                 with contextlib.suppress(Exception):
-                    unblock = self.shadow.client.client_unblock(self._connection_id)
+                    assert self._server is not None
+                    unblock = self._server.client_unblock(self._connection_id)
                     await asyncio.wait_for(unblock, 0.5)
             await self._drop_connection()
 
     async def _changed(self, stopping: asyncio.Event, guard: CancelGuard) -> bool:
         """Block on the feed (on this follower's own connection) for one block period."""
         if self._connection is None:
-            self._connection = self.shadow.client.client()
+            self._server = await node_client(self.shadow.client, self.shadow.keys.strikes)
+            self._connection = self._server.client()
             try:
                 self._connection_id = await self._connection.client_id()
             except ResponseError:  # an ACL user without CLIENT: reads are simply abandoned
@@ -601,14 +605,16 @@ class StrikeFollower:
         # A read cancelled mid-flight may leave a reply on the socket: never reuse it. An
         # XREAD has no effect on the server, so abandoning one is harmless.
         client, self._connection = self._connection, None
+        server, self._server = self._server, None
         self._connection_id, self._reading = None, False
-        if client is None:
-            return
         with contextlib.suppress(Exception):
-            if client.connection is not None:
+            if client is not None and client.connection is not None:
                 await client.connection.disconnect()
         with contextlib.suppress(Exception):
-            await client.aclose()
+            if client is not None:
+                await client.aclose()
+            if server is not None and server is not self.shadow.client:
+                await server.aclose()
 
 
 def _position(entry_id: Any) -> tuple[int, int]:

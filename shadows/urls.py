@@ -68,10 +68,15 @@ def is_memory(url: str) -> bool:
     return url.lower().startswith("memory://")
 
 
+def is_cluster(url: str) -> bool:
+    """Whether (normalized) ``url`` names a Redis Cluster."""
+    return url.startswith(CLUSTER_SCHEMES)
+
+
 def single_pool(url: str) -> bool:
     """Whether the client of (normalized) ``url`` talks to one server over one pool of
     sockets: not the in-process server, nor a cluster (a pool per node)."""
-    return not is_memory(url) and not url.startswith(CLUSTER_SCHEMES)
+    return not is_memory(url) and not is_cluster(url)
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,8 @@ def parse_deployment(url: str) -> Deployment | None:
     options, sentinel_options = _options(url, kind, query)
     if options.get("decode_responses"):
         raise invalid(url, f"{DECODING}: remove that option")
+    username = options.pop("username", username)  # as parameters, as redis-py allows too
+    password = options.pop("password", password)
     return Deployment(
         kind=kind,
         tls=scheme.startswith("rediss"),
@@ -227,7 +234,7 @@ def _typed(
 ) -> dict[str, Any]:
     for name, _ in pairs:
         if name not in accepted:
-            raise invalid(url, f"unknown option {prefix}{name!r}")
+            raise invalid(url, f"unknown option {prefix + name!r}")
     if not pairs:
         return {}
     try:  # redis-py's own URL parser types each option (and rejects bad values)
@@ -243,9 +250,11 @@ def _typed(
 @cache
 def _connection_options() -> frozenset[str]:
     names: set[str] = {"max_connections", "timeout"}  # the connection pool's
-    for connection in (Connection, SSLConnection):
-        names.update(inspect.signature(connection.__init__).parameters)
-    return frozenset(names - {"self", "kwargs", "host", "port", "connection_pool"})
+    for connection in (*Connection.__mro__, *SSLConnection.__mro__):
+        init = vars(connection).get("__init__")
+        if init is not None and connection is not object:
+            names.update(inspect.signature(init).parameters)
+    return frozenset(names - {"self", "kwargs", "host", "port", "db", "connection_pool"})
 
 
 @cache

@@ -53,24 +53,43 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
-def query(port: int, *command: Any) -> Any:
+def query(port: int, *command: Any, password: str | None = None) -> Any:
     """One command to the server on ``port``, on a connection of its own."""
     with redis.Redis(
-        host=HOST, port=port, decode_responses=True, socket_timeout=2, socket_connect_timeout=1
+        host=HOST,
+        port=port,
+        password=password,
+        decode_responses=True,
+        socket_timeout=2,
+        socket_connect_timeout=1,
     ) as client:
         return client.execute_command(*command)
 
 
-def role(port: int) -> str:
+def role(port: int, password: str | None = None) -> str:
     """``master`` or ``slave``, as the server itself says."""
-    reply = query(port, "ROLE")
+    reply = query(port, "ROLE", password=password)
     return str(reply[0])
 
 
-def linked(port: int) -> bool:
+def linked(port: int, password: str | None = None) -> bool:
     """Whether the replica on ``port`` has finished its sync and follows its master."""
-    info = query(port, "INFO", "replication")
+    info = query(port, "INFO", "replication", password=password)
     return bool(info.get("role") == "slave" and info.get("master_link_status") == "up")
+
+
+def wait_replicated(
+    master: int, replica: int, timeout: float = 10.0, password: str | None = None
+) -> None:
+    """Wait until the replica has every write the master had when this was called (a
+    write a master acknowledged but had not yet sent on is lost if it dies)."""
+    offset = int(query(master, "INFO", "replication", password=password)["master_repl_offset"])
+
+    def caught_up() -> bool:
+        info = query(replica, "INFO", "replication", password=password)
+        return int(info.get("slave_repl_offset", -1)) >= offset
+
+    wait_until(caught_up, timeout, f"the replica on port {replica} to catch up")
 
 
 def _unique_ports(count: int) -> list[int]:
@@ -243,6 +262,11 @@ class Cluster:
                 return self.node(node.port)
         raise RuntimeError(f"no master serves slot {slot}")
 
+    def wait_replicated(self, timeout: float = 10.0) -> None:
+        """Wait until every replica has what its master held when this was called."""
+        for master in self.masters():
+            wait_replicated(master.port, self.replica_of(master).port, timeout)
+
     def stable(self) -> bool:
         """Every live node says the cluster is ok, they all see the same masters and
         replicas, and every replica has synced with its master."""
@@ -335,9 +359,19 @@ class SentinelGroup:
 
     service = "shadows"
 
-    def __init__(self, sentinels: int = 3, quorum: int = 2) -> None:
+    def __init__(
+        self,
+        sentinels: int = 3,
+        quorum: int = 2,
+        *,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         self.directory = tempfile.mkdtemp(prefix="shadows-sentinel-")
         self.quorum = quorum
+        #: The data servers' password (``requirepass``), and the sentinels' own.
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.servers = [RedisProcess(directory=self._subdirectory(f"server-{i}")) for i in (0, 1)]
         self.sentinels = [
             SentinelProcess(self._subdirectory(f"sentinel-{i}")) for i in range(sentinels)
@@ -352,12 +386,16 @@ class SentinelGroup:
 
     @property
     def url(self) -> str:
-        """A ``redis+sentinel://`` URL listing every sentinel."""
+        """A ``redis+sentinel://`` URL listing every sentinel, with the passwords."""
         hosts = ",".join(f"{HOST}:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.service}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
+        return f"redis+sentinel://{credentials}{hosts}/{self.service}/0{query}"
 
     def _server_args(self, master: RedisProcess | None) -> list[str]:
         arguments = ["--repl-diskless-sync-delay", "0"]
+        if self.password:
+            arguments += ["--requirepass", self.password, "--masterauth", self.password]
         if master is not None:
             arguments += ["--replicaof", HOST, str(master.port)]
         return arguments
@@ -377,6 +415,13 @@ class SentinelGroup:
             f"sentinel failover-timeout {service} 10000",
             f"sentinel parallel-syncs {service} 1",
         ]
+        if self.password:
+            lines.append(f"sentinel auth-pass {service} {self.password}")
+        if self.sentinel_password:
+            lines += [
+                f"requirepass {self.sentinel_password}",
+                f"sentinel sentinel-pass {self.sentinel_password}",
+            ]
         lines += [
             f"sentinel known-replica {service} {HOST} {server.port}"
             for server in self.servers
@@ -409,12 +454,12 @@ class SentinelGroup:
     def _watching(self) -> bool:
         master = self.master()
         for sentinel in self.sentinels:
-            state = query(sentinel.port, "SENTINEL", "MASTER", self.service)
+            state = self._ask(sentinel, "MASTER")
             if isinstance(state, list):
                 state = dict(zip(state[::2], state[1::2], strict=True))
             if state["flags"] != "master" or int(state["num-other-sentinels"]) < 2:
                 return False
-            replicas = query(sentinel.port, "SENTINEL", "REPLICAS", self.service)
+            replicas = self._ask(sentinel, "REPLICAS")
             healthy = [r for r in replicas if _flags(r) == {"slave"}]
             if len(healthy) != sum(1 for s in self.servers if s is not master and _alive(s)):
                 return False
@@ -438,7 +483,7 @@ class SentinelGroup:
 
     def master(self) -> RedisProcess:
         """The server the sentinels name as the master now."""
-        _, port = query(self.sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        _, port = self._ask(self.sentinels[0], "GET-MASTER-ADDR-BY-NAME")
         return next(server for server in self.servers if server.port == int(port))
 
     def replica(self) -> RedisProcess:
@@ -446,7 +491,21 @@ class SentinelGroup:
         return next(server for server in self.servers if server is not master)
 
     def _wait_linked(self, server: RedisProcess, timeout: float) -> None:
-        wait_until(lambda: linked(server.port), timeout, f"the replica on {server.port} to sync")
+        wait_until(
+            lambda: linked(server.port, self.password),
+            timeout,
+            f"the replica on port {server.port} to sync",
+        )
+
+    def _ask(self, sentinel: SentinelProcess, command: str) -> Any:
+        """``SENTINEL <command> <service>`` to one sentinel."""
+        return query(
+            sentinel.port, "SENTINEL", command, self.service, password=self.sentinel_password
+        )
+
+    def wait_replicated(self, timeout: float = 10.0) -> None:
+        """Wait until the replica has what the master held when this was called."""
+        wait_replicated(self.master().port, self.replica().port, timeout, self.password)
 
     def kill_master(self, timeout: float = 30.0) -> RedisProcess:
         """Kill the master (SIGKILL) and wait until every sentinel names the promoted
@@ -456,10 +515,10 @@ class SentinelGroup:
 
         def promoted() -> bool:
             for sentinel in self.sentinels:
-                _, port = query(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+                _, port = self._ask(sentinel, "GET-MASTER-ADDR-BY-NAME")
                 if int(port) != new.port:
                     return False
-            return role(new.port) == "master"
+            return role(new.port, self.password) == "master"
 
         wait_until(promoted, timeout, f"the replica on port {new.port} to be promoted")
         return new

@@ -1,0 +1,117 @@
+"""Shadows on ``redis+sentinel://``, against real sentinels the suite starts (a master, a
+replica and 3 sentinels): the client follows the master, passwords, and a failover in the
+middle of a run."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from redis.asyncio import BlockingConnectionPool
+from redis.exceptions import AuthenticationError, ConnectionError
+
+from conftest import wait_for
+from processes import spawn_worker
+from redis_topologies import SentinelGroup, query
+from shadows import Shadow, Worker
+from worker_tasks import read_records, record_and_sleep
+
+ran: list[str] = []
+
+
+async def note(label: str) -> None:
+    ran.append(label)
+
+
+async def test_a_shadow_on_sentinel_talks_to_the_master(
+    redis_sentinel: SentinelGroup, shadow_name: str
+) -> None:
+    async with Shadow(name=shadow_name, url=redis_sentinel.url) as shadow:
+        execution = await shadow.add(note, when=datetime.now(UTC) + timedelta(hours=1))("x")
+        master = redis_sentinel.master()
+        assert query(master.port, "HGET", shadow.keys.run(execution.key), "state") == "scheduled"
+        # the same pool as for one server: blocking, commands packed by hiredis
+        pool = shadow.client.connection_pool
+        assert isinstance(pool, BlockingConnectionPool)
+        assert pool.connection_class.__mro__[1].__name__ == "_HiredisPacking"
+        await shadow.clear()
+
+
+async def test_passwords_of_the_servers_and_of_the_sentinels(shadow_name: str) -> None:
+    with SentinelGroup(password="data-s3cret", sentinel_password="sentinel-s3cret") as group:
+        ran.clear()
+        async with Shadow(name=shadow_name, url=group.url) as shadow:
+            assert "s3cret" not in repr(shadow)
+            await shadow.add(note)("with passwords")
+            async with Worker(shadow) as worker:
+                await asyncio.wait_for(worker.run_until_finished(), 20)
+        assert ran == ["with passwords"]
+
+        wrong_sentinel = group.url.replace("sentinel-s3cret", "wrong")
+        async with Shadow(name=shadow_name, url=wrong_sentinel) as shadow:
+            with pytest.raises(ConnectionError, match="No master found") as raised:
+                await shadow.add(note)("never")
+            assert "s3cret" not in str(raised.value)
+
+        wrong_server = group.url.replace("data-s3cret", "wrong")
+        async with Shadow(name=shadow_name, url=wrong_server) as shadow:
+            with pytest.raises(AuthenticationError):
+                await shadow.add(note)("never")
+
+
+def starts(path: Path) -> set[str]:
+    return {record[1] for record in read_records(path) if record[0] == "start"}
+
+
+def ends(path: Path) -> set[str]:
+    return {record[1] for record in read_records(path) if record[0] == "end"}
+
+
+async def test_a_producer_and_a_worker_follow_a_failover(
+    redis_sentinel: SentinelGroup, shadow_name: str, tmp_path: Path
+) -> None:
+    """The master is killed while a worker process runs tasks: the sentinels promote the
+    replica, and the worker and the producer carry on against it. Every task runs: the
+    ones added before the kill (running, queued and scheduled for later) and the ones
+    added after it."""
+    runs, log = tmp_path / "runs", tmp_path / "worker.log"
+    url = redis_sentinel.url
+    worker = spawn_worker(url, shadow_name, "--concurrency", "3", log=log)
+    try:
+        async with Shadow(name=shadow_name, url=url) as producer:
+            later = datetime.now(UTC) + timedelta(seconds=2)
+            for i in range(4):
+                await producer.add(record_and_sleep, when=later)(str(runs), f"later-{i}", 0)
+            for i in range(12):
+                await producer.add(record_and_sleep)(str(runs), f"before-{i}", 0.3)
+            await wait_for(lambda: len(starts(runs)) >= 3, 30, "the worker to start tasks")
+            # A write the master acknowledged but had not yet sent to its replica is lost
+            # with the master: the documented exception. Here, every add has reached it.
+            await asyncio.to_thread(redis_sentinel.wait_replicated)
+            old = redis_sentinel.master()
+            new = await asyncio.to_thread(redis_sentinel.kill_master)
+            assert new is not old
+            for i in range(6):
+                await producer.add(record_and_sleep)(str(runs), f"after-{i}", 0)
+            expected = {f"later-{i}" for i in range(4)}
+            expected |= {f"before-{i}" for i in range(12)} | {f"after-{i}" for i in range(6)}
+            await wait_for(
+                lambda: expected <= ends(runs),
+                60,
+                f"every task to run after the failover (log: {log})",
+            )
+            assert worker.poll() is None, "the worker process must ride the failover out"
+            assert await producer.client.xlen(producer.keys.stream) == 0
+            assert await producer.client.zcard(producer.keys.queue) == 0
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+        await asyncio.to_thread(redis_sentinel.heal)
+    # the worker did meet the outage (and reported it) rather than miss it
+    assert "retrying in" in log.read_text()
