@@ -20,6 +20,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from .urls import DECODING, Deployment, parse_deployment
 from .urls import is_memory as is_memory  # this module was their home
@@ -117,6 +119,34 @@ def _fast_packing(connection_class: type[Any]) -> type[Any]:
     return fast
 
 
+class _FollowsDemotions:
+    """A command blocked on a master that becomes a replica (a failover) ends with
+    ``UNBLOCKED ... instance state changed``: for the caller, as for a master that went
+    away, this is a connection error (reconnect: to the new master)."""
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except ResponseError as error:
+            if not str(error).startswith("UNBLOCKED") or "state changed" not in str(error):
+                raise
+            await self.disconnect()  # type: ignore[attr-defined]
+            raise RedisConnectionError(f"The master became a replica ({error})") from None
+
+
+_demotion_classes: dict[type[Any], type[Any]] = {}
+
+
+def _following_demotions(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` for servers that a failover may demote (Sentinel, Cluster)."""
+    following = _demotion_classes.get(connection_class)
+    if following is None:
+        following = _demotion_classes[connection_class] = type(
+            connection_class.__name__, (_FollowsDemotions, connection_class), {}
+        )
+    return following
+
+
 def _fast_encoding(connection_kwargs: dict[str, Any]) -> bool:
     encoding = str(connection_kwargs.get("encoding", "utf-8")).lower()
     return _hiredis_pack is not None and encoding in ("utf-8", "utf8")
@@ -188,7 +218,7 @@ async def node_client(client: Redis | RedisCluster, key: str) -> Redis:
     if node is None:  # pragma: no cover - only for replica=True
         raise RuntimeError(f"no node serves {key!r}")
     pool = BlockingConnectionPool(
-        connection_class=node.connection_class,
+        connection_class=_following_demotions(node.connection_class),
         max_connections=DEFAULT_CLIENT_OPTIONS["max_connections"],
         timeout=DEFAULT_CLIENT_OPTIONS["timeout"],
         **node.connection_kwargs,
@@ -274,6 +304,7 @@ def sentinel_client(deployment: Deployment) -> Redis:
         retry=_short_retry(),
         **options,
     )
+    pool.connection_class = _following_demotions(pool.connection_class)
     if _fast_encoding(pool.connection_kwargs):
         pool.connection_class = _fast_packing(pool.connection_class)
     return SentinelMaster.from_pool(pool)

@@ -512,16 +512,28 @@ class SentinelGroup:
         replica; returns the new master."""
         old, new = self.master(), self.replica()
         old.stop(kill=True)
-
-        def promoted() -> bool:
-            for sentinel in self.sentinels:
-                _, port = self._ask(sentinel, "GET-MASTER-ADDR-BY-NAME")
-                if int(port) != new.port:
-                    return False
-            return role(new.port, self.password) == "master"
-
-        wait_until(promoted, timeout, f"the replica on port {new.port} to be promoted")
+        wait_until(lambda: self._promoted(new), timeout, f"port {new.port} to be promoted")
         return new
+
+    def failover(self, timeout: float = 30.0) -> RedisProcess:
+        """A planned failover (``SENTINEL FAILOVER``): the replica is promoted and the
+        master becomes its replica; returns the new master."""
+        old, new = self.master(), self.replica()
+        self._ask(self.sentinels[0], "FAILOVER")
+        wait_until(
+            lambda: self._promoted(new) and linked(old.port, self.password),
+            timeout,
+            f"port {new.port} to take over",
+        )
+        wait_until(self._watching, timeout, "the sentinels to see the demoted master")
+        return new
+
+    def _promoted(self, new: RedisProcess) -> bool:
+        for sentinel in self.sentinels:
+            _, port = self._ask(sentinel, "GET-MASTER-ADDR-BY-NAME")
+            if int(port) != new.port:
+                return False
+        return role(new.port, self.password) == "master"
 
     def heal(self, timeout: float = 30.0) -> None:
         """Restart the killed server as a replica of the current master."""

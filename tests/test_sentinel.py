@@ -70,13 +70,15 @@ def ends(path: Path) -> set[str]:
     return {record[1] for record in read_records(path) if record[0] == "end"}
 
 
+@pytest.mark.parametrize("failure", ["killed", "planned"])
 async def test_a_producer_and_a_worker_follow_a_failover(
-    redis_sentinel: SentinelGroup, shadow_name: str, tmp_path: Path
+    redis_sentinel: SentinelGroup, shadow_name: str, tmp_path: Path, failure: str
 ) -> None:
-    """The master is killed while a worker process runs tasks: the sentinels promote the
-    replica, and the worker and the producer carry on against it. Every task runs: the
-    ones added before the kill (running, queued and scheduled for later) and the ones
-    added after it."""
+    """While a worker process runs tasks, the master is killed (the sentinels promote the
+    replica) or handed over (``SENTINEL FAILOVER``: the master becomes a replica, which
+    ends the commands blocked on it): the worker and the producer carry on against the
+    new master. Every task runs: the ones added before (running, queued and scheduled
+    for later) and the ones added after."""
     runs, log = tmp_path / "runs", tmp_path / "worker.log"
     url = redis_sentinel.url
     worker = spawn_worker(url, shadow_name, "--concurrency", "3", log=log)
@@ -92,7 +94,8 @@ async def test_a_producer_and_a_worker_follow_a_failover(
             # with the master: the documented exception. Here, every add has reached it.
             await asyncio.to_thread(redis_sentinel.wait_replicated)
             old = redis_sentinel.master()
-            new = await asyncio.to_thread(redis_sentinel.kill_master)
+            fail = redis_sentinel.kill_master if failure == "killed" else redis_sentinel.failover
+            new = await asyncio.to_thread(fail)
             assert new is not old
             for i in range(6):
                 await producer.add(record_and_sleep)(str(runs), f"after-{i}", 0)

@@ -1,0 +1,146 @@
+"""Shadows on ``redis+cluster://``, against a real cluster the suite starts (3 masters, 3
+replicas): where a shadow's keys live, the producer's side through failovers, and the
+strike follower. What does not work on a cluster yet is listed in docs/scaling.md."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conftest import _cleanup, wait_for
+from redis_topologies import Cluster, query
+from shadows import Shadow, Worker
+from shadows.strikes import StrikeFollower, StrikeList
+
+ran: list[str] = []
+
+
+async def note(label: str) -> None:
+    ran.append(label)
+
+
+def later() -> datetime:
+    return datetime.now(UTC) + timedelta(hours=1)
+
+
+def keys_on(port: int, prefix: str) -> list[str]:
+    _, found = query(port, "SCAN", 0, "MATCH", f"{prefix}*", "COUNT", 10_000)
+    return list(found)
+
+
+async def test_a_shadow_lives_on_the_node_of_its_hash_tag(
+    redis_cluster: Cluster, shadow_name: str
+) -> None:
+    async with Shadow(name=shadow_name, url=redis_cluster.url) as shadow:
+        try:
+            scheduled = await shadow.add(note, when=later(), key="scheduled")("s")
+            await shadow.add(note, key="queued")("q")
+            home = redis_cluster.master_for(f"{{{shadow_name}}}")
+            assert shadow.keys.run(scheduled.key) in keys_on(home.port, shadow.keys.prefix)
+            for other in redis_cluster.masters():
+                if other is not home:
+                    assert keys_on(other.port, shadow.keys.prefix) == []
+            # the producer's side and the read-only commands
+            assert await shadow.task_state("queued") == "queued"
+            snapshot = await shadow.snapshot()
+            found = {(task.key, task.state, task.args) for task in snapshot.future}
+            assert found == {("scheduled", "scheduled", ("s",)), ("queued", "queued", ("q",))}
+            assert await shadow.strike(note, "label", "==", "q")
+            assert [str(strike) for strike in await shadow.strikes()] == ["note(label == 'q')"]
+            assert await shadow.cancel("scheduled")
+            assert await shadow.failed() == []
+            assert await shadow.clear() == 1
+            # commands are packed by hiredis on every node, as on one server
+            connection_class = shadow.client.nodes_manager.connection_kwargs["connection_class"]  # type: ignore[attr-defined]
+            assert connection_class.__mro__[1].__name__ == "_HiredisPacking"
+        finally:
+            await _cleanup(shadow)
+
+
+async def test_a_batch_keeps_its_order_on_a_cluster(
+    redis_cluster: Cluster, shadow_name: str
+) -> None:
+    """redis-py refuses scripts in a cluster pipeline: a batch sends its calls one by one,
+    in order, so a key added twice is "exists" the second time, across calls too."""
+    async with Shadow(name=shadow_name, url=redis_cluster.url) as shadow:
+        try:
+            async with shadow.batch() as batch:
+                for i in range(250):
+                    batch.add(note, when=later(), key="twice" if i in (10, 220) else None)(str(i))
+            assert batch.outcomes[10] == "scheduled"
+            assert batch.outcomes[220] == "exists"
+            assert batch.outcomes.count("scheduled") == 249
+            assert await shadow.client.zcard(shadow.keys.queue) == 249
+        finally:
+            await _cleanup(shadow)
+
+
+async def test_producers_follow_a_failover_and_a_killed_master(
+    redis_cluster: Cluster, shadow_name: str
+) -> None:
+    tag = f"{{{shadow_name}}}"
+    async with Shadow(name=shadow_name, url=redis_cluster.url) as shadow:
+        try:
+            await shadow.add(note, when=later(), key="before")("b")
+            await asyncio.to_thread(redis_cluster.wait_replicated)
+            await asyncio.to_thread(redis_cluster.failover, redis_cluster.master_for(tag))
+            await shadow.add(note, when=later(), key="after-failover")("f")
+            await asyncio.to_thread(redis_cluster.wait_replicated)
+            killed = redis_cluster.master_for(tag)
+            promoted = await asyncio.to_thread(redis_cluster.kill_master, killed)
+            await shadow.add(note, when=later(), key="after-kill")("k")
+            assert redis_cluster.master_for(tag) is promoted
+            for key in ("before", "after-failover", "after-kill"):
+                assert await shadow.task_state(key) == "scheduled"
+            assert await shadow.client.zcard(shadow.keys.queue) == 3
+        finally:
+            await asyncio.to_thread(redis_cluster.heal)
+            await _cleanup(shadow)
+
+
+async def test_the_strike_follower_follows_a_failover(
+    redis_cluster: Cluster, shadow_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It blocks on the feed on a connection of its own to the feed's node; when that node
+    becomes a replica, it finds the new master and carries on."""
+    tag = f"{{{shadow_name}}}"
+    async with Shadow(name=shadow_name, url=redis_cluster.url) as shadow:
+        strikes = StrikeList()
+        stopping = asyncio.Event()
+        follower = StrikeFollower(shadow, strikes, reconnect_cap=0.5)
+        following = asyncio.create_task(follower.run(stopping))
+        try:
+            await shadow.strike(note, "label", "==", "first")
+            await wait_for(lambda: len(strikes) == 1, 10, "the first strike")
+            with caplog.at_level(logging.INFO, logger="shadows.worker"):
+                await asyncio.to_thread(redis_cluster.failover, redis_cluster.master_for(tag))
+                await shadow.strike(note, "label", "==", "second")
+                await wait_for(lambda: len(strikes) == 2, 20, "the strike after the failover")
+            assert not following.done()
+        finally:
+            stopping.set()
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+            await _cleanup(shadow)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "an outage, not a bug"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AttributeError,
+    reason="the worker's blocking read needs a connection of its own (Redis.client()), "
+    "which redis-py's cluster client lacks (shadows/reader.py; see docs/scaling.md)",
+)
+async def test_a_worker_runs_on_a_cluster(redis_cluster: Cluster, shadow_name: str) -> None:
+    ran.clear()
+    async with Shadow(name=shadow_name, url=redis_cluster.url) as shadow:
+        try:
+            await shadow.add(note)("on a cluster")
+            async with Worker(shadow) as worker:
+                await asyncio.wait_for(worker.run_until_finished(), 20)
+        finally:
+            await _cleanup(shadow)
+    assert ran == ["on a cluster"]
