@@ -119,30 +119,40 @@ def _fast_packing(connection_class: type[Any]) -> type[Any]:
     return fast
 
 
-class _FollowsDemotions:
-    """A command blocked on a master that becomes a replica (a failover) ends with
-    ``UNBLOCKED ... instance state changed``: for the caller, as for a master that went
-    away, this is a connection error (reconnect: to the new master)."""
+class _FollowsFailovers:
+    """Errors that mean "this server is no longer the master to write to" become
+    connection errors, so that callers reconnect (through the sentinels or the cluster's
+    map: to the new master) and retry, as for a master that went away:
+
+    * ``UNBLOCKED ... instance state changed``: a command blocked on a master that a
+      failover turned into a replica;
+    * ``NOREPLICAS``: a master short of the replicas its ``min-replicas-to-write`` asks for,
+      such as an old master that a planned failover has not demoted yet (writes it would
+      accept are lost once it is: see docs/scaling.md).
+    """
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().read_response(*args, **kwargs)  # type: ignore[misc]
         except ResponseError as error:
-            if not str(error).startswith("UNBLOCKED") or "state changed" not in str(error):
-                raise
-            await self.disconnect()  # type: ignore[attr-defined]
-            raise RedisConnectionError(f"The master became a replica ({error})") from None
+            text = str(error)
+            if text.startswith("NOREPLICAS") or (
+                text.startswith("UNBLOCKED") and "state changed" in text
+            ):
+                await self.disconnect()  # type: ignore[attr-defined]
+                raise RedisConnectionError(f"Not the master to write to: {text}") from None
+            raise
 
 
-_demotion_classes: dict[type[Any], type[Any]] = {}
+_failover_classes: dict[type[Any], type[Any]] = {}
 
 
-def _following_demotions(connection_class: type[Any]) -> type[Any]:
+def _following_failovers(connection_class: type[Any]) -> type[Any]:
     """``connection_class`` for servers that a failover may demote (Sentinel, Cluster)."""
-    following = _demotion_classes.get(connection_class)
+    following = _failover_classes.get(connection_class)
     if following is None:
-        following = _demotion_classes[connection_class] = type(
-            connection_class.__name__, (_FollowsDemotions, connection_class), {}
+        following = _failover_classes[connection_class] = type(
+            connection_class.__name__, (_FollowsFailovers, connection_class), {}
         )
     return following
 
@@ -218,7 +228,7 @@ async def node_client(client: Redis | RedisCluster, key: str) -> Redis:
     if node is None:  # pragma: no cover - only for replica=True
         raise RuntimeError(f"no node serves {key!r}")
     pool = BlockingConnectionPool(
-        connection_class=_following_demotions(node.connection_class),
+        connection_class=_following_failovers(node.connection_class),
         max_connections=DEFAULT_CLIENT_OPTIONS["max_connections"],
         timeout=DEFAULT_CLIENT_OPTIONS["timeout"],
         **node.connection_kwargs,
@@ -304,7 +314,7 @@ def sentinel_client(deployment: Deployment) -> Redis:
         retry=_short_retry(),
         **options,
     )
-    pool.connection_class = _following_demotions(pool.connection_class)
+    pool.connection_class = _following_failovers(pool.connection_class)
     if _fast_encoding(pool.connection_kwargs):
         pool.connection_class = _fast_packing(pool.connection_class)
     return SentinelMaster.from_pool(pool)

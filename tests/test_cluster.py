@@ -138,9 +138,15 @@ async def test_a_worker_runs_on_a_cluster(redis_cluster: Cluster, shadow_name: s
     ran.clear()
     async with Shadow(name=shadow_name, url=redis_cluster.url) as shadow:
         try:
-            await shadow.add(note)("on a cluster")
             async with Worker(shadow) as worker:
-                await asyncio.wait_for(worker.run_until_finished(), 20)
+                running = asyncio.create_task(worker.run_forever())
+                # idle, so it blocks on the stream; a worker that cannot stops at once
+                done, _ = await asyncio.wait({running}, timeout=1)
+                if done:
+                    running.result()
+                await shadow.add(note)("on a cluster")
+                await wait_for(lambda: ran == ["on a cluster"], 20, "the task to run")
+                worker.stop()
+                await asyncio.wait_for(running, 20)
         finally:
             await _cleanup(shadow)
-    assert ran == ["on a cluster"]
