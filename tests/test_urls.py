@@ -5,8 +5,11 @@ servers)."""
 from __future__ import annotations
 
 import pytest
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import SentinelManagedSSLConnection
 
 from shadows import Shadow
+from shadows.connection import create_client
 from shadows.urls import parse_deployment, redact
 
 
@@ -142,3 +145,22 @@ def test_redact_hides_every_password(url: str, shown: str) -> None:
 def test_one_server_urls_are_not_deployments() -> None:
     assert parse_deployment("redis://localhost:6379/0") is None
     assert parse_deployment("memory://x") is None
+
+
+async def test_tls_forms_make_tls_clients() -> None:
+    """Without a server: which connections the clients would open."""
+    cluster = create_client("rediss+cluster://a:7000,b:7001?ssl_ca_certs=/ca.pem", None)
+    settings = cluster.nodes_manager.connection_kwargs  # type: ignore[attr-defined]
+    assert issubclass(settings["connection_class"], SSLConnection)
+    assert settings["ssl_ca_certs"] == "/ca.pem"
+    await cluster.aclose()
+
+    url = "rediss+sentinel://s1,s2/m/0?ssl_ca_certs=/ca.pem&sentinel_ssl_ca_certs=/s.pem"
+    master = create_client(url, None)
+    pool = master.connection_pool
+    assert issubclass(pool.connection_class, SentinelManagedSSLConnection)
+    assert pool.connection_kwargs["ssl_ca_certs"] == "/ca.pem"
+    for sentinel in pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+        assert issubclass(sentinel.connection_pool.connection_class, SSLConnection)
+        assert sentinel.connection_pool.connection_kwargs["ssl_ca_certs"] == "/s.pem"
+    await master.aclose()

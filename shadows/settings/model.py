@@ -204,7 +204,8 @@ class Settings(BaseSettings):
     name: str = Field("shadows", description="Name of the shadow (the shared queue).")
     url: str = Field(
         "redis://localhost:6379/0",
-        description="Redis URL (redis://, rediss://, unix://, valkey://, memory://).",
+        description="Redis URL (redis://, rediss://, unix://, valkey://, memory://, "
+        "redis+sentinel://, redis+cluster://).",
     )
     tasks: list[str] = Field(
         [],
