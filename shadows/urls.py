@@ -75,7 +75,8 @@ def is_cluster(url: str) -> bool:
 
 def single_pool(url: str) -> bool:
     """Whether the client of (normalized) ``url`` talks to one server over one pool of
-    sockets: not the in-process server, nor a cluster (a pool per node)."""
+    sockets, from which a producer may set a connection aside (its lane): not the
+    in-process server (no sockets to save work on), nor a cluster (a pool per node)."""
     return not is_memory(url) and not is_cluster(url)
 
 
