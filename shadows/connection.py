@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, SSLConnection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -23,7 +23,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from .urls import DECODING, Deployment, parse_deployment
+from .urls import DECODING, Deployment, cluster_options, parse_deployment
 from .urls import is_memory as is_memory  # this module was their home
 from .urls import normalize_url as normalize_url
 from .urls import redact_url as redact_url
@@ -42,6 +42,7 @@ DEFAULT_CLIENT_OPTIONS: dict[str, Any] = {
 #: pool: past this many connections to one node a command fails (MaxConnectionsError)
 #: instead of waiting, so the limit is set high enough for bursts of concurrent adds.
 CLUSTER_MAX_CONNECTIONS = 1000
+PRIVATE_CLUSTER_CONNECTIONS = 16
 
 _memory_servers: dict[str, Any] = {}
 _memory_lock = threading.Lock()
@@ -320,15 +321,44 @@ def sentinel_client(deployment: Deployment) -> Redis:
     return SentinelMaster.from_pool(pool)
 
 
-def private_client(client: Redis, connections: int = 1) -> Redis:
+def private_client(client: Redis | RedisCluster, connections: int = 1) -> Redis:
     """A client for the same server, with the same settings, as ``client``, on a pool of
     its own of at most ``connections``: for work that must neither take ``client``'s
-    connections nor wait behind its commands (health and metrics probes)."""
+    connections nor wait behind its commands (health and metrics probes). On a cluster,
+    whose client cannot make a command wait for a free connection, up to
+    ``PRIVATE_CLUSTER_CONNECTIONS`` per node instead, so that a burst of probes is not
+    refused."""
+    if isinstance(client, RedisCluster):
+        settings = client.connection_kwargs
+        copied = Deployment(
+            kind="cluster",
+            tls=issubclass(settings["connection_class"], SSLConnection),
+            hosts=tuple(
+                (node.host, int(node.port)) for node in client.nodes_manager.startup_nodes.values()
+            ),
+            username=settings.get("username"),
+            password=settings.get("password"),
+            options={
+                key: value
+                for key, value in settings.items()
+                if key in cluster_options() and key not in ("username", "password")
+            },
+        )
+        copied.options["max_connections"] = max(connections, PRIVATE_CLUSTER_CONNECTIONS)
+        return cluster_client(copied)
     pool = client.connection_pool
-    own = BlockingConnectionPool(
-        connection_class=pool.connection_class,
-        max_connections=connections,
-        timeout=5,
-        **pool.connection_kwargs,
-    )
+    settings = {k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"}
+    own: ConnectionPool
+    if isinstance(pool, SentinelConnectionPool):  # its own lookups of the master too
+        own = _BlockingSentinelPool(  # type: ignore[no-untyped-call]
+            pool.service_name,
+            pool.sentinel_manager,
+            is_master=True,
+            max_connections=connections,
+            timeout=5,
+            **settings,
+        )
+    else:
+        own = BlockingConnectionPool(max_connections=connections, timeout=5, **settings)
+    own.connection_class = pool.connection_class
     return Redis.from_pool(own)

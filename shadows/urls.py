@@ -223,7 +223,7 @@ def _options(url: str, kind: str, query: str) -> tuple[dict[str, Any], dict[str,
             sentinel.append((name[len(SENTINEL_PREFIX) :], value))
         else:
             data.append((name, value))
-    accepted = _cluster_options() if kind == "cluster" else _connection_options()
+    accepted = cluster_options() if kind == "cluster" else _connection_options()
     return (
         _typed(url, data, accepted, ""),
         _typed(url, sentinel, _connection_options(), SENTINEL_PREFIX),
@@ -259,6 +259,7 @@ def _connection_options() -> frozenset[str]:
 
 
 @cache
-def _cluster_options() -> frozenset[str]:
+def cluster_options() -> frozenset[str]:
+    """The settings a cluster URL may give: ``RedisCluster``'s own."""
     names = set(inspect.signature(RedisCluster.__init__).parameters)
     return frozenset(names - {"self", "host", "port", "startup_nodes", "db", "path", "ssl"})

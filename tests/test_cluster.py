@@ -13,6 +13,7 @@ import pytest
 from conftest import _cleanup, wait_for
 from redis_topologies import Cluster, query
 from shadows import Shadow, Worker
+from shadows.connection import private_client
 from shadows.strikes import StrikeFollower, StrikeList
 
 ran: list[str] = []
@@ -56,6 +57,13 @@ async def test_a_shadow_lives_on_the_node_of_its_hash_tag(
             # commands are packed by hiredis on every node, as on one server
             connection_class = shadow.client.nodes_manager.connection_kwargs["connection_class"]  # type: ignore[attr-defined]
             assert connection_class.__mro__[1].__name__ == "_HiredisPacking"
+            # the probes' client of the health and metrics endpoints: a cluster client too
+            probes = private_client(shadow.client, connections=2)
+            try:
+                assert await probes.ping()
+                assert await probes.xlen(shadow.keys.stream) == 0
+            finally:
+                await probes.aclose()
         finally:
             await _cleanup(shadow)
 

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import AuthenticationError, ConnectionError
 
 from conftest import wait_for
 from processes import spawn_worker
 from redis_topologies import SentinelGroup, query
 from shadows import Shadow, Worker
+from shadows.connection import private_client
 from worker_tasks import read_records, record_and_sleep
 
 ran: list[str] = []
@@ -37,6 +39,13 @@ async def test_a_shadow_on_sentinel_talks_to_the_master(
         pool = shadow.client.connection_pool
         assert isinstance(pool, BlockingConnectionPool)
         assert pool.connection_class.__mro__[1].__name__ == "_HiredisPacking"
+        # the probes' client of the health and metrics endpoints asks the sentinels too
+        probes = private_client(shadow.client, connections=2)
+        try:
+            assert isinstance(probes.connection_pool, SentinelConnectionPool)
+            assert await probes.hget(shadow.keys.run(execution.key), "state") == b"scheduled"
+        finally:
+            await probes.aclose()
         await shadow.clear()
 
 

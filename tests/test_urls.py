@@ -10,7 +10,7 @@ from redis.asyncio.sentinel import SentinelManagedSSLConnection
 
 from shadows import Shadow
 from shadows.connection import create_client
-from shadows.urls import parse_deployment, redact
+from shadows.urls import parse_deployment, redact_url
 
 
 def test_a_cluster_url_lists_its_nodes() -> None:
@@ -138,8 +138,8 @@ def test_reprs_never_show_a_password(url: str) -> None:
         ("not a url password=hunter2", "not a url password=***"),
     ],
 )
-def test_redact_hides_every_password(url: str, shown: str) -> None:
-    assert redact(url) == shown
+def test_redact_url_hides_every_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
 
 
 def test_one_server_urls_are_not_deployments() -> None:
