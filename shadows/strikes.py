@@ -571,11 +571,10 @@ class StrikeFollower:
                     await self._drop_connection()
                     await sleep_unless(stopping, backoff.next())
         finally:
-            if self._reading and self._connection_id is not None:
+            if self._reading and self._connection_id is not None and self._server is not None:
                 # Ends the server side of the abandoned read at once (the in-process
                 # memory:// server would otherwise keep it until its timeout).
                 with contextlib.suppress(Exception):
-                    assert self._server is not None
                     unblock = self._server.client_unblock(self._connection_id)
                     await asyncio.wait_for(unblock, 0.5)
             await self._drop_connection()
