@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from .execution import Execution, Message
 from .instrumentation import producing
+from .reconnect import CONNECTION_ERRORS
 from .scripts import outcome_pairs
 from .urls import is_cluster
 
@@ -140,15 +141,18 @@ class Batch:
         return outcomes, failure
 
     async def _one_by_one(self, parts: list[list[Message]]) -> list[Any]:
-        """The replies of the script calls, sent one after another: redis-py refuses
-        scripts in a cluster pipeline. In order (a key added twice is "exists" the second
-        time); after a failure the rest is not sent, and shares its error."""
+        """The replies of the script calls, sent one after another (redis-py refuses
+        scripts in a cluster pipeline), in order: a key added twice is "exists" the second
+        time. As in a pipeline, a refused call is its error and the others are sent; after
+        a call with no answer, the rest is not sent and shares its error."""
         replies: list[Any] = []
         for part in parts:
             try:
                 replies.append(await self.shadow.add_messages(part, self.shadow.client))
-            except (RedisError, OSError) as error:
+            except CONNECTION_ERRORS as error:
                 return replies + [error] * (len(parts) - len(replies))
+            except RedisError as error:
+                replies.append(error)
         return replies
 
     async def __aenter__(self) -> Self:
