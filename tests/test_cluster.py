@@ -5,6 +5,7 @@ strike follower. What does not work on a cluster yet is listed in docs/scaling.m
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ from redis_topologies import Cluster, query
 from shadows import Shadow, Worker
 from shadows.connection import private_client
 from shadows.strikes import StrikeFollower, StrikeList
+from test_cli import shadows_cli
 
 ran: list[str] = []
 
@@ -64,6 +66,24 @@ async def test_a_shadow_lives_on_the_node_of_its_hash_tag(
                 assert await probes.xlen(shadow.keys.stream) == 0
             finally:
                 await probes.aclose()
+        finally:
+            await _cleanup(shadow)
+
+
+async def test_the_operator_commands_on_a_cluster(redis_cluster: Cluster, shadow_name: str) -> None:
+    async with Shadow(name=shadow_name, url=redis_cluster.url) as shadow:
+        try:
+            await shadow.add(note, when=later(), key="waiting")("w")
+            where = ["--url", redis_cluster.url, "--shadows", shadow_name]
+            listed = await asyncio.to_thread(shadows_cli, "snapshot", "--json", *where)
+            assert listed.returncode == 0, listed.stderr
+            assert [task["key"] for task in json.loads(listed.stdout)["future"]] == ["waiting"]
+            struck = await asyncio.to_thread(shadows_cli, "strike", "note", *where)
+            assert struck.returncode == 0, struck.stderr
+            assert [strike.function for strike in await shadow.strikes()] == ["note"]
+            cleared = await asyncio.to_thread(shadows_cli, "clear", "--yes", *where)
+            assert cleared.returncode == 0, cleared.stderr
+            assert await shadow.client.zcard(shadow.keys.queue) == 0
         finally:
             await _cleanup(shadow)
 
