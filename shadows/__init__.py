@@ -1,9 +1,7 @@
 """shadows: a distributed background-task system for Python on Redis streams."""
 
-from ._version import __version__
-from .annotations import Logged
-from .batch import BatchError
-from .dependencies import (
+from shadows._version import __version__
+from shadows.behaviours import (
     ConcurrencyLimit,
     Cron,
     CurrentExecution,
@@ -20,14 +18,16 @@ from .dependencies import (
     TaskLogger,
     Timeout,
 )
-from .execution import Execution
-from .registration import UnknownTaskError
-from .registry import WorkerInfo
-from .shadow import Shadow
-from .snapshot import Snapshot, SnapshotTask
-from .strikes import Strike
-from .task import Task
-from .worker import Worker
+from shadows.core.annotations import Logged
+from shadows.core.execution import Execution
+from shadows.operations.registry import WorkerInfo
+from shadows.operations.snapshot import Snapshot, SnapshotTask
+from shadows.operations.strikes import Strike
+from shadows.producer.batch import BatchError
+from shadows.producer.registration import UnknownTaskError
+from shadows.producer.shadow import Shadow
+from shadows.producer.task import Task
+from shadows.worker.worker import Worker
 
 __all__ = [
     "BatchError",

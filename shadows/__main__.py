@@ -1,5 +1,5 @@
 """``python -m shadows``: the same as the ``shadows`` command."""
 
-from .cli import main
+from shadows.cli import main
 
 main()

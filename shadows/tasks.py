@@ -7,8 +7,8 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from .annotations import Logged
-from .dependencies import TaskLogger
+from shadows.behaviours import TaskLogger
+from shadows.core.annotations import Logged
 
 
 async def trace(

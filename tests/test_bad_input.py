@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shadows import Logged, Shadow, Worker
-from shadows.annotations import render_call
-from shadows.durations import format_duration, parse_duration
-from shadows.execution import Message, now_ms
+from shadows.core.annotations import render_call
+from shadows.core.durations import format_duration, parse_duration
+from shadows.core.execution import Message, now_ms
 
 ran: list[Any] = []
 

@@ -23,7 +23,7 @@ from shadows import (
     Timeout,
     Worker,
 )
-from shadows.execution import from_ms
+from shadows.core.execution import from_ms
 
 FAST = timedelta(milliseconds=10)
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import wait_for
 from shadows import CurrentShadow, Retry, Shadow, TaskKey, Worker
-from shadows.execution import Holder, current_holder
+from shadows.core.execution import Holder, current_holder
 
 
 def soon(seconds: float = 0.0) -> datetime:

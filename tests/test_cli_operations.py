@@ -20,7 +20,7 @@ from processes import spawn_worker
 from shadows import Shadow
 from shadows.cli import app
 from shadows.cli.reference import render
-from shadows.connection import redact_url
+from shadows.core.connection import redact_url
 from shadows.settings.sources import COMMAND_VARIABLES, CONFIG_VARIABLE, setting_variables
 from test_cli import assert_one_line_error, shadows_cli
 from worker_tasks import pay, record_and_sleep

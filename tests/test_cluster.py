@@ -14,8 +14,8 @@ import pytest
 from conftest import _cleanup, wait_for
 from redis_topologies import Cluster, query
 from shadows import Shadow, Worker
-from shadows.connection import private_client
-from shadows.strikes import StrikeFollower, StrikeList
+from shadows.core.connection import private_client
+from shadows.operations.strikes import StrikeFollower, StrikeList
 from test_cli import shadows_cli
 
 ran: list[str] = []

@@ -23,7 +23,7 @@ from shadows.cli import main
 from shadows.dashboard import Dashboard, DashboardSettings, SettingsError
 from shadows.dashboard.history import History, Totals
 from shadows.dashboard.pulse import Pulse, WorkerView
-from shadows.tally import parse_tally
+from shadows.operations.tally import parse_tally
 
 
 async def pay(

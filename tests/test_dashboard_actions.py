@@ -12,7 +12,7 @@ import pytest
 
 from dashboard_helpers import TOKEN, csrf_of, login, serve
 from shadows import Shadow, Worker
-from shadows.strikes import Strike
+from shadows.operations.strikes import Strike
 
 
 async def charge(customer: str, amount: int) -> None:

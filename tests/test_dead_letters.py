@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from shadows import Retry, Shadow, Worker
-from shadows.keys import WORKER_GROUP
+from shadows.core.keys import WORKER_GROUP
 from worker_tasks import pay, read_records, record_and_sleep
 
 TESTS = Path(__file__).parent

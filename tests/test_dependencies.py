@@ -25,7 +25,7 @@ from shadows import (
     Timeout,
     Worker,
 )
-from shadows.dependencies import plan_for
+from shadows.behaviours import plan_for
 
 
 async def run_all(shadow: Shadow) -> None:

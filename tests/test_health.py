@@ -27,9 +27,9 @@ from http_get import get, health, scrape
 from processes import spawn_worker
 from redis_server import RedisProcess, free_port
 from shadows import Shadow, Worker
-from shadows.endpoints import MAX_CONCURRENT_REQUESTS
-from shadows.keys import WORKER_GROUP
-from shadows.reader import Entry
+from shadows.core.keys import WORKER_GROUP
+from shadows.operations.endpoints import MAX_CONCURRENT_REQUESTS
+from shadows.worker.reader import Entry
 
 
 @asynccontextmanager

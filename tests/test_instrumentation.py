@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util._once import Once
 
 from shadows import ExponentialRetry, Perpetual, Retry, Shadow, Worker
-from shadows.instrumentation import tracer
+from shadows.operations.instrumentation import tracer
 
 
 def _reset_tracing() -> None:

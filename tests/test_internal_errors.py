@@ -13,10 +13,12 @@ from unittest.mock import AsyncMock, MagicMock
 
 import pytest
 
-from shadows import ConcurrencyLimit, Logged, Retry, Shadow, Worker, instrumentation, runner
-from shadows.completions import Completions
-from shadows.execution import Execution, Message
-from shadows.metrics import WorkerMetrics
+from shadows import ConcurrencyLimit, Logged, Retry, Shadow, Worker
+from shadows.core.execution import Execution, Message
+from shadows.operations import instrumentation
+from shadows.operations.metrics import WorkerMetrics
+from shadows.worker import runner
+from shadows.worker.completions import Completions
 
 VICTIM = "victim"
 

@@ -11,8 +11,8 @@ from typing import Annotated
 import pytest
 
 from shadows import Logged, Shadow, Worker
-from shadows.annotations import render_call
-from shadows.log_formats import JSONFormatter, configure_logging
+from shadows.core.annotations import render_call
+from shadows.core.log_formats import JSONFormatter, configure_logging
 from shadows.tasks import fail, sleep, trace
 
 

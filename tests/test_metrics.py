@@ -10,8 +10,8 @@ from typing import Any
 from conftest import wait_for
 from http_get import families, get, health, scrape
 from shadows import Retry, Shadow, Worker
-from shadows.execution import Message
-from shadows.metrics import WorkerMetrics
+from shadows.core.execution import Message
+from shadows.operations.metrics import WorkerMetrics
 
 SPEC_NAMES = {
     "shadows_tasks_added": "counter",

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 
-from shadows.connection import _fast_packing, create_pool
+from shadows.core.connection import _fast_packing, create_pool
 
 Fast = _fast_packing(Connection)
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from shadows import Shadow, Worker
-from shadows.execution import Message
-from shadows.serialization import JSONCodec, MsgpackCodec, PayloadError, Payloads, codec_named
+from shadows.core.execution import Message
+from shadows.core.serialization import JSONCodec, MsgpackCodec, PayloadError, Payloads, codec_named
 
 seen: list[Any] = []
 

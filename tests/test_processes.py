@@ -17,7 +17,7 @@ from conftest import wait_for
 from processes import spawn_worker
 from redis_server import RedisProcess
 from shadows import Shadow, Worker
-from shadows.keys import WORKER_GROUP
+from shadows.core.keys import WORKER_GROUP
 from worker_tasks import read_records, record_and_sleep
 
 

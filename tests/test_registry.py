@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-import shadows.heartbeat
+import shadows.worker.heartbeat
 from conftest import wait_for
 from processes import spawn_worker
 from redis_server import RedisProcess
 from shadows import Shadow, Worker
-from shadows.execution import now_ms
-from shadows.registry import Presence, beat
+from shadows.core.execution import now_ms
+from shadows.operations.registry import Presence, beat
 
 
 async def send_email(address: str) -> None:

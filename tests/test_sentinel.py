@@ -18,7 +18,7 @@ from conftest import wait_for
 from processes import spawn_worker
 from redis_topologies import SentinelGroup, query
 from shadows import Shadow, Worker
-from shadows.connection import private_client
+from shadows.core.connection import private_client
 from worker_tasks import read_records, record_and_sleep
 
 ran: list[str] = []

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shadows import Execution, Retry, Shadow, UnknownTaskError
-from shadows.execution import to_ms
+from shadows.core.execution import to_ms
 
 
 async def noop(value: int) -> None:

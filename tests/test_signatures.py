@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 
 from shadows import Shadow, Worker
-from shadows.dead_letters import UnverifiedLetterError
-from shadows.execution import Message
-from shadows.serialization import (
+from shadows.core.execution import Message
+from shadows.core.serialization import (
     SIGNATURE_FIELD,
     SIGNED_AT_FIELD,
     PayloadError,
     Payloads,
     PickleCodec,
 )
+from shadows.operations.dead_letters import UnverifiedLetterError
 
 KEY = "s3cret-signing-key"
 seen: list[Any] = []
@@ -47,7 +47,7 @@ def clock_behind(monkeypatch: pytest.MonkeyPatch, seconds: float) -> Iterator[No
     """Messages sealed in the block are signed ``seconds`` ago (a message captured long
     ago, replayed now)."""
     monkeypatch.setattr(
-        "shadows.serialization.time", SimpleNamespace(time=lambda: time.time() - seconds)
+        "shadows.core.serialization.time", SimpleNamespace(time=lambda: time.time() - seconds)
     )
     try:
         yield

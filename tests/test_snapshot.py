@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import shadows.snapshot
+import shadows.operations.snapshot
 from conftest import wait_for
 from shadows import Execution, Shadow, Worker
-from shadows.serialization import PayloadError
-from shadows.snapshot import ArgumentsNotRead
+from shadows.core.serialization import PayloadError
+from shadows.operations.snapshot import ArgumentsNotRead
 from shadows.tasks import trace
 
 

@@ -28,9 +28,9 @@ from conftest import wait_for
 from processes import spawn_worker
 from redis_server import RedisProcess
 from shadows import CurrentWorker, Perpetual, Retry, Shadow, Strike, Worker
-from shadows.dependencies import plan_for
-from shadows.serialization import JSONCodec, Payloads, PickleCodec
-from shadows.strikes import (
+from shadows.behaviours import plan_for
+from shadows.core.serialization import JSONCodec, Payloads, PickleCodec
+from shadows.operations.strikes import (
     OPERATORS,
     StrikeList,
     flatten_arguments,
@@ -312,7 +312,7 @@ async def test_strike_restore_and_list(shadow: Shadow) -> None:
 
 
 async def test_the_feed_of_changes_is_bounded(shadow: Shadow) -> None:
-    from shadows.strikes import FEED_LENGTH
+    from shadows.operations.strikes import FEED_LENGTH
 
     for i in range(FEED_LENGTH + 300):
         await shadow.strike(order, "customer", "==", i)

@@ -9,8 +9,8 @@ from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import SentinelManagedSSLConnection
 
 from shadows import Shadow
-from shadows.connection import create_client
-from shadows.urls import parse_deployment, redact_url
+from shadows.core.connection import create_client
+from shadows.core.urls import parse_deployment, redact_url
 
 
 def test_a_cluster_url_lists_its_nodes() -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import wait_for
 from shadows import Retry, Shadow, Worker
-from shadows.execution import Message, now_ms, to_ms
-from shadows.keys import WORKER_GROUP
+from shadows.core.execution import Message, now_ms, to_ms
+from shadows.core.keys import WORKER_GROUP
 
 
 def at(seconds: float) -> datetime:
@@ -606,7 +606,7 @@ async def test_a_short_retry_delay_is_not_rounded_up_to_the_resolution(shadow: S
 async def test_consumers_of_dead_workers_are_forgotten(
     shadow: Shadow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shadows.reader
+    import shadows.worker.reader
 
     await shadow.ensure_group()
     stream = shadow.keys.stream

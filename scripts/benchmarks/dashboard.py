@@ -28,10 +28,10 @@ import httpx
 import uvicorn
 
 from shadows import Shadow
+from shadows.core.execution import now_ms
+from shadows.core.keys import WORKER_GROUP
 from shadows.dashboard import Dashboard, DashboardSettings
-from shadows.execution import now_ms
-from shadows.keys import WORKER_GROUP
-from shadows.registry import Presence, beat
+from shadows.operations.registry import Presence, beat
 
 
 async def remind(customer: int) -> None:

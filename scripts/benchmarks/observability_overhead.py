@@ -57,9 +57,9 @@ def hooks(count: int) -> tuple[float, float]:
 
     Each side is timed with and without its calls; the difference is their cost.
     """
-    from shadows import instrumentation
-    from shadows.execution import Execution
-    from shadows.metrics import WorkerMetrics, task_added
+    from shadows.core.execution import Execution
+    from shadows.operations import instrumentation
+    from shadows.operations.metrics import WorkerMetrics, task_added
 
     shadow = Shadow(name="overhead", url="memory://overhead")
     metrics = WorkerMetrics(shadow, "worker")

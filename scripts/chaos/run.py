@@ -42,8 +42,8 @@ from chaos.servers import RedisProcess
 from chaos.verify import Verdict, verify
 from chaos.workers import ROOT, WorkerPool
 from shadows import Shadow
-from shadows.durations import parse_duration
-from shadows.keys import WORKER_GROUP, Keys
+from shadows.core.durations import parse_duration
+from shadows.core.keys import WORKER_GROUP, Keys
 
 SHADOW = "chaos"
 #: Work must resume this fast after Redis answers again (the issue's target).

@@ -29,14 +29,14 @@ def install(mode: str) -> None:
         raise ValueError(f"unknown sabotage {mode!r}; choose from {', '.join(MODES)}")
     logger.warning("SABOTAGE %s installed: this worker is broken on purpose", mode)
     if mode == "no-fencing":
-        from shadows import worker
+        from shadows.worker import worker
 
         def lose(self: worker.Worker, message_id: str, reason: str) -> None:
             self._leases.forget(message_id)  # no cancellation: the task runs on
 
         worker.Worker._lose = lose  # type: ignore[method-assign]
     elif mode == "drop":
-        from shadows import runner
+        from shadows.worker import runner
 
         original = runner.run_message
 
@@ -48,8 +48,8 @@ def install(mode: str) -> None:
 
         runner.run_message = run_message
     else:
-        from shadows import scheduler
-        from shadows.execution import now_ms
+        from shadows.core.execution import now_ms
+        from shadows.worker import scheduler
 
         def early() -> int:
             return now_ms() + 1500

@@ -9,7 +9,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._version import __version__
+from shadows._version import __version__
 
 try:  # typer releases that bundle their own click
     from typer import TyperException as _UsageError  # type: ignore[attr-defined,unused-ignore]
@@ -33,18 +33,18 @@ def version() -> None:
 
 
 # Each module registers its command (or command group) on ``app``.
-from ..settings import ConfigError, activate  # noqa: E402
-from . import clear as _clear  # noqa: E402,F401
-from . import config as _config  # noqa: E402,F401
-from . import dashboard as _dashboard  # noqa: E402,F401
-from . import failed as _failed  # noqa: E402,F401
-from . import init as _init  # noqa: E402,F401
-from . import snapshot as _snapshot  # noqa: E402,F401
-from . import strikes as _strikes  # noqa: E402,F401
-from . import tasks as _tasks  # noqa: E402,F401
-from . import worker as _worker  # noqa: E402,F401
-from . import workers as _workers  # noqa: E402,F401
-from .errors import CLIError  # noqa: E402
+from shadows.cli import clear as _clear  # noqa: E402,F401
+from shadows.cli import config as _config  # noqa: E402,F401
+from shadows.cli import dashboard as _dashboard  # noqa: E402,F401
+from shadows.cli import failed as _failed  # noqa: E402,F401
+from shadows.cli import init as _init  # noqa: E402,F401
+from shadows.cli import snapshot as _snapshot  # noqa: E402,F401
+from shadows.cli import strikes as _strikes  # noqa: E402,F401
+from shadows.cli import tasks as _tasks  # noqa: E402,F401
+from shadows.cli import worker as _worker  # noqa: E402,F401
+from shadows.cli import workers as _workers  # noqa: E402,F401
+from shadows.cli.errors import CLIError  # noqa: E402
+from shadows.settings import ConfigError, activate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from ..connection import redact_url
-from ..shadow import Shadow
-from . import app
-from .errors import CLIError
-from .options import Config, Name, Url
-from .output import open_shadow, run
+from shadows.cli import app
+from shadows.cli.errors import CLIError
+from shadows.cli.options import Config, Name, Url
+from shadows.cli.output import open_shadow, run
+from shadows.core.connection import redact_url
+from shadows.producer.shadow import Shadow
 
 
 @app.command()

@@ -8,8 +8,13 @@ from typing import Any
 
 import typer
 
-from ..settings import ConfigError, Loaded, Problem, activate
-from ..settings.discovery import (
+from shadows.cli import app
+from shadows.cli.errors import CLIError
+from shadows.cli.options import Config, Tasks, settings_from
+from shadows.cli.output import Json, console, print_json, show_group_help
+from shadows.producer.shadow import Shadow
+from shadows.settings import ConfigError, Loaded, Problem, activate
+from shadows.settings.discovery import (
     Discovered,
     DiscoveryError,
     assemble,
@@ -17,12 +22,7 @@ from ..settings.discovery import (
     gather,
     user_tasks,
 )
-from ..settings.effective import settings_entries, task_entries
-from ..shadow import Shadow
-from . import app
-from .errors import CLIError
-from .options import Config, Tasks, settings_from
-from .output import Json, console, print_json, show_group_help
+from shadows.settings.effective import settings_entries, task_entries
 
 config_app = typer.Typer(name="config", rich_markup_mode=None)
 app.add_typer(config_app)

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ..log_formats import LogFormat, configure_logging
-from . import app
-from .errors import CLIError
+from shadows.cli import app
+from shadows.cli.errors import CLIError
+from shadows.core.log_formats import LogFormat, configure_logging
 
 logger = logging.getLogger("shadows.dashboard")
 
@@ -112,7 +112,7 @@ def dashboard(
     try:
         import uvicorn
 
-        from ..dashboard import DashboardSettings, SettingsError, create_app
+        from shadows.dashboard import DashboardSettings, SettingsError, create_app
     except ImportError as error:
         raise CLIError(_MISSING.format(error=error)) from None
     flags: dict[str, Any] = {

@@ -13,15 +13,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..annotations import render_known_call
-from ..dead_letters import DeadLetter
-from ..execution import MessageError
-from ..shadow import Shadow
-from . import app
-from .errors import CLIError
-from .options import CallTasks, Config, Name, Url
-from .output import Json, calls_shown, open_shadow, shadow_name, show_group_help
-from .output import console as plain_console
+from shadows.cli import app
+from shadows.cli.errors import CLIError
+from shadows.cli.options import CallTasks, Config, Name, Url
+from shadows.cli.output import Json, calls_shown, open_shadow, shadow_name, show_group_help
+from shadows.cli.output import console as plain_console
+from shadows.core.annotations import render_known_call
+from shadows.core.execution import MessageError
+from shadows.operations.dead_letters import DeadLetter
+from shadows.producer.shadow import Shadow
 
 failed_app = typer.Typer(name="failed", rich_markup_mode=None)
 app.add_typer(failed_app)

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from ..settings.reference import render_toml
-from . import app
-from .errors import CLIError
+from shadows.cli import app
+from shadows.cli.errors import CLIError
+from shadows.settings.reference import render_toml
 
 
 @app.command()

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 import typer
 from pydantic.fields import FieldInfo
 
-from ..durations import format_duration, parse_duration
-from ..settings import Loaded, load_settings
-from ..settings.model import SECTIONS, Settings
-from ..settings.sources import CONFIG_VARIABLE, Unit, variable_of
+from shadows.core.durations import format_duration, parse_duration
+from shadows.settings import Loaded, load_settings
+from shadows.settings.model import SECTIONS, Settings
+from shadows.settings.sources import CONFIG_VARIABLE, Unit, variable_of
 
 __all__ = [
     "CallTasks",

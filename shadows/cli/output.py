@@ -13,11 +13,11 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from ..settings import activate, current_settings
-from ..settings.discovery import DiscoveryError, discover, gather
-from ..shadow import Shadow
-from .errors import CLIError
-from .options import settings_from
+from shadows.cli.errors import CLIError
+from shadows.cli.options import settings_from
+from shadows.producer.shadow import Shadow
+from shadows.settings import activate, current_settings
+from shadows.settings.discovery import DiscoveryError, discover, gather
 
 T = TypeVar("T")
 

@@ -16,15 +16,15 @@ from typing import Any
 
 import typer
 
-from ..execution import to_ms
-from ..registry import WorkerInfo
-from ..serialization import Payloads, PickleCodec
-from ..settings.sources import CONFIG_VARIABLE, variable_of
-from ..snapshot import Snapshot, SnapshotTask
-from . import app
-from .options import SETTING_OPTIONS, default_text
-from .snapshot import snapshot_document
-from .workers import workers_document
+from shadows.cli import app
+from shadows.cli.options import SETTING_OPTIONS, default_text
+from shadows.cli.snapshot import snapshot_document
+from shadows.cli.workers import workers_document
+from shadows.core.execution import to_ms
+from shadows.core.serialization import Payloads, PickleCodec
+from shadows.operations.registry import WorkerInfo
+from shadows.operations.snapshot import Snapshot, SnapshotTask
+from shadows.settings.sources import CONFIG_VARIABLE, variable_of
 
 INTRO = """\
 # Command-line reference

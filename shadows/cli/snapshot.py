@@ -11,12 +11,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ..connection import redact_url
-from ..shadow import Shadow
-from ..snapshot import Snapshot, SnapshotTask
-from . import app
-from .options import CallTasks, Config, Name, Url
-from .output import (
+from shadows.cli import app
+from shadows.cli.options import CallTasks, Config, Name, Url
+from shadows.cli.output import (
     Json,
     calls_shown,
     console,
@@ -27,7 +24,10 @@ from .output import (
     span,
     timestamp,
 )
-from .workers import worker_table
+from shadows.cli.workers import worker_table
+from shadows.core.connection import redact_url
+from shadows.operations.snapshot import Snapshot, SnapshotTask
+from shadows.producer.shadow import Shadow
 
 Limit = Annotated[
     int,

@@ -9,18 +9,18 @@ from typing import Annotated, Any
 
 import typer
 
-from ..shadow import Shadow
-from ..strikes import (
+from shadows.cli import app
+from shadows.cli.errors import CLIError
+from shadows.cli.options import Config, Name, Url
+from shadows.cli.output import open_shadow
+from shadows.operations.strikes import (
     Strike,
     UnreadableStrike,
     parse_operator,
     parse_value,
     read_strikes,
 )
-from . import app
-from .errors import CLIError
-from .options import Config, Name, Url
-from .output import open_shadow
+from shadows.producer.shadow import Shadow
 
 EVERY_TASK = "*"
 

@@ -8,15 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ..execution import Execution
-from ..shadow import Shadow
-from ..tasks import fail as fail_task
-from ..tasks import sleep as sleep_task
-from ..tasks import trace as trace_task
-from . import app
-from .errors import CLIError
-from .options import Config, Name, Url, duration
-from .output import open_shadow, relative, run, show_group_help
+from shadows.cli import app
+from shadows.cli.errors import CLIError
+from shadows.cli.options import Config, Name, Url, duration
+from shadows.cli.output import open_shadow, relative, run, show_group_help
+from shadows.core.execution import Execution
+from shadows.producer.shadow import Shadow
+from shadows.tasks import fail as fail_task
+from shadows.tasks import sleep as sleep_task
+from shadows.tasks import trace as trace_task
 
 tasks_app = typer.Typer(name="tasks", rich_markup_mode=None)
 app.add_typer(tasks_app)

@@ -6,15 +6,15 @@ import asyncio
 import logging
 from typing import Annotated
 
-from ..endpoints import EndpointError
-from ..log_formats import configure_logging
-from ..settings import Loaded, activate
-from ..settings.discovery import DiscoveryError, assemble, discover, user_tasks
-from ..shadow import Shadow
-from ..worker import Worker
-from . import app
-from .errors import CLIError
-from .options import Config, Name, Tasks, Url, setting_option, settings_from
+from shadows.cli import app
+from shadows.cli.errors import CLIError
+from shadows.cli.options import Config, Name, Tasks, Url, setting_option, settings_from
+from shadows.core.log_formats import configure_logging
+from shadows.operations.endpoints import EndpointError
+from shadows.producer.shadow import Shadow
+from shadows.settings import Loaded, activate
+from shadows.settings.discovery import DiscoveryError, assemble, discover, user_tasks
+from shadows.worker.worker import Worker
 
 logger = logging.getLogger("shadows.worker")
 

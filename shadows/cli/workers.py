@@ -9,11 +9,20 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..registry import WorkerInfo
-from ..shadow import Shadow
-from . import app
-from .options import Config, Name, Url
-from .output import Json, console, open_shadow, print_json, relative, run, show_group_help, span
+from shadows.cli import app
+from shadows.cli.options import Config, Name, Url
+from shadows.cli.output import (
+    Json,
+    console,
+    open_shadow,
+    print_json,
+    relative,
+    run,
+    show_group_help,
+    span,
+)
+from shadows.operations.registry import WorkerInfo
+from shadows.producer.shadow import Shadow
 
 workers_app = typer.Typer(name="workers", rich_markup_mode=None)
 app.add_typer(workers_app)

@@ -12,8 +12,8 @@ See ``docs/dashboard.md``.
 
 from __future__ import annotations
 
-from .app import Dashboard, create_app
-from .settings import DashboardSettings, SettingsError
+from shadows.dashboard.app import Dashboard, create_app
+from shadows.dashboard.settings import DashboardSettings, SettingsError
 
 #: The charting library shipped in ``static/`` (from the npm registry), and its licence.
 CHART_LIBRARY = ("uPlot", "1.6.32", "MIT")

@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..execution import MessageError
-from ..strikes import parse_operator, parse_value
-from .auth import SESSION_COOKIE, Operator, Refused, clean_name
-from .context import dashboard_of
-from .pages import NOTICE_COOKIE, render, strike_id, strikes
+from shadows.core.execution import MessageError
+from shadows.dashboard.auth import SESSION_COOKIE, Operator, Refused, clean_name
+from shadows.dashboard.context import dashboard_of
+from shadows.dashboard.pages import NOTICE_COOKIE, render, strike_id, strikes
+from shadows.operations.strikes import parse_operator, parse_value
 
 logger = logging.getLogger("shadows.dashboard")
 

@@ -24,11 +24,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import Receive, Scope, Send
 
-from ..shadow import Shadow
-from . import actions, formatting, pages
-from .auth import Guard
-from .poller import Poller
-from .settings import DashboardSettings
+from shadows.dashboard import actions, formatting, pages
+from shadows.dashboard.auth import Guard
+from shadows.dashboard.poller import Poller
+from shadows.dashboard.settings import DashboardSettings
+from shadows.producer.shadow import Shadow
 
 logger = logging.getLogger("shadows.dashboard")
 

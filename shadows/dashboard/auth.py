@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from .settings import DashboardSettings
+from shadows.dashboard.settings import DashboardSettings
 
 SESSION_COOKIE = "shadows_dashboard_session"
 #: The header scripts may use to say who they act for.

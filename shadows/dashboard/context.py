@@ -8,10 +8,10 @@ from typing import Protocol
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
-from ..shadow import Shadow
-from .auth import Guard
-from .poller import Poller
-from .settings import DashboardSettings
+from shadows.dashboard.auth import Guard
+from shadows.dashboard.poller import Poller
+from shadows.dashboard.settings import DashboardSettings
+from shadows.producer.shadow import Shadow
 
 
 class Served(Protocol):

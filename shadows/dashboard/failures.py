@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..dead_letters import MESSAGE_PREFIX
-from ..execution import now_ms
+from shadows.core.execution import now_ms
+from shadows.operations.dead_letters import MESSAGE_PREFIX
 
 if TYPE_CHECKING:
-    from ..shadow import Shadow
+    from shadows.producer.shadow import Shadow
 
 #: The part of an error a list row shows.
 ERROR_PREVIEW = 300

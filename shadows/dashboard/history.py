@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..tally import TALLY_FIELDS
-from .pulse import Pulse, WorkerView
+from shadows.dashboard.pulse import Pulse, WorkerView
+from shadows.operations.tally import TALLY_FIELDS
 
 _WIDTH = len(TALLY_FIELDS)
 _STARTED, _SUCCEEDED, _FAILED, _RETRIED, _STRICKEN, _LATENESS = range(_WIDTH)

@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..annotations import render_call
-from ..dead_letters import DeadLetter
-from ..dead_letters import parse as parse_dead_letter
-from ..execution import Message, MessageError
+from shadows.core.annotations import render_call
+from shadows.core.execution import Message, MessageError
+from shadows.operations.dead_letters import DeadLetter
+from shadows.operations.dead_letters import parse as parse_dead_letter
 
 if TYPE_CHECKING:
-    from ..shadow import Shadow
+    from shadows.producer.shadow import Shadow
 
 #: Longest rendered call shown on a page.
 CALL_LIMIT = 4000

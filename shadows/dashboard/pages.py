@@ -13,18 +13,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..execution import now_ms
-from ..reconnect import CONNECTION_ERRORS
-from ..strikes import OPERATORS
-from .context import Served, dashboard_of
-from .failures import failed_page
-from .formatting import safe_url
-from .lookup import find_task
-from .poller import TICK_RUNNING
-from .scheduled import scheduled_page
+from shadows.core.execution import now_ms
+from shadows.core.reconnect import CONNECTION_ERRORS
+from shadows.dashboard.context import Served, dashboard_of
+from shadows.dashboard.failures import failed_page
+from shadows.dashboard.formatting import safe_url
+from shadows.dashboard.lookup import find_task
+from shadows.dashboard.poller import TICK_RUNNING
+from shadows.dashboard.scheduled import scheduled_page
+from shadows.operations.strikes import OPERATORS
 
 if TYPE_CHECKING:
-    from ..strikes import Strike
+    from shadows.operations.strikes import Strike
 
 #: The cookie that carries the outcome of an action to the page it returns to.
 NOTICE_COOKIE = "shadows_dashboard_notice"

@@ -21,12 +21,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from ..cancellation import CancelGuard
-from ..execution import now_ms
-from ..reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
-from ..shadow import Shadow
-from .history import POINT_FIELDS, History
-from .pulse import Pulse, read_pulse
+from shadows.core.cancellation import CancelGuard
+from shadows.core.execution import now_ms
+from shadows.core.reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
+from shadows.dashboard.history import POINT_FIELDS, History
+from shadows.dashboard.pulse import Pulse, read_pulse
+from shadows.producer.shadow import Shadow
 
 logger = logging.getLogger("shadows.dashboard")
 

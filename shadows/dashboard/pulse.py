@@ -12,11 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..keys import WORKER_GROUP
-from ..tally import parse_tally
+from shadows.core.keys import WORKER_GROUP
+from shadows.operations.tally import parse_tally
 
 if TYPE_CHECKING:
-    from ..shadow import Shadow
+    from shadows.producer.shadow import Shadow
 
 #: Running tasks a reading describes one by one (the count is always exact).
 RUNNING_LIMIT = 500

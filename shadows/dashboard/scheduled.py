@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..shadow import Shadow
+    from shadows.producer.shadow import Shadow
 
 #: Queue entries one search call examines at most (about 10 ms of Redis time).
 STEP = 5_000

@@ -24,8 +24,8 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as SourceError
 
-from ..durations import parse_duration
-from ..settings.sources import locate
+from shadows.core.durations import parse_duration
+from shadows.settings.sources import locate
 
 #: The table of the settings file that holds the dashboard's settings.
 TABLE = "dashboard"

@@ -1,9 +1,16 @@
 """Settings: one model, read from flags, ``SHADOW_*`` variables, ``shadows.toml``."""
 
-from .loading import Loaded, activate, activated, current, current_settings, load_settings
-from .model import Settings, TaskSettings
-from .problems import ConfigError, Problem
-from .sources import ConfigFile, Origin
+from shadows.settings.loading import (
+    Loaded,
+    activate,
+    activated,
+    current,
+    current_settings,
+    load_settings,
+)
+from shadows.settings.model import Settings, TaskSettings
+from shadows.settings.problems import ConfigError, Problem
+from shadows.settings.sources import ConfigFile, Origin
 
 __all__ = [
     "ConfigError",

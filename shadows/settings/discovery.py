@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from ..dependencies.base import BEHAVIOURS_ATTRIBUTE, behaviour_kind
-from ..functions import load_collection, unwrapped
-from ..shadow import Shadow
-from ..task import Task
-from ..tasks import standard_tasks
-from .loading import Loaded
-from .overrides import declared, overridden
-from .problems import ConfigError, Problem, did_you_mean
+from shadows.behaviours.base import BEHAVIOURS_ATTRIBUTE, behaviour_kind
+from shadows.core.functions import load_collection, unwrapped
+from shadows.producer.shadow import Shadow
+from shadows.producer.task import Task
+from shadows.settings.loading import Loaded
+from shadows.settings.overrides import declared, overridden
+from shadows.settings.problems import ConfigError, Problem, did_you_mean
+from shadows.tasks import standard_tasks
 
 logger = logging.getLogger("shadows.settings")
 

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from ..durations import format_duration
-from .loading import Loaded
-from .model import FOREIGN_SECTIONS, SECTIONS, TASK_KEYS, Settings
-from .overrides import as_table, declared, overridden
+from shadows.core.durations import format_duration
+from shadows.settings.loading import Loaded
+from shadows.settings.model import FOREIGN_SECTIONS, SECTIONS, TASK_KEYS, Settings
+from shadows.settings.overrides import as_table, declared, overridden
 
 Entry = dict[str, Any]
 #: The table keys that both set when a task runs again: one replaces the other.

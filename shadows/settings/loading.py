@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .model import SECTIONS, TASK_KEYS, Settings, TaskSettings
-from .problems import ConfigError, Problem, did_you_mean
-from .sources import (
+from shadows.settings.model import SECTIONS, TASK_KEYS, Settings, TaskSettings
+from shadows.settings.problems import ConfigError, Problem, did_you_mean
+from shadows.settings.sources import (
     ConfigFile,
     Origin,
     Unit,

@@ -24,10 +24,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ..connection import normalize_url
-from ..durations import format_duration, parse_duration
-from ..keys import validate_name
-from ..serialization import codec_named
+from shadows.core.connection import normalize_url
+from shadows.core.durations import format_duration, parse_duration
+from shadows.core.keys import validate_name
+from shadows.core.serialization import codec_named
 
 #: As ``registry.MINIMUM_HEARTBEAT_INTERVAL`` (not imported: the registry needs the shadow).
 MINIMUM_HEARTBEAT_INTERVAL = timedelta(milliseconds=10)

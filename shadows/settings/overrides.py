@@ -12,7 +12,7 @@ from datetime import UTC, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..dependencies import (
+from shadows.behaviours import (
     ConcurrencyLimit,
     Cron,
     Dependency,
@@ -22,9 +22,9 @@ from ..dependencies import (
     Timeout,
     plan_for,
 )
-from ..dependencies.base import behaviour_kind
-from ..durations import format_duration
-from .model import TaskSettings
+from shadows.behaviours.base import behaviour_kind
+from shadows.core.durations import format_duration
+from shadows.settings.model import TaskSettings
 
 #: The kinds a ``[task.NAME]`` table may set, by the key that sets them.
 KINDS: dict[str, type[Dependency]] = {

@@ -16,9 +16,9 @@ from typing import Any
 import tomli_w
 from pydantic.fields import FieldInfo
 
-from ..durations import format_duration
-from .model import FOREIGN_SECTIONS, SECTIONS, Settings, TaskSettings
-from .sources import CONFIG_VARIABLE, variable_of
+from shadows.core.durations import format_duration
+from shadows.settings.model import FOREIGN_SECTIONS, SECTIONS, Settings, TaskSettings
+from shadows.settings.sources import CONFIG_VARIABLE, variable_of
 
 #: A ``[task.NAME]`` table showing every key (in the example file, commented out).
 TASK_EXAMPLE = """\

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .model import FOREIGN_SECTIONS, SECTIONS, TASK_KEYS, Settings
-from .problems import Problem, did_you_mean
+from shadows.settings.model import FOREIGN_SECTIONS, SECTIONS, TASK_KEYS, Settings
+from shadows.settings.problems import Problem, did_you_mean
 
 Kind = Literal["flag", "env", "file", "decorator", "default"]
 Unit = tuple[str, ...]

@@ -25,12 +25,12 @@ from datetime import timedelta
 
 import pytest
 
-from ..connection import forget_memory_server, is_memory
-from ..settings import activated, current
-from ..settings.discovery import Discovered, apply_tables, discover, gather
-from ..settings.loading import Loaded
-from ..shadow import Shadow, configured_shadows
-from ..worker import Worker
+from shadows.core.connection import forget_memory_server, is_memory
+from shadows.producer.shadow import Shadow, configured_shadows
+from shadows.settings import activated, current
+from shadows.settings.discovery import Discovered, apply_tables, discover, gather
+from shadows.settings.loading import Loaded
+from shadows.worker.worker import Worker
 
 #: Test workers look for work often: tests wait on them.
 _FAST = timedelta(milliseconds=20)

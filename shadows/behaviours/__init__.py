@@ -1,0 +1,46 @@
+"""Dependencies a task declares as parameter defaults."""
+
+from shadows.behaviours.base import (
+    Context,
+    Dependency,
+    DependencyError,
+    TaskPlan,
+    plan_for,
+    resolve_arguments,
+)
+from shadows.behaviours.concurrency import ConcurrencyLimit
+from shadows.behaviours.context import (
+    CurrentExecution,
+    CurrentShadow,
+    CurrentWorker,
+    TaskArgument,
+    TaskKey,
+    TaskLogger,
+)
+from shadows.behaviours.functional import Dependent, Depends
+from shadows.behaviours.perpetual import Cron, Perpetual
+from shadows.behaviours.retry import ExponentialRetry, Retry
+from shadows.behaviours.timeout import Timeout
+
+__all__ = [
+    "ConcurrencyLimit",
+    "Context",
+    "Cron",
+    "CurrentExecution",
+    "CurrentShadow",
+    "CurrentWorker",
+    "Dependency",
+    "DependencyError",
+    "Dependent",
+    "Depends",
+    "ExponentialRetry",
+    "Perpetual",
+    "Retry",
+    "TaskArgument",
+    "TaskKey",
+    "TaskLogger",
+    "TaskPlan",
+    "Timeout",
+    "plan_for",
+    "resolve_arguments",
+]

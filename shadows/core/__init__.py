@@ -1,0 +1,1 @@
+"""What everything stands on: keys, messages, encoding, the connection and the scripts."""

@@ -1,0 +1,1 @@
+"""Operating a shadow: strikes, snapshots, the registry, dead letters, metrics and health."""

@@ -1,0 +1,485 @@
+"""A picture of everything a shadow holds: future, queued and running tasks, and workers.
+
+Speed matters here, because a snapshot of a busy shadow may cover hundreds of thousands of
+tasks, and redis-py parses replies in pure Python at microseconds per element. So each page
+of tasks is read by one Lua script that packs the whole page into two strings: numbers per
+task (due time, attempt, lengths of the text fields) and the concatenated bytes of those
+fields. Python splits them with a few C-level calls per task and asks for the next page
+before parsing the current one, so Redis and Python work at the same time.
+
+Each task's function is looked up by name among those registered on the shadow (a dict
+lookup per task name). Its arguments cost most (whole messages are needed, because a
+message names its codec and may be signed over all its fields): they are read by default,
+so that a snapshot's tasks read like executions, and decoded only when used;
+``arguments=False`` skips them for monitoring that needs no more than name, key, due
+time, attempt, state and worker (the CLI, huge queues).
+
+Pages are separate script calls, so Redis is never blocked for long, but the whole is not
+one atomic picture: a task that moves while the snapshot is taken (from the queue to the
+stream, say) may be seen in both places, and is then reported once, in its later place,
+or, when it moves backwards (a retry), missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from shadows.core.annotations import render_known_call
+from shadows.core.execution import Message, from_ms
+from shadows.core.keys import WORKER_GROUP
+from shadows.core.serialization import Payloads
+from shadows.operations.registry import WorkerInfo, list_workers
+
+if TYPE_CHECKING:
+    from shadows.producer.shadow import Shadow
+
+#: Tasks read by one script call: small enough to keep Redis responsive meanwhile
+#: (a page takes Redis a few milliseconds).
+PAGE = 1000
+
+State = Literal["scheduled", "queued", "running"]
+
+#: A message as a snapshot keeps it: its fields' names and values concatenated, and their
+#: lengths (name, value, name, value, ...).
+RawMessage = tuple[bytes, list[int]]
+
+# Both page scripts describe each task with numbers, then its text: the numbers end with
+# the count of message fields that follow the text (0 unless the arguments are read) and
+# the lengths of their names and values; the text is the task's key, its task name, for
+# stream entries the name of the worker holding it, then those fields, all concatenated.
+# The whole message is needed to decode the arguments, because a message names its codec
+# and may be signed over all its fields.
+
+# KEYS: queue
+# ARGV: key prefix, lowest score, how many entries of that score to skip, page size,
+#       '1' to read the arguments too
+# Returns {numbers, text, last score, how many of the page have the last score, count}:
+# per task "score attempt len(key) len(function) field-count field-lengths...".
+QUEUE_PAGE = r"""
+local prefix, low, skip, page = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local whole = ARGV[5] == '1'
+local rows = redis.call('ZRANGE', KEYS[1], low, '+inf', 'BYSCORE', 'LIMIT', skip, page,
+                        'WITHSCORES')
+local numbers, data, n, d = {}, {}, 0, 0
+local last, tied = '', 0
+for i = 1, #rows, 2 do
+  local key, score = rows[i], rows[i + 1]
+  local parked = prefix .. 'parked:' .. key
+  local fn, attempt, fields = '', '0', {}
+  if whole then
+    fields = redis.call('HGETALL', parked)
+    for j = 1, #fields, 2 do
+      if fields[j] == 'function' then fn = fields[j + 1]
+      elseif fields[j] == 'attempt' then attempt = fields[j + 1] end
+    end
+  else
+    local f = redis.call('HMGET', parked, 'function', 'attempt')
+    fn, attempt = f[1] or '', f[2] or '0'
+  end
+  numbers[n + 1], numbers[n + 2], numbers[n + 3] = score, attempt, #key
+  numbers[n + 4], numbers[n + 5] = #fn, #fields / 2
+  n = n + 5
+  data[d + 1], data[d + 2] = key, fn
+  d = d + 2
+  for j = 1, #fields do
+    numbers[n + j], data[d + j] = #fields[j], fields[j]
+  end
+  n, d = n + #fields, d + #fields
+  if score == last then tied = tied + 1 else last, tied = score, 1 end
+end
+return {table.concat(numbers, ' '), table.concat(data), last, tied, #rows / 2}
+"""
+
+# KEYS: stream
+# ARGV: group, key prefix, first id (inclusive '-' or exclusive '(id'), page size,
+#       '1' to read the arguments too
+# Returns {numbers, text, last id, count}: per entry "when attempt started len(key)
+# len(function) len(worker) field-count field-lengths...", started being -1 for an entry
+# no worker has received; the worker is the consumer that holds the entry.
+STREAM_PAGE = r"""
+local stream, group, prefix = KEYS[1], ARGV[1], ARGV[2]
+local start, page, whole = ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
+local entries = redis.call('XRANGE', stream, start, '+', 'COUNT', page)
+if #entries == 0 then return {'', '', '', 0} end
+local first, last = entries[1][1], entries[#entries][1]
+local owners = {}
+local ok, pending = pcall(redis.call, 'XPENDING', stream, group, first, last, page * 2)
+if ok then
+  for _, p in ipairs(pending) do owners[p[1]] = p[2] end
+end
+local numbers, data, n, d = {}, {}, 0, 0
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  local key, fn, when, attempt = '', '', '0', '0'
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    if name == 'key' then key = fields[i + 1]
+    elseif name == 'function' then fn = fields[i + 1]
+    elseif name == 'when' then when = fields[i + 1]
+    elseif name == 'attempt' then attempt = fields[i + 1] end
+  end
+  if not whole then fields = {} end
+  local owner = owners[entry[1]]
+  local started = '-1'
+  if owner then
+    started = redis.call('HGET', prefix .. 'run:' .. key, 'started') or '0'
+  else
+    owner = ''
+  end
+  numbers[n + 1], numbers[n + 2], numbers[n + 3] = when, attempt, started
+  numbers[n + 4], numbers[n + 5], numbers[n + 6] = #key, #fn, #owner
+  numbers[n + 7] = #fields / 2
+  n = n + 7
+  data[d + 1], data[d + 2], data[d + 3] = key, fn, owner
+  d = d + 3
+  for j = 1, #fields do
+    numbers[n + j], data[d + j] = #fields[j], fields[j]
+  end
+  n, d = n + #fields, d + #fields
+end
+return {table.concat(numbers, ' '), table.concat(data), last, #entries}
+"""
+
+
+class ArgumentsNotRead(LookupError):
+    """The arguments of a task in a snapshot taken with ``arguments=False``."""
+
+
+class SnapshotTask:
+    """One task in a snapshot: cheap to build; its arguments are decoded only when used.
+
+    It has the attributes of an :class:`~shadows.Execution`, plus its ``state`` and,
+    while it runs, the ``worker`` running it and when it ``started``. ``function`` is
+    the task's function when it is registered on the shadow that took the snapshot, else
+    its name (the process taking a snapshot need not have every task); ``function_name``
+    is always the name. Reading ``args`` or ``kwargs`` decodes the message as a worker
+    would: only in the shadow's own codec, and only with a valid signature when the
+    shadow has a signing key.
+    """
+
+    __slots__ = (
+        "_decoded",
+        "_payloads",
+        "_raw",
+        "attempt",
+        "function",
+        "function_name",
+        "key",
+        "started_ms",
+        "state",
+        "when_ms",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        name: str,
+        when_ms: int,
+        attempt: int,
+        state: State,
+        raw: RawMessage | None,
+        payloads: Payloads,
+        worker: str | None = None,
+        started_ms: int = 0,
+        function: Callable[..., Any] | None = None,
+    ) -> None:
+        self.key = key
+        self.function_name = name
+        #: The registered function, else the task's name.
+        self.function: Callable[..., Any] | str = name if function is None else function
+        self.when_ms = when_ms
+        self.attempt = attempt
+        self.state: State = state
+        self.worker = worker
+        self.started_ms = started_ms
+        self._raw = raw
+        self._payloads = payloads
+        self._decoded: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+
+    @property
+    def when(self) -> datetime:
+        """When the task is (or was) due."""
+        return from_ms(self.when_ms)
+
+    @property
+    def started(self) -> datetime | None:
+        """When its worker started it (``None`` unless running and recorded)."""
+        return from_ms(self.started_ms) if self.started_ms > 0 else None
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The positional arguments, decoded on first use.
+
+        Raises :class:`ArgumentsNotRead`, :class:`~shadows.serialization.PayloadError`
+        (another codec, a bad signature), or whatever the codec raises.
+        """
+        return self._arguments()[0]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments, decoded on first use."""
+        return self._arguments()[1]
+
+    def _arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self._decoded is None:
+            if self._raw is None:
+                raise ArgumentsNotRead(
+                    f"The arguments of task {self.key!r} were not read: take the snapshot "
+                    "with arguments=True"
+                )
+            text, lengths = self._raw
+            fields: dict[bytes, bytes] = {}
+            position = 0
+            for i in range(0, len(lengths), 2):
+                name_end = position + lengths[i]
+                value_end = name_end + lengths[i + 1]
+                fields[text[position:name_end]] = text[name_end:value_end]
+                position = value_end
+            self._decoded = self._payloads.decode(Message.parse(fields))
+        return self._decoded
+
+    def call_repr(self) -> str:
+        """The call as a worker's log lines show it (``Logged`` arguments only) when the
+        function is registered and the arguments were read and decode; else the name."""
+        function = None if isinstance(self.function, str) else self.function
+        return render_known_call(self.function_name, function, self._arguments)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON form used by ``shadows snapshot --json`` (no arguments)."""
+        started = self.started
+        return {
+            "key": self.key,
+            "function": self.function_name,
+            "state": self.state,
+            "when": self.when.isoformat(),
+            "attempt": self.attempt,
+            "worker": self.worker,
+            "started": started.isoformat() if started else None,
+        }
+
+    def __repr__(self) -> str:
+        where = f", worker={self.worker!r}" if self.worker else ""
+        return (
+            f"SnapshotTask({self.function_name}, key={self.key!r}, state={self.state}, "
+            f"when={self.when.isoformat()}, attempt={self.attempt}{where})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a shadow held when the snapshot was taken."""
+
+    #: When the snapshot was taken (just before its first page was read).
+    taken: datetime
+    #: Tasks not running yet, soonest first: ``scheduled`` ones (in the queue) and
+    #: ``queued`` ones (due, on the stream, waiting for a free worker).
+    future: Sequence[SnapshotTask]
+    #: Tasks a worker has received, longest running first.
+    running: Sequence[SnapshotTask]
+    #: The live workers, by name.
+    workers: Sequence[WorkerInfo]
+
+    @property
+    def total_tasks(self) -> int:
+        return len(self.future) + len(self.running)
+
+    def count(self, state: State) -> int:
+        """How many tasks are in ``state``."""
+        if state == "running":
+            return len(self.running)
+        return sum(1 for task in self.future if task.state == state)
+
+
+async def take_snapshot(shadow: Shadow, arguments: bool = True) -> Snapshot:
+    """Read every future, queued and running task of ``shadow``, and its live workers."""
+    taken = datetime.now(UTC)
+    tasks: dict[str, SnapshotTask] = {}
+    # The queue first: work moves from the queue to the stream, so a task moving while we
+    # read is seen twice (and the stream's reading wins) rather than not at all.
+    for task in await _read_queue(shadow, arguments):
+        tasks[task.key] = task
+    for task in await _read_stream(shadow, arguments):
+        tasks[task.key] = task
+    future = [task for task in tasks.values() if task.state != "running"]
+    future.sort(key=_due)
+    running = [task for task in tasks.values() if task.state == "running"]
+    running.sort(key=_start)
+    return Snapshot(taken, future, running, await list_workers(shadow))
+
+
+def _due(task: SnapshotTask) -> int:
+    return task.when_ms
+
+
+def _start(task: SnapshotTask) -> int:
+    return task.started_ms or task.when_ms
+
+
+Cursor = tuple[Any, ...]
+
+
+class _Names:
+    """Task names as read, decoded once each, with their registered functions."""
+
+    def __init__(self, tasks: Mapping[str, Callable[..., Any]]) -> None:
+        self._tasks = tasks
+        self._seen: dict[bytes, tuple[str, Callable[..., Any] | None]] = {}
+
+    def lookup(self, raw: bytes) -> tuple[str, Callable[..., Any] | None]:
+        found = self._seen.get(raw)
+        if found is None:
+            name = raw.decode(errors="replace")
+            found = self._seen[raw] = (name, self._tasks.get(name))
+        return found
+
+
+async def _paged(
+    fetch: Callable[[Cursor], Awaitable[Any]],
+    first: Cursor,
+    follow: Callable[[Any, Cursor], Cursor | None],
+    parse: Callable[[Any], None],
+) -> None:
+    """Fetch pages from ``first`` on, asking for the next before parsing the current."""
+    cursor = first
+    reply = await fetch(cursor)
+    while True:
+        following = follow(reply, cursor)
+        upcoming = asyncio.ensure_future(fetch(following)) if following is not None else None
+        try:
+            await asyncio.sleep(0)  # lets the request go out before parsing starts
+            parse(reply)
+        except BaseException:
+            if upcoming is not None:
+                upcoming.cancel()
+            raise
+        if upcoming is None or following is None:
+            return
+        reply, cursor = await upcoming, following
+
+
+def _integers(values: list[bytes]) -> list[int]:
+    try:
+        return list(map(int, values))
+    except ValueError:  # a score written as a float by someone else
+        return [int(float(value)) for value in values]
+
+
+def _fields(values: list[int], at: int, text: bytes, position: int) -> tuple[RawMessage, int]:
+    """The raw message whose field count is ``values[at]``; returns it and where it ends."""
+    lengths = values[at + 1 : at + 1 + 2 * values[at]]
+    end = position + sum(lengths)
+    return (text[position:end], lengths), end
+
+
+async def _read_queue(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
+    script = shadow.client.register_script(QUEUE_PAGE)
+    keys = [shadow.keys.queue]
+    prefix = shadow.keys.prefix
+    flag = "1" if arguments else "0"
+    payloads = shadow.payloads
+    found: list[SnapshotTask] = []
+    names = _Names(shadow.tasks)
+
+    async def fetch(cursor: Cursor) -> Any:
+        low, skip = cursor
+        return await script(keys=keys, args=[prefix, low, skip, PAGE, flag])
+
+    def follow(reply: Any, cursor: Cursor) -> Cursor | None:
+        _, _, last, tied, count = reply
+        if int(count) < PAGE:
+            return None
+        # Resume at the last score, skipping the members of that score already read
+        # (members of one score come in a stable, lexical order).
+        low, skip = cursor
+        return (last, skip + int(tied) if last == low else int(tied))
+
+    def parse(reply: Any) -> None:
+        numbers, text = reply[0], reply[1]
+        values = _integers(numbers.split())
+        position = 0
+        i = 0
+        append = found.append
+        while i < len(values):
+            key_end = position + values[i + 2]
+            function_end = key_end + values[i + 3]
+            name, function = names.lookup(text[key_end:function_end])
+            key = text[position:key_end].decode(errors="replace")
+            raw: RawMessage | None = None
+            position = function_end
+            if values[i + 4]:
+                raw, position = _fields(values, i + 4, text, position)
+            append(
+                SnapshotTask(
+                    key,
+                    name,
+                    values[i],
+                    values[i + 1],
+                    "scheduled",
+                    raw,
+                    payloads,
+                    function=function,
+                )
+            )
+            i += 5 + 2 * values[i + 4]
+
+    await _paged(fetch, (b"-inf", 0), follow, parse)
+    return found
+
+
+async def _read_stream(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
+    script = shadow.client.register_script(STREAM_PAGE)
+    keys = [shadow.keys.stream]
+    args = [WORKER_GROUP, shadow.keys.prefix]
+    flag = "1" if arguments else "0"
+    payloads = shadow.payloads
+    found: list[SnapshotTask] = []
+    names = _Names(shadow.tasks)
+
+    async def fetch(cursor: Cursor) -> Any:
+        return await script(keys=keys, args=[*args, cursor[0], PAGE, flag])
+
+    def follow(reply: Any, cursor: Cursor) -> Cursor | None:
+        _, _, last, count = reply
+        if int(count) < PAGE:
+            return None
+        return (b"(" + last,)
+
+    def parse(reply: Any) -> None:
+        numbers, text = reply[0], reply[1]
+        values = _integers(numbers.split())
+        position = 0
+        i = 0
+        while i < len(values):
+            key_start = position
+            key_end = key_start + values[i + 3]
+            function_end = key_end + values[i + 4]
+            worker_end = function_end + values[i + 5]
+            started = values[i + 2]
+            raw: RawMessage | None = None
+            position = worker_end
+            if values[i + 6]:
+                raw, position = _fields(values, i + 6, text, position)
+            name, function = names.lookup(text[key_end:function_end])
+            found.append(
+                SnapshotTask(
+                    text[key_start:key_end].decode(errors="replace"),
+                    name,
+                    values[i],
+                    values[i + 1],
+                    "running" if started >= 0 else "queued",
+                    raw,
+                    payloads,
+                    worker=text[function_end:worker_end].decode(errors="replace") or None,
+                    started_ms=max(started, 0),
+                    function=function,
+                )
+            )
+            i += 7 + 2 * values[i + 6]
+
+    await _paged(fetch, (b"-",), follow, parse)
+    return found

@@ -1,0 +1,1 @@
+"""The producer side: a shadow, its tasks, and the ways work is added."""

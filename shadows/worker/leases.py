@@ -1,0 +1,102 @@
+"""Keeping the claims on running messages alive, and fencing the ones that are lost.
+
+A worker owns a message while it sits in its pending list and has been touched within the
+redelivery timeout; after that, any other worker may claim it (XAUTOCLAIM). This loop
+renews the claims of running messages every quarter of the timeout (and extends the
+leases of their concurrency slots). A task whose claim could not be confirmed for 70% of
+the timeout (Redis unreachable, say) is cancelled locally, before any other worker may
+claim its message at 100%: two runs of one message never overlap because a worker lost
+touch. A task whose message another worker has claimed is cancelled at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from shadows.core.cancellation import CancelGuard
+from shadows.core.execution import Message, now_ms
+from shadows.core.keys import WORKER_GROUP
+from shadows.core.reconnect import CONNECTION_ERRORS
+from shadows.producer.shadow import Shadow
+from shadows.worker.reader import entry_id
+
+logger = logging.getLogger("shadows.worker")
+
+
+class Leases:
+    """The claims of one worker's running messages."""
+
+    def __init__(
+        self,
+        shadow: Shadow,
+        consumer: str,
+        redelivery: float,
+        message: Callable[[str], Message | None],
+        lose: Callable[[str, str], None],
+    ) -> None:
+        self.shadow = shadow
+        self.consumer = consumer
+        self.redelivery = redelivery
+        self._message = message
+        self._lose = lose
+        #: When each running message's claim was last confirmed (monotonic, send time).
+        self.confirmed: dict[str, float] = {}
+
+    def track(self, message_id: str, since: float) -> None:
+        self.confirmed[message_id] = since
+
+    def forget(self, message_id: str) -> None:
+        self.confirmed.pop(message_id, None)
+
+    async def run(self) -> None:
+        tick = max(self.redelivery / 10, 0.005)
+        renew_every = self.redelivery / 4
+        limit = self.redelivery * 0.7
+        last_renewal = time.monotonic()
+        renewal: asyncio.Task[None] | None = None
+        guard = CancelGuard()
+        try:
+            while True:
+                await asyncio.sleep(tick)
+                guard.check()
+                now = time.monotonic()
+                for message_id, confirmed in list(self.confirmed.items()):
+                    if now - confirmed > limit:
+                        self._lose(message_id, "its claim could not be renewed in time")
+                due = now - last_renewal >= renew_every
+                if due and self.confirmed and (renewal is None or renewal.done()):
+                    last_renewal = now
+                    renewal = asyncio.create_task(self._renew(list(self.confirmed)))
+        finally:
+            if renewal is not None:
+                renewal.cancel()
+
+    async def _renew(self, message_ids: list[str]) -> None:
+        sent = time.monotonic()
+        keys = self.shadow.keys
+        script_keys = [keys.stream]
+        args: list[str | int] = [
+            WORKER_GROUP,
+            self.consumer,
+            now_ms(),
+            int(self.redelivery * 1000),
+        ]
+        for message_id in message_ids:
+            message = self._message(message_id)
+            holds = message.holds if message else []
+            script_keys += [keys.concurrency(slot) for slot in holds]
+            args += [message_id, message.key if message else "", len(holds)]
+        try:
+            lost = await self.shadow.scripts.renew(keys=script_keys, args=args)
+        except CONNECTION_ERRORS as error:
+            logger.warning("Could not renew the claims of %d task(s): %s", len(message_ids), error)
+            return
+        lost_ids = {entry_id(message_id) for message_id in lost}
+        for message_id in message_ids:
+            if message_id in lost_ids:
+                self._lose(message_id, "another worker has claimed its message")
+            elif message_id in self.confirmed:
+                self.confirmed[message_id] = sent

@@ -1,0 +1,274 @@
+"""Where a worker's next messages come from, in order of priority.
+
+1. Its own pending list, after a start or a reconnection: messages delivered to this
+   consumer that it never ran (a lost reply, a restart under the same name).
+2. Messages other consumers left unacknowledged for longer than the redelivery timeout
+   (XAUTOCLAIM): the work of dead workers.
+3. New messages (XREADGROUP ``>``), blocking while the stream is empty.
+
+The blocking read runs on a dedicated connection so that it can be woken with
+``CLIENT UNBLOCK`` instead of being cancelled: a cancelled read may still be served by the
+server and leave a message stranded in this consumer's pending list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Collection, Mapping
+from datetime import timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from shadows.core.execution import now_ms
+from shadows.core.keys import WORKER_GROUP
+from shadows.producer.shadow import Shadow
+
+logger = logging.getLogger("shadows.worker")
+
+Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
+
+#: Where a batch of entries comes from, which decides what the worker checks first:
+#: read and marked running by the READ script; delivered just now by a blocking read;
+#: or held for a while (this consumer's pending list, or reclaimed from a dead worker).
+READ, FRESH, HELD = "read", "fresh", "held"
+
+#: How often (seconds) a worker looks for consumers of dead workers to forget.
+PRUNE_EVERY = 600.0
+
+
+def entry_id(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def entries_of(response: Any) -> list[Entry]:
+    """The (id, fields) pairs of an XREADGROUP reply (RESP2 list or RESP3 dict)."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return [entry for batch in response.values() for entry in batch[0]]
+    return [entry for _, batch in response for entry in batch]
+
+
+class StreamReader:
+    """Reads messages for one consumer of a shadow's stream."""
+
+    def __init__(
+        self,
+        shadow: Shadow,
+        consumer: str,
+        redelivery_timeout: timedelta,
+        block: float,
+        claim_every: float,
+    ) -> None:
+        self.shadow = shadow
+        self.consumer = consumer
+        self.redelivery_timeout = redelivery_timeout
+        self.block_ms = max(1, int(block * 1000))
+        self.claim_every = claim_every
+        self.recover = True
+        self._last_claim = 0.0
+        self._last_prune = time.monotonic()
+        #: When the last read of new messages was sent (their claim clock started then).
+        self.sent_at = 0.0
+        #: A consumer idle this long (seconds) with nothing pending belongs to a dead worker.
+        self.prune_after = max(3600.0, 10 * redelivery_timeout.total_seconds())
+        self._connection: Redis | None = None
+        self._can_unblock = True
+        #: The server's id of the blocking-read connection (for CLIENT UNBLOCK), asked
+        #: once per connection rather than before every read.
+        self._client_id: int | None = None
+        #: Delivery counts of reclaimed messages, read by the worker (and popped).
+        self.deliveries: dict[str, int] = {}
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        self._client_id = None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.aclose()
+
+    async def next(
+        self, free: int, skip: Collection[str], block: bool, wake: asyncio.Event
+    ) -> tuple[list[Entry], str]:
+        """Up to ``free`` messages and their origin (:data:`READ`, :data:`FRESH` or
+        :data:`HELD`); ``skip`` holds ids this worker runs.
+
+        A blocking read returns early (empty) once ``wake`` is set.
+        """
+        client = self.shadow.client
+        stream = self.shadow.keys.stream
+        if self.recover:
+            entries = await self._own_pending(free, skip)
+            if len(entries) <= free:
+                self.recover = False
+            if entries:
+                return entries[:free], HELD
+
+        now = time.monotonic()
+        if now - self._last_claim >= self.claim_every:
+            self._last_claim = now
+            if now - self._last_prune >= PRUNE_EVERY:
+                self._last_prune = now
+                await self._prune_consumers()
+            claimed = await client.xautoclaim(
+                stream,
+                WORKER_GROUP,
+                self.consumer,
+                min_idle_time=int(self.redelivery_timeout.total_seconds() * 1000),
+                start_id="0-0",
+                count=free,
+            )
+            entries = list(claimed[1])
+            if entries:
+                logger.warning(
+                    "Reclaimed %d message(s) left unacknowledged for over %s by dead workers",
+                    len(entries),
+                    self.redelivery_timeout,
+                )
+                await self._count_deliveries([entry_id(e[0]) for e in entries])
+                return entries, HELD
+
+        # The busy path: new work, read and marked running in one script call.
+        self.sent_at = time.monotonic()
+        keys = self.shadow.keys
+        read = await self.shadow.scripts.read(
+            keys=[stream], args=[WORKER_GROUP, self.consumer, free, now_ms(), keys.prefix]
+        )
+        if read or not block or wake.is_set():
+            return [(entry[0], _pairs(entry[1])) for entry in read], READ
+        self.sent_at = time.monotonic()
+        return await self._blocking_read(free, wake), FRESH
+
+    async def _own_pending(self, free: int, skip: Collection[str]) -> list[Entry]:
+        """Messages in this consumer's pending list that it is not running.
+
+        Read with XPENDING and XRANGE rather than XREADGROUP from 0, which would count
+        one more delivery each time (and make a healthy worker's long task look like
+        poison after a few reconnections). The worker's START script then confirms the
+        claim atomically before running them.
+        """
+        client = self.shadow.client
+        stream = self.shadow.keys.stream
+        pending = await client.xpending_range(
+            stream,
+            WORKER_GROUP,
+            min="-",
+            max="+",
+            count=free + len(skip),
+            consumername=self.consumer,
+        )
+        ids = [entry_id(entry["message_id"]) for entry in pending]  # type: ignore[arg-type]
+        ids = [message_id for message_id in ids if message_id not in skip][: free + 1]
+        if not ids:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.xrange(stream, message_id, message_id)
+            found = await pipe.execute()
+        entries: list[Entry] = []
+        for message_id, rows in zip(ids, found, strict=True):
+            # an entry deleted while pending has no fields: the worker acknowledges it
+            entries.append(rows[0] if rows else (message_id, None))
+        return entries
+
+    async def _prune_consumers(self) -> None:
+        """Forget consumers of dead workers that hold nothing (the group would grow with
+        every short-lived worker name otherwise)."""
+        client = self.shadow.client
+        stream = self.shadow.keys.stream
+        quiet = self.prune_after * 1000
+        for consumer in await client.xinfo_consumers(stream, WORKER_GROUP):
+            name = entry_id(consumer["name"])
+            if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > quiet:
+                await client.xgroup_delconsumer(stream, WORKER_GROUP, name)
+                logger.info("Forgot the idle consumer %s (no pending messages)", name)
+
+    async def _count_deliveries(self, message_ids: list[str]) -> None:
+        """Remember how often reclaimed messages were delivered (to spot poison)."""
+        pending = await self.shadow.client.xpending_range(
+            self.shadow.keys.stream,
+            WORKER_GROUP,
+            min=min(message_ids, key=_order),
+            max=max(message_ids, key=_order),
+            count=len(message_ids) * 4 + 16,
+            consumername=self.consumer,
+        )
+        wanted = set(message_ids)
+        for entry in pending:
+            message_id = entry_id(entry["message_id"])  # type: ignore[arg-type]
+            if message_id in wanted:
+                self.deliveries[message_id] = int(entry["times_delivered"])
+
+    async def _blocking_read(self, free: int, wake: asyncio.Event) -> list[Entry]:
+        if self._connection is None:
+            self._connection = self.shadow.client.client()
+        connection = self._connection
+        client_id = await self._id_of(connection) if self._can_unblock else None
+        reading = asyncio.ensure_future(
+            connection.xreadgroup(
+                WORKER_GROUP,
+                self.consumer,
+                {self.shadow.keys.stream: ">"},
+                count=free,
+                block=self.block_ms,
+            )
+        )
+        waking = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({reading, waking}, return_when=asyncio.FIRST_COMPLETED)
+            while not reading.done() and client_id is not None:
+                if not await self._unblock(client_id):
+                    break
+                await asyncio.wait({reading}, timeout=0.01)
+            return entries_of(await reading)
+        except BaseException:
+            # Cancelled, or Redis went away while waking the read: end the read too, and
+            # look at this consumer's pending list next time (it may have been served).
+            if client_id is not None and not reading.done():
+                with contextlib.suppress(Exception):
+                    await self._unblock(client_id)
+            reading.cancel()
+            with contextlib.suppress(BaseException):
+                await reading
+            self.recover = True
+            self._client_id = None  # the connection may come back as another client
+            raise
+        finally:
+            waking.cancel()
+
+    async def _id_of(self, connection: Redis) -> int:
+        if self._client_id is None:
+            self._client_id = await connection.client_id()
+            link = connection.connection
+            if link is not None and hasattr(link, "register_connect_callback"):
+                link.register_connect_callback(self._forget_client_id)  # type: ignore[no-untyped-call]
+        return self._client_id
+
+    def _forget_client_id(self, _: object) -> None:
+        """A reconnection (redis-py may make one on its own): the id changed."""
+        self._client_id = None
+
+    async def _unblock(self, client_id: int) -> bool:
+        try:
+            await self.shadow.client.client_unblock(client_id)
+        except ResponseError as error:
+            # An ACL user without CLIENT UNBLOCK: wait out the block instead.
+            logger.info("Cannot use CLIENT UNBLOCK (%s); idle reads end on their timeout", error)
+            self._can_unblock = False
+            return False
+        return True
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """``{name: value}`` from a script's flat ``[name, value, ...]`` reply."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _order(message_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = message_id.partition("-")
+    return int(milliseconds), int(sequence or 0)

@@ -1,0 +1,77 @@
+"""Handing messages back: acknowledging entries that carry nothing to run, and
+returning received-but-unfinished messages to the stream at once (instead of leaving
+them to wait out the redelivery timeout)."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.exceptions import ResponseError
+
+from shadows.core.execution import Message, now_ms
+from shadows.core.keys import WORKER_GROUP
+from shadows.core.reconnect import CONNECTION_ERRORS
+from shadows.producer.shadow import Shadow
+from shadows.worker.reader import entry_id
+
+logger = logging.getLogger("shadows.worker")
+
+
+async def acknowledge(shadow: Shadow, message_ids: list[str]) -> None:
+    """Acknowledge and delete entries (ones deleted while pending have no fields)."""
+    stream = shadow.keys.stream
+    async with shadow.client.pipeline(transaction=False) as pipe:
+        pipe.xack(stream, WORKER_GROUP, *message_ids)
+        pipe.xdel(stream, *message_ids)
+        await pipe.execute()
+
+
+async def abandon(shadow: Shadow, message: Message, outcome: str) -> None:
+    """Acknowledge ``message`` and record ``outcome`` for its key without the COMPLETE
+    script (which refused it): a last resort that does not check the claim is still this
+    worker's, nor free concurrency slots (their leases run out)."""
+    keys = shadow.keys
+    run = keys.run(message.key)
+    async with shadow.client.pipeline(transaction=True) as pipe:
+        pipe.xack(keys.stream, WORKER_GROUP, message.message_id)
+        pipe.xdel(keys.stream, message.message_id)
+        pipe.hdel(run, "message", "successor")
+        pipe.hset(run, mapping={"state": outcome, "finished": now_ms()})
+        pipe.expire(run, max(1, int(shadow.execution_ttl.total_seconds())))
+        pipe.delete(keys.successor(message.key))
+        await pipe.execute()
+
+
+async def release(shadow: Shadow, consumer: str, message_ids: list[str]) -> None:
+    """Put messages this consumer holds back on the stream for any worker (RELEASE)."""
+    if not message_ids:
+        return
+    keys = shadow.keys
+    await shadow.scripts.release(
+        keys=[keys.stream], args=[WORKER_GROUP, consumer, keys.prefix, *message_ids]
+    )
+
+
+async def release_leftovers(shadow: Shadow, consumer: str) -> None:
+    """At shutdown, hand back what ``consumer`` holds but did not finish; a consumer that
+    holds nothing leaves the group."""
+    client = shadow.client
+    stream = shadow.keys.stream
+    try:
+        pending = await client.xpending_range(
+            stream, WORKER_GROUP, min="-", max="+", count=10_000, consumername=consumer
+        )
+        leftovers = [entry_id(entry["message_id"]) for entry in pending]  # type: ignore[arg-type]
+        if leftovers:
+            await release(shadow, consumer, leftovers)
+            logger.info("Released %d unfinished message(s) to other workers", len(leftovers))
+        else:
+            await client.xgroup_delconsumer(stream, WORKER_GROUP, consumer)
+    except CONNECTION_ERRORS as error:
+        logger.warning(
+            "Could not release unfinished messages (%s); they will be redelivered "
+            "after the redelivery timeout",
+            error,
+        )
+    except ResponseError:
+        pass

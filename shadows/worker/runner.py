@@ -1,0 +1,425 @@
+"""Running one message: decode it, take its concurrency slots, resolve its dependencies,
+call it, and settle the outcome (done, retried, perpetuated)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import inspect
+import logging
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from opentelemetry.trace import Span
+
+from shadows.behaviours import (
+    ConcurrencyLimit,
+    Context,
+    Perpetual,
+    Retry,
+    Timeout,
+    plan_for,
+    resolve_arguments,
+)
+from shadows.behaviours.base import task_arguments
+from shadows.core.execution import (
+    MALFORMED,
+    POISON,
+    Execution,
+    Holder,
+    Message,
+    current_holder,
+    now_ms,
+    to_ms,
+)
+from shadows.core.serialization import PayloadError
+from shadows.operations import instrumentation
+from shadows.operations.dead_letters import Failure
+from shadows.operations.strikes import Strike, flatten_arguments
+
+if TYPE_CHECKING:
+    from shadows.worker.worker import Worker
+
+logger = logging.getLogger("shadows.worker")
+
+T = TypeVar("T")
+
+
+def _find(kind: type[T], context: Context) -> T | None:
+    """The resolved behaviour of ``kind``: declared outside the signature, or a parameter."""
+    for value in (*context.behaviours, *context.arguments.values()):
+        if isinstance(value, kind):
+            return value
+    return None
+
+
+def _describe(message: Message) -> str:
+    return f"{message.function} [key={message.key} attempt={message.attempt}]"
+
+
+@dataclass(slots=True)
+class Verdict:
+    """How a message ends: the outcome to record, the message to place next (a retry or
+    the next perpetual run) and the failure to keep as a dead letter."""
+
+    outcome: str
+    follow: Message | None = None
+    failure: Failure | None = None
+
+
+async def run_message(worker: Worker, message: Message) -> None:
+    """Run ``message`` on ``worker`` and settle it; never raises but on cancellation.
+
+    Whatever fails in the worker's own handling of the message (a bug, a task object it
+    cannot inspect, a broken metrics exporter) ends the message as a failed run, retried
+    or dead-lettered by the task's policy: a message is never left unsettled.
+    """
+    try:
+        verdict = await _decide(worker, message)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        verdict = _internal_failure(worker, message, error)
+    if verdict is not None:
+        await _settle(worker, message, verdict)
+
+
+async def _decide(worker: Worker, message: Message) -> Verdict | None:
+    """Run ``message`` if it may run; ``None`` when it is not this worker's to settle
+    (parked for a concurrency slot, or claimed by another worker)."""
+    shadow = worker.shadow
+    if MALFORMED in message.extra:
+        return Verdict(
+            "drop", None, Failure("malformed", message.extra[MALFORMED], raw=message.raw)
+        )
+    if POISON in message.extra:
+        deliveries = message.extra.pop(POISON)
+        error = (
+            f"delivered {deliveries} times without being acknowledged: every worker that "
+            "ran it died or lost touch with Redis (out of memory? a crash?)"
+        )
+        logger.error("Dead-lettering poison message %s: %s", _describe(message), error)
+        return Verdict("failed", None, Failure("poison", error))
+    strikes = worker.strikes
+    # A whole-task strike is honoured before decoding: a payload that crashes or hangs the
+    # decoder is one reason to strike a task.
+    whole = strikes.task_strike(message.function) if strikes else None
+    if whole is not None:
+        return _skip_stricken(worker, message, whole, message.function)
+    function = shadow.tasks.get(message.function)
+    if function is None:
+        error = (
+            f"no function {message.function!r} is registered on worker {worker.name} "
+            f"(registered: {', '.join(sorted(shadow.tasks))})"
+        )
+        logger.error("Unknown task %s: %s", _describe(message), error)
+        return Verdict("failed", None, Failure("unknown-task", error))
+    try:
+        execution = Execution.from_message(message, function, shadow.payloads)
+    except PayloadError as error:
+        logger.error("Refusing %s: %s", _describe(message), error)
+        return Verdict("failed", None, Failure("rejected", str(error)))
+    except Exception as error:
+        logger.error(
+            "Cannot decode the arguments of %s: %s: %s",
+            _describe(message),
+            type(error).__name__,
+            error,
+        )
+        return Verdict("failed", None, Failure.from_exception("undecodable", error))
+    plan = plan_for(function)
+    try:
+        arguments = task_arguments(execution)
+    except TypeError as error:
+        logger.error("Wrong arguments for %s: %s", _describe(message), error)
+        return Verdict("failed", None, Failure("bad-arguments", str(error)))
+
+    if strikes:
+        strike = strikes.match(message.function, flatten_arguments(arguments, plan.signature))
+        if strike is not None:
+            return _skip_stricken(worker, message, strike, execution.call_repr())
+
+    limits = plan.all(ConcurrencyLimit)
+    if limits:
+        try:
+            slots = [
+                (limit.slot(execution.function_name, arguments), limit.max_concurrent)
+                for limit in limits
+            ]
+        except KeyError as error:
+            logger.error("Cannot limit %s: %s", _describe(message), error.args[0])
+            return Verdict("failed", None, Failure("failed", error.args[0]))
+        taken = await worker.acquire(message, slots)
+        if taken is None:
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("⏸ %s waits for a free concurrency slot", _describe(message))
+            return None
+        if not taken:
+            return None
+
+    if not worker.allowed_to_run(message):
+        return Verdict("skipped")  # run_at_most: its cap is spent
+    return await _run(worker, execution, message)
+
+
+def _skip_stricken(worker: Worker, message: Message, strike: Strike, call: str) -> Verdict:
+    """Acknowledge a stricken call without running it: no retry, no next perpetual run."""
+    worker.stricken[message.function] += 1
+    logger.warning(
+        "⊘ %s [key=%s attempt=%d] stricken by %s, not run",
+        call,
+        message.key,
+        message.attempt,
+        strike,
+        extra={
+            "task": message.function,
+            "key": message.key,
+            "attempt": message.attempt,
+            "worker": worker.name,
+            "outcome": "stricken",
+            "strike": str(strike),
+        },
+    )
+    return Verdict("stricken")
+
+
+def _internal_failure(worker: Worker, message: Message, error: Exception) -> Verdict:
+    """The verdict on a message whose handling failed inside the worker: a failed run,
+    retried when the task's declared ``Retry`` allows, else dead-lettered."""
+    logger.error(
+        "✘ Internal error while handling %s: %s: %s",
+        _describe(message),
+        type(error).__name__,
+        error,
+        exc_info=error,
+        extra={
+            "task": message.function,
+            "key": message.key,
+            "attempt": message.attempt,
+            "worker": worker.name,
+            "outcome": "failed",
+        },
+    )
+    try:
+        follow = _declared_retry(worker, message)
+    except Exception:
+        logger.exception("Cannot retry %s after an internal error", _describe(message))
+        follow = None
+    if follow is not None:
+        return Verdict("failed", follow)
+    return Verdict("failed", None, Failure.from_exception("internal", error))
+
+
+def _declared_retry(worker: Worker, message: Message) -> Message | None:
+    """The next attempt of ``message`` under the ``Retry`` its task declares, if any."""
+    function = worker.shadow.tasks.get(message.function)
+    retry = plan_for(function).find(Retry) if function is not None else None
+    if retry is None:
+        return None
+    bound = copy.copy(retry)
+    bound.attempt = message.attempt
+    delay = bound.next_delay()
+    if delay is None:
+        return None
+    return _retried(worker, message, delay)
+
+
+def _retried(worker: Worker, message: Message, delay: timedelta) -> Message:
+    retried = replace(
+        message,
+        attempt=message.attempt + 1,
+        when_ms=now_ms() + int(delay.total_seconds() * 1000),
+        extra=dict(message.extra),
+        holds=[],
+    )
+    return worker.shadow.payloads.seal(retried)
+
+
+async def _settle(worker: Worker, message: Message, verdict: Verdict) -> None:
+    """Report ``verdict`` to Redis. Should that fail for anything but an outage (which
+    the completions ride out), the message is dead-lettered as an internal failure, and
+    as a last resort acknowledged with its run recorded as failed."""
+    try:
+        await worker.finish(message, verdict.outcome, verdict.follow, verdict.failure)
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        logger.error(
+            "Cannot settle %s as %s: %s: %s",
+            _describe(message),
+            verdict.outcome,
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+        failure = Failure.from_exception("internal", error)
+    try:
+        await worker.finish(message, "failed", None, failure)
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        logger.error(
+            "Cannot dead-letter %s either (%s: %s); acknowledging it as failed",
+            _describe(message),
+            type(error).__name__,
+            error,
+        )
+    await worker.abandon(message, "failed")
+
+
+async def _run(worker: Worker, execution: Execution, message: Message) -> Verdict:
+    with instrumentation.running(worker.shadow.name, worker.name, execution, message) as span:
+        verdict = await _attempt(worker, execution, message, span)
+        if verdict.follow is not None and instrumentation.carry(span, verdict.follow):
+            worker.shadow.payloads.seal(verdict.follow)  # the context is signed too
+    return verdict
+
+
+async def _attempt(
+    worker: Worker, execution: Execution, message: Message, span: Span | None
+) -> Verdict:
+    """Call the task once; returns the outcome to report, the message to place next and
+    the failure to keep."""
+    function = execution.function
+    plan = plan_for(function)
+    verbose = logger.isEnabledFor(logging.INFO)
+    call = execution.call_repr() if verbose else ""
+    details: dict[str, Any] = {
+        "task": execution.function_name,
+        "key": execution.key,
+        "attempt": execution.attempt,
+        "worker": worker.name,
+    }
+    if verbose:
+        logger.info(
+            "▶ %s [key=%s attempt=%d]", call, execution.key, execution.attempt, extra=details
+        )
+
+    stack = AsyncExitStack()
+    context = Context(worker.shadow, worker, execution, stack)
+    series = worker.metrics.run_started(message)
+    started = time.perf_counter()
+    error: Exception | None = None
+    # Inside the run (its dependencies included), the task may schedule its own key's
+    # successor.
+    holding = current_holder.set(Holder(worker.shadow.name, execution.key, message.message_id))
+    try:
+        async with stack:
+            arguments = await resolve_arguments(plan, context)
+            keywords = {**execution.kwargs, **arguments}
+            timeout = _find(Timeout, context)
+            scope = timeout.start() if timeout else contextlib.nullcontext()
+            async with scope:
+                if plan.is_async:
+                    await function(*execution.args, **keywords)
+                else:
+                    result = await asyncio.to_thread(function, *execution.args, **keywords)
+                    if inspect.isawaitable(result):  # a sync wrapper around a coroutine
+                        await result
+    except TimeoutError as raised:
+        timeout = _find(Timeout, context)
+        error = raised
+        if timeout is not None and timeout.expired():
+            error = TimeoutError(
+                f"{execution.function_name} exceeded its Timeout of {timeout.base}"
+            )
+            error.__cause__ = raised
+    except Exception as raised:
+        error = raised
+    except asyncio.CancelledError:
+        instrumentation.cancelled(span)
+        raise
+    finally:
+        current_holder.reset(holding)
+        elapsed = time.perf_counter() - started
+        worker.metrics.run_ended(series, elapsed)
+    details["duration"] = round(elapsed, 6)
+
+    perpetual = _find(Perpetual, context)
+    follow = _next_run(worker, execution, message, perpetual)
+
+    if error is None:
+        details["outcome"] = "completed"
+        instrumentation.succeeded(span)
+        if verbose:
+            logger.info(
+                "✔ %s [key=%s attempt=%d] completed in %s",
+                call,
+                execution.key,
+                execution.attempt,
+                _duration(elapsed),
+                extra=details,
+            )
+        return Verdict("completed", follow)
+
+    retry = _find(Retry, context)
+    delay = retry.next_delay() if retry else None
+    instrumentation.failed(span, error, retrying=delay is not None)
+    if delay is not None:
+        details["outcome"] = "retrying"
+        logger.warning(
+            "↻ %s [key=%s attempt=%d] failed in %s, retrying in %s: %s: %s",
+            call or execution.function_name,
+            execution.key,
+            execution.attempt,
+            _duration(elapsed),
+            _duration(delay.total_seconds()),
+            type(error).__name__,
+            error,
+            # the traceback of a retried attempt only at DEBUG; the final failure has its own
+            exc_info=error if logger.isEnabledFor(logging.DEBUG) else None,
+            extra=details,
+        )
+        return Verdict("failed", _retried(worker, message, delay))
+
+    details["outcome"] = "failed"
+    logger.error(
+        "✘ %s [key=%s attempt=%d] failed in %s: %s: %s",
+        call or execution.function_name,
+        execution.key,
+        execution.attempt,
+        _duration(elapsed),
+        type(error).__name__,
+        error,
+        exc_info=error,
+        extra=details,
+    )
+    return Verdict("failed", follow, Failure.from_exception("failed", error))
+
+
+def _next_run(
+    worker: Worker, execution: Execution, message: Message, perpetual: Perpetual | None
+) -> Message | None:
+    """The next message of a perpetual chain, or ``None`` when there is none."""
+    if perpetual is None or perpetual.cancelled:
+        return None
+    now = datetime.now(UTC)
+    when = perpetual.next_run(execution.when, now)
+    payloads = worker.shadow.payloads
+    args, kwargs = message.args, message.kwargs
+    if perpetual.changed:
+        args, kwargs = payloads.encode(tuple(perpetual.args), dict(perpetual.kwargs))
+    follow = replace(
+        message,
+        attempt=1,
+        when_ms=to_ms(when),
+        args=args,
+        kwargs=kwargs,
+        extra=dict(message.extra),
+        holds=[],
+    )
+    return payloads.seal(follow)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    return f"{seconds / 60:.1f} min"
