@@ -7,16 +7,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from conftest import _cleanup, wait_for
+from processes import spawn_worker
 from redis_topologies import Cluster, query
 from shadows import Shadow, Worker
 from shadows.core.connection import private_client
 from shadows.operations.strikes import StrikeFollower, StrikeList
 from test_cli import shadows_cli
+from worker_tasks import read_records, record_and_sleep
 
 ran: list[str] = []
 
@@ -156,12 +160,6 @@ async def test_the_strike_follower_follows_a_failover(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "an outage, not a bug"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="the worker's blocking read needs a connection of its own (Redis.client()), "
-    "which redis-py's cluster client lacks (shadows/reader.py; see docs/scaling.md)",
-)
 async def test_a_worker_runs_on_a_cluster(redis_cluster: Cluster, shadow_name: str) -> None:
     ran.clear()
     async with Shadow(name=shadow_name, url=redis_cluster.url) as shadow:
@@ -178,3 +176,63 @@ async def test_a_worker_runs_on_a_cluster(redis_cluster: Cluster, shadow_name: s
                 await asyncio.wait_for(running, 20)
         finally:
             await _cleanup(shadow)
+
+
+def records(path: Path, kind: str) -> set[str]:
+    return {record[1] for record in read_records(path) if record[0] == kind}
+
+
+@pytest.mark.parametrize("failure", ["failover", "killed"])
+async def test_a_worker_rides_out_a_failover(
+    redis_cluster: Cluster, shadow_name: str, tmp_path: Path, failure: str
+) -> None:
+    """While a worker process runs tasks, the master of the shadow's slot hands over to
+    its replica (``CLUSTER FAILOVER``) or is killed: the worker carries on against the new
+    master without a restart, and every task runs (running, queued and scheduled ones,
+    and those added after)."""
+    runs, log = tmp_path / "runs", tmp_path / "worker.log"
+    tag = f"{{{shadow_name}}}"
+    worker = spawn_worker(
+        redis_cluster.url,
+        shadow_name,
+        "--concurrency",
+        "3",
+        "--redelivery-timeout",
+        "2s",
+        log=log,
+    )
+    try:
+        async with Shadow(name=shadow_name, url=redis_cluster.url) as producer:
+            soon = datetime.now(UTC) + timedelta(seconds=2)
+            for i in range(4):
+                await producer.add(record_and_sleep, when=soon)(str(runs), f"later-{i}", 0)
+            for i in range(12):
+                await producer.add(record_and_sleep)(str(runs), f"before-{i}", 0.3)
+            await wait_for(lambda: len(records(runs, "start")) >= 3, 30, "tasks to start")
+            await asyncio.to_thread(redis_cluster.wait_replicated)
+            master = redis_cluster.master_for(tag)
+            fail = redis_cluster.kill_master if failure == "killed" else redis_cluster.failover
+            promoted = await asyncio.to_thread(fail, master)
+            assert redis_cluster.master_for(tag) is promoted is not master
+            for i in range(6):
+                await producer.add(record_and_sleep)(str(runs), f"after-{i}", 0)
+            expected = {f"later-{i}" for i in range(4)}
+            expected |= {f"before-{i}" for i in range(12)} | {f"after-{i}" for i in range(6)}
+            await wait_for(
+                lambda: expected <= records(runs, "end"), 60, f"every task to run (log: {log})"
+            )
+            assert worker.poll() is None, "the worker process must ride the failover out"
+
+            async def drained() -> bool:
+                stream = await producer.client.xlen(producer.keys.stream)
+                return stream + await producer.client.zcard(producer.keys.queue) == 0
+
+            await wait_for(drained, 30, "nothing left on the stream or in the queue")
+            worker.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(worker.wait, 30) == 0, log.read_text()[-3000:]
+            await _cleanup(producer)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+        await asyncio.to_thread(redis_cluster.heal)

@@ -24,6 +24,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from shadows.core.connection import node_client
 from shadows.core.execution import now_ms
 from shadows.core.keys import WORKER_GROUP
 from shadows.producer.shadow import Shadow
@@ -77,6 +78,9 @@ class StreamReader:
         self.sent_at = 0.0
         #: A consumer idle this long (seconds) with nothing pending belongs to a dead worker.
         self.prune_after = max(3600.0, 10 * redelivery_timeout.total_seconds())
+        #: The server of the stream (the shadow's client, or on a cluster a client of the
+        #: stream's node) and the connection of its own the blocking read runs on.
+        self._server: Redis | None = None
         self._connection: Redis | None = None
         self._can_unblock = True
         #: The server's id of the blocking-read connection (for CLIENT UNBLOCK), asked
@@ -87,10 +91,14 @@ class StreamReader:
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
+        server, self._server = self._server, None
         self._client_id = None
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.aclose()
+        if server is not None and server is not self.shadow.client:
+            with contextlib.suppress(Exception):
+                await server.aclose()
 
     async def next(
         self, free: int, skip: Collection[str], block: bool, wake: asyncio.Event
@@ -206,7 +214,10 @@ class StreamReader:
 
     async def _blocking_read(self, free: int, wake: asyncio.Event) -> list[Entry]:
         if self._connection is None:
-            self._connection = self.shadow.client.client()
+            # On a cluster, a client of the stream's node: CLIENT UNBLOCK must reach the
+            # server the read blocks on (a cluster client has no client() either).
+            self._server = await node_client(self.shadow.client, self.shadow.keys.stream)
+            self._connection = self._server.client()
         connection = self._connection
         client_id = await self._id_of(connection) if self._can_unblock else None
         reading = asyncio.ensure_future(
@@ -237,6 +248,10 @@ class StreamReader:
                 await reading
             self.recover = True
             self._client_id = None  # the connection may come back as another client
+            if self._server is not None and self._server is not self.shadow.client:
+                # after a failover or a migration, the next read asks the cluster again
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.close())
             raise
         finally:
             waking.cancel()
@@ -255,7 +270,7 @@ class StreamReader:
 
     async def _unblock(self, client_id: int) -> bool:
         try:
-            await self.shadow.client.client_unblock(client_id)
+            await (self._server or self.shadow.client).client_unblock(client_id)
         except ResponseError as error:
             # An ACL user without CLIENT UNBLOCK: wait out the block instead.
             logger.info("Cannot use CLIENT UNBLOCK (%s); idle reads end on their timeout", error)
