@@ -38,6 +38,10 @@ Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
 #: or held for a while (this consumer's pending list, or reclaimed from a dead worker).
 READ, FRESH, HELD = "read", "fresh", "held"
 
+#: XAUTOCLAIM calls one look for dead workers' messages may make (each looks at up to
+#: ten times the free slots of pending entries) before the read of new work.
+CLAIM_CALLS = 10
+
 #: How often (seconds) a worker looks for consumers of dead workers to forget.
 PRUNE_EVERY = 600.0
 
@@ -73,6 +77,9 @@ class StreamReader:
         self.claim_every = claim_every
         self.recover = True
         self._last_claim = 0.0
+        #: Where the sweep of the pending list for dead workers' messages goes on.
+        self._cursor = "0-0"
+        self._sweeping = False
         self._last_prune = time.monotonic()
         #: When the last read of new messages was sent (their claim clock started then).
         self.sent_at = 0.0
@@ -108,7 +115,6 @@ class StreamReader:
 
         A blocking read returns early (empty) once ``wake`` is set.
         """
-        client = self.shadow.client
         stream = self.shadow.keys.stream
         if self.recover:
             entries = await self._own_pending(free, skip)
@@ -118,20 +124,13 @@ class StreamReader:
                 return entries[:free], HELD
 
         now = time.monotonic()
-        if now - self._last_claim >= self.claim_every:
-            self._last_claim = now
+        if self._sweeping or now - self._last_claim >= self.claim_every:
+            if not self._sweeping:
+                self._last_claim = now
             if now - self._last_prune >= PRUNE_EVERY:
                 self._last_prune = now
                 await self._prune_consumers()
-            claimed = await client.xautoclaim(
-                stream,
-                WORKER_GROUP,
-                self.consumer,
-                min_idle_time=int(self.redelivery_timeout.total_seconds() * 1000),
-                start_id="0-0",
-                count=free,
-            )
-            entries = list(claimed[1])
+            entries = await self._claim(free)
             if entries:
                 logger.warning(
                     "Reclaimed %d message(s) left unacknowledged for over %s by dead workers",
@@ -151,6 +150,33 @@ class StreamReader:
             return [(entry[0], _pairs(entry[1])) for entry in read], READ
         self.sent_at = time.monotonic()
         return await self._blocking_read(free, wake), FRESH
+
+    async def _claim(self, free: int) -> list[Entry]:
+        """Up to ``free`` messages idle for longer than the redelivery timeout.
+
+        XAUTOCLAIM looks at no more than ten times its count of pending entries per call,
+        so the cursor is kept between calls: a sweep goes on where the last call stopped
+        (live workers' long tasks ahead of a dead worker's message cannot hide it) and
+        starts again from ``0-0`` once it has covered the whole pending list. An unfinished
+        sweep goes on at the next read rather than after ``claim_every``.
+        """
+        client = self.shadow.client
+        for _ in range(CLAIM_CALLS):
+            cursor, claimed = (
+                await client.xautoclaim(
+                    self.shadow.keys.stream,
+                    WORKER_GROUP,
+                    self.consumer,
+                    min_idle_time=int(self.redelivery_timeout.total_seconds() * 1000),
+                    start_id=self._cursor,
+                    count=free,
+                )
+            )[:2]
+            self._cursor = entry_id(cursor)
+            self._sweeping = self._cursor != "0-0"
+            if claimed or not self._sweeping:
+                return list(claimed)
+        return []
 
     async def _own_pending(self, free: int, skip: Collection[str]) -> list[Entry]:
         """Messages in this consumer's pending list that it is not running.
