@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from conftest import wait_for
 from shadows import Shadow, Worker
-from shadows.keys import WORKER_GROUP
+from shadows.core.keys import WORKER_GROUP
 
 
 async def test_a_dead_workers_message_behind_many_live_ones_is_reclaimed(shadow: Shadow) -> None:

@@ -614,7 +614,7 @@ async def test_consumers_of_dead_workers_are_forgotten(
     await shadow.client.xreadgroup(WORKER_GROUP, "gone-empty", {stream: ">"}, count=1)
     await shadow.add(noop_task)()
     await shadow.client.xreadgroup(WORKER_GROUP, "gone-holding", {stream: ">"}, count=1)
-    monkeypatch.setattr(shadows.reader, "PRUNE_EVERY", 0.0)
+    monkeypatch.setattr(shadows.worker.reader, "PRUNE_EVERY", 0.0)
     worker = Worker(shadow, name="pruner", redelivery_timeout=timedelta(hours=1))
     worker._reader.prune_after = 0.0
     await asyncio.wait_for(worker._reader.next(1, set(), False, asyncio.Event()), 5)
