@@ -17,6 +17,7 @@ from shadows.behaviours.context import (
     TaskKey,
     TaskLogger,
 )
+from shadows.behaviours.flow import Cooldown, Debounce, RateLimit
 from shadows.behaviours.functional import Dependent, Depends
 from shadows.behaviours.perpetual import Cron, Perpetual
 from shadows.behaviours.retry import ExponentialRetry, Retry
@@ -25,16 +26,19 @@ from shadows.behaviours.timeout import Timeout
 __all__ = [
     "ConcurrencyLimit",
     "Context",
+    "Cooldown",
     "Cron",
     "CurrentExecution",
     "CurrentShadow",
     "CurrentWorker",
+    "Debounce",
     "Dependency",
     "DependencyError",
     "Dependent",
     "Depends",
     "ExponentialRetry",
     "Perpetual",
+    "RateLimit",
     "Retry",
     "TaskArgument",
     "TaskKey",

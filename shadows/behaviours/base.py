@@ -124,11 +124,19 @@ class TaskPlan:
     positional: tuple[int, int] | None = None
     #: Behaviours declared outside the signature (see ``BEHAVIOURS_ATTRIBUTE``).
     behaviours: tuple[Dependency, ...] = ()
+    #: ``find``'s answers by kind (asked for every add and every run).
+    _found: dict[type[Dependency], Dependency | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def find(self, kind: type[D]) -> D | None:
         """The task's declared dependency of ``kind``, if it has one."""
-        found = self.all(kind)
-        return found[0] if found else None
+        try:
+            return self._found[kind]  # type: ignore[return-value]
+        except KeyError:
+            found = self.all(kind)
+            first = self._found[kind] = found[0] if found else None
+            return first
 
     def all(self, kind: type[D]) -> list[D]:
         """Every declared dependency of ``kind``."""

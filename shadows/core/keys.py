@@ -92,6 +92,21 @@ class Keys:
         """Sorted set of task keys parked until a slot of that pool frees (by arrival)."""
         return f"{self.prefix}waiting:{slot}"
 
+    def cooldown(self, bucket: str) -> str:
+        """String naming the message whose start opened the cooldown of ``bucket``
+        (expires with the window)."""
+        return f"{self.prefix}cooldown:{bucket}"
+
+    def rate(self, bucket: str) -> str:
+        """Sorted set of the starts counted against the rate limit of ``bucket``, scored by
+        when they started (ms, Redis's clock)."""
+        return f"{self.prefix}rate:{bucket}"
+
+    def debounce(self, bucket: str) -> str:
+        """Hash of the open debounce burst of ``bucket``: the key of its run and when its
+        first submission came (ms)."""
+        return f"{self.prefix}debounce:{bucket}"
+
     @property
     def failed(self) -> str:
         """Sorted set of dead-lettered task keys scored by failure time."""

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Self, cast, overload
 from redis.exceptions import RedisError
 
 from shadows.core.execution import Execution, Message
+from shadows.core.functions import describe
 from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.core.scripts import outcome_pairs
 from shadows.core.urls import is_cluster
 from shadows.operations.instrumentation import producing
+from shadows.producer.debouncing import debounced
 
 if TYPE_CHECKING:
     from shadows.producer.shadow import Shadow
@@ -87,6 +89,11 @@ class Batch:
         """Like :meth:`Shadow.add`, but the call only checks and encodes the task; it is
         written when the batch is sent."""
         call = self.shadow.caller(function, when, key)
+        if debounced(self.shadow._resolve_task(function)):
+            raise ValueError(
+                f"{function if isinstance(function, str) else describe(function)} is "
+                "debounced: add its calls with shadows.add(), not in a batch"
+            )
 
         def collect(*args: Any, **kwargs: Any) -> Execution:
             execution = call(*args, **kwargs)

@@ -6,7 +6,16 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from shadows.behaviours import ConcurrencyLimit, Perpetual, Retry, Timeout, plan_for
+from shadows.behaviours import (
+    ConcurrencyLimit,
+    Cooldown,
+    Debounce,
+    Perpetual,
+    RateLimit,
+    Retry,
+    Timeout,
+    plan_for,
+)
 from shadows.core.execution import Execution
 from shadows.core.functions import load_collection, same_function, task_name, unwrapped
 from shadows.producer.task import KeySpec, Task, describe_task
@@ -57,6 +66,9 @@ class TaskRegistry:
         timeout: Timeout | None = None,
         perpetual: Perpetual | None = None,
         concurrency: ConcurrencyLimit | Sequence[ConcurrencyLimit] | None = None,
+        cooldown: Cooldown | None = None,
+        debounce: Debounce | None = None,
+        rate_limit: RateLimit | Sequence[RateLimit] | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -70,6 +82,9 @@ class TaskRegistry:
         timeout: Timeout | None = None,
         perpetual: Perpetual | None = None,
         concurrency: ConcurrencyLimit | Sequence[ConcurrencyLimit] | None = None,
+        cooldown: Cooldown | None = None,
+        debounce: Debounce | None = None,
+        rate_limit: RateLimit | Sequence[RateLimit] | None = None,
     ) -> Any:
         """Declare and register a task: ``@shadow.task`` or ``@shadow.task(retry=...,
         key="welcome-{customer_id}", ...)`` (see :class:`~shadows.task.Task`)."""
@@ -84,6 +99,9 @@ class TaskRegistry:
                 timeout=timeout,
                 perpetual=perpetual,
                 concurrency=concurrency,
+                cooldown=cooldown,
+                debounce=debounce,
+                rate_limit=rate_limit,
             )
             self.register(handle)
             return handle

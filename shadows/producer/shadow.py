@@ -16,7 +16,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-from shadows.behaviours import plan_for
+from shadows.behaviours import Debounce, plan_for
 from shadows.core.connection import normalize_url, redact_url
 from shadows.core.execution import Execution, Message, current_holder, now_ms
 from shadows.core.functions import describe, task_name
@@ -31,6 +31,7 @@ from shadows.operations.metrics import task_added
 from shadows.operations.registry import WorkerInfo, check_heartbeats, list_workers
 from shadows.operations.snapshot import Snapshot, take_snapshot
 from shadows.operations.strikes import FEED_LENGTH, Operator, Strike, read_strikes
+from shadows.producer import debouncing
 from shadows.producer.batch import Batch
 from shadows.producer.registration import TaskFunction, TaskRegistry
 from shadows.producer.task import validate_when
@@ -104,6 +105,8 @@ class Shadow(TaskRegistry):
         self.tasks: dict[str, TaskFunction] = {}
         self._pool = connection_pool
         self._link: Link | None = None
+        #: The open debounce burst of each bucket, as last seen (see :mod:`debouncing`).
+        self.open_bursts: dict[str, str] = {}
 
         for function in standard_tasks:
             self.register(function)
@@ -283,6 +286,9 @@ class Shadow(TaskRegistry):
 
     async def schedule(self, execution: Execution, mode: str = "add") -> str:
         """Write ``execution`` to Redis; returns ``queued``, ``scheduled`` or ``exists``."""
+        debounce = plan_for(execution.function).find(Debounce)
+        if debounce is not None:
+            return await debouncing.submit(self, execution, debounce, mode)
         with producing(self.name, execution, mode) as context:
             message = execution.to_message(self.payloads, extra=context)
             state = await self.schedule_message(message, mode)

@@ -17,10 +17,11 @@ import string
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from shadows.behaviours import ConcurrencyLimit, Dependency, Perpetual, Retry, Timeout, plan_for
 from shadows.behaviours.base import behaviour_kind
+from shadows.behaviours.flow import Cooldown, Debounce, RateLimit
 from shadows.core.execution import Execution
 from shadows.core.functions import NAME_ATTRIBUTE, describe, task_name
 from shadows.settings.problems import did_you_mean
@@ -71,6 +72,9 @@ class Task(Generic[P, R]):
         timeout: Timeout | None = None,
         perpetual: Perpetual | None = None,
         concurrency: ConcurrencyLimit | Sequence[ConcurrencyLimit] | None = None,
+        cooldown: Cooldown | None = None,
+        debounce: Debounce | None = None,
+        rate_limit: RateLimit | Sequence[RateLimit] | None = None,
     ) -> None:
         if not callable(function):
             raise TypeError(f"@shadow.task decorates a function, not {function!r}")
@@ -81,7 +85,13 @@ class Task(Generic[P, R]):
         self.name = name or task_name(function)
         plan = plan_for(function)
         self.behaviours = _behaviours(
-            self.name, plan.dependencies, retry, timeout, perpetual, concurrency
+            self.name,
+            plan.dependencies,
+            retry,
+            timeout,
+            perpetual,
+            concurrency,
+            Flow(cooldown, debounce, rate_limit),
         )
         self.key = key
         self._key = _key_maker(self.name, key, plan.signature)
@@ -207,6 +217,14 @@ class Scheduling(Generic[P]):
         return execution
 
 
+class Flow(NamedTuple):
+    """The decorator's flow-control options (see :mod:`dependencies.flow`)."""
+
+    cooldown: Cooldown | None
+    debounce: Debounce | None
+    rate_limit: RateLimit | Sequence[RateLimit] | None
+
+
 def _behaviours(
     task: str,
     parameters: tuple[tuple[str, Dependency], ...],
@@ -214,15 +232,21 @@ def _behaviours(
     timeout: Timeout | None,
     perpetual: Perpetual | None,
     concurrency: ConcurrencyLimit | Sequence[ConcurrencyLimit] | None,
+    flow: Flow,
 ) -> tuple[Dependency, ...]:
     """The decorator's behaviours, checked: the right kinds, none also declared as a
     parameter default."""
     limits = [concurrency] if isinstance(concurrency, ConcurrencyLimit) else list(concurrency or ())
+    rates = flow.rate_limit
+    rate_limits = [rates] if isinstance(rates, RateLimit) else list(rates or ())
     given: list[tuple[str, Any, type[Dependency]]] = [
         ("retry", retry, Retry),
         ("timeout", timeout, Timeout),
         ("perpetual", perpetual, Perpetual),
         *(("concurrency", limit, ConcurrencyLimit) for limit in limits),
+        ("cooldown", flow.cooldown, Cooldown),
+        ("debounce", flow.debounce, Debounce),
+        *(("rate_limit", limit, RateLimit) for limit in rate_limits),
     ]
     behaviours: list[Dependency] = []
     for option, value, kind in given:

@@ -26,6 +26,7 @@ from shadows.behaviours import (
     resolve_arguments,
 )
 from shadows.behaviours.base import task_arguments
+from shadows.behaviours.flow import Cooldown, RateLimit
 from shadows.core.execution import (
     MALFORMED,
     POISON,
@@ -40,6 +41,7 @@ from shadows.core.serialization import PayloadError
 from shadows.operations import instrumentation
 from shadows.operations.dead_letters import Failure
 from shadows.operations.strikes import Strike, flatten_arguments
+from shadows.worker import throttle
 
 if TYPE_CHECKING:
     from shadows.worker.worker import Worker
@@ -161,9 +163,66 @@ async def _decide(worker: Worker, message: Message) -> Verdict | None:
         if not taken:
             return None
 
+    cooldown, rates = plan.find(Cooldown), plan.all(RateLimit)
+    if cooldown is not None or rates:
+        gated = await _gate(worker, message, execution, arguments, cooldown, rates)
+        if gated is not _START:
+            return gated
+
     if not worker.allowed_to_run(message):
         return Verdict("skipped")  # run_at_most: its cap is spent
     return await _run(worker, execution, message)
+
+
+#: The verdict of a gate that lets the run start.
+_START = Verdict("start")
+
+
+async def _gate(
+    worker: Worker,
+    message: Message,
+    execution: Execution,
+    arguments: dict[str, Any],
+    cooldown: Cooldown | None,
+    rates: list[RateLimit],
+) -> Verdict | None:
+    """Cooldown and rate limits (see :mod:`throttle`): ``_START`` when the run may start,
+    else how it ends now (dropped, postponed, or ``None``: no longer this worker's)."""
+    try:
+        gate = await throttle.check(
+            worker.shadow,
+            worker.name,
+            worker._reconnect_cap,
+            message,
+            execution.function_name,
+            arguments,
+            cooldown,
+            rates,
+        )
+    except KeyError as error:
+        logger.error("Cannot limit %s: %s", _describe(message), error.args[0])
+        return Verdict("failed", None, Failure("failed", error.args[0]))
+    if gate.decision == "start":
+        return _START
+    if gate.decision == "lost":
+        return None
+    details = {
+        "task": message.function,
+        "key": message.key,
+        "attempt": message.attempt,
+        "worker": worker.name,
+        "outcome": "dropped" if gate.decision == "drop" else "postponed",
+    }
+    if gate.decision == "drop":
+        worker.dropped[message.function] += 1
+        logger.info("⊘ %s dropped by %s", _describe(message), gate.reason, extra=details)
+        return Verdict("dropped")
+    if logger.isEnabledFor(logging.INFO):
+        delay = max(0, gate.when_ms - now_ms()) / 1000
+        logger.info(
+            "⏸ %s postponed %.3f s by %s", _describe(message), delay, gate.reason, extra=details
+        )
+    return Verdict("postponed", throttle.postponed(worker.shadow, message, gate.when_ms))
 
 
 def _skip_stricken(worker: Worker, message: Message, strike: Strike, call: str) -> Verdict:

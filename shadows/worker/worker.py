@@ -171,6 +171,8 @@ class Worker:
         self.strikes = StrikeList()
         #: How many calls this worker acknowledged without running them, by task name.
         self.stricken: Counter[str] = Counter()
+        #: Runs dropped by a cooldown or a rate limit, by task.
+        self.dropped: Counter[str] = Counter()
         self._follower: StrikeFollower | None = None
         self._started_ms = 0
         self._heartbeat = Heartbeat(shadow, beat_every, self._reconnect_cap, self._presence)

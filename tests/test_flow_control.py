@@ -1,0 +1,370 @@
+"""Flow control: ``Cooldown``, ``RateLimit`` and ``Debounce``, alone, with several
+workers and producers at once, and combined with each other and ``ConcurrencyLimit``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shadows import (
+    ConcurrencyLimit,
+    Cooldown,
+    Debounce,
+    RateLimit,
+    Retry,
+    Shadow,
+    Worker,
+)
+from shadows.core.functions import task_name
+
+FAST = timedelta(milliseconds=10)
+HOUR = timedelta(hours=1)
+
+
+def worker(shadow: Shadow, name: str = "", **options: Any) -> Worker:
+    if name:
+        options["name"] = name
+    return Worker(shadow, scheduling_resolution=FAST, **options)
+
+
+async def run_workers(shadow: Shadow, count: int, concurrency: int = 10) -> None:
+    workers = [worker(shadow, f"flow-{i}", concurrency=concurrency) for i in range(count)]
+    await asyncio.wait_for(asyncio.gather(*(w.run_until_finished() for w in workers)), 60)
+
+
+def busiest_window(starts: list[float], per: float) -> int:
+    """The most starts within any window of ``per`` seconds (half open)."""
+    starts = sorted(starts)
+    most, first = 0, 0
+    for last, moment in enumerate(starts):
+        while moment - starts[first] >= per:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+async def states(shadow: Shadow, keys: list[str]) -> Counter[str | None]:
+    return Counter([await shadow.task_state(key) for key in keys])
+
+
+# -- Cooldown ------------------------------------------------------------------------
+
+
+async def test_a_cooldown_drops_the_runs_after_the_first_across_three_workers(
+    shadow: Shadow, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs: list[int] = []
+
+    async def refresh(n: int, cooldown: Cooldown = Cooldown(HOUR)) -> None:
+        runs.append(n)
+
+    keys = [(await shadow.add(refresh)(n)).key for n in range(30)]
+    with caplog.at_level(logging.INFO, logger="shadows.worker"):
+        await run_workers(shadow, 3)
+    assert len(runs) == 1
+    assert await states(shadow, keys) == {"completed": 1, "dropped": 29}
+    assert caplog.text.count("dropped by Cooldown(1:00:00): in cooldown") == 29
+    ttl = await shadow.client.pttl(shadow.keys.cooldown(task_name(refresh)))
+    assert 0 < ttl <= 3_600_000  # the window stays open, in Redis, for the hour
+
+
+async def test_a_cooldown_per_argument_value(shadow: Shadow) -> None:
+    runs: list[str] = []
+
+    async def sync(customer_id: str, cooldown: Cooldown = Cooldown(HOUR, "customer_id")) -> None:
+        runs.append(customer_id)
+
+    for customer in ["a", "b", "a", "c", "b", "a"]:
+        await shadow.add(sync)(customer)
+    await run_workers(shadow, 2)
+    assert sorted(runs) == ["a", "b", "c"]
+
+
+async def test_after_the_window_a_run_starts_again(shadow: Shadow) -> None:
+    runs: list[int] = []
+
+    @shadow.task(cooldown=Cooldown(timedelta(milliseconds=150)))
+    async def ping(n: int) -> None:
+        runs.append(n)
+
+    await ping.schedule(1)
+    await ping.schedule(2)
+    async with worker(shadow) as w:
+        await w.run_until_finished()
+    assert runs == [1]
+    cooldown_key = shadow.keys.cooldown(ping.name)
+    deadline = time.monotonic() + 5
+    while await shadow.client.exists(cooldown_key):
+        assert time.monotonic() < deadline, "the cooldown never expired"
+        await asyncio.sleep(0.01)
+    await ping.schedule(3)
+    async with worker(shadow) as w:
+        await w.run_until_finished()
+    assert runs == [1, 3]
+
+
+async def test_retries_of_a_run_are_not_dropped_by_its_cooldown(shadow: Shadow) -> None:
+    attempts: list[int] = []
+
+    async def flaky(cooldown: Cooldown = Cooldown(HOUR), retry: Retry = Retry(attempts=3)) -> None:
+        attempts.append(retry.attempt)
+        if retry.attempt < 3:
+            raise RuntimeError("not yet")
+
+    await shadow.add(flaky, key="flaky")()
+    async with worker(shadow) as w:
+        await w.run_until_finished()
+    assert attempts == [1, 2, 3]
+    assert await shadow.task_state("flaky") == "completed"
+
+
+# -- RateLimit -----------------------------------------------------------------------
+
+
+async def test_a_rate_limit_postpones_starts_across_three_workers(shadow: Shadow) -> None:
+    starts: list[float] = []
+    per = 0.3
+
+    async def call_api(n: int, rate: RateLimit = RateLimit(3, timedelta(seconds=per))) -> None:
+        starts.append(time.monotonic())
+
+    keys = [(await shadow.add(call_api)(n)).key for n in range(10)]
+    began = time.monotonic()
+    await run_workers(shadow, 3)
+    assert len(starts) == 10  # postponed, none lost
+    assert await states(shadow, keys) == {"completed": 10}
+    # 10 starts at 3 per 300 ms need three more windows after the first
+    assert time.monotonic() - began >= 3 * per - 0.05
+    # a window of the limit measured on the task side may be a few ms shorter than the
+    # one Redis counted (the time from the gate to the task body)
+    assert busiest_window(starts, per - 0.03) <= 3
+
+
+async def test_a_rate_limit_with_drop_drops_and_logs_what_is_over(
+    shadow: Shadow, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs: list[int] = []
+
+    @shadow.task(rate_limit=RateLimit(2, HOUR, drop=True))
+    async def notify(n: int) -> None:
+        runs.append(n)
+
+    keys = [(await notify.schedule(n)).key for n in range(8)]
+    with caplog.at_level(logging.INFO, logger="shadows.worker"):
+        await run_workers(shadow, 2)
+    assert len(runs) == 2
+    assert await states(shadow, keys) == {"completed": 2, "dropped": 6}
+    assert caplog.text.count("dropped by RateLimit(2 per 1:00:00): over the limit") == 6
+
+
+async def test_a_rate_limit_per_argument_value_and_one_per_task(shadow: Shadow) -> None:
+    runs: list[str] = []
+
+    async def fetch(
+        host: str,
+        per_host: RateLimit = RateLimit(1, HOUR, drop=True, scope="host"),
+        overall: RateLimit = RateLimit(3, HOUR, drop=True),
+    ) -> None:
+        runs.append(host)
+
+    for host in ["a", "a", "b", "b", "c", "d", "e"]:
+        await shadow.add(fetch)(host)
+    async with worker(shadow, concurrency=1) as w:
+        await w.run_until_finished()
+    assert runs == ["a", "b", "c"]
+
+
+async def test_a_scope_naming_no_argument_fails_the_run(
+    shadow: Shadow, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def odd(n: int, rate: RateLimit = RateLimit(1, HOUR, scope="customer")) -> None:
+        pass
+
+    await shadow.add(odd, key="odd")(1)
+    async with worker(shadow) as w:
+        await w.run_until_finished()
+    assert await shadow.task_state("odd") == "failed"
+    assert "RateLimit scope 'customer': the task has no such argument" in caplog.text
+
+
+# -- together ------------------------------------------------------------------------
+
+
+async def test_rate_limit_cooldown_and_concurrency_limit_together(shadow: Shadow) -> None:
+    starts: list[float] = []
+    running = Counter[str]()
+    peak = Counter[str]()
+    per = 0.2
+
+    async def export(
+        customer: str,
+        n: int,
+        limit: ConcurrencyLimit = ConcurrencyLimit("customer", max_concurrent=1),
+        rate: RateLimit = RateLimit(4, timedelta(seconds=per)),
+        cooldown: Cooldown = Cooldown(HOUR, scope="n"),
+    ) -> None:
+        starts.append(time.monotonic())
+        running[customer] += 1
+        peak[customer] = max(peak[customer], running[customer])
+        await asyncio.sleep(0.01)
+        running[customer] -= 1
+
+    keys = [(await shadow.add(export)(f"c{n % 3}", n % 9)).key for n in range(18)]
+    await run_workers(shadow, 3)
+    assert len(starts) == 9  # one run per n: the other nine dropped by the cooldown
+    assert await states(shadow, keys) == {"completed": 9, "dropped": 9}
+    assert max(peak.values()) == 1
+    assert busiest_window(starts, per - 0.03) <= 4
+    leftovers = [
+        key async for key in shadow.client.scan_iter(match=f"{shadow.keys.prefix}concurrency*")
+    ]
+    assert leftovers == []
+
+
+# -- Debounce ------------------------------------------------------------------------
+
+
+async def test_a_burst_of_submissions_makes_one_run_with_the_last_arguments(
+    shadow: Shadow,
+) -> None:
+    runs: list[int] = []
+
+    async def reindex(n: int, debounce: Debounce = Debounce(timedelta(milliseconds=200))) -> None:
+        runs.append(n)
+
+    executions = [await shadow.add(reindex)(n) for n in range(5)]
+    assert len({execution.key for execution in executions}) == 1
+    assert await shadow.task_state(executions[0].key) == "scheduled"
+    async with worker(shadow) as w:
+        await w.run_until_finished()
+    assert runs == [4]
+
+
+async def test_keep_first_keeps_the_first_arguments_and_the_run_settles(
+    shadow: Shadow,
+) -> None:
+    runs: list[tuple[int, float]] = []
+    settle = 0.15
+
+    @shadow.task(debounce=Debounce(timedelta(seconds=settle), keep="first"))
+    async def rebuild(n: int) -> None:
+        runs.append((n, time.monotonic()))
+
+    async with worker(shadow) as w:
+        task = asyncio.create_task(w.run_forever())
+        for n in range(4):
+            await rebuild.schedule(n)
+        last = time.monotonic()
+        deadline = last + 5
+        while not runs:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        w.stop()
+        await task
+    assert runs[0][0] == 0
+    assert runs[0][1] - last >= settle - 0.02  # settle after the last submission
+
+
+async def test_max_wait_caps_how_long_a_stream_of_submissions_postpones_the_run(
+    shadow: Shadow,
+) -> None:
+    runs: list[tuple[int, float]] = []
+    max_wait = 0.3
+
+    async def refresh(
+        n: int,
+        debounce: Debounce = Debounce(
+            timedelta(milliseconds=150), max_wait=timedelta(seconds=max_wait)
+        ),
+    ) -> None:
+        runs.append((n, time.monotonic()))
+
+    async with worker(shadow) as w:
+        task = asyncio.create_task(w.run_forever())
+        first = time.monotonic()
+        n = 0
+        while time.monotonic() - first < 0.8:  # one submission every 50 ms: never settles
+            await shadow.add(refresh)(n)
+            n += 1
+            await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 5
+        while runs[-1][0] != n - 1 if runs else True:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        w.stop()
+        await task
+    assert len(runs) >= 2
+    assert runs[0][1] - first <= max_wait + 0.15  # capped, plus the worker's reaction
+    assert [number for number, _ in runs] == sorted(number for number, _ in runs)
+
+
+async def test_debounce_per_argument_value(shadow: Shadow) -> None:
+    runs: list[tuple[str, int]] = []
+
+    async def recompute(
+        account: str,
+        n: int,
+        debounce: Debounce = Debounce(timedelta(milliseconds=100), scope="account"),
+    ) -> None:
+        runs.append((account, n))
+
+    for n in range(6):
+        await shadow.add(recompute)("ab"[n % 2], n)
+    async with worker(shadow) as w:
+        await w.run_until_finished()
+    assert sorted(runs) == [("a", 4), ("b", 5)]
+
+
+async def test_one_run_per_burst_with_several_producers_and_workers(
+    url: str, shadow: Shadow
+) -> None:
+    runs: list[int] = []
+
+    async def digest(n: int, debounce: Debounce = Debounce(timedelta(milliseconds=300))) -> None:
+        runs.append(n)
+
+    producers = [Shadow(name=shadow.name, url=url) for _ in range(3)]
+    for producer in producers:
+        producer.register(digest)
+    shadow.register(digest)
+    try:
+        executions = await asyncio.gather(*(producers[n % 3].add(digest)(n) for n in range(30)))
+        assert len({execution.key for execution in executions}) == 1
+        await run_workers(shadow, 3)
+    finally:
+        for producer in producers:
+            await producer.aclose()
+    assert len(runs) == 1
+
+
+async def test_debounced_tasks_refuse_replace_and_batches(shadow: Shadow) -> None:
+    async def settle(debounce: Debounce = Debounce(timedelta(seconds=1))) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="debounced"):
+        await shadow.replace(settle, None, "k")()
+    with pytest.raises(ValueError, match="not in a batch"):
+        async with shadow.batch() as batch:
+            batch.add(settle)()
+
+
+def test_bad_declarations_are_refused() -> None:
+    with pytest.raises(ValueError, match="window must be a positive timedelta"):
+        Cooldown(timedelta(0))
+    with pytest.raises(ValueError, match="limit must be a positive integer"):
+        RateLimit(0, HOUR)
+    with pytest.raises(ValueError, match="per must be a positive timedelta"):
+        RateLimit(1, 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match='keep must be "last" or "first"'):
+        Debounce(HOUR, keep="middle")
+    with pytest.raises(ValueError, match="scope must name an argument"):
+        Debounce(HOUR, scope="not a name")
+    shadow = Shadow(name="refused", url="memory://refused")
+    with pytest.raises(TypeError, match="cooldown= takes a Cooldown"):
+        shadow.task(cooldown=RateLimit(1, HOUR))(lambda: None)  # type: ignore[arg-type]
