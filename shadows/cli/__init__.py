@@ -9,42 +9,24 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shadows._version import __version__
+from shadows.cli import clear as _clear  # noqa: F401
+from shadows.cli import config as _config  # noqa: F401
+from shadows.cli import dashboard as _dashboard  # noqa: F401
+from shadows.cli import failed as _failed  # noqa: F401
+from shadows.cli import init as _init  # noqa: F401
+from shadows.cli import snapshot as _snapshot  # noqa: F401
+from shadows.cli import strikes as _strikes  # noqa: F401
+from shadows.cli import tasks as _tasks  # noqa: F401
+from shadows.cli import worker as _worker  # noqa: F401
+from shadows.cli import workers as _workers  # noqa: F401
+from shadows.cli.app import app as app  # each command module registers itself on it
+from shadows.cli.errors import CLIError
+from shadows.settings import ConfigError, activate
 
 try:  # typer releases that bundle their own click
     from typer import TyperException as _UsageError  # type: ignore[attr-defined,unused-ignore]
 except ImportError:  # pragma: no cover - older typer on top of click
     from click import ClickException as _UsageError  # type: ignore[assignment,unused-ignore]
-
-app = typer.Typer(
-    name="shadows",
-    help="shadows: distributed background tasks on Redis streams.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-
-@app.command()
-def version() -> None:
-    """Print the installed version of shadows."""
-    print(__version__)
-
-
-# Each module registers its command (or command group) on ``app``.
-from shadows.cli import clear as _clear  # noqa: E402,F401
-from shadows.cli import config as _config  # noqa: E402,F401
-from shadows.cli import dashboard as _dashboard  # noqa: E402,F401
-from shadows.cli import failed as _failed  # noqa: E402,F401
-from shadows.cli import init as _init  # noqa: E402,F401
-from shadows.cli import snapshot as _snapshot  # noqa: E402,F401
-from shadows.cli import strikes as _strikes  # noqa: E402,F401
-from shadows.cli import tasks as _tasks  # noqa: E402,F401
-from shadows.cli import worker as _worker  # noqa: E402,F401
-from shadows.cli import workers as _workers  # noqa: E402,F401
-from shadows.cli.errors import CLIError  # noqa: E402
-from shadows.settings import ConfigError, activate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

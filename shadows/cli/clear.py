@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from shadows.cli import app
+from shadows.cli.app import app
 from shadows.cli.errors import CLIError
 from shadows.cli.options import Config, Name, Url
 from shadows.cli.output import open_shadow, run

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from shadows.cli import app
+from shadows.cli.app import app
 from shadows.cli.errors import CLIError
 from shadows.cli.options import Config, Tasks, settings_from
 from shadows.cli.output import Json, console, print_json, show_group_help

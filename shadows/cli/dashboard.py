@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from shadows.cli import app
+from shadows.cli.app import app
 from shadows.cli.errors import CLIError
 from shadows.core.log_formats import LogFormat, configure_logging
 

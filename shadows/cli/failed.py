@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shadows.cli import app
+from shadows.cli.app import app
 from shadows.cli.errors import CLIError
 from shadows.cli.options import CallTasks, Config, Name, Url
 from shadows.cli.output import Json, calls_shown, open_shadow, shadow_name, show_group_help

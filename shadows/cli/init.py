@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from shadows.cli import app
+from shadows.cli.app import app
 from shadows.cli.errors import CLIError
 from shadows.settings.reference import render_toml
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import typer
 
-from shadows.cli import app
+import shadows.cli  # noqa: F401 -- registers every command on the app
+from shadows.cli.app import app
 from shadows.cli.options import SETTING_OPTIONS, default_text
 from shadows.cli.snapshot import snapshot_document
 from shadows.cli.workers import workers_document

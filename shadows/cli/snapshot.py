@@ -11,7 +11,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from shadows.cli import app
+from shadows.cli.app import app
 from shadows.cli.options import CallTasks, Config, Name, Url
 from shadows.cli.output import (
     Json,

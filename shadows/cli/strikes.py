@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from shadows.cli import app
+from shadows.cli.app import app
 from shadows.cli.errors import CLIError
 from shadows.cli.options import Config, Name, Url
 from shadows.cli.output import open_shadow

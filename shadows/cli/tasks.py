@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from shadows.cli import app
+from shadows.cli.app import app
 from shadows.cli.errors import CLIError
 from shadows.cli.options import Config, Name, Url, duration
 from shadows.cli.output import open_shadow, relative, run, show_group_help

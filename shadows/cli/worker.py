@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Annotated
 
-from shadows.cli import app
+from shadows.cli.app import app
 from shadows.cli.errors import CLIError
 from shadows.cli.options import Config, Name, Tasks, Url, setting_option, settings_from
 from shadows.core.log_formats import configure_logging

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from shadows.cli import app
+from shadows.cli.app import app
 from shadows.cli.options import Config, Name, Url
 from shadows.cli.output import (
     Json,

@@ -1,116 +1,26 @@
-"""One scheduled call of a task, and its form on the wire."""
+"""One scheduled call of a task (its wire form, :class:`Message`, is in :mod:`message`,
+re-exported here)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from shadows.core.annotations import render_call
 from shadows.core.functions import task_name
+from shadows.core.message import MALFORMED as MALFORMED
+from shadows.core.message import POISON as POISON
+from shadows.core.message import Fields as Fields
+from shadows.core.message import Message as Message
+from shadows.core.message import MessageError as MessageError
+from shadows.core.message import from_ms as from_ms
+from shadows.core.message import now_ms as now_ms
+from shadows.core.message import preview as preview
+from shadows.core.message import to_ms as to_ms
 from shadows.core.serialization import Payloads
-
-Fields = Mapping[bytes, bytes]
-
-
-class MessageError(ValueError):
-    """A stream entry that is not a well-formed task message."""
-
-
-#: Marks (in ``Message.extra``) the stand-in for an entry that could not be parsed.
-MALFORMED = "malformed"
-#: Marks (in ``Message.extra``, worker-side) a message delivered too often to run again.
-POISON = "poison"
-
-
-def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def now_ms() -> int:
-    return to_ms(datetime.now(UTC))
-
-
-@dataclass(slots=True)
-class Message:
-    """A task message as read from Redis, before its arguments are decoded.
-
-    Splitting this from :class:`Execution` lets a worker name the task and key of a
-    message whose arguments cannot be decoded.
-    """
-
-    key: str
-    function: str
-    when_ms: int
-    attempt: int
-    args: bytes
-    kwargs: bytes
-    message_id: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
-    #: Concurrency slots this delivery holds while it runs (worker-side, not on the wire).
-    holds: list[str] = field(default_factory=list)
-    #: The raw fields of an entry that could not be parsed (worker-side).
-    raw: list[str | bytes] | None = None
-
-    @classmethod
-    def parse(cls, fields: Fields, message_id: str = "") -> Message:
-        """Read a stream entry; raises :class:`MessageError` when it is not one of ours."""
-        try:
-            key = fields[b"key"].decode()
-            function = fields[b"function"].decode()
-            when_ms = int(fields[b"when"])
-            attempt = int(fields[b"attempt"])
-            args = fields[b"args"]
-            kwargs = fields[b"kwargs"]
-        except KeyError as missing:
-            name = missing.args[0]
-            name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
-            raise MessageError(f"missing field {name!r}") from None
-        except (ValueError, UnicodeDecodeError) as error:
-            raise MessageError(f"malformed field: {error}") from None
-        known = {b"key", b"function", b"when", b"attempt", b"args", b"kwargs"}
-        extra = {
-            k.decode(errors="replace"): v.decode(errors="replace")
-            for k, v in fields.items()
-            if k not in known
-        }
-        return cls(key, function, when_ms, attempt, args, kwargs, message_id, extra)
-
-    @classmethod
-    def malformed(cls, message_id: str, fields: Fields, error: MessageError) -> Message:
-        """A stand-in for an entry too broken to parse, run only to dead-letter it."""
-        raw: list[str | bytes] = [part for pair in fields.items() for part in pair]
-        return cls(
-            key=f"malformed-{message_id}",
-            function="",
-            when_ms=0,
-            attempt=0,
-            args=b"",
-            kwargs=b"",
-            message_id=message_id,
-            extra={MALFORMED: str(error)},
-            raw=raw,
-        )
-
-    def fields(self) -> list[str | bytes]:
-        """Flat name/value pairs, the form the Lua scripts store and XADD."""
-        pairs: list[str | bytes] = [
-            "key", self.key,
-            "function", self.function,
-            "when", str(self.when_ms),
-            "attempt", str(self.attempt),
-            "args", self.args,
-            "kwargs", self.kwargs,
-        ]  # fmt: skip
-        for name, value in self.extra.items():
-            pairs += [name, value]
-        return pairs
 
 
 class Execution:
@@ -191,14 +101,3 @@ class Holder:
 #: The run the current code belongs to (set by the worker around a task and its
 #: dependencies; asyncio tasks and threads started from there inherit it).
 current_holder: ContextVar[Holder | None] = ContextVar("shadows_holder", default=None)
-
-
-def preview(fields: Fields) -> dict[str, str]:
-    """A short, printable view of a stream entry's first fields, for logs."""
-    return {
-        _printable(name)[:40]: _printable(value)[:60] for name, value in list(fields.items())[:8]
-    }
-
-
-def _printable(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

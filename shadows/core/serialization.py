@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cloudpickle
 
 if TYPE_CHECKING:
-    from shadows.core.execution import Message
+    from shadows.core.message import Message
 
 #: The message field naming the codec (absent means pickle).
 CODEC_FIELD = "codec"
