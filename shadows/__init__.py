@@ -26,6 +26,7 @@ from shadows.core.execution import Execution
 from shadows.operations.registry import WorkerInfo
 from shadows.operations.snapshot import Snapshot, SnapshotTask
 from shadows.operations.strikes import Strike
+from shadows.producer.agenda import Agenda
 from shadows.producer.batch import BatchError
 from shadows.producer.registration import UnknownTaskError
 from shadows.producer.shadow import Shadow
@@ -33,6 +34,7 @@ from shadows.producer.task import Task
 from shadows.worker.worker import Worker
 
 __all__ = [
+    "Agenda",
     "BatchError",
     "ConcurrencyLimit",
     "Cooldown",
