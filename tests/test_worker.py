@@ -320,7 +320,7 @@ async def test_a_task_unknown_to_the_worker_is_logged(
     await shadow.add(elsewhere, key="lost-task")()
     del shadow.tasks["elsewhere"]
     with caplog.at_level(logging.INFO, logger="shadows"):
-        async with Worker(shadow) as worker:
+        async with Worker(shadow, unknown_task_grace=timedelta(0)) as worker:
             await asyncio.wait_for(worker.run_until_finished(), 10)
     assert "Unknown task elsewhere [key=lost-task attempt=1]" in caplog.text
     assert await shadow.client.xlen(shadow.keys.stream) == 0

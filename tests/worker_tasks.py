@@ -58,3 +58,12 @@ async def pay(
 
 #: For the read-only commands' --tasks (the test workers do not run it).
 payments: list[Any] = [pay]
+
+
+async def rolled_out(path: str, label: str) -> None:
+    """A task only the "new release" registers (see ``newer``)."""
+    record(path, "start", label, os.getpid(), time.time())
+
+
+#: The tasks of a newer release: one more than ``tasks``.
+newer: list[Any] = [record_and_sleep, rolled_out]

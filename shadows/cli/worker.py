@@ -56,6 +56,9 @@ def worker(
     max_deliveries: Annotated[
         int | None, _worker("max_deliveries", "max_deliveries", "--max-deliveries")
     ] = None,
+    unknown_task_grace: Annotated[
+        str | None, _worker("unknown_task_grace", "unknown_task_grace", "--unknown-task-grace")
+    ] = None,
     schedule_automatic_tasks: Annotated[
         bool | None,
         _worker(
@@ -105,6 +108,7 @@ def worker(
         heartbeat_interval=heartbeat_interval,
         missed_heartbeats=missed_heartbeats,
         max_deliveries=max_deliveries,
+        unknown_task_grace=unknown_task_grace,
         schedule_automatic_tasks=schedule_automatic_tasks,
         until_finished=until_finished,
         healthcheck_port=healthcheck_port,
@@ -135,6 +139,7 @@ def worker(
             metrics_port=options.metrics_port,
             endpoint_host=options.endpoint_host,
             maximum_loop_lag=options.maximum_loop_lag,
+            unknown_task_grace=options.unknown_task_grace,
         )
     except (ValueError, TypeError) as error:
         raise CLIError(str(error)) from None

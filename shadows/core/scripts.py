@@ -29,7 +29,7 @@ end
 local function place(stream, queue, run, parked, key, when, now, fields, fresh)
   if not fresh then
     redis.call('DEL', parked)
-    redis.call('HDEL', run, 'message', 'worker', 'started', 'finished')
+    redis.call('HDEL', run, 'message', 'worker', 'started', 'finished', 'unknown-since')
     redis.call('PERSIST', run)
   end
   local task, attempt = field(fields, 'function') or '', field(fields, 'attempt') or '1'

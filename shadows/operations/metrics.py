@@ -86,6 +86,9 @@ _otel_retried = _meter.create_counter(
 _otel_stricken = _meter.create_counter(
     "shadows.tasks.stricken", unit="{task}", description="Tasks skipped by a strike"
 )
+_otel_handed_back = _meter.create_counter(
+    "shadows.tasks.handed_back", unit="{task}", description="Messages of unknown tasks handed back"
+)
 _otel_duration = _meter.create_histogram(
     "shadows.task.duration",
     unit="s",
@@ -158,6 +161,7 @@ class _Series:
         "attributes",
         "duration",
         "failed",
+        "handed_back",
         "punctuality",
         "retried",
         "running",
@@ -173,6 +177,7 @@ class _Series:
         self.failed = 0
         self.retried = 0
         self.stricken = 0
+        self.handed_back = 0
         self.running = 0
         self.duration = _Histogram(DURATION_BUCKETS)
         self.punctuality = _Histogram(PUNCTUALITY_BUCKETS)
@@ -242,6 +247,12 @@ class WorkerMetrics:
         elif outcome == "stricken":
             series.stricken += 1
             _otel_stricken.add(1, series.attributes)
+
+    def handed_back(self, message: Message) -> None:
+        """A message for a task this worker does not register was handed back."""
+        series = self.task(message.function)
+        series.handed_back += 1
+        _otel_handed_back.add(1, series.attributes)
 
     def disrupted(self) -> None:
         """Redis was lost (counted once per outage, not per reconnection attempt)."""
@@ -352,6 +363,11 @@ class _Families:
         self.stricken = CounterMetricFamily(
             "shadows_tasks_stricken", "Tasks skipped by a strike", labels=_TASK_LABELS
         )
+        self.handed_back = CounterMetricFamily(
+            "shadows_tasks_handed_back",
+            "Messages of unknown tasks handed back",
+            labels=_TASK_LABELS,
+        )
         self.duration = HistogramMetricFamily(
             "shadows_task_duration",
             "How long runs took, in seconds (dependencies and the call)",
@@ -390,7 +406,7 @@ class _Families:
         return list(vars(self).values())
 
 
-_PER_TASK = ("started", "succeeded", "failed", "retried", "stricken", "running")
+_PER_TASK = ("started", "succeeded", "failed", "retried", "stricken", "handed_back", "running")
 
 
 class _Collector:

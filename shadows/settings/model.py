@@ -97,6 +97,12 @@ class WorkerSettings(Section):
         description="Dead-letter a message as poison once it was delivered this often "
         "without being acknowledged (its workers kept dying).",
     )
+    unknown_task_grace: Duration = Field(
+        timedelta(minutes=5),
+        description="Hand a message for a task this worker does not register back for the "
+        "workers that do; dead-letter it once this long has passed with no live worker "
+        "registering it (a rolling deploy).",
+    )
     until_finished: bool = Field(
         False, description="Exit once nothing is due, scheduled or running."
     )

@@ -114,12 +114,7 @@ async def _decide(worker: Worker, message: Message) -> Verdict | None:
         return _skip_stricken(worker, message, whole, message.function)
     function = shadow.tasks.get(message.function)
     if function is None:
-        error = (
-            f"no function {message.function!r} is registered on worker {worker.name} "
-            f"(registered: {', '.join(sorted(shadow.tasks))})"
-        )
-        logger.error("Unknown task %s: %s", _describe(message), error)
-        return Verdict("failed", None, Failure("unknown-task", error))
+        return await _unknown(worker, message)
     try:
         execution = Execution.from_message(message, function, shadow.payloads)
     except PayloadError as error:
@@ -223,6 +218,24 @@ async def _gate(
             "⏸ %s postponed %.3f s by %s", _describe(message), delay, gate.reason, extra=details
         )
     return Verdict("postponed", throttle.postponed(worker.shadow, message, gate.when_ms))
+
+
+async def _unknown(worker: Worker, message: Message) -> Verdict | None:
+    """Hand a message for a task this worker does not register back for the workers
+    that do; dead-letter it once the grace period is over and none is alive."""
+    refusal = await worker.unknown.refuse(message)
+    if refusal.verdict == "back":
+        worker.metrics.handed_back(message)
+        return None
+    if refusal.verdict != "dead":
+        return None  # another worker claimed it meanwhile
+    error = (
+        f"no function {message.function!r} is registered on worker {worker.name} "
+        f"(registered: {', '.join(sorted(worker.shadow.tasks))}), and no live worker "
+        f"registered it within {refusal.waited:.0f} s (unknown_task_grace)"
+    )
+    logger.error("Unknown task %s: %s", _describe(message), error)
+    return Verdict("failed", None, Failure("unknown-task", error))
 
 
 def _skip_stricken(worker: Worker, message: Message, strike: Strike, call: str) -> Verdict:

@@ -59,6 +59,7 @@ from shadows.worker.release import abandon, acknowledge, release, release_leftov
 from shadows.worker.scheduler import run_scheduler
 from shadows.worker.signals import install_signal_handlers
 from shadows.worker.slots import acquire as acquire_slots
+from shadows.worker.unknown import UnknownTasks
 
 logger = logging.getLogger("shadows.worker")
 
@@ -109,6 +110,7 @@ class Worker:
         metrics_port: int | None = None,
         endpoint_host: str | None = None,
         maximum_loop_lag: timedelta = timedelta(seconds=5),
+        unknown_task_grace: timedelta = timedelta(minutes=5),
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
@@ -136,12 +138,18 @@ class Worker:
         #: The interface the endpoints listen on (``None``: every interface).
         self.endpoint_host = checked_host(endpoint_host)
         self.maximum_loop_lag = maximum_loop_lag
+        #: How long a message for a task no live worker registers is handed back before
+        #: it is dead-lettered (see :mod:`shadows.worker.unknown`).
+        self.unknown_task_grace = unknown_task_grace
 
         self._redelivery = _seconds(redelivery_timeout, "redelivery_timeout", 0.05)
         self._reconnect_cap = _seconds(reconnection_delay, "reconnection_delay")
         self._check = _seconds(minimum_check_interval, "minimum_check_interval", 0.001)
         self._resolution = _seconds(scheduling_resolution, "scheduling_resolution", 0.001)
         beat_every = _seconds(self.heartbeat_interval, "heartbeat_interval", 0.01)
+        grace = _seconds(unknown_task_grace, "unknown_task_grace")
+        #: Hands back messages of tasks this worker does not register.
+        self.unknown = UnknownTasks(shadow, self.name, grace, beat_every)
 
         self._active: dict[str, asyncio.Task[None]] = {}  # by message id
         self._messages: dict[str, Message] = {}  # by message id
