@@ -249,7 +249,7 @@ class WorkerMetrics:
             _otel_stricken.add(1, series.attributes)
 
     def handed_back(self, message: Message) -> None:
-        """A message for a task this worker does not register was handed back."""
+        """A message of a task this worker does not register went back (to others)."""
         series = self.task(message.function)
         series.handed_back += 1
         _otel_handed_back.add(1, series.attributes)
@@ -364,9 +364,7 @@ class _Families:
             "shadows_tasks_stricken", "Tasks skipped by a strike", labels=_TASK_LABELS
         )
         self.handed_back = CounterMetricFamily(
-            "shadows_tasks_handed_back",
-            "Messages of unknown tasks handed back",
-            labels=_TASK_LABELS,
+            "shadows_tasks_handed_back", "Unknown tasks handed back", labels=_TASK_LABELS
         )
         self.duration = HistogramMetricFamily(
             "shadows_task_duration",
