@@ -161,7 +161,7 @@ async def test_a_shadow_sets_how_often_its_workers_beat_and_how_many_beats_they_
                 async def stay(*_: Any) -> None:
                     pass
 
-                monkeypatch.setattr(shadows.heartbeat, "leave", stay)
+                monkeypatch.setattr(shadows.worker.heartbeat, "leave", stay)
                 quick.stop()
                 await runs[0]
 
