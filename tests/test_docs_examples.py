@@ -21,6 +21,7 @@ DOCS = Path(__file__).parent.parent / "docs"
 PAGES = [
     "dependencies.md",
     "behaviours.md",
+    "flow-control.md",
     "testing.md",
     "advanced-patterns.md",
     "strikes.md",
