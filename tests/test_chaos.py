@@ -167,6 +167,56 @@ def test_concurrency_limit_per_customer(records: Records) -> None:
     assert len(verdict.concurrency) == 1 and "alice" in verdict.concurrency[0]
 
 
+def test_more_starts_than_the_rate_limit_allows_in_a_window(records: Records) -> None:
+    facts = {"limit": 2, "per": 2.0}
+    for key, start in [("r1", 1.0), ("r2", 1.5), ("r3", 3.3), ("r4", 3.6), ("r5", 5.5)]:
+        records.accepted("rated", key, **facts)
+        records.run(key, start, start + 0.05, rl=1)
+    records.run("r2", 1.9, 2.0, pid=5, rl=1)  # a redelivery of r2: counted once
+    verdict = check(records)
+    assert verdict.ok, {name: found for name, found in verdict.violations.items() if found}
+    assert verdict.rate_most_in_window == 2
+    records.accepted("rated", "r6", **facts)
+    records.run("r6", 3.7, 3.8, rl=1)  # r3, r4 and r6 within 0.4 s
+    verdict = check(records)
+    assert verdict.rate_most_in_window == 3
+    assert len(verdict.rate_limit) == 1 and "limit 2 per 2 s" in verdict.rate_limit[0]
+
+
+def test_one_run_per_debounce_burst_within_max_wait_with_the_last_arguments(
+    records: Records,
+) -> None:
+    def burst(key: str, sent: list[float]) -> None:
+        for sequence, moment in enumerate(sent):
+            records.accepted(
+                "debounced", key, when=moment, marker=f"{key}:{sequence}", sent=moment,
+                burst=key, sequence=sequence, max_wait=0.5,
+            )  # fmt: skip
+
+    burst("good", [1.0, 1.1, 1.2])
+    records.run("good", 1.5, 1.6, when=1.45, m="good:2", s=2)
+    records.run("good", 1.7, 1.8, pid=5, when=1.45, m="good:2", s=2)  # redelivered
+    verdict = check(records)
+    assert verdict.ok, verdict.violations
+    assert (verdict.debounce_bursts, verdict.debounce_submissions) == (1, 3)
+
+    burst("twice", [2.0, 2.1])
+    records.run("twice", 2.4, 2.5, when=2.35, m="twice:1", s=1)
+    records.run("twice", 2.6, 2.7, when=2.45, m="twice:1", s=1)
+    burst("late", [3.0, 3.1])
+    records.run("late", 3.7, 3.8, when=3.6, m="late:1", s=1)  # due 0.6 s after the first
+    burst("first-kept", [4.0, 4.1])
+    records.run("first-kept", 4.4, 4.5, when=4.35, m="first-kept:0", s=0)
+    burst("never", [5.0])
+    verdict = check(records)
+    found = verdict.debounce
+    assert len(found) == 3, found
+    assert any(line.startswith("twice: 2 runs for one burst") for line in found)
+    assert any("first-kept" in line and "not the last accepted (1)" in line for line in found)
+    assert any("[late" in line and "(max_wait 0.5 s)" in line for line in found)
+    assert verdict.lost == ["debounced never: no successful run"]
+
+
 def test_an_idempotent_add_that_ran_is_reported(records: Records) -> None:
     records.accepted("keyed", "k", when=10.0)
     records.run("k", 10.0, 10.1, when=10.0, m="k")

@@ -27,12 +27,14 @@ from . import tasks
 
 #: What the producer adds, with the share of each kind.
 MIX: dict[str, float] = {
-    "immediate": 0.38,
-    "future": 0.20,
-    "keyed": 0.12,
-    "retry": 0.12,
-    "limited": 0.10,
-    "long": 0.08,
+    "immediate": 0.34,
+    "future": 0.18,
+    "keyed": 0.11,
+    "retry": 0.11,
+    "limited": 0.09,
+    "long": 0.07,
+    "rated": 0.05,
+    "debounced": 0.05,
 }
 CUSTOMERS = ("alice", "bob", "carol")
 CHAINS = 3
@@ -155,6 +157,14 @@ class Producer:
             await self._add(kind, marker, None, shadow.add(tasks.work)(ms, marker))
         elif kind == "keyed":
             await self._add_keyed()
+        elif kind == "rated":
+            marker, ms = self._next("rated"), rng.randint(20, 100)
+            await self._add(
+                kind, marker, None, shadow.add(tasks.rated)(marker, ms),
+                limit=tasks.RATE_LIMIT, per=tasks.RATE_PER,
+            )  # fmt: skip
+        elif kind == "debounced":
+            await self._add_burst()
         elif kind == "retry":
             key, ms, fail_until = self._next("retry"), rng.randint(20, 200), rng.randint(0, 2)
             function = rng.choice([tasks.flaky, tasks.flaky_exponential])
@@ -185,6 +195,20 @@ class Producer:
             self.shadow.add(tasks.work, when=when, key=key)(ms, duplicate),
             first_when=when.timestamp(),
         )  # fmt: skip
+
+    async def _add_burst(self) -> None:
+        """A burst of 2 to 5 submissions of one debounced scope, 30 ms apart (well within
+        the settle time): one run, with the last accepted submission's arguments."""
+        burst = self._next("burst")
+        for sequence in range(self.rng.randint(2, 5)):
+            if sequence:
+                await asyncio.sleep(0.03)
+            marker = f"{burst}:{sequence}"
+            await self._add(
+                "debounced", marker, None,
+                self.shadow.add(tasks.debounced)(burst, sequence, marker),
+                burst=burst, sequence=sequence, max_wait=tasks.DEBOUNCE_MAX_WAIT,
+            )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
         """Add tasks at ``rate`` per second until ``stop`` (slower while Redis is away)."""

@@ -19,6 +19,24 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "none"
 
 
+def _rate(figures: dict[str, Any] | None) -> str:
+    if not figures:
+        return "n/a"
+    return (
+        f"limit {figures['limit']} per {figures['per_seconds']:g} s, most starts in any "
+        f"window: {figures['most_in_window']}"
+    )
+
+
+def _debounce(figures: dict[str, Any] | None) -> str:
+    if not figures:
+        return "n/a"
+    return (
+        f"{figures['submissions']} submissions in {figures['bursts']} bursts, one run "
+        f"each, due within max_wait {figures['max_wait_seconds']:g} s"
+    )
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as Markdown (readable as plain text too)."""
     config = report["config"]
@@ -56,6 +74,8 @@ def render(report: dict[str, Any]) -> str:
             for key, runs in report["chains"]["runs"].items())),
         ("Concurrency limit", f"limit 1, most at once per customer: "
                               f"{_counts(report['concurrency_max'])}"),
+        ("Rate limit", _rate(report.get("rate_limit"))),
+        ("Debounce", _debounce(report.get("debounce"))),
         ("End state", f"stream {state['stream_length']}, queue {state['queue_length']}, pending "
                       f"{state['pending']}, {state['keys']} keys ({_counts(state['keys_by_kind'])})"
                       f", {len(state['without_expiry'])} without expiry, "

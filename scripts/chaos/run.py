@@ -334,6 +334,16 @@ def _report(
         "sigterm_exit_seconds_max": max(verdict.sigterm_exit_seconds, default=None),
         "chains": {"runs": verdict.chain_runs, "max_gap_seconds": verdict.chain_max_gap},
         "concurrency_max": verdict.max_concurrency,
+        "rate_limit": {
+            "limit": tasks.RATE_LIMIT,
+            "per_seconds": tasks.RATE_PER,
+            "most_in_window": verdict.rate_most_in_window,
+        },
+        "debounce": {
+            "bursts": verdict.debounce_bursts,
+            "submissions": verdict.debounce_submissions,
+            "max_wait_seconds": tasks.DEBOUNCE_MAX_WAIT,
+        },
         "end_state": state,
         "violations": violations,
     }

@@ -25,9 +25,11 @@ from shadows import (
     CurrentExecution,
     CurrentShadow,
     CurrentWorker,
+    Debounce,
     Execution,
     ExponentialRetry,
     Perpetual,
+    RateLimit,
     Retry,
     Shadow,
     Worker,
@@ -161,6 +163,46 @@ async def limited(
         await asyncio.sleep(ms / 1000)
 
 
+#: :func:`rated` starts at most RATE_LIMIT runs per RATE_PER seconds, across all workers.
+RATE_LIMIT = 3
+RATE_PER = 2.0
+
+
+async def rated(
+    marker: str,
+    ms: int,
+    execution: Execution = CurrentExecution(),
+    worker: Worker = CurrentWorker(),
+    rate: RateLimit = RateLimit(RATE_LIMIT, per=timedelta(seconds=RATE_PER)),
+) -> None:
+    """Over the rate limit, postponed to the first free moment (never dropped)."""
+    async with recorded(execution, worker, {"m": marker, "rl": 1}):
+        await asyncio.sleep(ms / 1000)
+
+
+#: Submissions of one burst of :func:`debounced` come this close together; the run is
+#: due DEBOUNCE_SETTLE after the last, DEBOUNCE_MAX_WAIT after the first at the latest.
+DEBOUNCE_SETTLE = 0.25
+DEBOUNCE_MAX_WAIT = 0.5
+
+
+async def debounced(
+    burst: str,
+    sequence: int,
+    marker: str,
+    execution: Execution = CurrentExecution(),
+    worker: Worker = CurrentWorker(),
+    debounce: Debounce = Debounce(
+        timedelta(seconds=DEBOUNCE_SETTLE),
+        max_wait=timedelta(seconds=DEBOUNCE_MAX_WAIT),
+        scope="burst",
+    ),
+) -> None:
+    """One run per burst of submissions (per ``burst``), with the last one's arguments."""
+    async with recorded(execution, worker, {"m": marker, "b": burst, "s": sequence}):
+        await asyncio.sleep(0.02)
+
+
 async def chain(
     ms: int,
     execution: Execution = CurrentExecution(),
@@ -214,6 +256,8 @@ tasks: list[Callable[..., Any]] = [
     flaky,
     flaky_exponential,
     limited,
+    rated,
+    debounced,
     chain,
     heartbeat,
     relay,

@@ -48,6 +48,10 @@ class Run:
     start: float
     marker: str = ""
     customer: str | None = None
+    #: Counted by a rate limit (the ``rated`` task).
+    rated: bool = False
+    #: The submission of a debounced burst whose arguments the run has.
+    sequence: int | None = None
     end: float | None = None
     outcome: str | None = None  # ok, failed, cancelled; None: no end line
     stopped: bool = False
@@ -93,6 +97,13 @@ class Verdict:
     concurrency: list[str] = field(default_factory=list)
     idempotency: list[str] = field(default_factory=list)
     unknown_runs: list[str] = field(default_factory=list)
+    rate_limit: list[str] = field(default_factory=list)
+    debounce: list[str] = field(default_factory=list)
+    #: Most starts of the rate-limited task seen in any window (shortened by RATE_SLACK).
+    rate_most_in_window: int = 0
+    #: Debounced bursts (distinct run keys) and the submissions accepted into them.
+    debounce_bursts: int = 0
+    debounce_submissions: int = 0
     unfinished: list[str] = field(default_factory=list)
     sigterm: list[str] = field(default_factory=list)
     died: list[str] = field(default_factory=list)
@@ -114,6 +125,8 @@ class Verdict:
             "concurrency limit exceeded": self.concurrency,
             "idempotent add ran": self.idempotency,
             "runs of tasks never added": self.unknown_runs,
+            "rate limit exceeded": self.rate_limit,
+            "debounce": self.debounce,
             "runs cut short by SIGTERM": self.unfinished,
             "SIGTERM exits": self.sigterm,
             "workers that exited on their own": self.died,
@@ -142,6 +155,8 @@ def load_runs(directory: Path, exits: dict[int, dict[str, Any]]) -> list[Run]:
                     start=record["t"],
                     marker=record.get("m", ""),
                     customer=record.get("c"),
+                    rated=bool(record.get("rl")),
+                    sequence=record.get("s"),
                 )
             else:
                 run = runs[record["r"]]
@@ -213,6 +228,8 @@ def verify(directory: Path, faults_ended: float, stop_requested: float, limit: i
     _check_unknown(verdict, runs, accepted, rejected)
     _check_runs(verdict, runs, by_key)
     _check_limits(verdict, runs, limit)
+    _check_rate(verdict, accepted, runs)
+    _check_debounce(verdict, accepted, by_key)
     chains = [a["k"] for a in accepted if a["kind"] == "perpetual"] + [HEARTBEAT_KEY]
     _check_chains(verdict, chains, by_key, faults_ended, stop_requested)
     _measure_resume(verdict, list(_lines(directory / "faults.jsonl")), runs)
@@ -343,6 +360,75 @@ def _check_limits(verdict: Verdict, runs: list[Run], limit: int) -> None:
             for first, second in overlapping(customer_runs):
                 verdict.concurrency.append(
                     f"customer {customer}: {second.describe()} started while {first.describe()} ran"
+                )
+
+
+#: A start is recorded when the task body begins, a few ms (more on a loaded machine)
+#: after the worker's gate counted it at Redis's clock: windows are checked this much
+#: shorter than the limit's period.
+RATE_SLACK = 0.25
+
+
+def _check_rate(verdict: Verdict, accepted: list[dict[str, Any]], runs: list[Run]) -> None:
+    """No more starts of the rate-limited task than its limit allows in any window. A
+    redelivered message was counted once by the gate: each execution counts once."""
+    limits = {(a["limit"], a["per"]) for a in accepted if a["kind"] == "rated"}
+    if not limits:
+        return
+    limit, per = limits.pop()
+    first: dict[tuple[str, int, int], Run] = {}
+    for run in runs:
+        if run.rated and run.execution not in first:
+            first[run.execution] = run
+    starts = sorted(first.values(), key=lambda r: r.start)
+    window = per - RATE_SLACK
+    low = 0
+    for high, run in enumerate(starts):
+        while run.start - starts[low].start >= window:
+            low += 1
+        count = high - low + 1
+        verdict.rate_most_in_window = max(verdict.rate_most_in_window, count)
+        if count > limit:
+            verdict.rate_limit.append(
+                f"{count} starts within {window:.2f} s (limit {limit} per {per:g} s): "
+                + "; ".join(r.describe() for r in starts[low : high + 1])
+            )
+
+
+def _check_debounce(
+    verdict: Verdict, accepted: list[dict[str, Any]], by_key: dict[str, list[Run]]
+) -> None:
+    """Each burst (the submissions answered with one run key) runs exactly once (one
+    execution, however often delivered), due within ``max_wait`` of its first accepted
+    submission, with the arguments of its last accepted submission or a later one."""
+    bursts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for add in accepted:
+        if add["kind"] == "debounced":
+            bursts[add["k"]].append(add)
+    verdict.debounce_bursts = len(bursts)
+    verdict.debounce_submissions = sum(len(adds) for adds in bursts.values())
+    for key, adds in sorted(bursts.items()):
+        runs = by_key.get(key, [])
+        executions = {(r.attempt, round(r.when * 1000)) for r in runs}
+        if not any(r.outcome == "ok" for r in runs):
+            verdict.lost.append(f"debounced {key}: no successful run")
+        if len(executions) > 1:
+            verdict.debounce.append(
+                f"{key}: {len(executions)} runs for one burst: "
+                + "; ".join(r.describe() for r in runs)
+            )
+        first = min(add["sent"] for add in adds)
+        latest = max(add["sequence"] for add in adds)
+        for run in runs:
+            if run.when > first + adds[0]["max_wait"] + EPSILON:
+                verdict.debounce.append(
+                    f"{run.describe()} due {run.when - first:.3f} s after the burst's first "
+                    f"submission (max_wait {adds[0]['max_wait']:g} s)"
+                )
+            if run.sequence is not None and run.sequence < latest:
+                verdict.debounce.append(
+                    f"{run.describe()} ran submission {run.sequence}, not the last accepted "
+                    f"({latest})"
                 )
 
 
