@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from shadows.behaviours import TaskLogger
+from shadows.behaviours.context import TaskLogger
 from shadows.core.annotations import Logged
 
 

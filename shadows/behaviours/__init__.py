@@ -1,4 +1,5 @@
-"""Dependencies a task declares as parameter defaults."""
+"""Dependencies a task declares as parameter defaults (the public names; modules inside
+``shadows`` import the submodules, never this package, which names the shadow and worker)."""
 
 from shadows.behaviours.base import (
     Context,
@@ -11,12 +12,11 @@ from shadows.behaviours.base import (
 from shadows.behaviours.concurrency import ConcurrencyLimit
 from shadows.behaviours.context import (
     CurrentExecution,
-    CurrentShadow,
-    CurrentWorker,
     TaskArgument,
     TaskKey,
     TaskLogger,
 )
+from shadows.behaviours.current import CurrentShadow, CurrentWorker
 from shadows.behaviours.flow import Cooldown, Debounce, RateLimit
 from shadows.behaviours.functional import Dependent, Depends
 from shadows.behaviours.perpetual import Cron, Perpetual

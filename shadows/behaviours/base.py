@@ -13,15 +13,13 @@ import inspect
 from collections.abc import Callable, Hashable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 from weakref import WeakKeyDictionary
 
 from shadows.core.functions import describe, is_async
 
 if TYPE_CHECKING:
     from shadows.core.execution import Execution
-    from shadows.producer.shadow import Shadow
-    from shadows.worker.worker import Worker
 
 
 D = TypeVar("D", bound="Dependency")
@@ -67,12 +65,20 @@ class DependencyError(Exception):
         self.dependency = dependency
 
 
+class Named(Protocol):
+    """What this layer knows of the shadow and the worker of a run: they are defined above
+    it (``CurrentShadow``/``CurrentWorker`` hand the task the real objects)."""
+
+    @property
+    def name(self) -> str: ...
+
+
 @dataclass
 class Context:
     """Everything a dependency may draw on while one task run is resolved."""
 
-    shadow: Shadow
-    worker: Worker
+    shadow: Named
+    worker: Named
     execution: Execution
     stack: AsyncExitStack
     values: dict[Hashable, Any] = field(default_factory=dict)

@@ -11,20 +11,18 @@ from shadows.behaviours.base import Context, Dependency
 
 if TYPE_CHECKING:
     from shadows.core.execution import Execution
-    from shadows.producer.shadow import Shadow
-    from shadows.worker.worker import Worker
 
 _MISSING = object()
 
 
-class _CurrentShadow(Dependency):
+class CurrentShadowDependency(Dependency):
     """The :class:`~shadows.Shadow` the task was scheduled on (to schedule more work)."""
 
     async def resolve(self, context: Context, parameter: str) -> Any:
         return context.shadow
 
 
-class _CurrentWorker(Dependency):
+class CurrentWorkerDependency(Dependency):
     """The :class:`~shadows.Worker` running the task."""
 
     async def resolve(self, context: Context, parameter: str) -> Any:
@@ -104,16 +102,6 @@ class _TaskLogger(Dependency):
 
 # The public spellings are functions typed as the value the task receives, so that
 # ``shadows: Shadow = CurrentShadow()`` type-checks.
-
-
-def CurrentShadow() -> Shadow:
-    """The :class:`~shadows.Shadow` the task was scheduled on (to schedule more work)."""
-    return cast("Shadow", _CurrentShadow())
-
-
-def CurrentWorker() -> Worker:
-    """The :class:`~shadows.Worker` running the task."""
-    return cast("Worker", _CurrentWorker())
 
 
 def CurrentExecution() -> Execution:

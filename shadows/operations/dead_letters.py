@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import traceback as tb
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ from shadows.core.execution import Message, MessageError, from_ms, now_ms
 from shadows.core.serialization import CODEC_FIELD, PayloadError
 
 if TYPE_CHECKING:
-    from shadows.producer.shadow import Shadow
+    from shadows.core.backend import Backend
 
 logger = logging.getLogger("shadows.dead_letters")
 
@@ -128,7 +128,7 @@ def parse(key: str, raw: dict[bytes, bytes]) -> DeadLetter | None:
     )
 
 
-async def list_failed(shadow: Shadow, limit: int = 1000) -> list[DeadLetter]:
+async def list_failed(shadow: Backend, limit: int = 1000) -> list[DeadLetter]:
     """The newest ``limit`` dead letters, newest first."""
     client = shadow.client
     keys = shadow.keys
@@ -143,15 +143,21 @@ async def list_failed(shadow: Shadow, limit: int = 1000) -> list[DeadLetter]:
     return [letter for letter in letters if letter is not None]
 
 
-async def get_failed(shadow: Shadow, key: str) -> DeadLetter | None:
+async def get_failed(shadow: Backend, key: str) -> DeadLetter | None:
     raw: dict[bytes, bytes] = await shadow.client.hgetall(shadow.keys.dead(key))  # type: ignore[assignment]
     return parse(key, raw)
 
 
-async def retry_failed(shadow: Shadow, key: str, force_unverified: bool = False) -> str:
+async def retry_failed(
+    shadow: Backend,
+    key: str,
+    schedule: Callable[[Message], Awaitable[str]],
+    force_unverified: bool = False,
+) -> str:
     """Enqueue the dead letter ``key`` again, now, from attempt 1.
 
-    Returns the scheduling outcome (``queued``, or ``exists`` when a task with that key
+    ``schedule`` writes the message (the producer's ``schedule_message``). Returns the
+    scheduling outcome (``queued``, or ``exists`` when a task with that key
     is already scheduled, queued or running). Raises ``KeyError`` if there is no such
     dead letter, ``MessageError`` if it was malformed, ``ValueError`` if it is in another
     codec, and :class:`UnverifiedLetterError` if the shadow signs messages and this one's
@@ -162,10 +168,10 @@ async def retry_failed(shadow: Shadow, key: str, force_unverified: bool = False)
         raise KeyError(f"no failed task with key {key!r}")
     message = letter.message()
     codec = message.extra.get(CODEC_FIELD, "pickle")
-    if codec != shadow.codec.name:
+    if codec != shadow.payloads.codec.name:
         raise ValueError(
             f"the failed task {key!r} was encoded with the {codec} codec: retry it from a "
-            f"Shadow that uses that codec (this one uses {shadow.codec.name})"
+            f"Shadow that uses that codec (this one uses {shadow.payloads.codec.name})"
         )
     try:
         shadow.payloads.check(message)  # signed for this shadow (its age does not matter)
@@ -186,13 +192,13 @@ async def retry_failed(shadow: Shadow, key: str, force_unverified: bool = False)
     message.attempt = 1
     message.when_ms = now_ms()
     shadow.payloads.seal(message)
-    outcome = await shadow.schedule_message(message)
+    outcome = await schedule(message)
     if outcome != "exists":
         await purge_failed(shadow, key)
     return outcome
 
 
-async def purge_failed(shadow: Shadow, key: str | None = None) -> int:
+async def purge_failed(shadow: Backend, key: str | None = None) -> int:
     """Forget one dead letter, or all of them; returns how many were removed."""
     client = shadow.client
     keys = shadow.keys

@@ -23,12 +23,12 @@ import asyncio
 import concurrent.futures
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from shadows.worker.worker import Worker
+    from shadows.core.backend import Backend
 
 #: How long the check waits for Redis to answer ``PING``.
 PING_TIMEOUT = 1.0
@@ -82,10 +82,29 @@ class LoopMonitor:
         return max((late for when, late in list(self._late) if when >= moment), default=0.0)
 
 
+class Watched(Protocol):
+    """What the health check reads of its worker (:class:`~shadows.Worker`, above it)."""
+
+    @property
+    def shadow(self) -> Backend: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def is_running(self) -> bool: ...
+
+    @property
+    def is_stopping(self) -> bool: ...
+
+    @property
+    def running_count(self) -> int: ...
+
+
 class HealthCheck:
     """The health of one worker, evaluated from any thread."""
 
-    def __init__(self, worker: Worker, maximum_loop_lag: float, maximum_read_age: float) -> None:
+    def __init__(self, worker: Watched, maximum_loop_lag: float, maximum_read_age: float) -> None:
         self.worker = worker
         self.maximum_loop_lag = maximum_loop_lag
         #: How long the read loop may go without a successful read or claim.

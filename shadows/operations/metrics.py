@@ -44,9 +44,9 @@ from shadows.core.keys import WORKER_GROUP
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from shadows.core.backend import Backend
     from shadows.core.execution import Message
     from shadows.operations.dead_letters import Failure
-    from shadows.producer.shadow import Shadow
 
 #: The registry of every ``shadows_*`` Prometheus metric in this process.
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -186,7 +186,7 @@ class _Series:
 class WorkerMetrics:
     """What one worker counts, and what it reports about the present when collected."""
 
-    def __init__(self, shadow: Shadow, worker: str, strikes: Sized = ()) -> None:
+    def __init__(self, shadow: Backend, worker: str, strikes: Sized = ()) -> None:
         self.shadow = shadow
         self.worker = worker
         #: The strikes this worker applies (its ``StrikeList``), counted when collected.

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from shadows.core.execution import from_ms
 
 if TYPE_CHECKING:
-    from shadows.producer.shadow import Shadow
+    from shadows.core.backend import Backend
 
 #: Defaults of ``Shadow(heartbeat_interval=..., missed_heartbeats=...)``: how often a
 #: worker beats, and how many intervals without a beat it stays listed.
@@ -153,7 +153,7 @@ class Presence:
     tally: str = ""
 
 
-async def beat(shadow: Shadow, presence: Presence, window_ms: int, now: int) -> None:
+async def beat(shadow: Backend, presence: Presence, window_ms: int, now: int) -> None:
     """Write one heartbeat of ``presence``, valid for ``window_ms``."""
     keys = shadow.keys
     script = shadow.client.register_script(HEARTBEAT)
@@ -175,14 +175,14 @@ async def beat(shadow: Shadow, presence: Presence, window_ms: int, now: int) -> 
     )
 
 
-async def leave(shadow: Shadow, name: str) -> None:
+async def leave(shadow: Backend, name: str) -> None:
     """Remove the worker ``name`` from the registry at once."""
     keys = shadow.keys
     script = shadow.client.register_script(LEAVE)
     await script(keys=[keys.workers, keys.worker(name), keys.worker_tasks(name)], args=[name])
 
 
-async def list_workers(shadow: Shadow, task: str | None = None) -> list[WorkerInfo]:
+async def list_workers(shadow: Backend, task: str | None = None) -> list[WorkerInfo]:
     """The live workers (those that can run ``task``, when given), by name."""
     keys = shadow.keys
     script = shadow.client.register_script(LIST)

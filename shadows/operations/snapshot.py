@@ -35,7 +35,7 @@ from shadows.core.serialization import Payloads
 from shadows.operations.registry import WorkerInfo, list_workers
 
 if TYPE_CHECKING:
-    from shadows.producer.shadow import Shadow
+    from shadows.core.backend import Backend
 
 #: Tasks read by one script call: small enough to keep Redis responsive meanwhile
 #: (a page takes Redis a few milliseconds).
@@ -295,15 +295,18 @@ class Snapshot:
         return sum(1 for task in self.future if task.state == state)
 
 
-async def take_snapshot(shadow: Shadow, arguments: bool = True) -> Snapshot:
-    """Read every future, queued and running task of ``shadow``, and its live workers."""
+async def take_snapshot(
+    shadow: Backend, tasks_known: Mapping[str, Callable[..., Any]], arguments: bool = True
+) -> Snapshot:
+    """Read every future, queued and running task of ``shadow``, and its live workers
+    (``tasks_known``: the registered functions, by name, that the tasks are tied to)."""
     taken = datetime.now(UTC)
     tasks: dict[str, SnapshotTask] = {}
     # The queue first: work moves from the queue to the stream, so a task moving while we
     # read is seen twice (and the stream's reading wins) rather than not at all.
-    for task in await _read_queue(shadow, arguments):
+    for task in await _read_queue(shadow, tasks_known, arguments):
         tasks[task.key] = task
-    for task in await _read_stream(shadow, arguments):
+    for task in await _read_stream(shadow, tasks_known, arguments):
         tasks[task.key] = task
     future = [task for task in tasks.values() if task.state != "running"]
     future.sort(key=_due)
@@ -376,14 +379,16 @@ def _fields(values: list[int], at: int, text: bytes, position: int) -> tuple[Raw
     return (text[position:end], lengths), end
 
 
-async def _read_queue(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
+async def _read_queue(
+    shadow: Backend, tasks_known: Mapping[str, Callable[..., Any]], arguments: bool
+) -> list[SnapshotTask]:
     script = shadow.client.register_script(QUEUE_PAGE)
     keys = [shadow.keys.queue]
     prefix = shadow.keys.prefix
     flag = "1" if arguments else "0"
     payloads = shadow.payloads
     found: list[SnapshotTask] = []
-    names = _Names(shadow.tasks)
+    names = _Names(tasks_known)
 
     async def fetch(cursor: Cursor) -> Any:
         low, skip = cursor
@@ -431,14 +436,16 @@ async def _read_queue(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
     return found
 
 
-async def _read_stream(shadow: Shadow, arguments: bool) -> list[SnapshotTask]:
+async def _read_stream(
+    shadow: Backend, tasks_known: Mapping[str, Callable[..., Any]], arguments: bool
+) -> list[SnapshotTask]:
     script = shadow.client.register_script(STREAM_PAGE)
     keys = [shadow.keys.stream]
     args = [WORKER_GROUP, shadow.keys.prefix]
     flag = "1" if arguments else "0"
     payloads = shadow.payloads
     found: list[SnapshotTask] = []
-    names = _Names(shadow.tasks)
+    names = _Names(tasks_known)
 
     async def fetch(cursor: Cursor) -> Any:
         return await script(keys=keys, args=[*args, cursor[0], PAGE, flag])

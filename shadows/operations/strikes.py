@@ -3,42 +3,35 @@
 A strike is a value (:class:`Strike`). The strikes in effect live in Redis, in a hash keyed
 by each strike's canonical encoding, and every change also goes to a short feed stream.
 A worker loads the whole hash when it starts and then blocks on the feed on its own
-connection (:class:`StrikeFollower`); any entry makes it load the hash again, so a lost or
+connection (:mod:`strike_follower`); any entry makes it load the hash again, so a lost or
 trimmed feed entry can never leave a worker with a stale list for longer than one change.
 The worker checks its in-memory :class:`StrikeList` before running each message.
+
+This module holds the model and the matching; :mod:`strike_values` how a value is stored.
 """
 
 from __future__ import annotations
 
 import ast
-import asyncio
-import base64
-import contextlib
-import hashlib
-import hmac
 import inspect
 import json
 import logging
-import math
 import operator as operators
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from redis.exceptions import ResponseError
-
-from shadows.core.cancellation import CancelGuard
-from shadows.core.connection import connection_options, node_client
+from shadows.behaviours.base import Dependency, plan_for
 from shadows.core.execution import from_ms
-from shadows.core.reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
+from shadows.core.functions import describe, task_name
 from shadows.core.serialization import Payloads
+from shadows.operations.strike_values import decode_value, encode_value, json_exact, literal_exact
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from shadows.core.keys import Keys
-    from shadows.producer.shadow import Shadow
 
 logger = logging.getLogger("shadows.worker")
 
@@ -175,8 +168,8 @@ class Strike:
             (self.function, self.parameter, self.operator)
             == (asked.function, asked.parameter, asked.operator)
             and isinstance(asked.value, str)
-            and not _json_exact(self.value)
-            and not _literal_exact(self.value)
+            and not json_exact(self.value)
+            and not literal_exact(self.value)
             and repr(self.value) == asked.value
         )
 
@@ -222,124 +215,55 @@ class Strike:
             "function": self.function,
             "parameter": self.parameter,
             "operator": None if whole else self.operator,
-            "value": None if whole or not _json_exact(self.value) else self.value,
+            "value": None if whole or not json_exact(self.value) else self.value,
             "value_repr": None if whole else repr(self.value),
             "since": self.since.isoformat() if self.since else None,
         }
 
 
-# -- values ---------------------------------------------------------------------------
+def strike_for(
+    function: Callable[..., Any] | str | None,
+    parameter: str | None,
+    operator: Operator,
+    value: Any,
+    tasks: Mapping[str, Callable[..., Any]],
+    payloads: Payloads,
+    check: bool,
+) -> Strike:
+    """The strike of ``Shadow.strike``/``restore``'s arguments; with ``check``, a parameter
+    the task (a function, or its name in ``tasks``) does not have is refused."""
+    if function is None or isinstance(function, str):
+        name = function
+    elif callable(function):
+        name = task_name(function)
+    else:
+        raise TypeError(f"Strike a task function, a task name or None, not {function!r}")
+    strike = Strike(name, parameter, operator, value)
+    if check and parameter is not None and name is not None:
+        target = function if callable(function) else tasks.get(name)
+        if target is not None:
+            check_parameter(target, parameter)
+    strike.encode(payloads)  # fails now, clearly, for a value that cannot be stored
+    return strike
 
 
-def encode_value(value: Any, payloads: Payloads) -> dict[str, Any]:
-    """``{"value": v}`` when JSON holds ``value`` exactly, ``{"literal": repr}`` for other
-    Python literals (tuples, sets, bytes...), else the shadow's codec (datetimes, UUIDs,
-    enums... with pickle), signed when the shadow signs its payloads, with a ``repr`` for
-    readers that cannot decode it."""
-    if _json_exact(value):
-        return {"value": value}
-    if _literal_exact(value):
-        return {"literal": repr(value)}
-    codec = payloads.codec
-    try:
-        data = codec.dumps(value)
-    except Exception as error:
-        raise ValueError(
-            f"Cannot store the strike value {value!r} with the {codec.name} codec: "
-            f"{type(error).__name__}: {error}"
-        ) from None
-    document = {"codec": codec.name, "data": base64.b64encode(data).decode(), "repr": repr(value)}
-    if payloads.signing_key is not None:
-        document["signature"] = _signature(payloads.signing_key, codec.name, data)
-    return document
-
-
-def decode_value(document: Mapping[str, Any], payloads: Payloads) -> Any:
-    """The value :func:`encode_value` stored. A codec-encoded value is decoded only with
-    this shadow's own codec and, when it signs payloads, only with a valid signature:
-    strikes are no way around the rules for task payloads."""
-    if "value" in document:
-        return document["value"]
-    if "literal" in document:
-        return ast.literal_eval(document["literal"])
-    codec = payloads.codec
-    listed = document.get("repr")
-    if document.get("codec") != codec.name:
-        raise ValueError(
-            f"the value {listed} was stored with the {document.get('codec')} codec, "
-            f"and this shadow decodes only {codec.name}"
-        )
-    data = base64.b64decode(document["data"])
-    if payloads.signing_key is not None:
-        signature = document.get("signature")
-        expected = _signature(payloads.signing_key, codec.name, data)
-        if not isinstance(signature, str) or not hmac.compare_digest(signature, expected):
-            raise ValueError(f"the value {listed} is unsigned or signed with another key")
-    try:
-        return codec.loads(data)
-    except Exception as error:
-        raise ValueError(
-            f"cannot decode the value {listed}: {type(error).__name__}: {error}"
-        ) from None
-
-
-def _signature(key: bytes, codec: str, data: bytes) -> str:
-    digest = hmac.new(key, b"shadows strike value\0" + codec.encode() + b"\0", hashlib.sha256)
-    digest.update(data)
-    return digest.hexdigest()
-
-
-def _json_exact(value: Any) -> bool:
-    """JSON gives back exactly this value, types included (no tuples, no subclasses)."""
-    kind = type(value)
-    if value is None or kind in (bool, int, str):
-        return True
-    if kind is float:
-        return math.isfinite(value)
-    if kind is list:
-        return all(_json_exact(item) for item in value)
-    if kind is dict:
-        return all(type(key) is str and _json_exact(item) for key, item in value.items())
-    return False
-
-
-_LITERAL_TYPES = (type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set)
-
-
-def _literal_exact(value: Any) -> bool:
-    """``ast.literal_eval(repr(value))`` gives back exactly this value, types included."""
-    if not _literal_types(value):
-        return False
-    try:
-        return _identical(value, ast.literal_eval(repr(value)))
-    except Exception:
-        return False
-
-
-def _literal_types(value: Any) -> bool:
-    kind = type(value)
-    if kind not in _LITERAL_TYPES:
-        return False
-    if kind in (tuple, list, set):
-        return all(_literal_types(item) for item in value)
-    if kind is dict:
-        return all(_literal_types(k) and _literal_types(v) for k, v in value.items())
-    return True
-
-
-def _identical(a: Any, b: Any) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, tuple | list):
-        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        return len(a) == len(b) and all(
-            _identical(ka, kb) and _identical(va, vb)
-            for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
-        )
-    if isinstance(a, float) and math.isnan(a):
-        return math.isnan(b)
-    return bool(a == b)
+def check_parameter(function: Callable[..., Any], parameter: str) -> None:
+    """Catch a misspelt parameter now rather than strike nothing in silence."""
+    parameters = plan_for(function).signature.parameters
+    found = parameters.get(parameter)
+    name = describe(function)
+    if found is not None:
+        if found.kind in (found.VAR_POSITIONAL, found.VAR_KEYWORD):
+            raise ValueError(f"{name}(): strike a named parameter, not *{parameter}/**{parameter}")
+        if isinstance(found.default, Dependency):
+            raise ValueError(
+                f"{name}(): {parameter!r} is a dependency, not an argument a strike can test"
+            )
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = ", ".join(parameters) or "none"
+    raise ValueError(f"{name}() has no parameter {parameter!r} (parameters: {known})")
 
 
 # -- the state in Redis ---------------------------------------------------------------
@@ -405,9 +329,9 @@ def decode_state(
     ones that cannot be read here."""
     strikes: dict[str, Strike] = {}
     broken: dict[str, UnreadableStrike] = {}
-    for raw_field, raw_id in sorted(raw.items(), key=lambda item: _position(item[1])):
+    for raw_field, raw_id in sorted(raw.items(), key=lambda item: entry_position(item[1])):
         text = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
-        ms = _position(raw_id)[0]
+        ms = entry_position(raw_id)[0]
         since = from_ms(ms) if ms else None
         try:
             strikes[text] = Strike.decode(text, payloads, since)
@@ -484,139 +408,7 @@ class StrikeList:
         return None
 
 
-class StrikeFollower:
-    """Keeps one worker's :class:`StrikeList` in step with Redis, through outages."""
-
-    def __init__(self, shadow: Shadow, strikes: StrikeList, reconnect_cap: float) -> None:
-        self.shadow = shadow
-        self.strikes = strikes
-        self.reconnect_cap = reconnect_cap
-        self._last_id = "0-0"
-        self._server: Redis | None = None  # the server holding the feed
-        self._connection: Redis | None = None
-        self._connection_id: int | None = None
-        self._reading = False
-        self._reported: set[str] = set()
-        timeout = connection_options(shadow.client).get("socket_timeout")
-        # A block must end well before the client's socket timeout would call it dead.
-        self._block_ms = int(1000 * min(5.0, max(0.05, timeout / 2) if timeout else 5.0))
-
-    async def load(self) -> None:
-        """Read the whole state, and the feed position it corresponds to, in one step."""
-        keys = self.shadow.keys
-        last, flat = await self.shadow.scripts.strikes_snapshot(
-            keys=[keys.strikes_in_effect, keys.strikes], args=[]
-        )
-        raw = dict(zip(flat[::2], flat[1::2], strict=True))
-        strikes, broken = decode_state(raw, self.shadow.payloads)
-        for text, unreadable in broken.items():
-            if text not in self._reported:
-                self._reported.add(text)
-                logger.error(
-                    "Ignoring the strike %s: this worker cannot read it (%s)",
-                    unreadable,
-                    unreadable.reason,
-                )
-        first = not self.strikes.loaded
-        added, removed = self.strikes.replace(strikes)
-        self._last_id = _text(last)
-        if first:
-            if strikes:
-                logger.warning(
-                    "%d strike(s) in effect: %s",
-                    len(strikes),
-                    ", ".join(str(s) for s in strikes.values()),
-                )
-            return
-        for strike in added:
-            logger.warning("Strike in effect: %s", strike, extra={"strike": str(strike)})
-        for strike in removed:
-            logger.warning("Strike restored: %s", strike, extra={"strike": str(strike)})
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Follow the feed until cancelled or ``stopping``; reload the state on every change
-        and after every outage (the feed may have been trimmed meanwhile)."""
-        backoff = Backoff(self.reconnect_cap)
-        stale = not self.strikes.loaded
-        reported = False
-        guard = CancelGuard()
-        try:
-            while not stopping.is_set():
-                guard.check()
-                try:
-                    if stale:
-                        await self.load()
-                        stale = False
-                        if reported:
-                            logger.info("Following strikes again")
-                        reported = False
-                    if await self._changed(stopping, guard):
-                        await self.load()
-                    backoff.reset()
-                except CONNECTION_ERRORS as error:
-                    stale = True
-                    await self._drop_connection()
-                    delay = backoff.next()
-                    if not reported:
-                        logger.warning(
-                            "Cannot follow strikes (%s); retrying in %.1f s", error, delay
-                        )
-                    reported = True
-                    await sleep_unless(stopping, delay)
-                except Exception:
-                    # Not an outage: say so loudly, and keep trying rather than silently
-                    # stop honouring strikes.
-                    logger.exception("Following strikes failed; retrying")
-                    stale = True
-                    await self._drop_connection()
-                    await sleep_unless(stopping, backoff.next())
-        finally:
-            if self._reading and self._connection_id is not None and self._server is not None:
-                # Ends the server side of the abandoned read at once (the in-process
-                # memory:// server would otherwise keep it until its timeout).
-                with contextlib.suppress(Exception):
-                    unblock = self._server.client_unblock(self._connection_id)
-                    await asyncio.wait_for(unblock, 0.5)
-            await self._drop_connection()
-
-    async def _changed(self, stopping: asyncio.Event, guard: CancelGuard) -> bool:
-        """Block on the feed (on this follower's own connection) for one block period."""
-        if self._connection is None:
-            self._server = await node_client(self.shadow.client, self.shadow.keys.strikes)
-            self._connection = self._server.client()
-            try:
-                self._connection_id = await self._connection.client_id()
-            except ResponseError:  # an ACL user without CLIENT: reads are simply abandoned
-                self._connection_id = None
-        # A stop or a cancel (which redis-py may have swallowed in the call above) that
-        # came meanwhile must not wait out a whole block.
-        guard.check()
-        if stopping.is_set():
-            return False
-        self._reading = True
-        response = await self._connection.xread(
-            {self.shadow.keys.strikes: self._last_id}, count=100, block=self._block_ms
-        )
-        self._reading = False
-        return bool(response)
-
-    async def _drop_connection(self) -> None:
-        # A read cancelled mid-flight may leave a reply on the socket: never reuse it. An
-        # XREAD has no effect on the server, so abandoning one is harmless.
-        client, self._connection = self._connection, None
-        server, self._server = self._server, None
-        self._connection_id, self._reading = None, False
-        with contextlib.suppress(Exception):
-            if client is not None and client.connection is not None:
-                await client.connection.disconnect()
-        with contextlib.suppress(Exception):
-            if client is not None:
-                await client.aclose()
-            if server is not None and server is not self.shadow.client:
-                await server.aclose()
-
-
-def _position(entry_id: Any) -> tuple[int, int]:
+def entry_position(entry_id: Any) -> tuple[int, int]:
     """``(ms, sequence)`` of a feed entry id such as ``b"1700000000000-0"``; zeros if unreadable."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     ms, _, sequence = text.partition("-")
@@ -626,5 +418,5 @@ def _position(entry_id: Any) -> tuple[int, int]:
         return 0, 0
 
 
-def _text(value: bytes | str) -> str:
+def text_of(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

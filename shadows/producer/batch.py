@@ -6,15 +6,15 @@ failed one that answered) wrote is reported with the rest in a :class:`BatchErro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, Self, cast, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, Self, cast, overload
 
 from redis.exceptions import RedisError
 
 from shadows.core.execution import Execution, Message
-from shadows.core.functions import describe
+from shadows.core.functions import describe, task_name
 from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.core.scripts import outcome_pairs
 from shadows.core.urls import is_cluster
@@ -22,13 +22,43 @@ from shadows.operations.instrumentation import producing
 from shadows.producer.debouncing import debounced
 
 if TYPE_CHECKING:
-    from shadows.producer.shadow import Shadow
+    from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
+
+    from shadows.core.serialization import Payloads
 
 P = ParamSpec("P")
 
 #: Tasks per script call: one call costs Redis more than the writes of an add, yet a
 #: call must stay short, for Redis serves no one else while a script runs.
 PER_CALL = 100
+
+
+class Producer(Protocol):
+    """What a batch uses of its shadow (:class:`~shadows.Shadow`, defined above it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def client(self) -> Redis: ...
+
+    @property
+    def payloads(self) -> Payloads: ...
+
+    @property
+    def tasks(self) -> Mapping[str, Callable[..., Any]]: ...
+
+    def caller(
+        self, function: Callable[..., Any] | str, when: datetime | None, key: str | None
+    ) -> Callable[..., Execution]: ...
+
+    async def add_messages(self, messages: Sequence[Message], pipe: Pipeline | Redis) -> Any: ...
+
+    def scheduled(self, message: Message, outcome: Any) -> str: ...
 
 
 class BatchError(Exception):
@@ -56,7 +86,7 @@ class BatchError(Exception):
 class Batch:
     """The adds of one ``async with shadows.batch()`` block (see :meth:`Shadow.batch`)."""
 
-    def __init__(self, shadow: Shadow, size: int = 1000) -> None:
+    def __init__(self, shadow: Producer, size: int = 1000) -> None:
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive integer, not {size!r}")
         self.shadow = shadow
@@ -88,8 +118,9 @@ class Batch:
     ) -> Callable[P, Execution] | Callable[..., Execution]:
         """Like :meth:`Shadow.add`, but the call only checks and encodes the task; it is
         written when the batch is sent."""
-        call = self.shadow.caller(function, when, key)
-        if debounced(self.shadow._resolve_task(function)):
+        call = self.shadow.caller(function, when, key)  # resolves (registers) the task
+        name = function if isinstance(function, str) else task_name(function)
+        if debounced(self.shadow.tasks[name]):
             raise ValueError(
                 f"{function if isinstance(function, str) else describe(function)} is "
                 "debounced: add its calls with shadows.add(), not in a batch"

@@ -6,16 +6,12 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from shadows.behaviours import (
-    ConcurrencyLimit,
-    Cooldown,
-    Debounce,
-    Perpetual,
-    RateLimit,
-    Retry,
-    Timeout,
-    plan_for,
-)
+from shadows.behaviours.base import plan_for
+from shadows.behaviours.concurrency import ConcurrencyLimit
+from shadows.behaviours.flow import Cooldown, Debounce, RateLimit
+from shadows.behaviours.perpetual import Perpetual
+from shadows.behaviours.retry import Retry
+from shadows.behaviours.timeout import Timeout
 from shadows.core.execution import Execution
 from shadows.core.functions import load_collection, same_function, task_name, unwrapped
 from shadows.producer.task import KeySpec, Task, describe_task

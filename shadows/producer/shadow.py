@@ -16,10 +16,11 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-from shadows.behaviours import Debounce, plan_for
+from shadows.behaviours.base import plan_for
+from shadows.behaviours.flow import Debounce
 from shadows.core.connection import normalize_url, redact_url
 from shadows.core.execution import Execution, Message, current_holder, now_ms
-from shadows.core.functions import describe, task_name
+from shadows.core.functions import task_name
 from shadows.core.keys import WORKER_GROUP, Keys, validate_name
 from shadows.core.link import Link
 from shadows.core.scripts import Scripts
@@ -30,7 +31,7 @@ from shadows.operations.instrumentation import producing
 from shadows.operations.metrics import task_added
 from shadows.operations.registry import WorkerInfo, check_heartbeats, list_workers
 from shadows.operations.snapshot import Snapshot, take_snapshot
-from shadows.operations.strikes import FEED_LENGTH, Operator, Strike, read_strikes
+from shadows.operations.strikes import FEED_LENGTH, Operator, Strike, read_strikes, strike_for
 from shadows.producer import debouncing
 from shadows.producer.batch import Batch
 from shadows.producer.registration import TaskFunction, TaskRegistry
@@ -371,7 +372,7 @@ class Shadow(TaskRegistry):
     async def retry_failed(self, key: str, *, force_unverified: bool = False) -> str:
         """Enqueue a dead-lettered task again, now, from attempt 1. With a signing key,
         only a letter whose signature verifies, unless ``force_unverified`` (logged)."""
-        return await dead_letters.retry_failed(self, key, force_unverified)
+        return await dead_letters.retry_failed(self, key, self.schedule_message, force_unverified)
 
     async def purge_failed(self, key: str | None = None) -> int:
         """Forget one dead letter, or all of them."""
@@ -407,7 +408,7 @@ class Shadow(TaskRegistry):
         Stricken calls are acknowledged without running (state ``stricken``), logged and
         counted. Returns ``False`` when the same strike was already in effect.
         """
-        strike = self._strike(function, parameter, operator, value, check=True)
+        strike = strike_for(function, parameter, operator, value, self.tasks, self.payloads, True)
         changed = await self._change_strikes("strike", [strike.encode(self.payloads)])
         if changed:
             logger.info("Struck %s on shadow %s", strike, self.name)
@@ -423,7 +424,7 @@ class Shadow(TaskRegistry):
         """Lift the strike given by the same arguments as :meth:`strike`; later matching calls
         run again (calls already stricken are not brought back). Returns ``False`` when no
         such strike was in effect."""
-        strike = self._strike(function, parameter, operator, value, check=False)
+        strike = strike_for(function, parameter, operator, value, self.tasks, self.payloads, False)
         fields = {strike.encode(self.payloads)}
         current, broken = await read_strikes(self.client, self.keys, self.payloads)
         fields.update(f for f, existing in current.items() if existing.named_by(strike))
@@ -439,28 +440,6 @@ class Shadow(TaskRegistry):
         for unreadable in broken.values():
             logger.warning("Cannot read the strike %s: %s", unreadable, unreadable.reason)
         return list(current.values())
-
-    def _strike(
-        self,
-        function: TaskFunction | str | None,
-        parameter: str | None,
-        operator: Operator,
-        value: Any,
-        check: bool,
-    ) -> Strike:
-        if function is None or isinstance(function, str):
-            name = function
-        elif callable(function):
-            name = task_name(function)
-        else:
-            raise TypeError(f"Strike a task function, a task name or None, not {function!r}")
-        strike = Strike(name, parameter, operator, value)
-        if check and parameter is not None and name is not None:
-            target = function if callable(function) else self.tasks.get(name)
-            if target is not None:
-                _check_parameter(target, parameter)
-        strike.encode(self.payloads)  # fails now, clearly, for a value that cannot be stored
-        return strike
 
     async def _change_strikes(self, action: str, fields: list[str]) -> int:
         keys = self.keys
@@ -480,7 +459,7 @@ class Shadow(TaskRegistry):
         their arguments, decoded on first use; ``arguments=False`` leaves the arguments
         out, for a third to half of the work.
         """
-        return await take_snapshot(self, arguments)
+        return await take_snapshot(self, self.tasks, arguments)
 
     async def workers(self) -> list[WorkerInfo]:
         """The live workers (those whose heartbeat has not lapsed), by name."""
@@ -492,27 +471,6 @@ class Shadow(TaskRegistry):
             raise TypeError(f"Expected a task function or name, not {task!r}")
         name = task if isinstance(task, str) else task_name(task)
         return await list_workers(self, name)
-
-
-def _check_parameter(function: TaskFunction, parameter: str) -> None:
-    """Catch a misspelt parameter now rather than strike nothing in silence."""
-    from shadows.behaviours import Dependency
-
-    parameters = plan_for(function).signature.parameters
-    found = parameters.get(parameter)
-    name = describe(function)
-    if found is not None:
-        if found.kind in (found.VAR_POSITIONAL, found.VAR_KEYWORD):
-            raise ValueError(f"{name}(): strike a named parameter, not *{parameter}/**{parameter}")
-        if isinstance(found.default, Dependency):
-            raise ValueError(
-                f"{name}(): {parameter!r} is a dependency, not an argument a strike can test"
-            )
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return
-    known = ", ".join(parameters) or "none"
-    raise ValueError(f"{name}() has no parameter {parameter!r} (parameters: {known})")
 
 
 def _pick(given: T | None, configured: T) -> T:

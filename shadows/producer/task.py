@@ -19,9 +19,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
-from shadows.behaviours import ConcurrencyLimit, Dependency, Perpetual, Retry, Timeout, plan_for
-from shadows.behaviours.base import behaviour_kind
+from shadows.behaviours.base import Dependency, behaviour_kind, plan_for
+from shadows.behaviours.concurrency import ConcurrencyLimit
 from shadows.behaviours.flow import Cooldown, Debounce, RateLimit
+from shadows.behaviours.perpetual import Perpetual
+from shadows.behaviours.retry import Retry
+from shadows.behaviours.timeout import Timeout
 from shadows.core.execution import Execution
 from shadows.core.functions import NAME_ATTRIBUTE, describe, task_name
 from shadows.settings.problems import did_you_mean

@@ -12,17 +12,11 @@ from datetime import UTC, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shadows.behaviours import (
-    ConcurrencyLimit,
-    Cron,
-    Dependency,
-    ExponentialRetry,
-    Perpetual,
-    Retry,
-    Timeout,
-    plan_for,
-)
-from shadows.behaviours.base import behaviour_kind
+from shadows.behaviours.base import Dependency, behaviour_kind, plan_for
+from shadows.behaviours.concurrency import ConcurrencyLimit
+from shadows.behaviours.perpetual import Cron, Perpetual
+from shadows.behaviours.retry import ExponentialRetry, Retry
+from shadows.behaviours.timeout import Timeout
 from shadows.core.durations import format_duration
 from shadows.settings.model import TaskSettings
 

@@ -16,17 +16,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.trace import Span
 
-from shadows.behaviours import (
-    ConcurrencyLimit,
-    Context,
-    Perpetual,
-    Retry,
-    Timeout,
-    plan_for,
-    resolve_arguments,
-)
-from shadows.behaviours.base import task_arguments
+from shadows.behaviours.base import Context, plan_for, resolve_arguments, task_arguments
+from shadows.behaviours.concurrency import ConcurrencyLimit
 from shadows.behaviours.flow import Cooldown, RateLimit
+from shadows.behaviours.perpetual import Perpetual
+from shadows.behaviours.retry import Retry
+from shadows.behaviours.timeout import Timeout
 from shadows.core.execution import (
     MALFORMED,
     POISON,

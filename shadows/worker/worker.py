@@ -36,7 +36,8 @@ from typing import Any, Self
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from shadows.behaviours import Perpetual, plan_for
+from shadows.behaviours.base import plan_for
+from shadows.behaviours.perpetual import Perpetual
 from shadows.core.cancellation import CancelGuard
 from shadows.core.connection import private_client
 from shadows.core.execution import POISON, Message, MessageError, now_ms, preview
@@ -47,7 +48,8 @@ from shadows.operations.endpoints import Endpoint, checked_host
 from shadows.operations.health import HealthCheck
 from shadows.operations.metrics import WorkerMetrics
 from shadows.operations.registry import Presence
-from shadows.operations.strikes import StrikeFollower, StrikeList
+from shadows.operations.strike_follower import StrikeFollower
+from shadows.operations.strikes import StrikeList
 from shadows.operations.tally import encode_tally
 from shadows.producer.shadow import Shadow
 from shadows.worker.caps import RunCaps
