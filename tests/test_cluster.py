@@ -237,3 +237,36 @@ async def test_a_worker_rides_out_a_failover(
             worker.kill()
             worker.wait(10)
         await asyncio.to_thread(redis_cluster.heal)
+
+
+def lua_scripts() -> dict[str, str]:
+    """Every Lua script of the package: module-level strings that call Redis."""
+    import importlib
+    import pkgutil
+
+    import shadows
+
+    found: dict[str, str] = {}
+    for module_info in pkgutil.walk_packages(shadows.__path__, "shadows."):
+        if module_info.name.startswith(("shadows.cli", "shadows.settings", "shadows.__")):
+            continue  # no scripts there (and __main__ runs the command)
+        try:
+            module = importlib.import_module(module_info.name)
+        except ImportError:  # the dashboard's extra is not installed
+            continue
+        for name, value in vars(module).items():
+            if isinstance(value, str) and "redis.call" in value:
+                found[f"{module_info.name}.{name}"] = value
+    return found
+
+
+def test_every_script_declares_the_keys_it_touches() -> None:
+    """A cluster runs a script on the node of its declared keys, and a slot that migrates
+    while a script runs aborts it midway at the first undeclared key: no script builds a
+    key name (Lua's ``..``) or takes a key prefix as an argument."""
+    scripts = lua_scripts()
+    assert len(scripts) >= 20, sorted(scripts)
+    for name, source in scripts.items():
+        lua = "\n".join(line.split("--")[0] for line in source.splitlines())
+        assert ".." not in lua, f"{name} builds a string, maybe a key name"
+        assert "prefix" not in lua, f"{name} takes a key prefix"

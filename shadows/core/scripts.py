@@ -54,26 +54,26 @@ local function pending_owner(stream, group, id)
 end
 
 -- Move the parked task `key` from the queue to the stream now; false if not parked.
-local function move_now(prefix, stream, queue, key)
-  local parked = prefix .. 'parked:' .. key
+local function move_now(stream, queue, run, parked, key)
   local fields = redis.call('HGETALL', parked)
   redis.call('ZREM', queue, key)
   redis.call('DEL', parked)
   if #fields == 0 then return false end
   local id = redis.call('XADD', stream, '*', unpack(fields))
-  redis.call('HSET', prefix .. 'run:' .. key, 'state', 'queued', 'message', id)
+  redis.call('HSET', run, 'state', 'queued', 'message', id)
   return id
 end
 
--- A concurrency slot freed: wake the longest waiter that is still parked.
-local function wake_one(prefix, stream, queue, waiting)
+-- A concurrency slot freed: make the longest waiter that is still parked due now (the
+-- scheduler moves it; its keys are not known to the caller). True if one was woken.
+local function wake_one(queue, waiting, now)
   while true do
     local first = redis.call('ZRANGE', waiting, 0, 0)
-    if #first == 0 then return end
+    if #first == 0 then return false end
     redis.call('ZREM', waiting, first[1])
     if redis.call('ZSCORE', queue, first[1]) then
-      move_now(prefix, stream, queue, first[1])
-      return
+      redis.call('ZADD', queue, 'XX', now, first[1])
+      return true
     end
   end
 end
@@ -185,21 +185,26 @@ redis.call('DEL', KEYS[3], KEYS[2], KEYS[4])
 return 1
 """
 
-# KEYS: queue, stream
-# ARGV: now_ms, limit, key prefix
-# Returns {moved, score of the next future task or -1}
+# KEYS: queue, stream, then the run and parked keys of each candidate
+# ARGV: now_ms, then the candidates' task keys (read due beforehand: a script declares
+#       every key it touches, so that it runs on a cluster)
+# Moves the candidates still due; returns {moved, score of the next future task or -1}
 MOVE_DUE = (
     _PRELUDE
     + r"""
-local queue, stream = KEYS[1], KEYS[2]
-local now, limit, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local due = redis.call('ZRANGE', queue, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
-for _, key in ipairs(due) do
-  move_now(prefix, stream, queue, key)
+local queue, stream, now = KEYS[1], KEYS[2], tonumber(ARGV[1])
+local moved = 0
+for i = 2, #ARGV do
+  local key = ARGV[i]
+  local score = redis.call('ZSCORE', queue, key)
+  if score and tonumber(score) <= now then
+    move_now(stream, queue, KEYS[2 * i - 1], KEYS[2 * i], key)
+    moved = moved + 1
+  end
 end
 local next = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
-if #next == 0 then return {#due, -1} end
-return {#due, next[2]}
+if #next == 0 then return {moved, -1} end
+return {moved, next[2]}
 """
 )
 
@@ -229,39 +234,10 @@ return lost
 """
 )
 
-# KEYS: stream
-# ARGV: group, consumer, count, now_ms, key prefix
-# Reads up to `count` new messages for the consumer (XREADGROUP without blocking) and
-# marks their tasks running, in one step: the busy path of a worker costs one round trip
-# per batch instead of two. Returns the entries as {id, {field, value, ...}}.
-READ = r"""
-local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-local count, now, prefix = ARGV[3], ARGV[4], ARGV[5]
-local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count,
-                         'STREAMS', stream, '>')
-if not reply then return {} end
--- {{stream, entries}} from Redis; the embedded server answers {stream, entries}
-local entries = reply[2]
-if type(reply[1]) == 'table' then entries = reply[1][2] end
-if not entries then return {} end
-for _, entry in ipairs(entries) do
-  local fields = entry[2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 'key' then
-      local run = prefix .. 'run:' .. fields[i + 1]
-      if redis.call('EXISTS', run) == 1 then
-        redis.call('HSET', run, 'state', 'running', 'worker', consumer, 'started', now)
-      end
-      break
-    end
-  end
-end
-return entries
-"""
 
 # KEYS: stream, queue, failed, then per message: run key, parked key, successor key,
-#       and a (slot, waiting) key pair per concurrency slot it holds
-# ARGV: group, consumer, now_ms, ttl_s, key prefix, dead-letter ttl_ms, dead-letter limit,
+#       dead-letter key, and a (slot, waiting) key pair per concurrency slot it holds
+# ARGV: group, consumer, now_ms, ttl_s, dead-letter ttl_ms, dead-letter limit,
 #       then per message: message id, outcome, key, when_ms, field count, fields...,
 #       slot count, dead-letter field count, dead-letter fields...
 # outcome: a final state ('completed', 'failed', 'stricken', ...), 'reschedule' (place
@@ -269,21 +245,24 @@ return entries
 # attempt), or 'drop' (no run record). A successor the run scheduled for its own key is
 # placed once the outcome is, as the add or replace it was; a retry discards it (the
 # retried run schedules it again). Dead-letter fields, when given, are kept in
-# '{name}:dead:{key}' and indexed in 'failed' (bounded, expiring).
-# Returns per message: 1 settled; 2 not pending any more (already settled: a retried
-# call); 0 claimed by another consumer (fencing: this worker must not touch its state).
+# '{name}:dead:{key}' and indexed in 'failed' (bounded, expiring). A freed concurrency
+# slot makes its longest waiter due now, for the scheduler to move.
+# Returns {results, trimmed}: per message 1 settled, 3 settled and a waiter woken, 2 not
+# pending any more (already settled: a retried call), 0 claimed by another consumer
+# (fencing: this worker must not touch its state); then the keys of the oldest dead
+# letters dropped from 'failed' past the limit (their hashes: DROP_DEAD).
 COMPLETE = (
     _PRELUDE
     + _SCHEDULE_ONE
     + r"""
 local stream, queue, failed = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
-local ttl, prefix = tonumber(ARGV[4]), ARGV[5]
-local dead_ttl, dead_limit = tonumber(ARGV[6]), tonumber(ARGV[7])
-local results = {}
-local k, a = 4, 8
+local ttl = tonumber(ARGV[4])
+local dead_ttl, dead_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+local results, trimmed = {}, {}
+local k, a = 4, 7
 while a <= #ARGV do
-  local run, parked, successor = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local run, parked, successor, letter = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local id, outcome, key, when = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local count = tonumber(ARGV[a + 4])
   local fields = {}
@@ -292,15 +271,15 @@ while a <= #ARGV do
   local dead_count = tonumber(ARGV[a + 6 + count])
   local dead = {}
   for i = 1, dead_count do dead[i] = ARGV[a + 6 + count + i] end
-  local first_slot = k + 3
-  k, a = k + 3 + 2 * slots, a + 7 + count + dead_count
+  local first_slot = k + 4
+  k, a = k + 4 + 2 * slots, a + 7 + count + dead_count
 
   local owner = pending_owner(stream, group, id)
   if owner ~= consumer then
     if owner then results[#results + 1] = 0 else results[#results + 1] = 2 end
   else
+    local woke = false
     if dead_count > 0 then
-      local letter = prefix .. 'dead:' .. key
       redis.call('DEL', letter)
       redis.call('HSET', letter, unpack(dead))
       redis.call('PEXPIRE', letter, dead_ttl)
@@ -309,7 +288,7 @@ while a <= #ARGV do
       local excess = redis.call('ZCARD', failed) - dead_limit
       if excess > 0 then
         for _, old in ipairs(redis.call('ZRANGE', failed, 0, excess - 1)) do
-          redis.call('DEL', prefix .. 'dead:' .. old)
+          trimmed[#trimmed + 1] = old
         end
         redis.call('ZREMRANGEBYRANK', failed, 0, excess - 1)
       end
@@ -319,7 +298,7 @@ while a <= #ARGV do
     for s = 0, slots - 1 do
       local slot, waiting = KEYS[first_slot + 2 * s], KEYS[first_slot + 2 * s + 1]
       redis.call('ZREM', slot, key)
-      wake_one(prefix, stream, queue, waiting)
+      woke = wake_one(queue, waiting, now) or woke
     end
     local next_mode = redis.call('HGET', run, 'successor')
     if next_mode then redis.call('HDEL', run, 'successor') end
@@ -342,12 +321,22 @@ while a <= #ARGV do
                      now, next_mode, group, '', next_fields)
       end
     end
-    results[#results + 1] = 1
+    if woke then results[#results + 1] = 3 else results[#results + 1] = 1 end
   end
 end
-return results
+return {results, trimmed}
 """
 )
+
+# KEYS: failed, then the dead-letter key of each task key in ARGV
+# Deletes the dead letters of tasks no longer listed in 'failed' (trimmed past the limit);
+# one re-listed meanwhile is kept.
+DROP_DEAD = r"""
+for i = 1, #ARGV do
+  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then redis.call('DEL', KEYS[i + 1]) end
+end
+return 0
+"""
 
 # KEYS: stream, queue, run, parked, then a (slot, waiting) key pair per limit
 # ARGV: group, consumer, message id, key, now_ms, lease_ms, limit count,
@@ -420,17 +409,17 @@ end
 return lost
 """
 
-# KEYS: stream
-# ARGV: group, consumer, key prefix, message ids...
+# KEYS: stream, then the run key of each message
+# ARGV: group, consumer, then per message: its id and its task key (read beforehand)
 # Hands messages this consumer received but will not run back to the stream at once,
 # instead of leaving them to wait out the redelivery timeout.
 RELEASE = (
     _PRELUDE
     + r"""
-local stream, group, consumer, prefix = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local released = 0
-for i = 4, #ARGV do
-  local id = ARGV[i]
+for i = 2, #KEYS do
+  local id, expected, run = ARGV[2 * i - 1], ARGV[2 * i], KEYS[i]
   if pending_owner(stream, group, id) == consumer then
     local entries = redis.call('XRANGE', stream, id, id)
     redis.call('XACK', stream, group, id)
@@ -439,8 +428,7 @@ for i = 4, #ARGV do
       local fields = entries[1][2]
       local new_id = redis.call('XADD', stream, '*', unpack(fields))
       local key = field(fields, 'key')
-      if key then
-        local run = prefix .. 'run:' .. key
+      if key and key == expected then
         if redis.call('EXISTS', run) == 1 then
           redis.call('HDEL', run, 'worker', 'started')
           redis.call('HSET', run, 'state', 'queued', 'message', new_id)
@@ -454,40 +442,36 @@ return released
 """
 )
 
-# KEYS: queue, stream
-# ARGV: group, key prefix, page size
-# Removes up to a page of scheduled and undelivered work; returns how many tasks it removed
-# (the caller repeats until 0).
-CLEAR = (
+# KEYS: queue, then the parked, run and successor keys of each task key in ARGV
+# ARGV: task keys read from the queue
+# Removes those still scheduled; returns how many.
+CLEAR_QUEUED = r"""
+local removed = 0
+for i = 1, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('DEL', KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+# KEYS: stream, then the run and successor keys of each entry
+# ARGV: group, then per entry: its id and its task key ('' for none), read beforehand
+# Removes the entries no worker has received yet; returns how many.
+CLEAR_READY = (
     _PRELUDE
     + r"""
-local queue, stream = KEYS[1], KEYS[2]
-local group, prefix, page = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local stream, group = KEYS[1], ARGV[1]
 local removed = 0
-local keys = redis.call('ZRANGE', queue, 0, page - 1)
-for _, key in ipairs(keys) do
-  redis.call('DEL', prefix .. 'parked:' .. key, prefix .. 'run:' .. key,
-             prefix .. 'successor:' .. key)
-  redis.call('ZREM', queue, key)
-  removed = removed + 1
-end
-if removed > 0 then return removed end
-local start = '-'
-while true do
-  local entries = redis.call('XRANGE', stream, start, '+', 'COUNT', page)
-  if #entries == 0 then return removed end
-  for _, entry in ipairs(entries) do
-    local id = entry[1]
-    if not pending_owner(stream, group, id) then
-      redis.call('XDEL', stream, id)
-      local key = field(entry[2], 'key')
-      if key then redis.call('DEL', prefix .. 'run:' .. key, prefix .. 'successor:' .. key) end
-      removed = removed + 1
-    end
+for i = 1, (#ARGV - 1) / 2 do
+  local id, key = ARGV[2 * i], ARGV[2 * i + 1]
+  if not pending_owner(stream, group, id) and redis.call('XDEL', stream, id) == 1 then
+    if key ~= '' then redis.call('DEL', KEYS[2 * i], KEYS[2 * i + 1]) end
+    removed = removed + 1
   end
-  if removed > 0 then return removed end
-  start = '(' .. entries[#entries][1]
 end
+return removed
 """
 )
 
@@ -530,21 +514,25 @@ return {id, redis.call('HGETALL', KEYS[1])}
 """
 
 
-# KEYS: stream, queue
-# ARGV: key prefix, 1 to list the queued keys with their task names (else only count)
-# Returns {entries on the stream, queue}: the queue as a count, or as a flat list of
-# key, task name pairs.
+# KEYS: stream, queue, then the run key of each task key in ARGV
+# ARGV: 1 to list the queued keys with their task names (else only count), then the
+#       queued task keys (read beforehand)
+# Returns {entries on the stream, queue}: the queue as {} or {'', ''} (empty or not), or
+# as a flat list of key, task name pairs; {-1} when the queue is no longer exactly the
+# keys given (the caller reads it again).
 PENDING_WORK = r"""
-local stream, queue, prefix = KEYS[1], KEYS[2], ARGV[1]
+local stream, queue = KEYS[1], KEYS[2]
 local ready = redis.call('XLEN', stream)
-if ARGV[2] ~= '1' then
+if ARGV[1] ~= '1' then
   if redis.call('ZCARD', queue) > 0 then return {ready, {'', ''}} end
   return {ready, {}}
 end
+if redis.call('ZCARD', queue) ~= #ARGV - 1 then return {-1} end
 local waiting = {}
-for _, key in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
-  waiting[#waiting + 1] = key
-  waiting[#waiting + 1] = redis.call('HGET', prefix .. 'run:' .. key, 'function') or ''
+for i = 2, #ARGV do
+  if not redis.call('ZSCORE', queue, ARGV[i]) then return {-1} end
+  waiting[#waiting + 1] = ARGV[i]
+  waiting[#waiting + 1] = redis.call('HGET', KEYS[i + 1], 'function') or ''
 end
 return {ready, waiting}
 """
@@ -559,13 +547,14 @@ class Scripts:
         self.cancel = client.register_script(CANCEL)
         self.move_due = client.register_script(MOVE_DUE)
         self.start = client.register_script(START)
-        self.read = client.register_script(READ)
         self.complete = client.register_script(COMPLETE)
         self.acquire = client.register_script(ACQUIRE)
         self.pending_work = client.register_script(PENDING_WORK)
         self.renew = client.register_script(RENEW)
         self.release = client.register_script(RELEASE)
-        self.clear = client.register_script(CLEAR)
+        self.clear_queued = client.register_script(CLEAR_QUEUED)
+        self.clear_ready = client.register_script(CLEAR_READY)
+        self.drop_dead = client.register_script(DROP_DEAD)
         self.strike = client.register_script(STRIKE)
         self.strikes_snapshot = client.register_script(STRIKES_SNAPSHOT)
 

@@ -1,6 +1,8 @@
 """One reading of a shadow's present: depths, what runs where, the live workers.
 
-A single script call per reading, whatever the number of browsers: the poller takes one
+One script call per reading (with the registry's names read before it and the running
+tasks' start times after it, since a script declares every key it touches, which a
+cluster requires), whatever the number of browsers: the poller takes one
 every ``poll_interval`` and every page and event stream is served from it. Its cost grows
 with the running tasks (capped at :data:`RUNNING_LIMIT`) and the workers, never with the
 queue or the schedule, which are only counted.
@@ -21,16 +23,16 @@ if TYPE_CHECKING:
 #: Running tasks a reading describes one by one (the count is always exact).
 RUNNING_LIMIT = 500
 
-# KEYS: stream, queue, workers, failed, strikes-in-effect
-# ARGV: group, key prefix, running limit
+# KEYS: stream, queue, workers, failed, strikes-in-effect, then the worker hash and worker
+#       tasks of each name in ARGV
+# ARGV: group, running limit, then the names read from the registry
 # Returns {stream length, delivered, scheduled, dead letters, strikes, running, workers}:
-# running rows are {id, worker, key, function, when, attempt, started, deliveries}, workers
-# rows {name, last heartbeat, {hash fields...}, {task names...}}. The run and worker keys
-# it reads are derived from the names it finds, like the registry's listing; it writes
-# nothing.
+# running rows are {id, worker, key, function, when, attempt, started (0: read next from
+# the run record), deliveries}, workers rows {name, last heartbeat, {hash fields...},
+# {task names...}}. It writes nothing.
 PULSE = r"""
 local stream, queue, workers = KEYS[1], KEYS[2], KEYS[3]
-local group, prefix, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local group, limit = ARGV[1], tonumber(ARGV[2])
 local length = redis.call('XLEN', stream)
 local delivered, running = 0, {}
 local ok, summary = pcall(redis.call, 'XPENDING', stream, group)
@@ -50,22 +52,17 @@ if ok then
           elseif name == 'attempt' then attempt = f[i + 1] end
         end
       end
-      local started = '0'
-      if key ~= '' then
-        started = redis.call('HGET', prefix .. 'run:' .. key, 'started') or '0'
-      end
-      running[#running + 1] = {p[1], p[2], key, fn, when, attempt, started, p[4]}
+      running[#running + 1] = {p[1], p[2], key, fn, when, attempt, '0', p[4]}
     end
   end
 end
 local found = {}
-local rows = redis.call('ZRANGE', workers, 0, -1, 'WITHSCORES')
-for i = 1, #rows, 2 do
-  local name = rows[i]
-  local info = redis.call('HGETALL', prefix .. 'worker:' .. name)
-  if #info > 0 then
-    found[#found + 1] = {name, rows[i + 1], info,
-                         redis.call('SMEMBERS', prefix .. 'worker-tasks:' .. name)}
+for i = 3, #ARGV do
+  local name = ARGV[i]
+  local score = redis.call('ZSCORE', workers, name)
+  local info = redis.call('HGETALL', KEYS[2 * i])
+  if score and #info > 0 then
+    found[#found + 1] = {name, score, info, redis.call('SMEMBERS', KEYS[2 * i + 1])}
   end
 end
 return {length, delivered, redis.call('ZCARD', queue), redis.call('ZCARD', KEYS[4]),
@@ -149,14 +146,21 @@ class Pulse:
 
 
 async def read_pulse(shadow: Shadow, taken_ms: int) -> Pulse:
-    """One script call: everything a tick of the dashboard shows."""
-    keys = shadow.keys
-    script = shadow.client.register_script(PULSE)
-    reply = await script(
-        keys=[keys.stream, keys.queue, keys.workers, keys.failed, keys.strikes_in_effect],
-        args=[WORKER_GROUP, keys.prefix, RUNNING_LIMIT],
-    )
+    """Everything a tick of the dashboard shows."""
+    keys, client = shadow.keys, shadow.client
+    names: list[Any] = await client.zrange(keys.workers, 0, -1)
+    declared = [keys.stream, keys.queue, keys.workers, keys.failed, keys.strikes_in_effect]
+    for name in names:
+        declared += [keys.worker(_text(name)), keys.worker_tasks(_text(name))]
+    script = client.register_script(PULSE)
+    reply = await script(keys=declared, args=[WORKER_GROUP, RUNNING_LIMIT, *names])
     length, delivered, scheduled, dead, strikes, running_rows, worker_rows = reply
+    if running_rows:  # when they started, from their run records
+        async with client.pipeline(transaction=False) as pipe:
+            for row in running_rows:
+                pipe.hget(keys.run(_text(row[2])), "started")
+            for row, started in zip(running_rows, await pipe.execute(), strict=True):
+                row[6] = started or 0
     running = tuple(sorted((_running(row) for row in running_rows), key=_since))
     workers = tuple(sorted((_worker(row) for row in worker_rows), key=lambda w: w.name))
     return Pulse(

@@ -18,59 +18,37 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from shadows.producer.shadow import Shadow
 
-#: Queue entries one search call examines at most (about 10 ms of Redis time).
-STEP = 5_000
+#: Queue entries one search call examines at most (a few ms of Redis time).
+STEP = 1_000
 #: How long one page's search may go on before it returns what it found: with the last
 #: call and the rendering, a page is served within 200 ms.
 TIME_BUDGET = 0.12
 
-# KEYS: queue
-# ARGV: key prefix, first rank, page size, text ('' for any), task name ('' for any),
-#       entries to examine at most (searches)
-# Returns {queue size, rank to go on from (-1 at the end), {key, due, function, attempt}...}.
+# KEYS: queue, then the parked key of each task key in ARGV
+# ARGV: how many tasks the page still wants, text ('' for any), task name ('' for any),
+#       then task keys read from the queue beforehand, in order (a script declares every
+#       key it touches, which a cluster requires)
+# Returns {queue size, how many of the keys it examined, {key, due, function, attempt}...}:
+# it stops at the key that fills the page; a key that left the queue meanwhile is skipped.
 SCHEDULED_PAGE = r"""
-local queue, prefix = KEYS[1], ARGV[1]
-local rank, size = tonumber(ARGV[2]), tonumber(ARGV[3])
-local text, task, budget = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local total = redis.call('ZCARD', queue)
-local found = {}
-local function describe(key)
-  local f = redis.call('HMGET', prefix .. 'parked:' .. key, 'function', 'attempt')
-  return f[1] or '', f[2] or '0'
-end
-local function task_of(key)
-  return redis.call('HGET', prefix .. 'parked:' .. key, 'function') or ''
-end
-if text == '' and task == '' then
-  local rows = redis.call('ZRANGE', queue, rank, rank + size - 1, 'WITHSCORES')
-  for i = 1, #rows, 2 do
-    local fn, attempt = describe(rows[i])
-    found[#found + 1] = {rows[i], rows[i + 1], fn, attempt}
-  end
-  local after = rank + #rows / 2
-  if after >= total then after = -1 end
-  return {total, after, found}
-end
-local examined = 0
-while examined < budget do
-  local chunk = math.min(500, budget - examined)
-  local rows = redis.call('ZRANGE', queue, rank, rank + chunk - 1, 'WITHSCORES')
-  if #rows == 0 then return {total, -1, found} end
-  for i = 1, #rows, 2 do
-    local key = rows[i]
-    rank, examined = rank + 1, examined + 1
-    local in_key = text ~= '' and string.find(key, text, 1, true)
-    local fn = ''
-    if task ~= '' or not in_key then fn = task_of(key) end
-    if (task == '' or fn == task)
-       and (text == '' or in_key or string.find(fn, text, 1, true)) then
-      local described, attempt = describe(key)
-      found[#found + 1] = {key, rows[i + 1], described, attempt}
-      if #found == size then return {total, rank, found} end
+local queue = KEYS[1]
+local size, text, task = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local found, examined = {}, 0
+for i = 4, #ARGV do
+  local key = ARGV[i]
+  examined = examined + 1
+  local score = redis.call('ZSCORE', queue, key)
+  if score then
+    local f = redis.call('HMGET', KEYS[i - 2], 'function', 'attempt')
+    local fn = f[1] or ''
+    if (task == '' or fn == task) and (text == '' or string.find(key, text, 1, true)
+                                       or string.find(fn, text, 1, true)) then
+      found[#found + 1] = {key, score, fn, f[2] or '0'}
+      if #found == size then break end
     end
   end
 end
-return {total, rank, found}
+return {redis.call('ZCARD', queue), examined, found}
 """
 
 
@@ -100,18 +78,25 @@ async def scheduled_page(
 ) -> ScheduledPage:
     """The ``size`` future tasks from rank ``start`` on (those matching, when searching)."""
     script = shadow.client.register_script(SCHEDULED_PAGE)
-    keys = [shadow.keys.queue]
-    prefix = shadow.keys.prefix
+    client, keys = shadow.client, shadow.keys
     searching = bool(text or task)
     deadline = time.monotonic() + TIME_BUDGET
     found: list[ScheduledTask] = []
     rank: int | None = max(0, start)
     total = 0
     while rank is not None:
-        reply = await script(keys=keys, args=[prefix, rank, size - len(found), text, task, STEP])
-        total, following, rows = int(reply[0]), int(reply[1]), reply[2]
+        chunk = STEP if searching else size
+        page: list[Any] = await client.zrange(keys.queue, rank, rank + chunk - 1)
+        if not page:
+            total, rank = await client.zcard(keys.queue), None
+            break
+        declared = [keys.queue, *(keys.parked(_text(key)) for key in page)]
+        reply = await script(keys=declared, args=[size - len(found), text, task, *page])
+        total, examined, rows = int(reply[0]), int(reply[1]), reply[2]
         found += (_task(row) for row in rows)
-        rank = following if following >= 0 else None
+        rank += examined
+        if rank >= total:
+            rank = None
         if not searching or len(found) >= size or time.monotonic() > deadline:
             break
     cut_short = searching and rank is not None and len(found) < size

@@ -40,31 +40,38 @@ MINIMUM_HEARTBEAT_INTERVAL = timedelta(milliseconds=10)
 _PRUNE = 100
 
 # KEYS: workers, worker hash, worker tasks
-# ARGV: name, now_ms, window_ms, key prefix, concurrency, running, started_ms,
+# ARGV: name, now_ms, window_ms, concurrency, running, started_ms,
 #       dead_before_ms (now - window), host, tally, tasks...
+# Returns the names not heard of within the window (at most a few): PRUNE checks them.
 HEARTBEAT = r"""
 local workers, info, tasks = KEYS[1], KEYS[2], KEYS[3]
-local name, now, window, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local name, now, window = ARGV[1], ARGV[2], tonumber(ARGV[3])
 redis.call('ZADD', workers, now, name)
 local ttl = redis.call('PTTL', workers)
 if ttl < window then redis.call('PEXPIRE', workers, window) end
-redis.call('HSET', info, 'concurrency', ARGV[5], 'running', ARGV[6], 'started', ARGV[7],
-           'host', ARGV[9], 'tally', ARGV[10])
+redis.call('HSET', info, 'concurrency', ARGV[4], 'running', ARGV[5], 'started', ARGV[6],
+           'host', ARGV[8], 'tally', ARGV[9])
 redis.call('PEXPIRE', info, window)
 redis.call('DEL', tasks)
-if #ARGV >= 11 then
-  redis.call('SADD', tasks, unpack(ARGV, 11))
+if #ARGV >= 10 then
+  redis.call('SADD', tasks, unpack(ARGV, 10))
   redis.call('PEXPIRE', tasks, window)
 end
-local stale = redis.call('ZRANGE', workers, '-inf', ARGV[8], 'BYSCORE', 'LIMIT', 0, %d)
-for _, other in ipairs(stale) do
-  if redis.call('EXISTS', prefix .. 'worker:' .. other) == 0 then
-    redis.call('ZREM', workers, other)
-    redis.call('DEL', prefix .. 'worker-tasks:' .. other)
+return redis.call('ZRANGE', workers, '-inf', ARGV[7], 'BYSCORE', 'LIMIT', 0, %d)
+""" % (_PRUNE,)  # noqa: UP031 -- a Lua literal, not a log message
+
+# KEYS: workers, then the worker hash and worker tasks of each name in ARGV
+# ARGV: names a heartbeat found stale
+# Removes the names whose hash has expired (a worker that came back is kept).
+PRUNE = r"""
+for i = 1, #ARGV do
+  if redis.call('EXISTS', KEYS[2 * i]) == 0 then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('DEL', KEYS[2 * i + 1])
   end
 end
-return #stale
-""" % (_PRUNE,)  # noqa: UP031 -- a Lua literal, not a log message
+return 0
+"""
 
 # KEYS: workers, worker hash, worker tasks
 # ARGV: name
@@ -74,20 +81,19 @@ redis.call('DEL', KEYS[2], KEYS[3])
 return 1
 """
 
-# KEYS: workers
-# ARGV: key prefix, task name ('' for every worker)
+# KEYS: workers, then the worker hash and worker tasks of each name in ARGV
+# ARGV: task name ('' for every worker), then the names read from the registry
 # Returns {name, last heartbeat ms, {hash fields...}, {task names...}} per live worker.
 LIST = r"""
-local prefix, task = ARGV[1], ARGV[2]
-local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local task = ARGV[1]
 local found = {}
-for i = 1, #rows, 2 do
-  local name = rows[i]
-  local info = prefix .. 'worker:' .. name
-  local tasks = prefix .. 'worker-tasks:' .. name
-  if redis.call('EXISTS', info) == 1
+for i = 2, #ARGV do
+  local name = ARGV[i]
+  local info, tasks = KEYS[2 * i - 2], KEYS[2 * i - 1]
+  local score = redis.call('ZSCORE', KEYS[1], name)
+  if score and redis.call('EXISTS', info) == 1
      and (task == '' or redis.call('SISMEMBER', tasks, task) == 1) then
-    found[#found + 1] = {name, rows[i + 1], redis.call('HGETALL', info),
+    found[#found + 1] = {name, score, redis.call('HGETALL', info),
                          redis.call('SMEMBERS', tasks)}
   end
 end
@@ -157,13 +163,12 @@ async def beat(shadow: Backend, presence: Presence, window_ms: int, now: int) ->
     """Write one heartbeat of ``presence``, valid for ``window_ms``."""
     keys = shadow.keys
     script = shadow.client.register_script(HEARTBEAT)
-    await script(
+    stale = await script(
         keys=[keys.workers, keys.worker(presence.name), keys.worker_tasks(presence.name)],
         args=[
             presence.name,
             now,
             window_ms,
-            keys.prefix,
             presence.concurrency,
             presence.running,
             presence.started_ms,
@@ -173,6 +178,19 @@ async def beat(shadow: Backend, presence: Presence, window_ms: int, now: int) ->
             *presence.tasks,
         ],
     )
+    if stale:
+        await shadow.client.register_script(PRUNE)(
+            keys=[keys.workers, *_worker_keys(shadow, stale)], args=stale
+        )
+
+
+def _worker_keys(shadow: Shadow, names: Sequence[bytes | str]) -> list[str]:
+    """The hash and the task set of each worker name (the keys a script declares)."""
+    found: list[str] = []
+    for name in names:
+        text = _text(name)
+        found += [shadow.keys.worker(text), shadow.keys.worker_tasks(text)]
+    return found
 
 
 async def leave(shadow: Backend, name: str) -> None:
@@ -185,8 +203,11 @@ async def leave(shadow: Backend, name: str) -> None:
 async def list_workers(shadow: Backend, task: str | None = None) -> list[WorkerInfo]:
     """The live workers (those that can run ``task``, when given), by name."""
     keys = shadow.keys
+    names: list[Any] = await shadow.client.zrange(keys.workers, 0, -1)
     script = shadow.client.register_script(LIST)
-    rows = await script(keys=[keys.workers], args=[keys.prefix, task or ""])
+    rows = await script(
+        keys=[keys.workers, *_worker_keys(shadow, names)], args=[task or "", *names]
+    )
     workers = [_worker_info(row) for row in rows]
     workers.sort(key=lambda worker: worker.name)
     return workers

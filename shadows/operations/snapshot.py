@@ -54,57 +54,59 @@ RawMessage = tuple[bytes, list[int]]
 # The whole message is needed to decode the arguments, because a message names its codec
 # and may be signed over all its fields.
 
-# KEYS: queue
-# ARGV: key prefix, lowest score, how many entries of that score to skip, page size,
-#       '1' to read the arguments too
+# KEYS: queue, then the parked key of each task key in ARGV
+# ARGV: '1' to read the arguments too, then a page of task keys (read from the queue
+#       beforehand: a script declares every key it touches, which a cluster requires)
 # Returns {numbers, text, last score, how many of the page have the last score, count}:
-# per task "score attempt len(key) len(function) field-count field-lengths...".
+# per task "score attempt len(key) len(function) field-count field-lengths..."; a key
+# that left the queue meanwhile is left out.
 QUEUE_PAGE = r"""
-local prefix, low, skip, page = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local whole = ARGV[5] == '1'
-local rows = redis.call('ZRANGE', KEYS[1], low, '+inf', 'BYSCORE', 'LIMIT', skip, page,
-                        'WITHSCORES')
+local whole = ARGV[1] == '1'
 local numbers, data, n, d = {}, {}, 0, 0
 local last, tied = '', 0
-for i = 1, #rows, 2 do
-  local key, score = rows[i], rows[i + 1]
-  local parked = prefix .. 'parked:' .. key
-  local fn, attempt, fields = '', '0', {}
-  if whole then
-    fields = redis.call('HGETALL', parked)
-    for j = 1, #fields, 2 do
-      if fields[j] == 'function' then fn = fields[j + 1]
-      elseif fields[j] == 'attempt' then attempt = fields[j + 1] end
+for i = 2, #ARGV do
+  local key, parked = ARGV[i], KEYS[i]
+  local score = redis.call('ZSCORE', KEYS[1], key)
+  if score then
+    local fn, attempt, fields = '', '0', {}
+    if whole then
+      fields = redis.call('HGETALL', parked)
+      for j = 1, #fields, 2 do
+        if fields[j] == 'function' then fn = fields[j + 1]
+        elseif fields[j] == 'attempt' then attempt = fields[j + 1] end
+      end
+    else
+      local f = redis.call('HMGET', parked, 'function', 'attempt')
+      fn, attempt = f[1] or '', f[2] or '0'
     end
-  else
-    local f = redis.call('HMGET', parked, 'function', 'attempt')
-    fn, attempt = f[1] or '', f[2] or '0'
+    numbers[n + 1], numbers[n + 2], numbers[n + 3] = score, attempt, #key
+    numbers[n + 4], numbers[n + 5] = #fn, #fields / 2
+    n = n + 5
+    data[d + 1], data[d + 2] = key, fn
+    d = d + 2
+    for j = 1, #fields do
+      numbers[n + j], data[d + j] = #fields[j], fields[j]
+    end
+    n, d = n + #fields, d + #fields
+    if score == last then tied = tied + 1 else last, tied = score, 1 end
   end
-  numbers[n + 1], numbers[n + 2], numbers[n + 3] = score, attempt, #key
-  numbers[n + 4], numbers[n + 5] = #fn, #fields / 2
-  n = n + 5
-  data[d + 1], data[d + 2] = key, fn
-  d = d + 2
-  for j = 1, #fields do
-    numbers[n + j], data[d + j] = #fields[j], fields[j]
-  end
-  n, d = n + #fields, d + #fields
-  if score == last then tied = tied + 1 else last, tied = score, 1 end
 end
-return {table.concat(numbers, ' '), table.concat(data), last, tied, #rows / 2}
+return {table.concat(numbers, ' '), table.concat(data), last, tied, #ARGV - 1}
 """
 
 # KEYS: stream
-# ARGV: group, key prefix, first id (inclusive '-' or exclusive '(id'), page size,
-#       '1' to read the arguments too
-# Returns {numbers, text, last id, count}: per entry "when attempt started len(key)
-# len(function) len(worker) field-count field-lengths...", started being -1 for an entry
-# no worker has received; the worker is the consumer that holds the entry.
+# ARGV: group, first id (inclusive '-' or exclusive '(id'), page size, '1' to read the
+#       arguments too
+# Returns {numbers, text, last id, count, keys of the received entries}: per entry "when
+# attempt started len(key) len(function) len(worker) field-count field-lengths...",
+# started being -1 for an entry no worker has received and 0 for one received (its run
+# record says when it started: read next, as the script cannot declare it); the worker
+# is the consumer that holds the entry.
 STREAM_PAGE = r"""
-local stream, group, prefix = KEYS[1], ARGV[1], ARGV[2]
-local start, page, whole = ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
+local stream, group = KEYS[1], ARGV[1]
+local start, page, whole = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local entries = redis.call('XRANGE', stream, start, '+', 'COUNT', page)
-if #entries == 0 then return {'', '', '', 0} end
+if #entries == 0 then return {'', '', '', 0, {}} end
 local first, last = entries[1][1], entries[#entries][1]
 local owners = {}
 local ok, pending = pcall(redis.call, 'XPENDING', stream, group, first, last, page * 2)
@@ -112,6 +114,7 @@ if ok then
   for _, p in ipairs(pending) do owners[p[1]] = p[2] end
 end
 local numbers, data, n, d = {}, {}, 0, 0
+local received = {}
 for _, entry in ipairs(entries) do
   local fields = entry[2]
   local key, fn, when, attempt = '', '', '0', '0'
@@ -126,7 +129,8 @@ for _, entry in ipairs(entries) do
   local owner = owners[entry[1]]
   local started = '-1'
   if owner then
-    started = redis.call('HGET', prefix .. 'run:' .. key, 'started') or '0'
+    started = '0'
+    received[#received + 1] = key
   else
     owner = ''
   end
@@ -141,7 +145,7 @@ for _, entry in ipairs(entries) do
   end
   n, d = n + #fields, d + #fields
 end
-return {table.concat(numbers, ' '), table.concat(data), last, #entries}
+return {table.concat(numbers, ' '), table.concat(data), last, #entries, received}
 """
 
 
@@ -383,8 +387,7 @@ async def _read_queue(
     shadow: Backend, tasks_known: Mapping[str, Callable[..., Any]], arguments: bool
 ) -> list[SnapshotTask]:
     script = shadow.client.register_script(QUEUE_PAGE)
-    keys = [shadow.keys.queue]
-    prefix = shadow.keys.prefix
+    client, keys = shadow.client, shadow.keys
     flag = "1" if arguments else "0"
     payloads = shadow.payloads
     found: list[SnapshotTask] = []
@@ -392,7 +395,13 @@ async def _read_queue(
 
     async def fetch(cursor: Cursor) -> Any:
         low, skip = cursor
-        return await script(keys=keys, args=[prefix, low, skip, PAGE, flag])
+        page: list[Any] = await client.zrange(
+            keys.queue, low, "+inf", byscore=True, offset=skip, num=PAGE
+        )
+        if not page:
+            return [b"", b"", b"", 0, 0]
+        declared = [keys.queue, *(keys.parked(_text(key)) for key in page)]
+        return await script(keys=declared, args=[flag, *page])
 
     def follow(reply: Any, cursor: Cursor) -> Cursor | None:
         _, _, last, tied, count = reply
@@ -440,24 +449,32 @@ async def _read_stream(
     shadow: Backend, tasks_known: Mapping[str, Callable[..., Any]], arguments: bool
 ) -> list[SnapshotTask]:
     script = shadow.client.register_script(STREAM_PAGE)
-    keys = [shadow.keys.stream]
-    args = [WORKER_GROUP, shadow.keys.prefix]
+    client, keys = shadow.client, shadow.keys
     flag = "1" if arguments else "0"
     payloads = shadow.payloads
     found: list[SnapshotTask] = []
     names = _Names(tasks_known)
 
     async def fetch(cursor: Cursor) -> Any:
-        return await script(keys=keys, args=[*args, cursor[0], PAGE, flag])
+        reply = await script(keys=[keys.stream], args=[WORKER_GROUP, cursor[0], PAGE, flag])
+        received = [_text(key) for key in reply[4]]
+        starts: dict[str, int] = {}
+        if received:  # when the received ones started, from their run records
+            async with client.pipeline(transaction=False) as pipe:
+                for key in received:
+                    pipe.hget(keys.run(key), "started")
+                values = await pipe.execute()
+            starts = {key: int(value or 0) for key, value in zip(received, values, strict=True)}
+        return [*reply[:4], starts]
 
     def follow(reply: Any, cursor: Cursor) -> Cursor | None:
-        _, _, last, count = reply
+        _, _, last, count, _ = reply
         if int(count) < PAGE:
             return None
         return (b"(" + last,)
 
     def parse(reply: Any) -> None:
-        numbers, text = reply[0], reply[1]
+        numbers, text, starts = reply[0], reply[1], reply[4]
         values = _integers(numbers.split())
         position = 0
         i = 0
@@ -472,9 +489,12 @@ async def _read_stream(
             if values[i + 6]:
                 raw, position = _fields(values, i + 6, text, position)
             name, function = names.lookup(text[key_end:function_end])
+            key = text[key_start:key_end].decode(errors="replace")
+            if started >= 0:
+                started = starts.get(key, 0)
             found.append(
                 SnapshotTask(
-                    text[key_start:key_end].decode(errors="replace"),
+                    key,
                     name,
                     values[i],
                     values[i + 1],
@@ -490,3 +510,7 @@ async def _read_stream(
 
     await _paged(fetch, (b"-",), follow, parse)
     return found
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

@@ -380,17 +380,9 @@ class Shadow(TaskRegistry):
 
     async def clear(self) -> int:
         """Remove all scheduled and queued (not yet started) work; returns how many."""
-        keys = self.keys
-        total = 0
-        while True:
-            removed = int(
-                await self.scripts.clear(
-                    keys=[keys.queue, keys.stream], args=[WORKER_GROUP, keys.prefix, 500]
-                )
-            )
-            if not removed:
-                return total
-            total += removed
+        from shadows.operations.clearing import clear
+
+        return await clear(self)
 
     # -- strikes ---------------------------------------------------------------------
 

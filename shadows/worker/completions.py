@@ -40,10 +40,19 @@ class _Completion:
 class Completions:
     """The queue of finished messages of one worker, flushed by a background task."""
 
-    def __init__(self, shadow: Shadow, consumer: str, reconnect_cap: float) -> None:
+    def __init__(
+        self,
+        shadow: Shadow,
+        consumer: str,
+        reconnect_cap: float,
+        woke: asyncio.Event | None = None,
+    ) -> None:
         self.shadow = shadow
         self.consumer = consumer
         self.reconnect_cap = reconnect_cap
+        #: Set when a freed concurrency slot made a waiting task due (the scheduler's
+        #: wake-up: it moves the task to the stream).
+        self.woke = woke
         self._queue: list[_Completion] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -153,14 +162,13 @@ class Completions:
             self.consumer,
             now_ms(),
             int(shadow.execution_ttl.total_seconds()),
-            keys.prefix,
             int(shadow.dead_letter_ttl.total_seconds() * 1000),
             shadow.dead_letter_limit,
         ]
         for completion in batch:
             message, follow = completion.message, completion.follow
             key = message.key
-            script_keys += [keys.run(key), keys.parked(key), keys.successor(key)]
+            script_keys += [keys.run(key), keys.parked(key), keys.successor(key), keys.dead(key)]
             for slot in message.holds:
                 script_keys += [keys.concurrency(slot), keys.waiting(slot)]
             fields = follow.fields() if follow else []
@@ -181,5 +189,22 @@ class Completions:
                 len(dead),
                 *dead,
             ]
-        results: list[int] = await self.shadow.scripts.complete(keys=script_keys, args=args)
-        return results
+        results, trimmed = await self.shadow.scripts.complete(keys=script_keys, args=args)
+        if trimmed:
+            await drop_dead_letters(shadow, trimmed)
+        if self.woke is not None and any(int(result) == 3 for result in results):
+            self.woke.set()
+        return [int(result) for result in results]
+
+
+async def drop_dead_letters(shadow: Shadow, trimmed: list[bytes | str]) -> None:
+    """Delete the dead letters COMPLETE dropped from the index past the limit (in a call
+    of their own: COMPLETE cannot declare keys it learns while it runs)."""
+    keys = shadow.keys
+    names = [key.decode() if isinstance(key, bytes) else key for key in trimmed]
+    try:
+        await shadow.scripts.drop_dead(
+            keys=[keys.failed, *(keys.dead(name) for name in names)], args=names
+        )
+    except CONNECTION_ERRORS as error:  # they expire with their time to live anyway
+        logger.debug("Could not delete %d trimmed dead letter(s): %s", len(names), error)

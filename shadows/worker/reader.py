@@ -25,7 +25,6 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shadows.core.connection import node_client
-from shadows.core.execution import now_ms
 from shadows.core.keys import WORKER_GROUP
 from shadows.producer.shadow import Shadow
 
@@ -34,9 +33,11 @@ logger = logging.getLogger("shadows.worker")
 Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
 
 #: Where a batch of entries comes from, which decides what the worker checks first:
-#: read and marked running by the READ script; delivered just now by a blocking read;
-#: or held for a while (this consumer's pending list, or reclaimed from a dead worker).
-READ, FRESH, HELD = "read", "fresh", "held"
+#: delivered just now by a blocking read (they start at once and are recorded running
+#: meanwhile); or held for a while (this consumer's pending list, or reclaimed from a dead
+#: worker) or read without blocking: their START (claim confirmed, recorded running) comes
+#: first.
+FRESH, HELD = "fresh", "held"
 
 #: XAUTOCLAIM calls one look for dead workers' messages may make (each looks at up to
 #: ten times the free slots of pending entries) before the read of new work.
@@ -110,8 +111,8 @@ class StreamReader:
     async def next(
         self, free: int, skip: Collection[str], block: bool, wake: asyncio.Event
     ) -> tuple[list[Entry], str]:
-        """Up to ``free`` messages and their origin (:data:`READ`, :data:`FRESH` or
-        :data:`HELD`); ``skip`` holds ids this worker runs.
+        """Up to ``free`` messages and their origin (:data:`FRESH` or :data:`HELD`);
+        ``skip`` holds ids this worker runs.
 
         A blocking read returns early (empty) once ``wake`` is set.
         """
@@ -140,14 +141,16 @@ class StreamReader:
                 await self._count_deliveries([entry_id(e[0]) for e in entries])
                 return entries, HELD
 
-        # The busy path: new work, read and marked running in one script call.
+        # The busy path: new work without blocking, recorded as running (START, with the
+        # run keys declared, which a cluster requires) before it runs.
         self.sent_at = time.monotonic()
-        keys = self.shadow.keys
-        read = await self.shadow.scripts.read(
-            keys=[stream], args=[WORKER_GROUP, self.consumer, free, now_ms(), keys.prefix]
+        read = entries_of(
+            await self.shadow.client.xreadgroup(
+                WORKER_GROUP, self.consumer, {stream: ">"}, count=free
+            )
         )
         if read or not block or wake.is_set():
-            return [(entry[0], _pairs(entry[1])) for entry in read], READ
+            return read, HELD
         self.sent_at = time.monotonic()
         return await self._blocking_read(free, wake), FRESH
 
@@ -303,11 +306,6 @@ class StreamReader:
             self._can_unblock = False
             return False
         return True
-
-
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    """``{name: value}`` from a script's flat ``[name, value, ...]`` reply."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _order(message_id: str) -> tuple[int, int]:

@@ -47,9 +47,20 @@ async def release(shadow: Shadow, consumer: str, message_ids: list[str]) -> None
     if not message_ids:
         return
     keys = shadow.keys
-    await shadow.scripts.release(
-        keys=[keys.stream], args=[WORKER_GROUP, consumer, keys.prefix, *message_ids]
-    )
+    # The task keys first: the script declares the run keys it touches.
+    async with shadow.client.pipeline(transaction=False) as pipe:
+        for message_id in message_ids:
+            pipe.xrange(keys.stream, message_id, message_id)
+        found = await pipe.execute()
+    script_keys = [keys.stream]
+    args: list[str] = [WORKER_GROUP, consumer]
+    for message_id, rows in zip(message_ids, found, strict=True):
+        fields = rows[0][1] if rows else {}
+        raw = fields.get(b"key", fields.get("key", b""))
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        script_keys.append(keys.run(key))
+        args += [message_id, key]
+    await shadow.scripts.release(keys=script_keys, args=args)
 
 
 async def release_leftovers(shadow: Shadow, consumer: str) -> None:

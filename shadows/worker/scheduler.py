@@ -1,9 +1,10 @@
 """Moving due work from the queue to the stream.
 
 Every worker runs this loop; the move is one Lua script, so two workers never move the
-same task twice. The loop sleeps until the next task is due, but never longer than the
-scheduling resolution, so that work added meanwhile for an earlier moment is not late by
-more than that.
+same task twice. The due keys are read first (a script declares every key it touches,
+which a cluster requires), and the script moves those still due. The loop sleeps until
+the next task is due, but never longer than the scheduling resolution, so that work added
+meanwhile for an earlier moment is not late by more than that.
 """
 
 from __future__ import annotations
@@ -31,16 +32,13 @@ async def run_scheduler(
 ) -> None:
     """Move due work until ``stopping``; ``wake`` cuts a sleep short (this worker has just
     parked work that may be due sooner than the loop planned to look)."""
-    keys = shadow.keys
     backoff = Backoff(reconnect_cap)
     guard = CancelGuard()
     while not stopping.is_set():
         guard.check()
         try:
             now = now_ms()
-            moved, next_due = await shadow.scripts.move_due(
-                keys=[keys.queue, keys.stream], args=[now, PAGE, keys.prefix]
-            )
+            moved, next_due = await move_due(shadow, now)
         except CONNECTION_ERRORS as error:
             logger.debug("Scheduler paused: %s", error)
             await sleep_unless(stopping, backoff.next())
@@ -54,6 +52,24 @@ async def run_scheduler(
             wait = min(wait, max(0.0, (due - now_ms()) / 1000))
         await _sleep(stopping, wake, wait)
         wake.clear()
+
+
+async def move_due(shadow: Shadow, now: int) -> tuple[int, float]:
+    """Move up to a page of due work; ``(candidates, score of the next future task or
+    -1)``."""
+    keys = shadow.keys
+    async with shadow.client.pipeline(transaction=False) as pipe:
+        pipe.zrange(keys.queue, "-inf", now, byscore=True, offset=0, num=PAGE)
+        pipe.zrange(keys.queue, 0, 0, withscores=True)
+        due, first = await pipe.execute()
+    if not due:
+        return 0, float(first[0][1]) if first else -1.0
+    script_keys = [keys.queue, keys.stream]
+    for raw in due:
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        script_keys += [keys.run(key), keys.parked(key)]
+    _, next_due = await shadow.scripts.move_due(keys=script_keys, args=[now, *due])
+    return len(due), float(next_due)
 
 
 async def _sleep(stopping: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:

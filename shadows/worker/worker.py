@@ -176,7 +176,9 @@ class Worker:
             # Claims of dead workers are looked for this often (cheap: one XAUTOCLAIM).
             claim_every=min(max(self._redelivery / 4, self._check), 5.0),
         )
-        self._completions = Completions(shadow, self.name, self._reconnect_cap)
+        self._completions = Completions(
+            shadow, self.name, self._reconnect_cap, self._scheduler_wake
+        )
         #: The strikes this worker honours, kept in step with Redis while it runs.
         self.strikes = StrikeList()
         #: How many calls this worker acknowledged without running them, by task name.
@@ -493,10 +495,18 @@ class Worker:
         """Nothing ready, running or scheduled, in one consistent look (a script: work
         moves between the queue and the stream meanwhile)."""
         keys = self.shadow.keys
-        ready, waiting = await self.shadow.scripts.pending_work(
-            keys=[keys.stream, keys.queue],
-            args=[keys.prefix, 1 if self._caps else 0],
-        )
+        while True:  # the queued keys first: the script declares their run keys
+            names: list[str] = []
+            if self._caps:
+                queued: list[Any] = await self.shadow.client.zrange(keys.queue, 0, -1)
+                names = [entry_id(key) for key in queued]
+            ready, *rest = await self.shadow.scripts.pending_work(
+                keys=[keys.stream, keys.queue, *(keys.run(name) for name in names)],
+                args=[1 if self._caps else 0, *names],
+            )
+            if int(ready) >= 0:
+                waiting = rest[0]
+                break
         if not int(ready) and not waiting:
             return True
         if not self._caps or int(ready):

@@ -1,0 +1,59 @@
+"""Removing all scheduled and not yet started work of a shadow (``Shadow.clear``).
+
+Page by page, in two steps each: the task keys are read first, then a script removes
+those still scheduled (or not yet delivered) with every key it touches declared, which a
+cluster requires.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from shadows.core.keys import WORKER_GROUP
+
+if TYPE_CHECKING:
+    from shadows.producer.shadow import Shadow
+
+#: Tasks looked at per script call.
+PAGE = 500
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def clear(shadow: Shadow) -> int:
+    """Remove all scheduled and queued (not yet started) work; returns how many."""
+    total = 0
+    while (removed := await _clear_queued(shadow)) is not None:
+        total += removed
+    start = "-"
+    while True:
+        entries = await shadow.client.xrange(shadow.keys.stream, start, "+", count=PAGE)
+        if not entries:
+            return total
+        total += await _clear_ready(shadow, entries)
+        start = f"({_text(entries[-1][0])}"
+
+
+async def _clear_queued(shadow: Shadow) -> int | None:
+    """How many of the first page of the queue were removed; None once it is empty."""
+    keys = shadow.keys
+    page = [_text(key) for key in await shadow.client.zrange(keys.queue, 0, PAGE - 1)]
+    if not page:
+        return None
+    script_keys = [keys.queue]
+    for key in page:
+        script_keys += [keys.parked(key), keys.run(key), keys.successor(key)]
+    return int(await shadow.scripts.clear_queued(keys=script_keys, args=page))
+
+
+async def _clear_ready(shadow: Shadow, entries: list[Any]) -> int:
+    keys = shadow.keys
+    script_keys = [keys.stream]
+    args: list[str] = [WORKER_GROUP]
+    for entry_id, fields in entries:
+        key = _text(fields.get(b"key", fields.get("key", b"")))
+        script_keys += [keys.run(key), keys.successor(key)]
+        args += [_text(entry_id), key]
+    return int(await shadow.scripts.clear_ready(keys=script_keys, args=args))
