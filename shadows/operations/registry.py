@@ -184,7 +184,7 @@ async def beat(shadow: Backend, presence: Presence, window_ms: int, now: int) ->
         )
 
 
-def _worker_keys(shadow: Shadow, names: Sequence[bytes | str]) -> list[str]:
+def _worker_keys(shadow: Backend, names: Sequence[bytes | str]) -> list[str]:
     """The hash and the task set of each worker name (the keys a script declares)."""
     found: list[str] = []
     for name in names:
