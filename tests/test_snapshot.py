@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import shadows.operations.snapshot
+import shadows.operations.snapshot_pages
 from conftest import wait_for
 from shadows import Execution, Shadow, Worker
 from shadows.core.serialization import PayloadError
@@ -144,7 +144,7 @@ async def test_running_tasks_name_their_worker_and_start(shadow: Shadow) -> None
 async def test_pages_with_equal_due_times_lose_nothing(
     shadow: Shadow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shadows.operations.snapshot, "PAGE", 3)
+    monkeypatch.setattr(shadows.operations.snapshot_pages, "PAGE", 3)
     base = datetime.now(UTC) + timedelta(hours=1)
     for i in range(20):  # four due times, five tasks each: ties span pages
         await shadow.add(greet, when=base + timedelta(seconds=i % 4), key=f"future-{i:02d}")(str(i))

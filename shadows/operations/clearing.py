@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from shadows.core.keys import WORKER_GROUP
 
 if TYPE_CHECKING:
-    from shadows.producer.shadow import Shadow
+    from shadows.core.backend import Backend
 
 #: Tasks looked at per script call.
 PAGE = 500
@@ -22,7 +22,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def clear(shadow: Shadow) -> int:
+async def clear(shadow: Backend) -> int:
     """Remove all scheduled and queued (not yet started) work; returns how many."""
     total = 0
     while (removed := await _clear_queued(shadow)) is not None:
@@ -36,7 +36,7 @@ async def clear(shadow: Shadow) -> int:
         start = f"({_text(entries[-1][0])}"
 
 
-async def _clear_queued(shadow: Shadow) -> int | None:
+async def _clear_queued(shadow: Backend) -> int | None:
     """How many of the first page of the queue were removed; None once it is empty."""
     keys = shadow.keys
     page = [_text(key) for key in await shadow.client.zrange(keys.queue, 0, PAGE - 1)]
@@ -48,7 +48,7 @@ async def _clear_queued(shadow: Shadow) -> int | None:
     return int(await shadow.scripts.clear_queued(keys=script_keys, args=page))
 
 
-async def _clear_ready(shadow: Shadow, entries: list[Any]) -> int:
+async def _clear_ready(shadow: Backend, entries: list[Any]) -> int:
     keys = shadow.keys
     script_keys = [keys.stream]
     args: list[str] = [WORKER_GROUP]

@@ -25,12 +25,13 @@ from shadows.core.keys import WORKER_GROUP, Keys, validate_name
 from shadows.core.link import Link
 from shadows.core.scripts import Scripts
 from shadows.core.serialization import Codec, Payloads, codec_named
-from shadows.operations import dead_letters
+from shadows.operations import clearing, dead_letters
 from shadows.operations.dead_letters import DeadLetter
 from shadows.operations.instrumentation import producing
 from shadows.operations.metrics import task_added
 from shadows.operations.registry import WorkerInfo, check_heartbeats, list_workers
-from shadows.operations.snapshot import Snapshot, take_snapshot
+from shadows.operations.snapshot import Snapshot
+from shadows.operations.snapshot_pages import take_snapshot
 from shadows.operations.strikes import FEED_LENGTH, Operator, Strike, read_strikes, strike_for
 from shadows.producer import debouncing
 from shadows.producer.batch import Batch
@@ -380,9 +381,7 @@ class Shadow(TaskRegistry):
 
     async def clear(self) -> int:
         """Remove all scheduled and queued (not yet started) work; returns how many."""
-        from shadows.operations.clearing import clear
-
-        return await clear(self)
+        return await clearing.clear(self)
 
     # -- strikes ---------------------------------------------------------------------
 

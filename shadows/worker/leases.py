@@ -16,11 +16,11 @@ import logging
 import time
 from collections.abc import Callable
 
+from shadows.core.backend import Backend
 from shadows.core.cancellation import CancelGuard
 from shadows.core.execution import Message, now_ms
 from shadows.core.keys import WORKER_GROUP
 from shadows.core.reconnect import CONNECTION_ERRORS
-from shadows.producer.shadow import Shadow
 from shadows.worker.reader import entry_id
 
 logger = logging.getLogger("shadows.worker")
@@ -31,7 +31,7 @@ class Leases:
 
     def __init__(
         self,
-        shadow: Shadow,
+        shadow: Backend,
         consumer: str,
         redelivery: float,
         message: Callable[[str], Message | None],

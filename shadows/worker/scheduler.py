@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from shadows.core.backend import Backend
 from shadows.core.cancellation import CancelGuard
 from shadows.core.execution import now_ms
 from shadows.core.reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
-from shadows.producer.shadow import Shadow
 
 logger = logging.getLogger("shadows.worker")
 
@@ -24,7 +24,7 @@ PAGE = 1000
 
 
 async def run_scheduler(
-    shadow: Shadow,
+    shadow: Backend,
     resolution: float,
     reconnect_cap: float,
     stopping: asyncio.Event,
@@ -54,7 +54,7 @@ async def run_scheduler(
         wake.clear()
 
 
-async def move_due(shadow: Shadow, now: int) -> tuple[int, float]:
+async def move_due(shadow: Backend, now: int) -> tuple[int, float]:
     """Move up to a page of due work; ``(candidates, score of the next future task or
     -1)``."""
     keys = shadow.keys
