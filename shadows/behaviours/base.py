@@ -130,24 +130,27 @@ class TaskPlan:
     positional: tuple[int, int] | None = None
     #: Behaviours declared outside the signature (see ``BEHAVIOURS_ATTRIBUTE``).
     behaviours: tuple[Dependency, ...] = ()
-    #: ``find``'s answers by kind (asked for every add and every run).
-    _found: dict[type[Dependency], Dependency | None] = field(
+    #: ``all``'s answers by kind (asked for every add and every run).
+    _found: dict[type[Dependency], tuple[Dependency, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
     def find(self, kind: type[D]) -> D | None:
         """The task's declared dependency of ``kind``, if it has one."""
+        found = self.all(kind)
+        return found[0] if found else None
+
+    def all(self, kind: type[D]) -> tuple[D, ...]:
+        """Every declared dependency of ``kind`` (the decorator's first)."""
         try:
             return self._found[kind]  # type: ignore[return-value]
         except KeyError:
-            found = self.all(kind)
-            first = self._found[kind] = found[0] if found else None
-            return first
-
-    def all(self, kind: type[D]) -> list[D]:
-        """Every declared dependency of ``kind``."""
-        declared = [d for _, d in self.dependencies if isinstance(d, kind)]
-        return [*(d for d in self.behaviours if isinstance(d, kind)), *declared]
+            declared = [d for _, d in self.dependencies if isinstance(d, kind)]
+            found = self._found[kind] = (
+                *(d for d in self.behaviours if isinstance(d, kind)),
+                *declared,
+            )
+            return found  # type: ignore[return-value]
 
 
 _plans: WeakKeyDictionary[Callable[..., Any], TaskPlan] = WeakKeyDictionary()

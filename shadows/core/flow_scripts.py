@@ -3,6 +3,8 @@ producer's debounce. Each runs as one atomic step and names every key it touches
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import Redis
 
 from shadows.core.scripts import _PRELUDE
@@ -129,8 +131,10 @@ return {'opened', fresh, due}
 class FlowScripts:
     """The scripts above, registered on one client (EVALSHA, reloaded after NOSCRIPT)."""
 
-    __slots__ = ("debounce", "throttle")
+    __slots__ = ("debounce", "gates", "throttle")
 
     def __init__(self, client: Redis) -> None:
         self.throttle = client.register_script(THROTTLE)
         self.debounce = client.register_script(DEBOUNCE)
+        #: The worker's batcher of THROTTLE calls on this client (see ``worker.throttle``).
+        self.gates: Any = None

@@ -79,13 +79,18 @@ async def _submit(
     max_wait = -1 if debounce.max_wait is None else milliseconds(debounce.max_wait)
     execution.key = fresh
     fields = execution.to_message(shadow.payloads, extra=extra).fields()
-    script = shadow.link().flow.debounce
+    link = shadow.link()
+    script = link.flow.debounce
     for _ in range(ATTEMPTS):
         expected = known.get(name, "")
         names = [keys.stream, keys.queue, keys.debounce(name)]
         names += [keys.run(expected), keys.parked(expected), keys.run(fresh), keys.parked(fresh)]
         args = [expected, fresh, now_ms(), settle, max_wait, debounce.keep, *fields]
-        state, key, *due = await script(keys=names, args=args)
+        if link.lane is not None:  # consecutive adds: one connection kept aside
+            reply = await link.lane.call(script, names, args)
+        else:
+            reply = await script(keys=names, args=args)
+        state, key, *due = reply
         key = key.decode() if isinstance(key, bytes) else str(key)
         if len(known) >= KNOWN_BURSTS and name not in known:
             known.clear()

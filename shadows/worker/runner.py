@@ -9,6 +9,7 @@ import copy
 import inspect
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -174,7 +175,7 @@ async def _gate(
     execution: Execution,
     arguments: dict[str, Any],
     cooldown: Cooldown | None,
-    rates: list[RateLimit],
+    rates: Sequence[RateLimit],
 ) -> Verdict | None:
     """Cooldown and rate limits (see :mod:`throttle`): ``_START`` when the run may start,
     else how it ends now (dropped, postponed, or ``None``: no longer this worker's)."""

@@ -3,14 +3,16 @@
 Checked after the concurrency slots are taken (a run parked for a slot has not started,
 so it must not count against a rate limit or open a cooldown) and before the task body.
 One script call (THROTTLE) checks every limit and records the start atomically, at
-Redis's clock, so that workers on several machines share one window.
+Redis's clock, so that workers on several machines share one window. The calls of the
+runs a worker starts at about the same moment travel together, in one pipeline (one
+round trip), rather than one round trip per run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -20,10 +22,14 @@ from shadows.core.keys import WORKER_GROUP, Keys
 from shadows.core.link import Link
 from shadows.core.reconnect import CONNECTION_ERRORS, Backoff
 from shadows.core.serialization import Payloads
+from shadows.core.urls import is_cluster
 
 
 class Limited(Protocol):
     """What the gate needs of a shadow."""
+
+    @property
+    def url(self) -> str: ...
 
     @property
     def keys(self) -> Keys: ...
@@ -55,7 +61,7 @@ async def check(
     task: str,
     arguments: Mapping[str, Any],
     cooldown: Cooldown | None,
-    limits: list[RateLimit],
+    limits: Sequence[RateLimit],
 ) -> Gate:
     """Ask Redis whether ``message`` may start now; raises ``KeyError`` for a scope that
     names no argument of the task."""
@@ -76,11 +82,10 @@ async def check(
     for limit in limits:
         script_keys.append(keys.rate(limit.bucket(task, arguments)))
         args += [limit.limit, milliseconds(limit.per)]
-    throttle = shadow.link().flow.throttle
     backoff = Backoff(reconnect_cap)
     while True:
         try:
-            reply = await throttle(keys=script_keys, args=args)
+            reply = await _gates(shadow).call(script_keys, args)
             break
         except CONNECTION_ERRORS as error:
             delay = backoff.next()
@@ -102,6 +107,70 @@ async def check(
         return Gate("drop", f"{dropping[0].describe()}: over the limit")
     when = max(free for _, free in full)
     return Gate("postpone", f"{full[0][0].describe()}: over the limit", when)
+
+
+class Gates:
+    """THROTTLE calls made at about the same moment, sent in one pipeline: the first
+    call starts a send after the current loop tick, and calls made while a send is on
+    the wire go in the next one. On a cluster (no scripts in pipelines) each goes alone."""
+
+    def __init__(self, link: Link, alone: bool) -> None:
+        self.link = link
+        self.alone = alone
+        self.waiting: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self.sender: asyncio.Task[None] | None = None
+
+    async def call(self, keys: list[str], args: list[Any]) -> Any:
+        if self.alone:
+            return await self.link.flow.throttle(keys=keys, args=args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting.append((keys, args, future))
+        if self.sender is None:
+            self.sender = asyncio.create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the runs started in this tick join the first send
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    async with self.link.client.pipeline(transaction=False) as pipe:
+                        for keys, args, _ in batch:
+                            await self.link.flow.throttle(keys=keys, args=args, client=pipe)
+                        replies = await pipe.execute(raise_on_error=False)
+                except Exception as error:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                except BaseException:  # cancelled: so are the calls on the wire
+                    for _, _, future in batch:
+                        future.cancel()
+                    raise
+                for (_, _, future), reply in zip(batch, replies, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(reply, Exception):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+        finally:
+            self.sender = None
+            for _, _, future in self.waiting:  # cancelled with calls left: they fail
+                if not future.done():
+                    future.cancel()
+            self.waiting = []
+
+
+def _gates(shadow: Limited) -> Gates:
+    """The batcher of THROTTLE calls on the shadow's current connection."""
+    link = shadow.link()
+    gates = link.flow.gates
+    if gates is None:
+        gates = link.flow.gates = Gates(link, is_cluster(shadow.url))
+    assert isinstance(gates, Gates)
+    return gates
 
 
 def postponed(shadow: Limited, message: Message, when_ms: int) -> Message:
