@@ -40,6 +40,12 @@ class Keys:
         return f"{self.prefix}stream"
 
     @property
+    def epoch(self) -> str:
+        """A random token that lives as long as Redis keeps the shadow's data: a worker
+        that finds it missing or changed knows the data was lost (see continuity.py)."""
+        return f"{self.prefix}epoch"
+
+    @property
     def queue(self) -> str:
         """Sorted set of future task keys scored by due time (ms since the epoch)."""
         return f"{self.prefix}queue"

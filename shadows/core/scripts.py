@@ -29,7 +29,8 @@ end
 local function place(stream, queue, run, parked, key, when, now, fields, fresh)
   if not fresh then
     redis.call('DEL', parked)
-    redis.call('HDEL', run, 'message', 'worker', 'started', 'finished', 'unknown-since')
+    redis.call('HDEL', run, 'message', 'worker', 'started', 'finished', 'unknown-since',
+               'restored')
     redis.call('PERSIST', run)
   end
   local task, attempt = field(fields, 'function') or '', field(fields, 'attempt') or '1'
@@ -251,6 +252,8 @@ return lost
 # pending any more (already settled: a retried call), 0 claimed by another consumer
 # (fencing: this worker must not touch its state); then the keys of the oldest dead
 # letters dropped from 'failed' past the limit (their hashes: DROP_DEAD).
+# A message Redis lost while this worker ran it (restarted empty) is settled when the
+# worker restored its run record ('restored' holds the message id; see continuity.py).
 COMPLETE = (
     _PRELUDE
     + _SCHEDULE_ONE
@@ -275,7 +278,10 @@ while a <= #ARGV do
   k, a = k + 4 + 2 * slots, a + 7 + count + dead_count
 
   local owner = pending_owner(stream, group, id)
-  if owner ~= consumer then
+  -- after Redis lost its data, the run record this worker restored stands for the claim
+  local restored = not owner and redis.call('HGET', run, 'restored') == id
+      and redis.call('HGET', run, 'worker') == consumer
+  if owner ~= consumer and not restored then
     if owner then results[#results + 1] = 0 else results[#results + 1] = 2 end
   else
     local woke = false
@@ -293,8 +299,10 @@ while a <= #ARGV do
         redis.call('ZREMRANGEBYRANK', failed, 0, excess - 1)
       end
     end
-    redis.call('XACK', stream, group, id)
-    redis.call('XDEL', stream, id)
+    if owner then
+      redis.call('XACK', stream, group, id)
+      redis.call('XDEL', stream, id)
+    end
     for s = 0, slots - 1 do
       local slot, waiting = KEYS[first_slot + 2 * s], KEYS[first_slot + 2 * s + 1]
       redis.call('ZREM', slot, key)
@@ -306,7 +314,7 @@ while a <= #ARGV do
       place(stream, queue, run, parked, key, when, now, fields, false)
     elseif outcome ~= 'drop' then
       if ttl > 0 then
-        redis.call('HDEL', run, 'message')
+        redis.call('HDEL', run, 'message', 'restored')
         redis.call('HSET', run, 'state', outcome, 'finished', now)
         redis.call('EXPIRE', run, ttl)
       else

@@ -20,6 +20,8 @@ from shadows.core.reconnect import CONNECTION_ERRORS, Backoff
 from shadows.operations.dead_letters import Failure
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from shadows.producer.shadow import Shadow
 
 logger = logging.getLogger("shadows.worker")
@@ -35,6 +37,8 @@ class _Completion:
     follow: Message | None
     failure: Failure | None
     future: asyncio.Future[bool] = field(repr=False)
+    #: Settled once more after a look at whether Redis lost its data (see ``recheck``).
+    rechecked: bool = False
 
 
 class Completions:
@@ -46,6 +50,7 @@ class Completions:
         consumer: str,
         reconnect_cap: float,
         woke: asyncio.Event | None = None,
+        recheck: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.shadow = shadow
         self.consumer = consumer
@@ -53,6 +58,10 @@ class Completions:
         #: Set when a freed concurrency slot made a waiting task due (the scheduler's
         #: wake-up: it moves the task to the stream).
         self.woke = woke
+        #: Called when messages turn out to be no longer pending, before settling them
+        #: once more: Redis may have lost them (restarted empty), and the worker then
+        #: restores their run records so that their follow-ups are placed after all.
+        self.recheck = recheck
         self._queue: list[_Completion] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -133,9 +142,24 @@ class Completions:
                         batch[0].future.set_exception(error)
                     continue
                 backoff.reset()
+                vanished = []
                 for completion, result in zip(batch, results, strict=True):
-                    if not completion.future.done():
+                    if int(result) == 2 and not completion.rechecked and self.recheck:
+                        completion.rechecked = True
+                        vanished.append(completion)
+                    elif not completion.future.done():
                         completion.future.set_result(int(result) != 0)
+                if vanished:
+                    await self._recheck(vanished)
+
+    async def _recheck(self, vanished: list[_Completion]) -> None:
+        """Settle ``vanished`` once more after a look at whether Redis lost its data."""
+        assert self.recheck is not None
+        try:
+            await self.recheck()
+        except Exception as error:  # the second settlement says what became of them
+            logger.debug("Cannot check whether Redis lost its data: %s", error)
+        self._queue[:0] = vanished
 
     async def _settle_alone(self, batch: list[_Completion]) -> None:
         for completion in batch:

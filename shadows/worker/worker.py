@@ -29,15 +29,13 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from shadows.behaviours.base import plan_for
-from shadows.behaviours.perpetual import Perpetual
 from shadows.core.cancellation import CancelGuard
 from shadows.core.connection import private_client
 from shadows.core.execution import POISON, Message, MessageError, now_ms, preview
@@ -54,6 +52,7 @@ from shadows.operations.tally import encode_tally
 from shadows.producer.shadow import Shadow
 from shadows.worker.caps import RunCaps
 from shadows.worker.completions import Completions
+from shadows.worker.continuity import Continuity, seed_automatic_tasks
 from shadows.worker.heartbeat import Heartbeat
 from shadows.worker.leases import Leases
 from shadows.worker.reader import FRESH, HELD, Entry, StreamReader, entry_id
@@ -176,8 +175,17 @@ class Worker:
             # Claims of dead workers are looked for this often (cheap: one XAUTOCLAIM).
             claim_every=min(max(self._redelivery / 4, self._check), 5.0),
         )
+        #: Notices that Redis lost the shadow's data and puts back what this worker knows.
+        self.continuity = Continuity(
+            shadow,
+            self.name,
+            beat_every,
+            max(self._redelivery, 4 * beat_every),
+            lambda: list(self._messages.values()),
+            self._reseed,
+        )
         self._completions = Completions(
-            shadow, self.name, self._reconnect_cap, self._scheduler_wake
+            shadow, self.name, self._reconnect_cap, self._scheduler_wake, self.continuity.check
         )
         #: The strikes this worker honours, kept in step with Redis while it runs.
         self.strikes = StrikeList()
@@ -360,6 +368,9 @@ class Worker:
                 name=f"{self.name}:scheduler",
             ),
             asyncio.create_task(self._leases.run(), name=f"{self.name}:leases"),
+            asyncio.create_task(
+                self.continuity.run(self._stopping), name=f"{self.name}:continuity"
+            ),
         ]
         logger.info(
             "Worker %s started on shadow %s (concurrency %d, tasks: %s)",
@@ -487,6 +498,7 @@ class Worker:
                 if "NOGROUP" not in str(error):
                     raise
                 logger.warning("The consumer group is gone (Redis lost its data?); recreating")
+                self.continuity.wake()
                 await self._prepare()
                 continue
             backoff.reset()
@@ -674,15 +686,12 @@ class Worker:
 
     async def _schedule_automatic_tasks(self) -> None:
         """Start the chain of every automatic perpetual task that is not running yet."""
-        now = datetime.now(UTC)
-        for name, function in list(self.shadow.tasks.items()):
-            perpetual = plan_for(function).find(Perpetual)
-            if perpetual is None or not perpetual.automatic:
-                continue
-            try:
-                await self.shadow.add(function, when=perpetual.first_run(now), key=name)()
-            except TypeError as error:
-                logger.error("Cannot start automatic task %s: %s", name, error)
+        await seed_automatic_tasks(self.shadow)
+
+    async def _reseed(self, not_before: datetime) -> None:
+        """After Redis lost its data: start the automatic chains again."""
+        if self.schedule_automatic_tasks:
+            await seed_automatic_tasks(self.shadow, not_before)
 
     def _lose(self, message_id: str, reason: str) -> None:
         """Stop a task whose claim is gone (fencing).

@@ -1,0 +1,194 @@
+"""Noticing that Redis lost the shadow's data, and putting back what the workers know.
+
+A Redis restarted without persistence (or flushed, or failed over to an empty replica)
+answers as if nothing had happened: the acknowledgement of a message it no longer has
+looks like a retried call's, so the retry or the next perpetual run of a task that was
+running is silently dropped, and automatic tasks stop until a worker restarts.
+
+The first worker to look writes a random token under ``{name}:epoch``; every worker
+remembers it and checks it every heartbeat interval (and at once when the consumer group
+is missing, or an acknowledgement finds its message gone). A token missing or different
+means the data was lost since the last look. The worker that notices first (it writes the
+new token) logs the loss as an error; every worker then:
+
+* restores the run records of the tasks it is running (state ``running``, their message
+  id under ``restored``), so that nobody adds their keys anew meanwhile and COMPLETE
+  settles them as usual when they end: their retries, next perpetual runs and successors
+  are placed again (such a record expires ``ttl`` after the worker stops refreshing it);
+* seeds the automatic tasks again, first due one heartbeat interval later so that every
+  live worker has restored its running keys before they can start (no overlap with a
+  run of the same key still going on another worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from shadows.behaviours import Perpetual, plan_for
+from shadows.core.cancellation import CancelGuard
+from shadows.core.execution import Message, now_ms
+from shadows.core.reconnect import CONNECTION_ERRORS
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+    from shadows.producer.shadow import Shadow
+
+logger = logging.getLogger("shadows.worker")
+
+# KEYS: epoch, then the run key of each task the worker is running
+# ARGV: the token this worker knows ('' before its first look), a new token, worker name,
+#       now_ms, ttl_ms, refresh (1 when the worker has restored records), then the
+#       message id of each run key
+# Returns {looked, token}: looked is 0 when the token is the one known (or on a first
+# look), 1 when the data was lost and another worker wrote the new token, 2 when this
+# call wrote it. After a loss, restores the run records of the given tasks (unless their
+# keys are in use again); else, with refresh, extends the expiry of the ones it restored.
+CHECK = r"""
+local epoch, known, fresh, worker = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local now, ttl, refresh = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local current = redis.call('GET', epoch)
+local looked = 0
+if not current then
+  redis.call('SET', epoch, fresh)
+  current = fresh
+  if known ~= '' then looked = 2 end
+elseif current ~= known and known ~= '' then
+  looked = 1
+end
+for i = 2, #KEYS do
+  local run, id = KEYS[i], ARGV[5 + i]
+  if looked > 0 then
+    if redis.call('EXISTS', run) == 0 then
+      redis.call('HSET', run, 'state', 'running', 'worker', worker, 'started', now,
+                 'message', id, 'restored', id)
+      redis.call('PEXPIRE', run, ttl)
+    end
+  elseif refresh == '1' and redis.call('HGET', run, 'restored') == id
+      and redis.call('HGET', run, 'worker') == worker then
+    redis.call('PEXPIRE', run, ttl)
+  end
+end
+return {looked, current}
+"""
+
+
+class Continuity:
+    """One worker's watch on the shadow's data (see the module's documentation)."""
+
+    def __init__(
+        self,
+        shadow: Shadow,
+        consumer: str,
+        interval: float,
+        ttl: float,
+        running: Callable[[], list[Message]],
+        reseed: Callable[[datetime], Awaitable[None]],
+    ) -> None:
+        self.shadow = shadow
+        self.consumer = consumer
+        self.interval = interval
+        self.ttl_ms = max(1, int(ttl * 1000))
+        self._running = running
+        self._reseed = reseed
+        self._token = ""
+        #: Message ids whose run records this worker restored (refreshed while they run).
+        self._restored: set[str] = set()
+        #: How many losses of the data this worker has noticed.
+        self.losses = 0
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._script: AsyncScript | None = None
+
+    def wake(self) -> None:
+        """Look now (the consumer group is missing, a message vanished)."""
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Look every interval until ``stopping``; outages only delay a look."""
+        guard = CancelGuard()
+        while not stopping.is_set():
+            guard.check()
+            self._wake.clear()
+            try:
+                await self.check()
+            except CONNECTION_ERRORS as error:
+                logger.debug("Cannot check the shadow's data: %s", error)
+            except Exception as error:
+                logger.warning(
+                    "Cannot check the shadow's data: %s: %s", type(error).__name__, error
+                )
+            waiters = {
+                asyncio.ensure_future(stopping.wait()),
+                asyncio.ensure_future(self._wake.wait()),
+            }
+            try:
+                await asyncio.wait(
+                    waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def check(self) -> bool:
+        """Look at the token once; ``True`` when the data was lost since the last look
+        (the running tasks' records are then restored and automatic tasks seeded)."""
+        async with self._lock:
+            return await self._check()
+
+    async def _check(self) -> bool:
+        running = self._running()
+        self._restored &= {message.message_id for message in running}
+        if self._script is None:
+            self._script = self.shadow.client.register_script(CHECK)
+        keys = self.shadow.keys
+        looked, token = await self._script(
+            keys=[keys.epoch, *(keys.run(message.key) for message in running)],
+            args=[
+                self._token,
+                secrets.token_hex(8),
+                self.consumer,
+                now_ms(),
+                self.ttl_ms,
+                1 if self._restored else 0,
+                *(message.message_id for message in running),
+            ],
+        )
+        self._token = token.decode() if isinstance(token, bytes) else str(token)
+        if not int(looked):
+            return False
+        self.losses += 1
+        self._restored |= {message.message_id for message in running}
+        described = (
+            "Redis lost the data of shadow %s (restarted without persistence, flushed, or "
+            "failed over to an empty replica): the work it held is gone; worker %s restores "
+            "its %d running task(s) and seeds the automatic tasks again"
+        )
+        if int(looked) == 2:
+            logger.error(described, self.shadow.name, self.consumer, len(running))
+        else:
+            logger.warning(described, self.shadow.name, self.consumer, len(running))
+        await self._reseed(datetime.now(UTC) + timedelta(seconds=self.interval))
+        return True
+
+
+async def seed_automatic_tasks(shadow: Shadow, not_before: datetime | None = None) -> None:
+    """Start the chain of every automatic perpetual task that is not scheduled, queued or
+    running yet (an add under the task's name: idempotent across workers)."""
+    now = datetime.now(UTC)
+    for name, function in list(shadow.tasks.items()):
+        perpetual = plan_for(function).find(Perpetual)
+        if perpetual is None or not perpetual.automatic:
+            continue
+        when = perpetual.first_run(now)
+        if not_before is not None and when < not_before:
+            when = not_before
+        try:
+            await shadow.add(function, when=when, key=name)()
+        except TypeError as error:
+            logger.error("Cannot start automatic task %s: %s", name, error)
