@@ -41,10 +41,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("shadows.worker")
 
+#: The token expires once no worker has looked at it for a day (a shadow nobody serves
+#: any more leaves nothing behind); a worker's first look after that writes a new one.
+EPOCH_TTL_MS = 24 * 3600 * 1000
+
 # KEYS: epoch, then the run key of each task the worker is running
 # ARGV: the token this worker knows ('' before its first look), a new token, worker name,
-#       now_ms, ttl_ms, refresh (1 when the worker has restored records), then the
-#       message id of each run key
+#       now_ms, ttl_ms, refresh (1 when the worker has restored records), the token's
+#       expiry in ms (renewed by every look), then the message id of each run key
 # Returns {looked, token}: looked is 0 when the token is the one known (or on a first
 # look), 1 when the data was lost and another worker wrote the new token, 2 when this
 # call wrote it. After a loss, restores the run records of the given tasks (unless their
@@ -61,8 +65,9 @@ if not current then
 elseif current ~= known and known ~= '' then
   looked = 1
 end
+redis.call('PEXPIRE', epoch, ARGV[7])
 for i = 2, #KEYS do
-  local run, id = KEYS[i], ARGV[5 + i]
+  local run, id = KEYS[i], ARGV[6 + i]
   if looked > 0 then
     if redis.call('EXISTS', run) == 0 then
       redis.call('HSET', run, 'state', 'running', 'worker', worker, 'started', now,
@@ -156,6 +161,7 @@ class Continuity:
                 now_ms(),
                 self.ttl_ms,
                 1 if self._restored else 0,
+                EPOCH_TTL_MS,
                 *(message.message_id for message in running),
             ],
         )
