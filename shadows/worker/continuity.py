@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shadows.behaviours import Perpetual, plan_for
+from shadows.behaviours.base import plan_for
+from shadows.behaviours.perpetual import Perpetual
 from shadows.core.cancellation import CancelGuard
 from shadows.core.execution import Message, now_ms
 from shadows.core.reconnect import CONNECTION_ERRORS
