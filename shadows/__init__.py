@@ -31,6 +31,7 @@ from shadows.producer.batch import BatchError
 from shadows.producer.registration import UnknownTaskError
 from shadows.producer.shadow import Shadow
 from shadows.producer.task import Task
+from shadows.worker.heartbeat import WorkerNameTaken
 from shadows.worker.worker import Worker
 
 __all__ = [
@@ -64,5 +65,6 @@ __all__ = [
     "UnknownTaskError",
     "Worker",
     "WorkerInfo",
+    "WorkerNameTaken",
     "__version__",
 ]

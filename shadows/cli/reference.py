@@ -43,7 +43,8 @@ then file, then default. Boolean variables accept `1`,
 
 Exit status: 0 on success; 1 for an unreachable or refusing Redis and other errors; 2 for
 usage errors (an unknown command or option) and configuration mistakes (every bad setting,
-from a flag, a variable or the file, listed at once; a task module that fails to import). Errors
+from a flag, a variable or the file, listed at once; a task module that fails to import); 3 for
+`shadows worker` when another live worker runs under its name on the same shadow. Errors
 are reported as one line starting with `Error:` on stderr, without a traceback.
 
 Tables are for people and may change between releases; scripts should use `--json`

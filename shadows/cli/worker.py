@@ -14,6 +14,7 @@ from shadows.operations.endpoints import EndpointError
 from shadows.producer.shadow import Shadow
 from shadows.settings import Loaded, activate
 from shadows.settings.discovery import DiscoveryError, assemble, discover, user_tasks
+from shadows.worker.heartbeat import WorkerNameTaken
 from shadows.worker.worker import Worker
 
 logger = logging.getLogger("shadows.worker")
@@ -182,3 +183,5 @@ async def _run(shadow: Shadow, runner: Worker, until_finished: bool) -> None:
                 await runner.run_forever()
     except EndpointError as error:
         raise CLIError(str(error)) from None
+    except WorkerNameTaken as error:
+        raise CLIError(str(error), status=3) from None

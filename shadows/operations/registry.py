@@ -41,23 +41,40 @@ _PRUNE = 100
 
 # KEYS: workers, worker hash, worker tasks
 # ARGV: name, now_ms, window_ms, concurrency, running, started_ms,
-#       dead_before_ms (now - window), host, tally, tasks...
-# Returns the names not heard of within the window (at most a few): PRUNE checks them.
+#       dead_before_ms (now - window), host, tally, instance token, tasks...
+# The hash also holds the instance's token, ``since`` (when this entry appeared) and
+# ``seen`` (its last beat), both by the server's clock. An entry held by another token is
+# left alone: returns {'taken', seen, pttl} of the holder. Otherwise returns {'ok', stale}
+# when the entry was there, {'new', stale} when it was not (a first beat, or one after a
+# lapse); stale: the names not heard of within the window (at most a few), which PRUNE
+# checks.
 HEARTBEAT = r"""
 local workers, info, tasks = KEYS[1], KEYS[2], KEYS[3]
 local name, now, window = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local token = ARGV[10]
+local holder = redis.call('HGET', info, 'token')
+if holder and holder ~= token and token ~= '' then
+  return {'taken', redis.call('HGET', info, 'seen') or '0', redis.call('PTTL', info)}
+end
+local time = redis.call('TIME')
+local server = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local status = 'ok'
+if redis.call('EXISTS', info) == 0 then
+  status = 'new'
+  redis.call('HSET', info, 'since', server)
+end
 redis.call('ZADD', workers, now, name)
 local ttl = redis.call('PTTL', workers)
 if ttl < window then redis.call('PEXPIRE', workers, window) end
 redis.call('HSET', info, 'concurrency', ARGV[4], 'running', ARGV[5], 'started', ARGV[6],
-           'host', ARGV[8], 'tally', ARGV[9])
+           'host', ARGV[8], 'tally', ARGV[9], 'token', token, 'seen', server)
 redis.call('PEXPIRE', info, window)
 redis.call('DEL', tasks)
-if #ARGV >= 10 then
-  redis.call('SADD', tasks, unpack(ARGV, 10))
+if #ARGV >= 11 then
+  redis.call('SADD', tasks, unpack(ARGV, 11))
   redis.call('PEXPIRE', tasks, window)
 end
-return redis.call('ZRANGE', workers, '-inf', ARGV[7], 'BYSCORE', 'LIMIT', 0, %d)
+return {status, redis.call('ZRANGE', workers, '-inf', ARGV[7], 'BYSCORE', 'LIMIT', 0, %d)}
 """ % (_PRUNE,)  # noqa: UP031 -- a Lua literal, not a log message
 
 # KEYS: workers, then the worker hash and worker tasks of each name in ARGV
@@ -74,8 +91,12 @@ return 0
 """
 
 # KEYS: workers, worker hash, worker tasks
-# ARGV: name
+# ARGV: name, instance token ('' for any)
+# Leaves nothing behind, unless the entry is another instance's (it took the name after
+# this one lapsed): that entry stays. Returns 1 when removed.
 LEAVE = r"""
+local holder = redis.call('HGET', KEYS[2], 'token')
+if ARGV[2] ~= '' and holder and holder ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3])
 return 1
@@ -157,13 +178,29 @@ class Presence:
     host: str = field(default_factory=socket.gethostname)
     #: Its counts so far, per task (:mod:`shadows.tally`): a dashboard's throughput.
     tally: str = ""
+    #: This run of the worker (two live workers under one name have different ones);
+    #: ``""`` writes the entry whoever holds it.
+    token: str = ""
 
 
-async def beat(shadow: Backend, presence: Presence, window_ms: int, now: int) -> None:
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What one heartbeat found in Redis."""
+
+    #: ``ok``: the entry was there; ``new``: it was not (first beat, or after a lapse);
+    #: ``taken``: another instance holds the name (nothing was written).
+    status: str
+    #: For ``taken``: the holder's last beat (server clock, ms) and its entry's time to
+    #: live (ms).
+    seen_ms: int = 0
+    ttl_ms: int = 0
+
+
+async def beat(shadow: Backend, presence: Presence, window_ms: int, now: int) -> Beat:
     """Write one heartbeat of ``presence``, valid for ``window_ms``."""
     keys = shadow.keys
     script = shadow.client.register_script(HEARTBEAT)
-    stale = await script(
+    reply = await script(
         keys=[keys.workers, keys.worker(presence.name), keys.worker_tasks(presence.name)],
         args=[
             presence.name,
@@ -175,13 +212,19 @@ async def beat(shadow: Backend, presence: Presence, window_ms: int, now: int) ->
             now - window_ms,
             presence.host,
             presence.tally,
+            presence.token,
             *presence.tasks,
         ],
     )
+    status = _text(reply[0])
+    if status == "taken":
+        return Beat(status, int(reply[1]), int(reply[2]))
+    stale = reply[1]
     if stale:
         await shadow.client.register_script(PRUNE)(
             keys=[keys.workers, *_worker_keys(shadow, stale)], args=stale
         )
+    return Beat(status)
 
 
 def _worker_keys(shadow: Backend, names: Sequence[bytes | str]) -> list[str]:
@@ -193,11 +236,14 @@ def _worker_keys(shadow: Backend, names: Sequence[bytes | str]) -> list[str]:
     return found
 
 
-async def leave(shadow: Backend, name: str) -> None:
-    """Remove the worker ``name`` from the registry at once."""
+async def leave(shadow: Backend, name: str, token: str = "") -> None:
+    """Remove the worker ``name`` from the registry at once (only the entry of the
+    instance ``token``, when given)."""
     keys = shadow.keys
     script = shadow.client.register_script(LEAVE)
-    await script(keys=[keys.workers, keys.worker(name), keys.worker_tasks(name)], args=[name])
+    await script(
+        keys=[keys.workers, keys.worker(name), keys.worker_tasks(name)], args=[name, token]
+    )
 
 
 async def list_workers(shadow: Backend, task: str | None = None) -> list[WorkerInfo]:

@@ -27,6 +27,7 @@ from redis.exceptions import ResponseError
 from shadows.core.connection import node_client
 from shadows.core.keys import WORKER_GROUP
 from shadows.producer.shadow import Shadow
+from shadows.worker.takeover import Takeover, forget_consumer
 
 logger = logging.getLogger("shadows.worker")
 
@@ -96,6 +97,8 @@ class StreamReader:
         self._client_id: int | None = None
         #: Delivery counts of reclaimed messages, read by the worker (and popped).
         self.deliveries: dict[str, int] = {}
+        #: Claims the messages of workers whose heartbeat lapsed (set by the worker).
+        self.takeover: Takeover | None = None
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -123,6 +126,16 @@ class StreamReader:
                 self.recover = False
             if entries:
                 return entries[:free], HELD
+
+        if self.takeover is not None and self.takeover.due():
+            taken = await self.takeover.claim(free)
+            if taken:
+                logger.warning(
+                    "Took over %d message(s) of workers whose heartbeat lapsed", len(taken)
+                )
+                for (raw_id, _), deliveries in taken:
+                    self.deliveries[entry_id(raw_id)] = deliveries
+                return [entry for entry, _ in taken], HELD
 
         now = time.monotonic()
         if self._sweeping or now - self._last_claim >= self.claim_every:
@@ -221,8 +234,9 @@ class StreamReader:
         quiet = self.prune_after * 1000
         for consumer in await client.xinfo_consumers(stream, WORKER_GROUP):
             name = entry_id(consumer["name"])
-            if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > quiet:
-                await client.xgroup_delconsumer(stream, WORKER_GROUP, name)
+            idle = consumer["pending"] == 0 and consumer["idle"] > quiet
+            # It may have received a message since XINFO: the script checks again.
+            if name != self.consumer and idle and await forget_consumer(self.shadow, name):
                 logger.info("Forgot the idle consumer %s (no pending messages)", name)
 
     async def _count_deliveries(self, message_ids: list[str]) -> None:

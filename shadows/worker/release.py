@@ -13,6 +13,7 @@ from shadows.core.keys import WORKER_GROUP
 from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.producer.shadow import Shadow
 from shadows.worker.reader import entry_id
+from shadows.worker.takeover import forget_consumer
 
 logger = logging.getLogger("shadows.worker")
 
@@ -77,7 +78,8 @@ async def release_leftovers(shadow: Shadow, consumer: str) -> None:
             await release(shadow, consumer, leftovers)
             logger.info("Released %d unfinished message(s) to other workers", len(leftovers))
         else:
-            await client.xgroup_delconsumer(stream, WORKER_GROUP, consumer)
+            # Only if it still holds nothing (checked and deleted in one script).
+            await forget_consumer(shadow, consumer)
     except CONNECTION_ERRORS as error:
         logger.warning(
             "Could not release unfinished messages (%s); they will be redelivered "

@@ -53,13 +53,14 @@ from shadows.producer.shadow import Shadow
 from shadows.worker.caps import RunCaps
 from shadows.worker.completions import Completions
 from shadows.worker.continuity import Continuity, seed_automatic_tasks
-from shadows.worker.heartbeat import Heartbeat
+from shadows.worker.heartbeat import Heartbeat, WorkerNameTaken
 from shadows.worker.leases import Leases
 from shadows.worker.reader import FRESH, HELD, Entry, StreamReader, entry_id
 from shadows.worker.release import abandon, acknowledge, release, release_leftovers
 from shadows.worker.scheduler import run_scheduler
 from shadows.worker.signals import install_signal_handlers
 from shadows.worker.slots import acquire as acquire_slots
+from shadows.worker.takeover import Takeover
 from shadows.worker.unknown import UnknownTasks
 
 logger = logging.getLogger("shadows.worker")
@@ -195,7 +196,14 @@ class Worker:
         self.dropped: Counter[str] = Counter()
         self._follower: StrikeFollower | None = None
         self._started_ms = 0
-        self._heartbeat = Heartbeat(shadow, beat_every, self._reconnect_cap, self._presence)
+        self._heartbeat = Heartbeat(
+            shadow, beat_every, self._reconnect_cap, self._presence, self._fence
+        )
+        self._reader.takeover = Takeover(
+            shadow, self.name, lambda: self._heartbeat.token, self._heartbeat.window_ms
+        )
+        #: This run holds the worker's name in the registry (the consumer is its own).
+        self._named = False
         #: Counters and histograms of this worker (OpenTelemetry and Prometheus).
         self.metrics = WorkerMetrics(shadow, self.name, self.strikes)
         #: The verdict behind ``healthcheck_port``.
@@ -353,7 +361,7 @@ class Worker:
             raise
         restore_signals = install_signal_handlers(self._on_signal)
         self._started_ms = now_ms()
-        self._heartbeat.start(f"{self.name}:heartbeat")
+        self._named = False
         self.health.begin()
         self._completions.start()
         background = [
@@ -380,6 +388,10 @@ class Worker:
             ", ".join(sorted(self.shadow.tasks)),
         )
         try:
+            # Listed under this run's token before taking anything (or refused).
+            self._named = await self._heartbeat.claim(self._stopping, self._pause_after)
+            if self._named:
+                self._heartbeat.start(f"{self.name}:heartbeat")
             await self._prepare()
             await self._load_strikes()
             background.append(self._follow_strikes())
@@ -398,13 +410,19 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self._reader.close()
-            await release_leftovers(self.shadow, self.name)
+            if self._named and not self._heartbeat.superseded:
+                await release_leftovers(self.shadow, self.name)
             await self._heartbeat.stop()
             restore_signals()
             self._running = False
             if observed_here:
                 await self._unobserve()
             logger.info("Worker %s stopped", self.name)
+        if self._heartbeat.superseded:
+            raise WorkerNameTaken(
+                f"worker {self.name!r} stopped: another instance took its name on shadow "
+                f"{self.shadow.name!r} while this one could not beat"
+            )
 
     def _presence(self) -> Presence:
         return Presence(
@@ -414,7 +432,17 @@ class Worker:
             self._started_ms,
             sorted(self.shadow.tasks),
             tally=encode_tally(self.metrics.series),
+            token=self._heartbeat.token,
         )
+
+    def _fence(self, reason: str) -> None:
+        """Cancel every running task: this worker's claims may be someone else's now."""
+        for message_id in list(self._active):
+            self._lose(message_id, reason)
+        self._reader.recover = True
+        if self._heartbeat.superseded:
+            logger.error("Worker %s stops: %s", self.name, reason)
+            self.stop(force=True)
 
     def _on_signal(self, signum: signal.Signals) -> None:
         force = self._stopping.is_set()
@@ -479,6 +507,10 @@ class Worker:
             if until_finished and self._active:
                 self._idle.clear()
                 wake = self._idle
+            if not self._heartbeat.usable.is_set():
+                # Fenced: nothing is read until a beat is confirmed again.
+                await self._heartbeat.wait_usable(self._stopping)
+                continue
             try:
                 entries, origin = await self._reader.next(free, set(self._active), block, wake)
                 self.health.read()
