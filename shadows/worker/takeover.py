@@ -20,12 +20,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from shadows.core.keys import WORKER_GROUP
+from redis.asyncio import Redis
 
-if TYPE_CHECKING:
-    from shadows.producer.shadow import Shadow
+from shadows.core.keys import WORKER_GROUP, Keys
+
+
+class Shadow(Protocol):
+    """What this module needs of a :class:`~shadows.Shadow` (no import: no cycle)."""
+
+    @property
+    def client(self) -> Redis: ...
+
+    @property
+    def keys(self) -> Keys: ...
 
 #: Pending messages: (id, fields or ``None`` when deleted meanwhile).
 Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
