@@ -68,6 +68,7 @@ def render(report: dict[str, Any]) -> str:
         ("Lost", str(report["lost"])),
         ("Resume after Redis restart", _resume(resume, "redis_restart")),
         ("Resume after Redis pause", _resume(resume, "redis_pause")),
+        ("Recovery after worker SIGKILL", _recovery(report["recovery_after_sigkill"])),
         ("Worker exit after SIGTERM", f"max {_seconds(report['sigterm_exit_seconds_max'])}"),
         ("Perpetual chains", ", ".join(
             f"{key} {runs} runs (max gap {report['chains']['max_gap_seconds'][key]:.1f} s)"
@@ -102,6 +103,19 @@ def _resume(resume: dict[str, Any], kind: str) -> str:
         return "n/a"
     each = ", ".join(f"{v:.2f}" for v in values)
     return f"max {max(values):.2f} s (each: {each}; target < {resume['target_seconds']:g} s)"
+
+
+def _recovery(recovery: dict[str, Any]) -> str:
+    """How soon the runs a SIGKILL cut started again (from the kill)."""
+    each = recovery["each"]
+    if not each:
+        return "n/a (no run was cut by a SIGKILL)"
+    never = sum(1 for r in each if r["recovery_seconds"] is None)
+    text = (
+        f"max {_seconds(recovery['max'])}, median {_seconds(recovery['median'])} over "
+        f"{len(each) - never} run(s) (target < {recovery['target_seconds']:g} s)"
+    )
+    return text + (f"; {never} never started again" if never else "")
 
 
 def write_report(

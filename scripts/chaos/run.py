@@ -21,6 +21,7 @@ import contextlib
 import json
 import platform
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -59,6 +60,9 @@ class Config:
     seed: int = 1
     concurrency: int = 10
     redelivery_timeout: float = 2.0
+    #: The workers' heartbeat interval: a killed worker's tasks are taken over after
+    #: three of them (shorter than the redelivery timeout, so that path is the one used).
+    heartbeat_interval: float = 0.4
     reconnection_delay: float = 0.5
     #: Clients' socket timeout set in the URL; ``None`` keeps the library default (10 s).
     socket_timeout: float | None = 2.0
@@ -136,6 +140,7 @@ def _worker_arguments(config: Config) -> list[str]:
     return [
         "--concurrency", str(config.concurrency),
         "--redelivery-timeout", f"{round(config.redelivery_timeout * 1000)}ms",
+        "--heartbeat-interval", f"{round(config.heartbeat_interval * 1000)}ms",
         "--reconnection-delay", f"{round(config.reconnection_delay * 1000)}ms",
         "--logging-level", "INFO",
     ]  # fmt: skip
@@ -288,6 +293,9 @@ def _report(
         r["resume_seconds"] for r in verdict.resume
         if r["kind"].startswith("redis_restart") and r["resume_seconds"] is not None
     ]  # fmt: skip
+    recoveries = [
+        r["recovery_seconds"] for r in verdict.recovery if r["recovery_seconds"] is not None
+    ]
     return {
         "passed": passed,
         "label": config.label,
@@ -330,6 +338,13 @@ def _report(
             "after_restarts_max": max(restarts, default=None),
             "max": max(resumes, default=None),
             "each": verdict.resume,
+        },
+        "recovery_after_sigkill": {
+            # missed heartbeats x interval + 1 s (the chaos workers keep the default 3)
+            "target_seconds": round(3 * config.heartbeat_interval + 1.0, 3),
+            "max": max(recoveries, default=None),
+            "median": statistics.median(recoveries) if recoveries else None,
+            "each": verdict.recovery,
         },
         "sigterm_exit_seconds_max": max(verdict.sigterm_exit_seconds, default=None),
         "chains": {"runs": verdict.chain_runs, "max_gap_seconds": verdict.chain_max_gap},
@@ -387,6 +402,7 @@ def parse_arguments(argv: list[str] | None = None) -> Config:
     parser.add_argument("--rate", type=float, default=None, help="tasks added per second")
     parser.add_argument("--redelivery-timeout", type=_duration, default=None)
     parser.add_argument("--reconnection-delay", type=_duration, default=None)
+    parser.add_argument("--heartbeat-interval", type=_duration, default=None)
     parser.add_argument(
         "--socket-timeout",
         default=None,
@@ -432,6 +448,7 @@ def parse_arguments(argv: list[str] | None = None) -> Config:
         "rate": arguments.rate,
         "redelivery_timeout": arguments.redelivery_timeout,
         "reconnection_delay": arguments.reconnection_delay,
+        "heartbeat_interval": arguments.heartbeat_interval,
         "fault_interval": arguments.fault_interval,
         "pause_seconds": arguments.pause,
     }

@@ -113,6 +113,8 @@ class Verdict:
     chain_max_gap: dict[str, float] = field(default_factory=dict)
     sigterm_exit_seconds: list[float] = field(default_factory=list)
     resume: list[dict[str, Any]] = field(default_factory=list)
+    #: Per run cut by a worker SIGKILL: seconds from the kill to the next start of it.
+    recovery: list[dict[str, Any]] = field(default_factory=list)
     fenced_runs: int = 0
     killed_runs: int = 0
 
@@ -232,7 +234,9 @@ def verify(directory: Path, faults_ended: float, stop_requested: float, limit: i
     _check_debounce(verdict, accepted, by_key)
     chains = [a["k"] for a in accepted if a["kind"] == "perpetual"] + [HEARTBEAT_KEY]
     _check_chains(verdict, chains, by_key, faults_ended, stop_requested)
-    _measure_resume(verdict, list(_lines(directory / "faults.jsonl")), runs)
+    faults = list(_lines(directory / "faults.jsonl"))
+    _measure_resume(verdict, faults, runs)
+    _measure_recovery(verdict, faults, runs)
     return verdict
 
 
@@ -468,3 +472,26 @@ def _measure_resume(verdict: Verdict, faults: list[dict[str, Any]], runs: list[R
                 "resume_seconds": None if first is None else round(first - fault["ready"], 3),
             }
         )
+
+
+def _measure_recovery(verdict: Verdict, faults: list[dict[str, Any]], runs: list[Run]) -> None:
+    """Seconds from a worker's SIGKILL to the next start of each run it was cut in (on
+    another worker, or on its successor under the same name)."""
+    by_execution: dict[tuple[str, int, int], list[Run]] = defaultdict(list)
+    for run in runs:
+        by_execution[run.execution].append(run)
+    for fault in faults:
+        if fault["kind"] != "worker_sigkill":
+            continue
+        for run in runs:
+            if run.pid != fault["pid"] or run.closed_by != "sigkill":
+                continue
+            later = [r.start for r in by_execution[run.execution] if r.start > run.start]
+            verdict.recovery.append(
+                {
+                    "key": run.key,
+                    "killed": fault["t0"],
+                    "same_name": not fault.get("fresh_name", False),
+                    "recovery_seconds": round(min(later) - fault["t0"], 3) if later else None,
+                }
+            )

@@ -119,7 +119,8 @@ class Heartbeat:
                     found.ttl_ms / 1000,
                 )
             holder = found
-            await sleep_unless(stopping, max(0.01, min(found.ttl_ms / 1000, self.interval / 2)))
+            lapses_in = found.ttl_ms / 1000 if found.ttl_ms > 0 else self.interval
+            await sleep_unless(stopping, max(0.01, min(lapses_in, self.interval / 2)))
         return False
 
     def start(self, name: str) -> None:

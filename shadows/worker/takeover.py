@@ -36,6 +36,7 @@ class Shadow(Protocol):
     @property
     def keys(self) -> Keys: ...
 
+
 #: Pending messages: (id, fields or ``None`` when deleted meanwhile).
 Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
 
