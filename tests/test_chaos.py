@@ -144,6 +144,25 @@ def test_overlapping_runs_of_one_key_are_found_also_through_a_killed_worker(
     assert verdict.killed_runs == 2
 
 
+def test_the_recovery_after_a_worker_sigkill_is_measured_from_the_kill(
+    records: Records,
+) -> None:
+    records.accepted("long", "cut")
+    records.run("cut", 1.0, None, pid=7)
+    records.exit(7, 4.0)
+    records.run("cut", 5.5, 6.0, pid=8)
+    records.accepted("long", "never")
+    records.run("never", 2.0, None, pid=7)
+    with open(records.directory / "faults.jsonl", "a") as file:
+        fault = {"kind": "worker_sigkill", "t0": 3.9, "t1": 4.0, "pid": 7, "fresh_name": True}
+        file.write(json.dumps(fault) + "\n")
+    verdict = check(records)
+    assert sorted(verdict.recovery, key=lambda r: r["key"]) == [
+        {"key": "cut", "killed": 3.9, "same_name": False, "recovery_seconds": 1.6},
+        {"key": "never", "killed": 3.9, "same_name": False, "recovery_seconds": None},
+    ]
+
+
 def test_a_second_finished_run_counts_as_a_duplicate_not_a_violation(records: Records) -> None:
     records.accepted("immediate", "again")
     records.run("again", 1.0, 1.2, pid=1)
