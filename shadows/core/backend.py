@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
     from shadows.core.keys import Keys
     from shadows.core.scripts import Scripts
@@ -32,7 +33,10 @@ class Backend(Protocol):
     def keys(self) -> Keys: ...
 
     @property
-    def client(self) -> Redis: ...
+    def client(self) -> Redis | RedisCluster:
+        """One server's client, or a cluster's: they differ in connections (no single
+        pool, no ``client()`` on a cluster), which the type checker then points out."""
+        ...
 
     @property
     def scripts(self) -> Scripts: ...

@@ -336,6 +336,20 @@ return {results, trimmed}
 """
 )
 
+# KEYS: stream, run, successor
+# ARGV: group, message id, outcome, now_ms, ttl_s
+# The last resort when COMPLETE refused a message: acknowledge it and record the outcome
+# (a script rather than MULTI: one step on a cluster too, whatever the client library).
+ABANDON = r"""
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[2], 'message', 'successor')
+redis.call('HSET', KEYS[2], 'state', ARGV[3], 'finished', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
 # KEYS: failed, then the dead-letter key of each task key in ARGV
 # Deletes the dead letters of tasks no longer listed in 'failed' (trimmed past the limit);
 # one re-listed meanwhile is kept.
@@ -563,6 +577,7 @@ class Scripts:
         self.clear_queued = client.register_script(CLEAR_QUEUED)
         self.clear_ready = client.register_script(CLEAR_READY)
         self.drop_dead = client.register_script(DROP_DEAD)
+        self.abandon = client.register_script(ABANDON)
         self.strike = client.register_script(STRIKE)
         self.strikes_snapshot = client.register_script(STRIKES_SNAPSHOT)
 

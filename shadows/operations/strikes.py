@@ -30,6 +30,7 @@ from shadows.operations.strike_values import decode_value, encode_value, json_ex
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
     from shadows.core.keys import Keys
 
@@ -341,7 +342,7 @@ def decode_state(
 
 
 async def read_strikes(
-    client: Redis, keys: Keys, payloads: Payloads
+    client: Redis | RedisCluster, keys: Keys, payloads: Payloads
 ) -> tuple[dict[str, Strike], dict[str, UnreadableStrike]]:
     """The strikes in effect by canonical field, and those this process cannot read."""
     return decode_state(await client.hgetall(keys.strikes_in_effect), payloads)

@@ -24,6 +24,7 @@ from shadows.producer.debouncing import debounced
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
+    from redis.asyncio.cluster import RedisCluster
 
     from shadows.core.serialization import Payloads
 
@@ -44,7 +45,7 @@ class Producer(Protocol):
     def url(self) -> str: ...
 
     @property
-    def client(self) -> Redis: ...
+    def client(self) -> Redis | RedisCluster: ...
 
     @property
     def payloads(self) -> Payloads: ...
@@ -56,7 +57,9 @@ class Producer(Protocol):
         self, function: Callable[..., Any] | str, when: datetime | None, key: str | None
     ) -> Callable[..., Execution]: ...
 
-    async def add_messages(self, messages: Sequence[Message], pipe: Pipeline | Redis) -> Any: ...
+    async def add_messages(
+        self, messages: Sequence[Message], pipe: Pipeline | Redis | RedisCluster
+    ) -> Any: ...
 
     def scheduled(self, message: Message, outcome: Any) -> str: ...
 
@@ -162,8 +165,8 @@ class Batch:
                 replies = await self._one_by_one(parts)
             else:
                 async with self.shadow.client.pipeline(transaction=False) as pipe:
-                    for part in parts:
-                        await self.shadow.add_messages(part, pipe)
+                    for part in parts:  # one server's pipeline (not a cluster's)
+                        await self.shadow.add_messages(part, cast("Pipeline", pipe))
                     replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as error:  # no answer at all (connection lost...)
             return [None] * len(chunk), error

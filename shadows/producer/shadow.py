@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from shadows.behaviours.base import plan_for
@@ -169,7 +170,7 @@ class Shadow(TaskRegistry):
         return self.payloads.codec
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> Redis | RedisCluster:
         return self.link().client
 
     @property
@@ -177,7 +178,7 @@ class Shadow(TaskRegistry):
         return self.link().scripts
 
     @asynccontextmanager
-    async def redis(self) -> AsyncIterator[Redis]:
+    async def redis(self) -> AsyncIterator[Redis | RedisCluster]:
         """The Redis client of this shadow, for advanced use."""
         yield self.client
 
@@ -320,7 +321,9 @@ class Shadow(TaskRegistry):
             outcome = await link.scripts.schedule(keys=names, args=args)
         return self.scheduled(message, outcome)
 
-    async def add_messages(self, messages: Sequence[Message], pipe: Pipeline | Redis) -> Any:
+    async def add_messages(
+        self, messages: Sequence[Message], pipe: Pipeline | Redis | RedisCluster
+    ) -> Any:
         """One script call adding all of ``messages``, queued on a pipeline or sent; its
         reply (:func:`scripts.outcome_pairs`) holds each one's outcome for :meth:`scheduled`."""
         keys = self.keys

@@ -51,6 +51,7 @@ class Completions:
         reconnect_cap: float,
         woke: asyncio.Event | None = None,
         recheck: Callable[[], Awaitable[object]] | None = None,
+        outage: Callable[[], None] | None = None,
     ) -> None:
         self.shadow = shadow
         self.consumer = consumer
@@ -62,6 +63,9 @@ class Completions:
         #: once more: Redis may have lost them (restarted empty), and the worker then
         #: restores their run records so that their follow-ups are placed after all.
         self.recheck = recheck
+        #: Called when settling meets an outage: an acknowledgement written just before
+        #: it may be lost (a failover), and the worker then looks at its pending list.
+        self.outage = outage
         self._queue: list[_Completion] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -121,6 +125,8 @@ class Completions:
                     results = await self._settle(batch)
                 except CONNECTION_ERRORS as error:
                     self._queue[:0] = batch
+                    if self.outage is not None:
+                        self.outage()
                     delay = backoff.next()
                     logger.warning(
                         "Cannot acknowledge %d finished task(s) (%s); retrying in %.1f s",

@@ -32,15 +32,16 @@ async def abandon(shadow: Shadow, message: Message, outcome: str) -> None:
     script (which refused it): a last resort that does not check the claim is still this
     worker's, nor free concurrency slots (their leases run out)."""
     keys = shadow.keys
-    run = keys.run(message.key)
-    async with shadow.client.pipeline(transaction=True) as pipe:
-        pipe.xack(keys.stream, WORKER_GROUP, message.message_id)
-        pipe.xdel(keys.stream, message.message_id)
-        pipe.hdel(run, "message", "successor")
-        pipe.hset(run, mapping={"state": outcome, "finished": now_ms()})
-        pipe.expire(run, max(1, int(shadow.execution_ttl.total_seconds())))
-        pipe.delete(keys.successor(message.key))
-        await pipe.execute()
+    await shadow.scripts.abandon(
+        keys=[keys.stream, keys.run(message.key), keys.successor(message.key)],
+        args=[
+            WORKER_GROUP,
+            message.message_id,
+            outcome,
+            now_ms(),
+            max(1, int(shadow.execution_ttl.total_seconds())),
+        ],
+    )
 
 
 async def release(shadow: Shadow, consumer: str, message_ids: list[str]) -> None:

@@ -186,7 +186,12 @@ class Worker:
             self._reseed,
         )
         self._completions = Completions(
-            shadow, self.name, self._reconnect_cap, self._scheduler_wake, self.continuity.check
+            shadow,
+            self.name,
+            self._reconnect_cap,
+            self._scheduler_wake,
+            self.continuity.check,
+            self._recover,
         )
         #: The strikes this worker honours, kept in step with Redis while it runs.
         self.strikes = StrikeList()
@@ -695,6 +700,10 @@ class Worker:
         if next_message is not None:
             self._scheduler_wake.set()  # it may be due before the scheduler's next look
         return done
+
+    def _recover(self) -> None:
+        """An outage met outside the read loop: look at the own pending list next."""
+        self._reader.recover = True
 
     async def abandon(self, message: Message, outcome: str) -> None:
         """The last resort for a message that the COMPLETE script refuses to settle:
