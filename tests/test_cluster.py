@@ -270,3 +270,21 @@ def test_every_script_declares_the_keys_it_touches() -> None:
         lua = "\n".join(line.split("--")[0] for line in source.splitlines())
         assert ".." not in lua, f"{name} builds a string, maybe a key name"
         assert "prefix" not in lua, f"{name} takes a key prefix"
+
+
+async def test_commands_wait_for_a_free_connection(
+    redis_cluster: Cluster, shadow_name: str
+) -> None:
+    """redis-py's cluster client refuses a command once ``max_connections`` are in use on
+    a node; a shadow's waits for one instead, as on one server."""
+    url = f"{redis_cluster.url}?max_connections=2"
+    async with Shadow(name=shadow_name, url=url) as shadow:
+        try:
+            states = await asyncio.gather(*(shadow.task_state(f"k{i}") for i in range(200)))
+            assert set(states) == {None}
+            await asyncio.gather(*(shadow.add(note, when=later())(str(i)) for i in range(50)))
+            assert await shadow.client.zcard(shadow.keys.queue) == 50
+            for node in shadow.client.get_nodes():  # type: ignore[union-attr]
+                assert len(node._connections) <= 2
+        finally:
+            await _cleanup(shadow)

@@ -11,6 +11,7 @@ pool is refused here (and such a URL option by :mod:`urls`).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -237,6 +238,20 @@ async def node_client(client: Redis | RedisCluster, key: str) -> Redis:
     return Redis.from_pool(pool)
 
 
+class WaitingCluster(RedisCluster):
+    """redis-py's cluster client, whose commands wait for a free connection instead of
+    failing with ``MaxConnectionsError`` once ``max_connections`` are in use on a node
+    (a one-server pool waits): at most that many commands are in flight at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_flight = asyncio.Semaphore(int(self.connection_kwargs["max_connections"]))
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._in_flight:
+            return await super().execute_command(*args, **kwargs)
+
+
 def cluster_client(deployment: Deployment) -> Redis:
     """redis-py's cluster client, which finds every node from any of the listed ones.
 
@@ -250,7 +265,7 @@ def cluster_client(deployment: Deployment) -> Redis:
     }
     options["max_connections"] = CLUSTER_MAX_CONNECTIONS
     options.update(deployment.options)
-    client = RedisCluster(
+    client = WaitingCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in deployment.hosts],
         username=deployment.username,
         password=deployment.password,
