@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from shadows import Retry, Shadow, Worker
+from shadows.core.execution import now_ms
 from shadows.core.keys import WORKER_GROUP
+from shadows.worker.reader import entries_of
 from worker_tasks import pay, read_records, record_and_sleep
 
 TESTS = Path(__file__).parent
@@ -126,11 +128,18 @@ async def test_a_message_that_keeps_killing_workers_becomes_poison(shadow: Shado
 
     await shadow.add(deadly, key="deadly")()
     await shadow.ensure_group()
-    # Six workers read it and died without acknowledging it.
+    # Six workers started it (READ, then START after each claim) and died without
+    # acknowledging it.
     stream = shadow.keys.stream
-    await shadow.client.xreadgroup(WORKER_GROUP, "dead-0", {stream: ">"}, count=1)
-    for n in range(1, 6):
-        await shadow.client.xautoclaim(stream, WORKER_GROUP, f"dead-{n}", 0, "0-0", count=1)
+    read = await shadow.client.xreadgroup(WORKER_GROUP, "dead-0", {stream: ">"}, count=1)
+    [(message_id, _)] = entries_of(read)
+    for n in range(6):
+        if n:
+            await shadow.client.xautoclaim(stream, WORKER_GROUP, f"dead-{n}", 0, "0-0", count=1)
+        await shadow.scripts.start(
+            keys=[stream, shadow.keys.run("deadly")],
+            args=[WORKER_GROUP, f"dead-{n}", now_ms(), f"run-{n}", message_id],
+        )
     async with Worker(
         shadow, max_deliveries=5, redelivery_timeout=timedelta(milliseconds=100)
     ) as worker:

@@ -5,11 +5,17 @@ restarts under the same name)."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from datetime import timedelta
+from pathlib import Path
+
+import pytest
 
 from conftest import wait_for
-from shadows import Shadow, Worker
+from processes import spawn_worker
+from shadows import ConcurrencyLimit, Shadow, Worker
 from shadows.core.keys import WORKER_GROUP
+from worker_tasks import kill_my_worker, read_records
 
 
 async def test_a_dead_workers_message_behind_many_live_ones_is_reclaimed(shadow: Shadow) -> None:
@@ -47,3 +53,93 @@ async def test_a_dead_workers_message_behind_many_live_ones_is_reclaimed(shadow:
             worker.stop()
         await asyncio.gather(running_live, *([rescuer] if rescuer else []))
     assert sorted(ran) == sorted([f"live-{n}" for n in range(30)] + ["orphan"])
+
+
+async def test_a_task_that_kills_its_worker_is_dead_lettered_across_restarts_under_one_name(
+    url: str, shadow_name: str, tmp_path: Path
+) -> None:
+    """A worker restarted under the same name (a container keeps its hostname and PID 1)
+    takes its own pending messages back without Redis counting a delivery: a task that
+    kills its worker ran again at every restart, for ever. The deliveries are counted in
+    the run record, once per run of a worker, and checked when a message starts."""
+    if url.startswith("memory://"):
+        pytest.skip("worker processes need a server they can reach")
+    runs = tmp_path / "runs"
+    async with Shadow(name=shadow_name, url=url) as shadow:
+        await shadow.add(kill_my_worker, key="deadly")(str(runs), "deadly")
+        for restart in range(6):
+            worker = spawn_worker(
+                url, shadow_name, "--name", "same", "--max-deliveries", "2",
+                log=tmp_path / "worker.log",
+            )  # fmt: skip
+            try:
+
+                async def settled(worker: subprocess.Popen[bytes] = worker) -> bool:
+                    if worker.poll() is not None:
+                        return True
+                    return await shadow.failed_task("deadly") is not None
+
+                await wait_for(settled, 30, f"run {restart + 1} to end its worker")
+            finally:
+                worker.terminate()
+                worker.wait(30)
+            if await shadow.failed_task("deadly") is not None:
+                break
+        letter = await shadow.failed_task("deadly")
+        record = await shadow.client.hgetall(shadow.keys.run("deadly"))
+    starts = [r for r in read_records(runs) if r[0] == "start"]
+    assert len(starts) == 2, (
+        f"{len(starts)} runs; worker log:\n{(tmp_path / 'worker.log').read_text()}"
+    )
+    assert letter is not None and letter.reason == "poison"
+    assert "delivered 3 times" in letter.error
+    assert record[b"deliveries"] == b"3"
+
+
+async def test_a_message_parked_for_a_concurrency_slot_is_not_counted_as_a_delivery(
+    shadow: Shadow,
+) -> None:
+    """A message parked because its pool is full did not run: handing it back takes its
+    delivery off again, however many workers park it (with ``max_deliveries=1``, a park on
+    one worker and the run on another would otherwise make it poison)."""
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def one_at_a_time(
+        label: str, limit: ConcurrencyLimit = ConcurrencyLimit("label", max_concurrent=1)
+    ) -> None:
+        ran.append(label)
+        if label == "first":
+            await release.wait()
+
+    shadow.register(one_at_a_time)
+    await shadow.add(one_at_a_time, key="first")("first")
+    w1 = Worker(shadow, name="w1", concurrency=1, max_deliveries=1)
+    running_1 = asyncio.create_task(w1.run_forever())
+    await wait_for(lambda: ran == ["first"], 10, "the first run")
+    # the second call waits: w2 takes it and parks it while the first holds the slot
+    await shadow.add(one_at_a_time, key="second")("first")
+    w2 = Worker(shadow, name="w2", max_deliveries=1)
+    running_2 = asyncio.create_task(w2.run_forever())
+
+    async def parked() -> bool:
+        return await shadow.task_state("second") == "scheduled"
+
+    await wait_for(parked, 10, "the second call to be parked")
+    w2.stop()
+    await running_2
+    record = await shadow.client.hgetall(shadow.keys.run("second"))
+    assert record.get(b"deliveries", b"0") == b"0"
+    release.set()  # the slot frees: w1 runs the second call (its first run)
+    try:
+
+        async def settled() -> bool:
+            return await shadow.task_state("second") in ("completed", "failed")
+
+        await wait_for(settled, 10, "the second call to end")
+    finally:
+        w1.stop()
+        await running_1
+    assert await shadow.failed_task("second") is None
+    assert ran == ["first", "first"]
+    assert await shadow.task_state("second") == "completed"

@@ -67,3 +67,12 @@ async def rolled_out(path: str, label: str) -> None:
 
 #: The tasks of a newer release: one more than ``tasks``.
 newer: list[Any] = [record_and_sleep, rolled_out]
+
+
+async def kill_my_worker(path: str, label: str) -> None:
+    """Kills the worker process that runs it (a task that exhausts memory, say)."""
+    record(path, "start", label, os.getpid(), time.time())
+    os._exit(137)
+
+
+tasks.append(kill_my_worker)

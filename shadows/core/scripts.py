@@ -15,6 +15,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from shadows.core.deliveries import LUA as DELIVERIES
+
 # Shared Lua helpers, prepended to the scripts that place work.
 _PRELUDE = r"""
 local function field(fields, name)
@@ -30,7 +32,7 @@ local function place(stream, queue, run, parked, key, when, now, fields, fresh)
   if not fresh then
     redis.call('DEL', parked)
     redis.call('HDEL', run, 'message', 'worker', 'started', 'finished', 'unknown-since',
-               'restored')
+               'restored', 'deliveries', 'delivered_to')
     redis.call('PERSIST', run)
   end
   local task, attempt = field(fields, 'function') or '', field(fields, 'attempt') or '1'
@@ -210,28 +212,32 @@ return {moved, next[2]}
 )
 
 # KEYS: stream, then the run key of each message a worker just received
-# ARGV: group, consumer, now_ms, then the message ids (in the order of the run keys)
+# ARGV: group, consumer, now_ms, instance (the worker run), then the message ids (in the
+#       order of the run keys)
 # Before a worker starts the messages it received, confirm each is still its own and
-# restart its claim clock (XCLAIM JUSTID: no delivery count). A reply that reached the
-# worker late (Redis stalled, a slow network) may concern a message another worker has
-# reclaimed meanwhile: such messages are returned, and must not run here.
+# restart its claim clock (XCLAIM JUSTID: no delivery count), and count the delivery to
+# this worker run (see deliveries.py). A reply that reached the worker late (Redis
+# stalled, a slow network) may concern a message another worker has reclaimed
+# meanwhile: such messages are returned, and must not run here.
+# Returns {lost ids, delivery count of each message (0 when lost)}.
 START = (
     _PRELUDE
+    + DELIVERIES
     + r"""
-local stream, group, consumer, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local lost = {}
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local now, instance = ARGV[3], ARGV[4]
+local lost, counts = {}, {}
 for i = 2, #KEYS do
-  local id = ARGV[2 + i]
+  local id = ARGV[3 + i]
   if pending_owner(stream, group, id) == consumer then
     redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
-    if redis.call('EXISTS', KEYS[i]) == 1 then
-      redis.call('HSET', KEYS[i], 'state', 'running', 'worker', consumer, 'started', now)
-    end
+    counts[#counts + 1] = take(stream, group, KEYS[i], id, instance, consumer, now)
   else
     lost[#lost + 1] = id
+    counts[#counts + 1] = 0
   end
 end
-return lost
+return {lost, counts}
 """
 )
 
@@ -361,7 +367,7 @@ return 0
 """
 
 # KEYS: stream, queue, run, parked, then a (slot, waiting) key pair per limit
-# ARGV: group, consumer, message id, key, now_ms, lease_ms, limit count,
+# ARGV: group, consumer, message id, key, now_ms, lease_ms, instance, limit count,
 #       max per limit..., fields of the message...
 # Takes a slot in every pool, all or none. Returns {1} when taken; {0, i} when pool i is
 # full: the message is then acknowledged and parked in the queue until the earliest
@@ -369,24 +375,30 @@ return 0
 # {-1} when the message is no longer this consumer's.
 ACQUIRE = (
     _PRELUDE
+    + DELIVERIES
     + r"""
 local stream, queue, run, parked = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, id, key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now, lease, count = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local now, lease, instance = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local count = tonumber(ARGV[8])
 if pending_owner(stream, group, id) ~= consumer then return {-1} end
 
 for i = 1, count do
   local slot = KEYS[3 + 2 * i]
   redis.call('ZREMRANGEBYSCORE', slot, '-inf', now)
   if not redis.call('ZSCORE', slot, key) then
-    if redis.call('ZCARD', slot) >= tonumber(ARGV[7 + i]) then
+    if redis.call('ZCARD', slot) >= tonumber(ARGV[8 + i]) then
       local waiting = KEYS[4 + 2 * i]
       local earliest = redis.call('ZRANGE', slot, 0, 0, 'WITHSCORES')
       local fields = {}
-      for j = 8 + count, #ARGV do fields[#fields + 1] = ARGV[j] end
+      for j = 9 + count, #ARGV do fields[#fields + 1] = ARGV[j] end
       redis.call('XACK', stream, group, id)
       redis.call('XDEL', stream, id)
+      -- parked, not run: the message's earlier deliveries still count, this one not
+      local seen = redis.call('HMGET', run, 'delivered_to', 'deliveries')
       place(stream, queue, run, parked, key, tonumber(earliest[2]) + 1, now, fields, false)
+      local deliveries = handed_back(seen, instance)
+      if deliveries > 0 then redis.call('HSET', run, 'deliveries', deliveries) end
       redis.call('ZADD', waiting, 'NX', now, key)
       redis.call('PEXPIRE', waiting, lease * 2)
       return {0, i}
@@ -432,16 +444,19 @@ return lost
 """
 
 # KEYS: stream, then the run key of each message
-# ARGV: group, consumer, then per message: its id and its task key (read beforehand)
+# ARGV: group, consumer, instance (the worker run), then per message: its id and its
+#       task key (read beforehand)
 # Hands messages this consumer received but will not run back to the stream at once,
-# instead of leaving them to wait out the redelivery timeout.
+# instead of leaving them to wait out the redelivery timeout (their delivery to this
+# worker run no longer counts).
 RELEASE = (
     _PRELUDE
+    + DELIVERIES
     + r"""
-local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local stream, group, consumer, instance = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local released = 0
 for i = 2, #KEYS do
-  local id, expected, run = ARGV[2 * i - 1], ARGV[2 * i], KEYS[i]
+  local id, expected, run = ARGV[2 * i], ARGV[2 * i + 1], KEYS[i]
   if pending_owner(stream, group, id) == consumer then
     local entries = redis.call('XRANGE', stream, id, id)
     redis.call('XACK', stream, group, id)
@@ -452,8 +467,10 @@ for i = 2, #KEYS do
       local key = field(fields, 'key')
       if key and key == expected then
         if redis.call('EXISTS', run) == 1 then
-          redis.call('HDEL', run, 'worker', 'started')
-          redis.call('HSET', run, 'state', 'queued', 'message', new_id)
+          local seen = redis.call('HMGET', run, 'delivered_to', 'deliveries')
+          redis.call('HDEL', run, 'worker', 'started', 'delivered_to')
+          redis.call('HSET', run, 'state', 'queued', 'message', new_id,
+                     'deliveries', handed_back(seen, instance))
         end
       end
     end

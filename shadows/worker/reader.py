@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shadows.core.connection import node_client
+from shadows.core.deliveries import new_instance
 from shadows.core.keys import WORKER_GROUP
 from shadows.producer.shadow import Shadow
 from shadows.worker.takeover import Takeover, forget_consumer
@@ -95,10 +96,11 @@ class StreamReader:
         #: The server's id of the blocking-read connection (for CLIENT UNBLOCK), asked
         #: once per connection rather than before every read.
         self._client_id: int | None = None
-        #: Delivery counts of reclaimed messages, read by the worker (and popped).
-        self.deliveries: dict[str, int] = {}
         #: Claims the messages of workers whose heartbeat lapsed (set by the worker).
         self.takeover: Takeover | None = None
+        #: The worker run that deliveries are counted for (new at each run; see
+        #: :mod:`shadows.core.deliveries`).
+        self.instance = new_instance()
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -133,8 +135,7 @@ class StreamReader:
                 logger.warning(
                     "Took over %d message(s) of workers whose heartbeat lapsed", len(taken)
                 )
-                for (raw_id, _), deliveries in taken:
-                    self.deliveries[entry_id(raw_id)] = deliveries
+                # START counts their deliveries (shadows.core.deliveries)
                 return [entry for entry, _ in taken], HELD
 
         now = time.monotonic()
@@ -151,7 +152,6 @@ class StreamReader:
                     len(entries),
                     self.redelivery_timeout,
                 )
-                await self._count_deliveries([entry_id(e[0]) for e in entries])
                 return entries, HELD
 
         # The busy path: new work without blocking, recorded as running (START, with the
@@ -239,22 +239,6 @@ class StreamReader:
             if name != self.consumer and idle and await forget_consumer(self.shadow, name):
                 logger.info("Forgot the idle consumer %s (no pending messages)", name)
 
-    async def _count_deliveries(self, message_ids: list[str]) -> None:
-        """Remember how often reclaimed messages were delivered (to spot poison)."""
-        pending = await self.shadow.client.xpending_range(
-            self.shadow.keys.stream,
-            WORKER_GROUP,
-            min=min(message_ids, key=_order),
-            max=max(message_ids, key=_order),
-            count=len(message_ids) * 4 + 16,
-            consumername=self.consumer,
-        )
-        wanted = set(message_ids)
-        for entry in pending:
-            message_id = entry_id(entry["message_id"])  # type: ignore[arg-type]
-            if message_id in wanted:
-                self.deliveries[message_id] = int(entry["times_delivered"])
-
     async def _blocking_read(self, free: int, wake: asyncio.Event) -> list[Entry]:
         if self._connection is None:
             # On a cluster, a client of the stream's node: CLIENT UNBLOCK must reach the
@@ -320,8 +304,3 @@ class StreamReader:
             self._can_unblock = False
             return False
         return True
-
-
-def _order(message_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = message_id.partition("-")
-    return int(milliseconds), int(sequence or 0)

@@ -44,8 +44,11 @@ async def abandon(shadow: Shadow, message: Message, outcome: str) -> None:
     )
 
 
-async def release(shadow: Shadow, consumer: str, message_ids: list[str]) -> None:
-    """Put messages this consumer holds back on the stream for any worker (RELEASE)."""
+async def release(
+    shadow: Shadow, consumer: str, message_ids: list[str], instance: str = ""
+) -> None:
+    """Put messages this consumer holds back on the stream for any worker (RELEASE);
+    their deliveries to the worker run ``instance`` no longer count."""
     if not message_ids:
         return
     keys = shadow.keys
@@ -55,7 +58,7 @@ async def release(shadow: Shadow, consumer: str, message_ids: list[str]) -> None
             pipe.xrange(keys.stream, message_id, message_id)
         found = await pipe.execute()
     script_keys = [keys.stream]
-    args: list[str] = [WORKER_GROUP, consumer]
+    args: list[str] = [WORKER_GROUP, consumer, instance]
     for message_id, rows in zip(message_ids, found, strict=True):
         fields = rows[0][1] if rows else {}
         raw = fields.get(b"key", fields.get("key", b""))
@@ -65,7 +68,7 @@ async def release(shadow: Shadow, consumer: str, message_ids: list[str]) -> None
     await shadow.scripts.release(keys=script_keys, args=args)
 
 
-async def release_leftovers(shadow: Shadow, consumer: str) -> None:
+async def release_leftovers(shadow: Shadow, consumer: str, instance: str = "") -> None:
     """At shutdown, hand back what ``consumer`` holds but did not finish; a consumer that
     holds nothing leaves the group."""
     client = shadow.client
@@ -76,7 +79,7 @@ async def release_leftovers(shadow: Shadow, consumer: str) -> None:
         )
         leftovers = [entry_id(entry["message_id"]) for entry in pending]  # type: ignore[arg-type]
         if leftovers:
-            await release(shadow, consumer, leftovers)
+            await release(shadow, consumer, leftovers, instance)
             logger.info("Released %d unfinished message(s) to other workers", len(leftovers))
         else:
             # Only if it still holds nothing (checked and deleted in one script).

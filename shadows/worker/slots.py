@@ -20,12 +20,14 @@ async def acquire(
     slots: list[tuple[str, int]],
     lease_ms: int,
     reconnect_cap: float,
+    instance: str = "",
 ) -> bool | None:
     """Take a slot in each pool for ``message``, all or none (the ACQUIRE script).
 
     ``True``: taken (recorded on the message, renewed with its claim, released with its
     acknowledgement). ``None``: a pool is full; the message has been parked until a slot
-    frees. ``False``: the message is no longer ``consumer``'s. Waits out Redis outages.
+    frees (its delivery to the worker run ``instance`` no longer counts). ``False``: the
+    message is no longer ``consumer``'s. Waits out Redis outages.
     """
     keys = shadow.keys
     script_keys = [keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)]
@@ -38,6 +40,7 @@ async def acquire(
         message.key,
         now_ms(),
         lease_ms,
+        instance,
         len(slots),
         *(maximum for _, maximum in slots),
         *message.fields(),

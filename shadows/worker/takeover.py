@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from shadows.core.keys import WORKER_GROUP, Keys
 
@@ -31,7 +32,7 @@ class Shadow(Protocol):
     """What this module needs of a :class:`~shadows.Shadow` (no import: no cycle)."""
 
     @property
-    def client(self) -> Redis: ...
+    def client(self) -> Redis | RedisCluster: ...
 
     @property
     def keys(self) -> Keys: ...

@@ -38,7 +38,8 @@ from redis.exceptions import ResponseError
 
 from shadows.core.cancellation import CancelGuard
 from shadows.core.connection import private_client
-from shadows.core.execution import POISON, Message, MessageError, now_ms, preview
+from shadows.core.deliveries import new_instance
+from shadows.core.execution import MALFORMED, POISON, Message, MessageError, now_ms, preview
 from shadows.core.keys import WORKER_GROUP
 from shadows.core.reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from shadows.operations.dead_letters import Failure
@@ -358,6 +359,7 @@ class Worker:
         self._stopping.clear()
         self._forced = False
         self._reader.recover = True
+        self._reader.instance = new_instance()  # deliveries to this run count once
         observed_here = not self._observing
         try:
             await self._observe()
@@ -416,7 +418,7 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             await self._reader.close()
             if self._named and not self._heartbeat.superseded:
-                await release_leftovers(self.shadow, self.name)
+                await release_leftovers(self.shadow, self.name, self._reader.instance)
             await self._heartbeat.stop()
             restore_signals()
             self._running = False
@@ -579,12 +581,8 @@ class Worker:
             if not fields:
                 broken.append(message_id)  # deleted while pending
                 continue
-            deliveries = self._reader.deliveries.pop(message_id, 0)
             try:
-                message = Message.parse(fields, message_id)
-                if deliveries > self.max_deliveries:
-                    message.extra[POISON] = str(deliveries)
-                messages.append(message)
+                messages.append(Message.parse(fields, message_id))
             except MessageError as error:
                 logger.error(
                     "Dead-lettering malformed message %s: %s (fields: %r)",
@@ -593,8 +591,9 @@ class Worker:
                     preview(fields),
                 )
                 messages.append(Message.malformed(message_id, fields, error))
+        instance = self._reader.instance
         if self._stopping.is_set():
-            await release(self.shadow, self.name, [m.message_id for m in messages])
+            await release(self.shadow, self.name, [m.message_id for m in messages], instance)
             messages = []
         if broken:
             await acknowledge(self.shadow, broken)
@@ -605,12 +604,17 @@ class Worker:
         if origin != HELD and time.monotonic() - sent > self._redelivery / 4:
             origin = HELD  # the reply came late: another worker may have claimed them
         start_keys = [keys.stream, *(keys.run(m.key) for m in messages)]
-        start_args: list[str | int] = [WORKER_GROUP, self.name, now_ms()]
+        start_args: list[str | int] = [WORKER_GROUP, self.name, now_ms(), instance]
         start_args += [m.message_id for m in messages]
         lost = []
         if origin == HELD:
             sent = time.monotonic()
-            lost = await self.shadow.scripts.start(keys=start_keys, args=start_args)
+            # START counts each delivery in Redis (see shadows.core.deliveries); one
+            # delivered too often is dead-lettered as poison instead of running.
+            lost, counts = await self.shadow.scripts.start(keys=start_keys, args=start_args)
+            for message, count in zip(messages, counts, strict=True):
+                if int(count) > self.max_deliveries and MALFORMED not in message.extra:
+                    message.extra[POISON] = str(int(count))
         if lost:
             gone = {entry_id(message_id) for message_id in lost}
             for message in messages:
@@ -722,7 +726,13 @@ class Worker:
         """Take a slot in each concurrency pool for ``message`` (see :func:`slots.acquire`)."""
         lease_ms = int(self._redelivery * 1000)
         return await acquire_slots(
-            self.shadow, self.name, message, slots, lease_ms, self._reconnect_cap
+            self.shadow,
+            self.name,
+            message,
+            slots,
+            lease_ms,
+            self._reconnect_cap,
+            self._reader.instance,
         )
 
     async def _schedule_automatic_tasks(self) -> None:
