@@ -156,6 +156,8 @@ class Worker:
 
         self._active: dict[str, asyncio.Task[None]] = {}  # by message id
         self._messages: dict[str, Message] = {}  # by message id
+        #: Messages whose run is over and whose outcome is being settled (not fenced).
+        self._settling: set[str] = set()
         #: START calls sent in the background for fresh messages (the loop holds tasks
         #: only weakly: an unreferenced one could vanish mid-call).
         self._marking: set[asyncio.Task[Any]] = set()
@@ -700,7 +702,11 @@ class Worker:
             logger.exception(
                 "Cannot count the outcome of %s [key=%s]", message.function, message.key
             )
-        done = await self._completions.submit(message, outcome, next_message, failure)
+        self._settling.add(message.message_id)
+        try:
+            done = await self._completions.submit(message, outcome, next_message, failure)
+        finally:
+            self._settling.discard(message.message_id)
         if next_message is not None:
             self._scheduler_wake.set()  # it may be due before the scheduler's next look
         return done
@@ -754,6 +760,12 @@ class Worker:
         task = self._active.get(message_id)
         self._leases.forget(message_id)
         self._reader.recover = True
+        if message_id in self._settling:
+            # Its run is over: nothing can overlap it any more, and its outcome settles
+            # once Redis answers (or is refused, should another worker own it by then).
+            # Cancelling would drop the outcome and run it again.
+            logger.warning("Claim of %s unconfirmed (%s); its outcome waits", message_id, reason)
+            return
         if task is not None and not task.done():
             logger.error("Cancelling task %s: %s", task.get_name(), reason)
             task.cancel()
