@@ -69,3 +69,50 @@ async def test_a_task_that_ends_during_a_pause_is_settled_not_run_again() -> Non
                     worker.stop()
                     await asyncio.wait_for(running, 10)
     assert len(runs) == 1
+
+
+async def test_a_pause_under_the_fencing_margin_cancels_nothing() -> None:
+    """Claims are renewed every quarter of the redelivery timeout and fenced at 70% of it:
+    a pause shorter than 45% of the timeout never cancels a running task (its commands
+    time out and are sent again meanwhile), so every task runs once."""
+    runs: list[str] = []
+    ended: list[str] = []
+
+    async def steady(label: str) -> None:
+        runs.append(label)
+        await asyncio.sleep(2.5)
+        ended.append(label)
+
+    timeout = timedelta(seconds=4)
+    with RedisProcess(persistent=False) as server:
+        url = f"{server.url}?socket_timeout=0.1"
+        async with Shadow(name="pause-short", url=url) as shadow:
+            shadow.register(steady)
+            worker = Worker(
+                shadow,
+                redelivery_timeout=timeout,
+                reconnection_delay=timedelta(milliseconds=100),
+                minimum_check_interval=timedelta(milliseconds=50),
+                scheduling_resolution=timedelta(milliseconds=50),
+            )
+            async with worker:
+                running = asyncio.create_task(worker.run_forever())
+                try:
+                    for label in "abc":
+                        await shadow.add(steady, key=label)(label)
+                    await wait_for(lambda: len(runs) == 3, 10, "three runs")
+                    server.pause()
+                    try:
+                        await asyncio.sleep(0.4 * timeout.total_seconds())
+                    finally:
+                        server.resume()
+
+                    async def completed() -> bool:
+                        states = {await shadow.task_state(label) for label in "abc"}
+                        return states == {"completed"}
+
+                    await wait_for(completed, 15, "every outcome to be recorded")
+                finally:
+                    worker.stop()
+                    await asyncio.wait_for(running, 10)
+    assert sorted(runs) == sorted(ended) == ["a", "b", "c"]
