@@ -72,9 +72,10 @@ async def test_a_task_that_ends_during_a_pause_is_settled_not_run_again() -> Non
 
 
 async def test_a_pause_under_the_fencing_margin_cancels_nothing() -> None:
-    """Claims are renewed every quarter of the redelivery timeout and fenced at 70% of it:
-    a pause shorter than 45% of the timeout never cancels a running task (its commands
-    time out and are sent again meanwhile), so every task runs once."""
+    """A pause shorter than both 70% of the heartbeat window minus a beat interval (2.2 s
+    by default) and 45% of the redelivery timeout (claims are renewed every quarter of it
+    and fenced at 70%) never cancels a running task: its commands time out and are sent
+    again meanwhile, and every task runs once."""
     runs: list[str] = []
     ended: list[str] = []
 
