@@ -7,15 +7,18 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from conftest import wait_for
 from shadows import (
     ConcurrencyLimit,
     Cooldown,
+    CurrentExecution,
     Debounce,
+    Execution,
     RateLimit,
     Retry,
     Shadow,
@@ -99,10 +102,11 @@ async def test_after_the_window_a_run_starts_again(shadow: Shadow) -> None:
         await w.run_until_finished()
     assert runs == [1]
     cooldown_key = shadow.keys.cooldown(ping.name)
-    deadline = time.monotonic() + 5
-    while await shadow.client.exists(cooldown_key):
-        assert time.monotonic() < deadline, "the cooldown never expired"
-        await asyncio.sleep(0.01)
+
+    async def expired() -> bool:
+        return not await shadow.client.exists(cooldown_key)
+
+    await wait_for(expired, 5, "the cooldown to expire")
     await ping.schedule(3)
     async with worker(shadow) as w:
         await w.run_until_finished()
@@ -129,7 +133,7 @@ async def test_retries_of_a_run_are_not_dropped_by_its_cooldown(shadow: Shadow) 
 
 async def test_a_rate_limit_postpones_starts_across_three_workers(shadow: Shadow) -> None:
     starts: list[float] = []
-    per = 0.3
+    per = 0.5
 
     async def call_api(n: int, rate: RateLimit = RateLimit(3, timedelta(seconds=per))) -> None:
         starts.append(time.monotonic())
@@ -139,11 +143,11 @@ async def test_a_rate_limit_postpones_starts_across_three_workers(shadow: Shadow
     await run_workers(shadow, 3)
     assert len(starts) == 10  # postponed, none lost
     assert await states(shadow, keys) == {"completed": 10}
-    # 10 starts at 3 per 300 ms need three more windows after the first
+    # 10 starts at 3 per 500 ms need three more windows after the first
     assert time.monotonic() - began >= 3 * per - 0.05
-    # a window of the limit measured on the task side may be a few ms shorter than the
-    # one Redis counted (the time from the gate to the task body)
-    assert busiest_window(starts, per - 0.03) <= 3
+    # a window measured on the task side may be shorter than the one Redis counted by
+    # the time from the gate to the task body (a few ms; more on a loaded machine)
+    assert busiest_window(starts, per - 0.15) <= 3
 
 
 async def test_a_rate_limit_with_drop_drops_and_logs_what_is_over(
@@ -200,7 +204,7 @@ async def test_rate_limit_cooldown_and_concurrency_limit_together(shadow: Shadow
     starts: list[float] = []
     running = Counter[str]()
     peak = Counter[str]()
-    per = 0.2
+    per = 0.5
 
     async def export(
         customer: str,
@@ -220,7 +224,7 @@ async def test_rate_limit_cooldown_and_concurrency_limit_together(shadow: Shadow
     assert len(starts) == 9  # one run per n: the other nine dropped by the cooldown
     assert await states(shadow, keys) == {"completed": 9, "dropped": 9}
     assert max(peak.values()) == 1
-    assert busiest_window(starts, per - 0.03) <= 4
+    assert busiest_window(starts, per - 0.15) <= 4
     leftovers = [
         key async for key in shadow.client.scan_iter(match=f"{shadow.keys.prefix}concurrency*")
     ]
@@ -261,10 +265,7 @@ async def test_keep_first_keeps_the_first_arguments_and_the_run_settles(
         for n in range(4):
             await rebuild.schedule(n)
         last = time.monotonic()
-        deadline = last + 5
-        while not runs:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: bool(runs), 5, "the burst's run")
         w.stop()
         await task
     assert runs[0][0] == 0
@@ -274,33 +275,31 @@ async def test_keep_first_keeps_the_first_arguments_and_the_run_settles(
 async def test_max_wait_caps_how_long_a_stream_of_submissions_postpones_the_run(
     shadow: Shadow,
 ) -> None:
-    runs: list[tuple[int, float]] = []
-    max_wait = 0.3
+    runs: list[tuple[int, datetime]] = []
+    max_wait = timedelta(milliseconds=300)
 
     async def refresh(
         n: int,
-        debounce: Debounce = Debounce(
-            timedelta(milliseconds=150), max_wait=timedelta(seconds=max_wait)
-        ),
+        debounce: Debounce = Debounce(timedelta(milliseconds=150), max_wait=max_wait),
+        execution: Execution = CurrentExecution(),
     ) -> None:
-        runs.append((n, time.monotonic()))
+        runs.append((n, execution.when))
 
     async with worker(shadow) as w:
         task = asyncio.create_task(w.run_forever())
-        first = time.monotonic()
+        first = datetime.now(UTC)
         n = 0
-        while time.monotonic() - first < 0.8:  # one submission every 50 ms: never settles
-            await shadow.add(refresh)(n)
+        while datetime.now(UTC) - first < timedelta(milliseconds=800):
+            await shadow.add(refresh)(n)  # one submission every 50 ms: never settles
             n += 1
             await asyncio.sleep(0.05)
-        deadline = time.monotonic() + 5
-        while runs[-1][0] != n - 1 if runs else True:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: bool(runs) and runs[-1][0] == n - 1, 5, "the last burst")
         w.stop()
         await task
     assert len(runs) >= 2
-    assert runs[0][1] - first <= max_wait + 0.15  # capped, plus the worker's reaction
+    # the first burst was due max_wait after its first submission (not settle after its
+    # last), whenever the worker got to it
+    assert runs[0][1] <= first + max_wait + timedelta(milliseconds=100)
     assert [number for number, _ in runs] == sorted(number for number, _ in runs)
 
 
