@@ -150,6 +150,31 @@ async def test_a_rate_limit_postpones_starts_across_three_workers(shadow: Shadow
     assert busiest_window(starts, per - 0.15) <= 3
 
 
+async def test_runs_postponed_together_come_back_one_slot_apart(
+    shadow: Shadow, caplog: pytest.LogCaptureFixture
+) -> None:
+    starts: list[float] = []
+    per = 0.2
+
+    async def sync(n: int, rate: RateLimit = RateLimit(2, timedelta(seconds=per))) -> None:
+        starts.append(time.monotonic())
+
+    for n in range(20):
+        await shadow.add(sync)(n)
+    with caplog.at_level(logging.INFO, logger="shadows.worker"):
+        await run_workers(shadow, 3)
+    assert len(starts) == 20
+    assert busiest_window(starts, per - 0.15) <= 2
+    # Each postponed run gets a slot of its own, and is postponed at most once more when
+    # the runs before it started late: at most 2 x 18 postponements, where coming back
+    # all at the first free moment costs a recheck per window for every waiting run
+    # (18 + 16 + ... + 2 = 90).
+    postponed = caplog.text.count(" postponed ")
+    assert 18 <= postponed <= 36, postponed
+    waiting = shadow.keys.rate_waiting(task_name(sync))
+    assert await shadow.client.zcard(waiting) == 0  # every run came back for its slot
+
+
 async def test_a_rate_limit_with_drop_drops_and_logs_what_is_over(
     shadow: Shadow, caplog: pytest.LogCaptureFixture
 ) -> None:

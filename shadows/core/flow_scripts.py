@@ -9,20 +9,44 @@ from redis.asyncio import Redis
 
 from shadows.core.scripts import _PRELUDE
 
-# KEYS: stream, then the cooldown key (when there is one), then one key per rate limit
-# ARGV: group, consumer, message id, first (1 for a first attempt, else 0),
-#       cooldown window ms (0: no cooldown), limit count, then per limit: limit, per ms
+# KEYS: stream, then the cooldown key (when there is one), then per rate limit: its
+#       starts and its waiting runs
+# ARGV: group, consumer, message id, task key, first (1 for a first attempt, else 0),
+#       cooldown window ms (0: no cooldown), limit count, then per limit: limit, per ms,
+#       drop (1 or 0)
 # Before a run starts: is the message still this consumer's, does a cooldown drop it, do
-# the rate limits have room? Only when every check passes are the start recorded (the
-# cooldown opened, one entry per rate limit), all at once, at Redis's clock. Returns
-# {-1} when the message is no longer this consumer's, {0, ms left} when a cooldown drops
-# it, {1, free moment or 0 per limit} when a rate limit is full, {2} when it may start.
-# A redelivered message is recognised by its id: it passes what it passed before.
+# the rate limits have room? Only when every check passes is the start recorded (the
+# cooldown opened, one entry per rate limit), all at once, at Redis's clock. A run over
+# a limit without drop is postponed to its own slot: the first moment when it, after the
+# runs already waiting, keeps every window within the limit; it is listed as waiting
+# there, so that the runs postponed together come back one slot apart rather than all at
+# the first free moment. A run coming back is checked against the starts alone (and,
+# should the runs before it have started late, postponed again only until the window
+# has room); a new one also lets the waiting runs go first.
+# Returns {-1} when the message is no longer this consumer's, {0, ms left} when a
+# cooldown drops it, {1, postponed to (0 when dropped), full flag per limit} when a rate
+# limit is full, {2} when it may start. A redelivered message is recognised by its id:
+# it passes what it passed before.
 THROTTLE = (
     _PRELUDE
     + r"""
+local function slot(starts, waits, limit, per, now)
+  local scores = {}
+  for _, source in ipairs({starts, waits}) do
+    local top = redis.call('ZRANGE', source, -limit, -1, 'WITHSCORES')
+    for j = 2, #top, 2 do scores[#scores + 1] = tonumber(top[j]) end
+  end
+  if #scores < limit then return now end
+  table.sort(scores)
+  local t = scores[#scores - limit + 1] + per
+  if scores[#scores] > t then t = scores[#scores] end
+  if now > t then t = now end
+  return t
+end
+
 local stream, group, consumer, id = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local first, window, count = ARGV[4] == '1', tonumber(ARGV[5]), tonumber(ARGV[6])
+local key, first = ARGV[4], ARGV[5] == '1'
+local window, count = tonumber(ARGV[6]), tonumber(ARGV[7])
 if pending_owner(stream, group, id) ~= consumer then return {-1} end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -31,41 +55,67 @@ local cooldown = nil
 if window > 0 then
   cooldown = KEYS[2]
   at = 3
-  if first then
-    local holder = redis.call('GET', cooldown)
-    if holder and holder ~= id then
-      return {0, redis.call('PTTL', cooldown)}
-    end
+end
+local limits = {}
+local returning = false
+for i = 1, count do
+  local starts, waits = KEYS[at + 2 * i - 2], KEYS[at + 2 * i - 1]
+  local limit, per = tonumber(ARGV[5 + 3 * i]), tonumber(ARGV[6 + 3 * i])
+  local drop = ARGV[7 + 3 * i] == '1'
+  redis.call('ZREMRANGEBYSCORE', starts, '-inf', now - per)
+  redis.call('ZREMRANGEBYSCORE', waits, '-inf', now - per)
+  if redis.call('ZREM', waits, key) == 1 then returning = true end
+  limits[i] = {starts = starts, waits = waits, limit = limit, per = per, drop = drop}
+end
+if cooldown and first then
+  local holder = redis.call('GET', cooldown)
+  if holder and holder ~= id then
+    return {0, redis.call('PTTL', cooldown)}
   end
 end
-local frees = {}
-local full = false
-for i = 1, count do
-  local key = KEYS[at + i - 1]
-  local limit, per = tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - per)
-  frees[i] = 0
-  if not redis.call('ZSCORE', key, id) then
-    local counted = redis.call('ZCARD', key)
-    if counted >= limit then
-      local oldest = redis.call('ZRANGE', key, counted - limit, counted - limit, 'WITHSCORES')
-      frees[i] = tonumber(oldest[2]) + per
+local full, dropping, until_ = false, false, 0
+local flags = {}
+for i, l in ipairs(limits) do
+  flags[i] = 0
+  if not redis.call('ZSCORE', l.starts, id) then
+    local free = now
+    if returning then
+      local counted = redis.call('ZCARD', l.starts)
+      if counted >= l.limit then
+        local oldest = redis.call('ZRANGE', l.starts, counted - l.limit, counted - l.limit,
+                                  'WITHSCORES')
+        free = tonumber(oldest[2]) + l.per
+      end
+    else
+      free = slot(l.starts, l.waits, l.limit, l.per, now)
+    end
+    if free > now then
+      flags[i] = 1
       full = true
+      if l.drop then dropping = true end
+      if free > until_ then until_ = free end
     end
   end
 end
 if full then
-  local reply = {1}
-  for i = 1, count do reply[i + 1] = frees[i] end
+  if dropping then
+    until_ = 0
+  else
+    for _, l in ipairs(limits) do
+      redis.call('ZADD', l.waits, until_, key)
+      redis.call('PEXPIRE', l.waits, until_ - now + l.per)
+    end
+  end
+  local reply = {1, until_}
+  for i = 1, count do reply[i + 2] = flags[i] end
   return reply
 end
 if cooldown and first and not redis.call('GET', cooldown) then
   redis.call('SET', cooldown, id, 'PX', window)
 end
-for i = 1, count do
-  local key, per = KEYS[at + i - 1], tonumber(ARGV[6 + 2 * i])
-  redis.call('ZADD', key, 'NX', now, id)
-  redis.call('PEXPIRE', key, per)
+for _, l in ipairs(limits) do
+  redis.call('ZADD', l.starts, 'NX', now, id)
+  redis.call('PEXPIRE', l.starts, l.per)
 end
 return {2}
 """

@@ -108,6 +108,11 @@ class Keys:
         when they started (ms, Redis's clock)."""
         return f"{self.prefix}rate:{bucket}"
 
+    def rate_waiting(self, bucket: str) -> str:
+        """Sorted set of the task keys a rate limit of ``bucket`` postponed, scored by the
+        moment each is due back (ms, Redis's clock)."""
+        return f"{self.prefix}rate-waiting:{bucket}"
+
     def debounce(self, bucket: str) -> str:
         """Hash of the open debounce burst of ``bucket``: the key of its run and when its
         first submission came (ms)."""

@@ -75,13 +75,15 @@ async def check(
         WORKER_GROUP,
         consumer,
         message.message_id,
+        message.key,
         1 if message.attempt == 1 else 0,
         window,
         len(limits),
     ]
     for limit in limits:
-        script_keys.append(keys.rate(limit.bucket(task, arguments)))
-        args += [limit.limit, milliseconds(limit.per)]
+        bucket = limit.bucket(task, arguments)
+        script_keys += [keys.rate(bucket), keys.rate_waiting(bucket)]
+        args += [limit.limit, milliseconds(limit.per), 1 if limit.drop else 0]
     backoff = Backoff(reconnect_cap)
     while True:
         try:
@@ -100,13 +102,12 @@ async def check(
         assert cooldown is not None
         left = max(0, int(reply[1])) / 1000
         return Gate("drop", f"{cooldown.describe()}: in cooldown for {left:.3f} s more")
-    frees = [int(value) for value in reply[1:]]
-    full = [(limit, free) for limit, free in zip(limits, frees, strict=True) if free]
-    dropping = [limit for limit, _ in full if limit.drop]
+    until = int(reply[1])
+    full = [limit for limit, flag in zip(limits, reply[2:], strict=True) if int(flag)]
+    dropping = [limit for limit in full if limit.drop]
     if dropping:
         return Gate("drop", f"{dropping[0].describe()}: over the limit")
-    when = max(free for _, free in full)
-    return Gate("postpone", f"{full[0][0].describe()}: over the limit", when)
+    return Gate("postpone", f"{full[0].describe()}: over the limit", until)
 
 
 class Gates:
