@@ -31,6 +31,7 @@ THROTTLE = (
     _PRELUDE
     + r"""
 local function slot(starts, waits, limit, per, now)
+  if redis.call('ZCARD', starts) + redis.call('ZCARD', waits) < limit then return now end
   local scores = {}
   for _, source in ipairs({starts, waits}) do
     local top = redis.call('ZRANGE', source, -limit, -1, 'WITHSCORES')
