@@ -19,6 +19,7 @@ from shadows.operations import instrumentation
 from shadows.operations.metrics import WorkerMetrics
 from shadows.worker import runner
 from shadows.worker.completions import Completions
+from shadows.worker.runner import Runner
 
 VICTIM = "victim"
 
@@ -70,14 +71,14 @@ STEPS: list[tuple[Any, str, bool]] = [
     (runner, "plan_for", False),
     (runner, "task_arguments", False),
     (runner, "flatten_arguments", False),
-    (Worker, "acquire", True),
-    (Worker, "allowed_to_run", False),
+    (Runner, "acquire", True),
+    (Runner, "allowed_to_run", False),
     (instrumentation, "running", False),
     (WorkerMetrics, "run_started", False),
     (Execution, "call_repr", False),
     (runner, "resolve_arguments", True),
     (WorkerMetrics, "run_ended", False),
-    (runner, "_next_run", False),
+    (runner, "next_run", False),
     (WorkerMetrics, "finished", False),
     (Completions, "_settle", True),
 ]

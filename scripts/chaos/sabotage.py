@@ -29,24 +29,24 @@ def install(mode: str) -> None:
         raise ValueError(f"unknown sabotage {mode!r}; choose from {', '.join(MODES)}")
     logger.warning("SABOTAGE %s installed: this worker is broken on purpose", mode)
     if mode == "no-fencing":
-        from shadows.worker import worker
+        from shadows.worker.dispatch import Dispatcher
 
-        def lose(self: worker.Worker, message_id: str, reason: str) -> None:
-            self._leases.forget(message_id)  # no cancellation: the task runs on
+        def lose(self: Dispatcher, message_id: str, reason: str) -> None:
+            self.leases.forget(message_id)  # no cancellation: the task runs on
 
-        worker.Worker._lose = lose  # type: ignore[method-assign]
+        Dispatcher.lose = lose  # type: ignore[method-assign]
     elif mode == "drop":
-        from shadows.worker import runner
+        from shadows.worker.runner import Runner
 
-        original = runner.run_message
+        original = Runner.run
 
-        async def run_message(worker: Any, message: Any) -> None:
+        async def run(self: Runner, message: Any) -> None:
             if random.random() < 1 / 30:
-                await worker.finish(message, "completed")
+                await self.outcomes.finish(message, "completed")
                 return
-            await original(worker, message)
+            await original(self, message)
 
-        runner.run_message = run_message
+        Runner.run = run  # type: ignore[method-assign]
     else:
         from shadows.core.execution import now_ms
         from shadows.worker import scheduler

@@ -22,7 +22,7 @@ from shadows.operations.dead_letters import Failure
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from shadows.producer.shadow import Shadow
+    from shadows.core.backend import Backend
 
 logger = logging.getLogger("shadows.worker")
 
@@ -46,7 +46,7 @@ class Completions:
 
     def __init__(
         self,
-        shadow: Shadow,
+        shadow: Backend,
         consumer: str,
         reconnect_cap: float,
         woke: asyncio.Event | None = None,
@@ -227,7 +227,7 @@ class Completions:
         return [int(result) for result in results]
 
 
-async def drop_dead_letters(shadow: Shadow, trimmed: list[bytes | str]) -> None:
+async def drop_dead_letters(shadow: Backend, trimmed: list[bytes | str]) -> None:
     """Delete the dead letters COMPLETE dropped from the index past the limit (in a call
     of their own: COMPLETE cannot declare keys it learns while it runs)."""
     keys = shadow.keys

@@ -28,11 +28,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from shadows.core.backend import Backend
 from shadows.core.cancellation import CancelGuard
 from shadows.core.execution import now_ms
 from shadows.core.reconnect import CONNECTION_ERRORS, Backoff, sleep_unless
 from shadows.operations.registry import Beat, Presence, beat, leave
-from shadows.producer.shadow import Shadow
 
 logger = logging.getLogger("shadows.worker")
 
@@ -50,7 +50,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        shadow: Shadow,
+        shadow: Backend,
         interval: float,
         reconnect_cap: float,
         presence: Callable[[], Presence],

@@ -24,10 +24,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from shadows.core.backend import Backend
 from shadows.core.connection import node_client
 from shadows.core.deliveries import new_instance
 from shadows.core.keys import WORKER_GROUP
-from shadows.producer.shadow import Shadow
 from shadows.worker.takeover import Takeover, forget_consumer
 
 logger = logging.getLogger("shadows.worker")
@@ -67,7 +67,7 @@ class StreamReader:
 
     def __init__(
         self,
-        shadow: Shadow,
+        shadow: Backend,
         consumer: str,
         redelivery_timeout: timedelta,
         block: float,

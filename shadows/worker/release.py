@@ -8,17 +8,17 @@ import logging
 
 from redis.exceptions import ResponseError
 
+from shadows.core.backend import Backend
 from shadows.core.execution import Message, now_ms
 from shadows.core.keys import WORKER_GROUP
 from shadows.core.reconnect import CONNECTION_ERRORS
-from shadows.producer.shadow import Shadow
 from shadows.worker.reader import entry_id
 from shadows.worker.takeover import forget_consumer
 
 logger = logging.getLogger("shadows.worker")
 
 
-async def acknowledge(shadow: Shadow, message_ids: list[str]) -> None:
+async def acknowledge(shadow: Backend, message_ids: list[str]) -> None:
     """Acknowledge and delete entries (ones deleted while pending have no fields)."""
     stream = shadow.keys.stream
     async with shadow.client.pipeline(transaction=False) as pipe:
@@ -27,7 +27,7 @@ async def acknowledge(shadow: Shadow, message_ids: list[str]) -> None:
         await pipe.execute()
 
 
-async def abandon(shadow: Shadow, message: Message, outcome: str) -> None:
+async def abandon(shadow: Backend, message: Message, outcome: str) -> None:
     """Acknowledge ``message`` and record ``outcome`` for its key without the COMPLETE
     script (which refused it): a last resort that does not check the claim is still this
     worker's, nor free concurrency slots (their leases run out)."""
@@ -45,7 +45,7 @@ async def abandon(shadow: Shadow, message: Message, outcome: str) -> None:
 
 
 async def release(
-    shadow: Shadow, consumer: str, message_ids: list[str], instance: str = ""
+    shadow: Backend, consumer: str, message_ids: list[str], instance: str = ""
 ) -> None:
     """Put messages this consumer holds back on the stream for any worker (RELEASE);
     their deliveries to the worker run ``instance`` no longer count."""
@@ -68,7 +68,7 @@ async def release(
     await shadow.scripts.release(keys=script_keys, args=args)
 
 
-async def release_leftovers(shadow: Shadow, consumer: str, instance: str = "") -> None:
+async def release_leftovers(shadow: Backend, consumer: str, instance: str = "") -> None:
     """At shutdown, hand back what ``consumer`` holds but did not finish; a consumer that
     holds nothing leaves the group."""
     client = shadow.client

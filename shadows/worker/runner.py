@@ -1,18 +1,17 @@
 """Running one message: decode it, take its concurrency slots, resolve its dependencies,
-call it, and settle the outcome (done, retried, perpetuated)."""
+call it, and hand its verdict (done, retried, perpetuated, dead-lettered) to the next step,
+:mod:`outcome`. Everything it needs comes in one :class:`Runner`, made by the worker: it
+never calls back into the worker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import inspect
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.trace import Span
@@ -31,16 +30,25 @@ from shadows.core.execution import (
     Message,
     current_holder,
     now_ms,
-    to_ms,
 )
 from shadows.core.serialization import PayloadError
 from shadows.operations import instrumentation
 from shadows.operations.dead_letters import Failure
 from shadows.operations.strikes import Strike, flatten_arguments
 from shadows.worker import throttle
+from shadows.worker.follow import declared_retry, next_run, retried
+from shadows.worker.outcome import Outcomes, Verdict
+from shadows.worker.slots import acquire as acquire_slots
 
 if TYPE_CHECKING:
-    from shadows.worker.worker import Worker
+    from collections import Counter
+
+    from shadows.behaviours.base import Named
+    from shadows.operations.metrics import WorkerMetrics
+    from shadows.operations.strikes import StrikeList
+    from shadows.producer.shadow import Shadow
+    from shadows.worker.caps import RunCaps
+    from shadows.worker.unknown import UnknownTasks
 
 logger = logging.getLogger("shadows.worker")
 
@@ -59,17 +67,64 @@ def _describe(message: Message) -> str:
     return f"{message.function} [key={message.key} attempt={message.attempt}]"
 
 
-@dataclass(slots=True)
-class Verdict:
-    """How a message ends: the outcome to record, the message to place next (a retry or
-    the next perpetual run) and the failure to keep as a dead letter."""
+class Runner:
+    """What running a worker's messages needs, handed over once by the worker."""
 
-    outcome: str
-    follow: Message | None = None
-    failure: Failure | None = None
+    def __init__(
+        self,
+        shadow: Shadow,
+        worker: Named,
+        *,
+        strikes: StrikeList,
+        stricken: Counter[str],
+        dropped: Counter[str],
+        caps: RunCaps,
+        unknown: UnknownTasks,
+        metrics: WorkerMetrics,
+        outcomes: Outcomes,
+        lease_ms: int,
+        reconnect_cap: float,
+        instance: Callable[[], str],
+    ) -> None:
+        self.shadow = shadow
+        #: The worker, for the ``CurrentWorker()`` dependency only.
+        self.worker = worker
+        self.name = worker.name
+        self.strikes = strikes
+        #: Calls acknowledged without running, and runs dropped by a flow gate, by task.
+        self.stricken = stricken
+        self.dropped = dropped
+        self.caps = caps
+        self.unknown = unknown
+        self.metrics = metrics
+        self.outcomes = outcomes
+        self.lease_ms = lease_ms
+        self.reconnect_cap = reconnect_cap
+        #: The worker run's instance token (deliveries to one run count once).
+        self.instance = instance
+
+    async def run(self, message: Message) -> None:
+        """Run ``message`` and settle it (see :func:`run_message`)."""
+        await run_message(self, message)
+
+    def allowed_to_run(self, message: Message) -> bool:
+        """Count a run against ``run_at_most`` caps; ``False`` once a cap is spent."""
+        return self.caps.allow(message)
+
+    async def acquire(self, message: Message, slots: list[tuple[str, int]]) -> bool | None:
+        """Take a slot in each concurrency pool for ``message`` (see :func:`slots.acquire`)."""
+        return await acquire_slots(
+            self.shadow,
+            self.name,
+            message,
+            slots,
+            self.lease_ms,
+            self.reconnect_cap,
+            self.instance(),
+        )
 
 
-async def run_message(worker: Worker, message: Message) -> None:
+async def run_message(runner: Runner, message: Message) -> None:
     """Run ``message`` on ``worker`` and settle it; never raises but on cancellation.
 
     Whatever fails in the worker's own handling of the message (a bug, a task object it
@@ -77,19 +132,19 @@ async def run_message(worker: Worker, message: Message) -> None:
     or dead-lettered by the task's policy: a message is never left unsettled.
     """
     try:
-        verdict = await _decide(worker, message)
+        verdict = await _decide(runner, message)
     except asyncio.CancelledError:
         raise
     except Exception as error:
-        verdict = _internal_failure(worker, message, error)
+        verdict = _internal_failure(runner, message, error)
     if verdict is not None:
-        await _settle(worker, message, verdict)
+        await runner.outcomes.settle(message, verdict)
 
 
-async def _decide(worker: Worker, message: Message) -> Verdict | None:
+async def _decide(runner: Runner, message: Message) -> Verdict | None:
     """Run ``message`` if it may run; ``None`` when it is not this worker's to settle
     (parked for a concurrency slot, or claimed by another worker)."""
-    shadow = worker.shadow
+    shadow = runner.shadow
     if MALFORMED in message.extra:
         return Verdict(
             "drop", None, Failure("malformed", message.extra[MALFORMED], raw=message.raw)
@@ -102,15 +157,15 @@ async def _decide(worker: Worker, message: Message) -> Verdict | None:
         )
         logger.error("Dead-lettering poison message %s: %s", _describe(message), error)
         return Verdict("failed", None, Failure("poison", error))
-    strikes = worker.strikes
+    strikes = runner.strikes
     # A whole-task strike is honoured before decoding: a payload that crashes or hangs the
     # decoder is one reason to strike a task.
     whole = strikes.task_strike(message.function) if strikes else None
     if whole is not None:
-        return _skip_stricken(worker, message, whole, message.function)
+        return _skip_stricken(runner, message, whole, message.function)
     function = shadow.tasks.get(message.function)
     if function is None:
-        return await _unknown(worker, message)
+        return await _unknown(runner, message)
     try:
         execution = Execution.from_message(message, function, shadow.payloads)
     except PayloadError as error:
@@ -134,7 +189,7 @@ async def _decide(worker: Worker, message: Message) -> Verdict | None:
     if strikes:
         strike = strikes.match(message.function, flatten_arguments(arguments, plan.signature))
         if strike is not None:
-            return _skip_stricken(worker, message, strike, execution.call_repr())
+            return _skip_stricken(runner, message, strike, execution.call_repr())
 
     limits = plan.all(ConcurrencyLimit)
     if limits:
@@ -146,7 +201,7 @@ async def _decide(worker: Worker, message: Message) -> Verdict | None:
         except KeyError as error:
             logger.error("Cannot limit %s: %s", _describe(message), error.args[0])
             return Verdict("failed", None, Failure("failed", error.args[0]))
-        taken = await worker.acquire(message, slots)
+        taken = await runner.acquire(message, slots)
         if taken is None:
             if logger.isEnabledFor(logging.INFO):
                 logger.info("⏸ %s waits for a free concurrency slot", _describe(message))
@@ -156,13 +211,13 @@ async def _decide(worker: Worker, message: Message) -> Verdict | None:
 
     cooldown, rates = plan.find(Cooldown), plan.all(RateLimit)
     if cooldown is not None or rates:
-        gated = await _gate(worker, message, execution, arguments, cooldown, rates)
+        gated = await _gate(runner, message, execution, arguments, cooldown, rates)
         if gated is not _START:
             return gated
 
-    if not worker.allowed_to_run(message):
+    if not runner.allowed_to_run(message):
         return Verdict("skipped")  # run_at_most: its cap is spent
-    return await _run(worker, execution, message)
+    return await _run(runner, execution, message)
 
 
 #: The verdict of a gate that lets the run start.
@@ -170,7 +225,7 @@ _START = Verdict("start")
 
 
 async def _gate(
-    worker: Worker,
+    runner: Runner,
     message: Message,
     execution: Execution,
     arguments: dict[str, Any],
@@ -181,9 +236,9 @@ async def _gate(
     else how it ends now (dropped, postponed, or ``None``: no longer this worker's)."""
     try:
         gate = await throttle.check(
-            worker.shadow,
-            worker.name,
-            worker._reconnect_cap,
+            runner.shadow,
+            runner.name,
+            runner.reconnect_cap,
             message,
             execution.function_name,
             arguments,
@@ -201,11 +256,11 @@ async def _gate(
         "task": message.function,
         "key": message.key,
         "attempt": message.attempt,
-        "worker": worker.name,
+        "worker": runner.name,
         "outcome": "dropped" if gate.decision == "drop" else "postponed",
     }
     if gate.decision == "drop":
-        worker.dropped[message.function] += 1
+        runner.dropped[message.function] += 1
         logger.info("⊘ %s dropped by %s", _describe(message), gate.reason, extra=details)
         return Verdict("dropped")
     if logger.isEnabledFor(logging.INFO):
@@ -213,30 +268,30 @@ async def _gate(
         logger.info(
             "⏸ %s postponed %.3f s by %s", _describe(message), delay, gate.reason, extra=details
         )
-    return Verdict("postponed", throttle.postponed(worker.shadow, message, gate.when_ms))
+    return Verdict("postponed", throttle.postponed(runner.shadow, message, gate.when_ms))
 
 
-async def _unknown(worker: Worker, message: Message) -> Verdict | None:
+async def _unknown(runner: Runner, message: Message) -> Verdict | None:
     """Hand a message for a task this worker does not register back for the workers
     that do; dead-letter it once the grace period is over and none is alive."""
-    refusal = await worker.unknown.refuse(message)
+    refusal = await runner.unknown.refuse(message)
     if refusal.verdict == "back":
-        worker.metrics.handed_back(message)
+        runner.metrics.handed_back(message)
         return None
     if refusal.verdict != "dead":
         return None  # another worker claimed it meanwhile
     error = (
-        f"no function {message.function!r} is registered on worker {worker.name} "
-        f"(registered: {', '.join(sorted(worker.shadow.tasks))}), and no live worker "
+        f"no function {message.function!r} is registered on worker {runner.name} "
+        f"(registered: {', '.join(sorted(runner.shadow.tasks))}), and no live worker "
         f"registered it within {refusal.waited:.0f} s (unknown_task_grace)"
     )
     logger.error("Unknown task %s: %s", _describe(message), error)
     return Verdict("failed", None, Failure("unknown-task", error))
 
 
-def _skip_stricken(worker: Worker, message: Message, strike: Strike, call: str) -> Verdict:
+def _skip_stricken(runner: Runner, message: Message, strike: Strike, call: str) -> Verdict:
     """Acknowledge a stricken call without running it: no retry, no next perpetual run."""
-    worker.stricken[message.function] += 1
+    runner.stricken[message.function] += 1
     logger.warning(
         "⊘ %s [key=%s attempt=%d] stricken by %s, not run",
         call,
@@ -247,7 +302,7 @@ def _skip_stricken(worker: Worker, message: Message, strike: Strike, call: str) 
             "task": message.function,
             "key": message.key,
             "attempt": message.attempt,
-            "worker": worker.name,
+            "worker": runner.name,
             "outcome": "stricken",
             "strike": str(strike),
         },
@@ -255,7 +310,7 @@ def _skip_stricken(worker: Worker, message: Message, strike: Strike, call: str) 
     return Verdict("stricken")
 
 
-def _internal_failure(worker: Worker, message: Message, error: Exception) -> Verdict:
+def _internal_failure(runner: Runner, message: Message, error: Exception) -> Verdict:
     """The verdict on a message whose handling failed inside the worker: a failed run,
     retried when the task's declared ``Retry`` allows, else dead-lettered."""
     logger.error(
@@ -268,12 +323,12 @@ def _internal_failure(worker: Worker, message: Message, error: Exception) -> Ver
             "task": message.function,
             "key": message.key,
             "attempt": message.attempt,
-            "worker": worker.name,
+            "worker": runner.name,
             "outcome": "failed",
         },
     )
     try:
-        follow = _declared_retry(worker, message)
+        follow = declared_retry(runner.shadow.tasks, runner.shadow.payloads, message)
     except Exception:
         logger.exception("Cannot retry %s after an internal error", _describe(message))
         follow = None
@@ -282,75 +337,16 @@ def _internal_failure(worker: Worker, message: Message, error: Exception) -> Ver
     return Verdict("failed", None, Failure.from_exception("internal", error))
 
 
-def _declared_retry(worker: Worker, message: Message) -> Message | None:
-    """The next attempt of ``message`` under the ``Retry`` its task declares, if any."""
-    function = worker.shadow.tasks.get(message.function)
-    retry = plan_for(function).find(Retry) if function is not None else None
-    if retry is None:
-        return None
-    bound = copy.copy(retry)
-    bound.attempt = message.attempt
-    delay = bound.next_delay()
-    if delay is None:
-        return None
-    return _retried(worker, message, delay)
-
-
-def _retried(worker: Worker, message: Message, delay: timedelta) -> Message:
-    retried = replace(
-        message,
-        attempt=message.attempt + 1,
-        when_ms=now_ms() + int(delay.total_seconds() * 1000),
-        extra=dict(message.extra),
-        holds=[],
-    )
-    return worker.shadow.payloads.seal(retried)
-
-
-async def _settle(worker: Worker, message: Message, verdict: Verdict) -> None:
-    """Report ``verdict`` to Redis. Should that fail for anything but an outage (which
-    the completions ride out), the message is dead-lettered as an internal failure, and
-    as a last resort acknowledged with its run recorded as failed."""
-    try:
-        await worker.finish(message, verdict.outcome, verdict.follow, verdict.failure)
-        return
-    except asyncio.CancelledError:
-        raise
-    except Exception as error:
-        logger.error(
-            "Cannot settle %s as %s: %s: %s",
-            _describe(message),
-            verdict.outcome,
-            type(error).__name__,
-            error,
-            exc_info=error,
-        )
-        failure = Failure.from_exception("internal", error)
-    try:
-        await worker.finish(message, "failed", None, failure)
-        return
-    except asyncio.CancelledError:
-        raise
-    except Exception as error:
-        logger.error(
-            "Cannot dead-letter %s either (%s: %s); acknowledging it as failed",
-            _describe(message),
-            type(error).__name__,
-            error,
-        )
-    await worker.abandon(message, "failed")
-
-
-async def _run(worker: Worker, execution: Execution, message: Message) -> Verdict:
-    with instrumentation.running(worker.shadow.name, worker.name, execution, message) as span:
-        verdict = await _attempt(worker, execution, message, span)
+async def _run(runner: Runner, execution: Execution, message: Message) -> Verdict:
+    with instrumentation.running(runner.shadow.name, runner.name, execution, message) as span:
+        verdict = await _attempt(runner, execution, message, span)
         if verdict.follow is not None and instrumentation.carry(span, verdict.follow):
-            worker.shadow.payloads.seal(verdict.follow)  # the context is signed too
+            runner.shadow.payloads.seal(verdict.follow)  # the context is signed too
     return verdict
 
 
 async def _attempt(
-    worker: Worker, execution: Execution, message: Message, span: Span | None
+    runner: Runner, execution: Execution, message: Message, span: Span | None
 ) -> Verdict:
     """Call the task once; returns the outcome to report, the message to place next and
     the failure to keep."""
@@ -362,7 +358,7 @@ async def _attempt(
         "task": execution.function_name,
         "key": execution.key,
         "attempt": execution.attempt,
-        "worker": worker.name,
+        "worker": runner.name,
     }
     if verbose:
         logger.info(
@@ -370,13 +366,13 @@ async def _attempt(
         )
 
     stack = AsyncExitStack()
-    context = Context(worker.shadow, worker, execution, stack)
-    series = worker.metrics.run_started(message)
+    context = Context(runner.shadow, runner.worker, execution, stack)
+    series = runner.metrics.run_started(message)
     started = time.perf_counter()
     error: Exception | None = None
     # Inside the run (its dependencies included), the task may schedule its own key's
     # successor.
-    holding = current_holder.set(Holder(worker.shadow.name, execution.key, message.message_id))
+    holding = current_holder.set(Holder(runner.shadow.name, execution.key, message.message_id))
     try:
         async with stack:
             arguments = await resolve_arguments(plan, context)
@@ -406,11 +402,11 @@ async def _attempt(
     finally:
         current_holder.reset(holding)
         elapsed = time.perf_counter() - started
-        worker.metrics.run_ended(series, elapsed)
+        runner.metrics.run_ended(series, elapsed)
     details["duration"] = round(elapsed, 6)
 
     perpetual = _find(Perpetual, context)
-    follow = _next_run(worker, execution, message, perpetual)
+    follow = next_run(runner.shadow.payloads, execution, message, perpetual)
 
     if error is None:
         details["outcome"] = "completed"
@@ -444,7 +440,7 @@ async def _attempt(
             exc_info=error if logger.isEnabledFor(logging.DEBUG) else None,
             extra=details,
         )
-        return Verdict("failed", _retried(worker, message, delay))
+        return Verdict("failed", retried(runner.shadow.payloads, message, delay))
 
     details["outcome"] = "failed"
     logger.error(
@@ -459,30 +455,6 @@ async def _attempt(
         extra=details,
     )
     return Verdict("failed", follow, Failure.from_exception("failed", error))
-
-
-def _next_run(
-    worker: Worker, execution: Execution, message: Message, perpetual: Perpetual | None
-) -> Message | None:
-    """The next message of a perpetual chain, or ``None`` when there is none."""
-    if perpetual is None or perpetual.cancelled:
-        return None
-    now = datetime.now(UTC)
-    when = perpetual.next_run(execution.when, now)
-    payloads = worker.shadow.payloads
-    args, kwargs = message.args, message.kwargs
-    if perpetual.changed:
-        args, kwargs = payloads.encode(tuple(perpetual.args), dict(perpetual.kwargs))
-    follow = replace(
-        message,
-        attempt=1,
-        when_ms=to_ms(when),
-        args=args,
-        kwargs=kwargs,
-        extra=dict(message.extra),
-        holds=[],
-    )
-    return payloads.seal(follow)
 
 
 def _duration(seconds: float) -> str:

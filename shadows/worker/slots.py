@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from shadows.core.backend import Backend
 from shadows.core.execution import Message, now_ms
 from shadows.core.keys import WORKER_GROUP
 from shadows.core.reconnect import CONNECTION_ERRORS, Backoff
-from shadows.producer.shadow import Shadow
 
 logger = logging.getLogger("shadows.worker")
 
 
 async def acquire(
-    shadow: Shadow,
+    shadow: Backend,
     consumer: str,
     message: Message,
     slots: list[tuple[str, int]],

@@ -20,23 +20,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-
-from shadows.core.keys import WORKER_GROUP, Keys
-
-
-class Shadow(Protocol):
-    """What this module needs of a :class:`~shadows.Shadow` (no import: no cycle)."""
-
-    @property
-    def client(self) -> Redis | RedisCluster: ...
-
-    @property
-    def keys(self) -> Keys: ...
-
+from shadows.core.backend import Backend
+from shadows.core.keys import WORKER_GROUP
 
 #: Pending messages: (id, fields or ``None`` when deleted meanwhile).
 Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
@@ -93,7 +80,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def forget_consumer(shadow: Shadow, consumer: str) -> bool:
+async def forget_consumer(shadow: Backend, consumer: str) -> bool:
     """Delete ``consumer`` from the group if, atomically, it holds nothing."""
     script = shadow.client.register_script(FORGET)
     return bool(await script(keys=[shadow.keys.stream], args=[WORKER_GROUP, consumer]))
@@ -103,7 +90,7 @@ class Takeover:
     """Looks for lapsed consumers' messages every ``every`` seconds."""
 
     def __init__(
-        self, shadow: Shadow, consumer: str, token: Callable[[], str], window_ms: int
+        self, shadow: Backend, consumer: str, token: Callable[[], str], window_ms: int
     ) -> None:
         self.shadow = shadow
         self.consumer = consumer

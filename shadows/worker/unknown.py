@@ -23,7 +23,7 @@ from shadows.operations.registry import list_workers
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
-    from shadows.producer.shadow import Shadow
+    from shadows.core.backend import Backend
 
 logger = logging.getLogger("shadows.worker")
 
@@ -75,7 +75,7 @@ class Refusal:
 class UnknownTasks:
     """One worker's handling of messages for tasks it does not register."""
 
-    def __init__(self, shadow: Shadow, consumer: str, grace: float, refresh: float) -> None:
+    def __init__(self, shadow: Backend, consumer: str, grace: float, refresh: float) -> None:
         self.shadow = shadow
         self.consumer = consumer
         self.grace = grace

@@ -1,0 +1,188 @@
+"""The step between the reader and the runner: the entries a read returned become
+messages (stand-ins for malformed ones, poison marked), their claim is confirmed (START)
+when they were held for a while, and each one runs as its own asyncio task, tracked (its
+lease renewed by :class:`Leases`) until it ends. See :mod:`reader` for the origins."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from shadows.core.execution import MALFORMED, POISON, Message, MessageError, now_ms, preview
+from shadows.core.keys import WORKER_GROUP
+from shadows.worker.leases import Leases
+from shadows.worker.reader import FRESH, HELD, Entry, StreamReader, entry_id
+from shadows.worker.release import acknowledge, release
+
+if TYPE_CHECKING:
+    from shadows.core.backend import Backend
+    from shadows.worker.runner import Runner
+
+logger = logging.getLogger("shadows.worker")
+
+
+class Dispatcher:
+    """Starts the messages of one worker and keeps them until they end."""
+
+    def __init__(
+        self,
+        shadow: Backend,
+        name: str,
+        reader: StreamReader,
+        runner: Runner,
+        *,
+        max_deliveries: int,
+        redelivery: float,
+        stopping: asyncio.Event,
+        slot_freed: asyncio.Event,
+        idle: asyncio.Event,
+        settling: set[str],
+    ) -> None:
+        self.shadow = shadow
+        self.name = name
+        self.reader = reader
+        self.runner = runner
+        self.max_deliveries = max_deliveries
+        self.redelivery = redelivery
+        self.stopping = stopping
+        #: Set when a task ends (a slot freed), and when none runs any more.
+        self.slot_freed = slot_freed
+        self.idle = idle
+        #: Messages whose run is over and whose outcome is being settled: not fenced.
+        self.settling = settling
+        self.active: dict[str, asyncio.Task[None]] = {}  # by message id
+        self.messages: dict[str, Message] = {}  # by message id
+        #: START calls sent in the background for fresh messages (the loop holds tasks
+        #: only weakly: an unreferenced one could vanish mid-call).
+        self._marking: set[asyncio.Task[Any]] = set()
+        self.leases = Leases(shadow, name, redelivery, self.messages.get, self.lose)
+
+    def cancel_all(self) -> None:
+        """Cancel every running task (a forced stop)."""
+        for task in list(self.active.values()):
+            task.cancel()
+
+    async def start(self, entries: list[Entry], origin: str = HELD) -> None:
+        """Run ``entries``. Messages held for a while (recovered, reclaimed, or read late)
+        have their claim confirmed first by the START script; see :mod:`reader` for the
+        origins."""
+        messages: list[Message] = []
+        broken: list[str] = []
+        for raw_id, fields in entries:
+            message_id = entry_id(raw_id)
+            if not fields:
+                broken.append(message_id)  # deleted while pending
+                continue
+            try:
+                messages.append(Message.parse(fields, message_id))
+            except MessageError as error:
+                logger.error(
+                    "Dead-lettering malformed message %s: %s (fields: %r)",
+                    message_id,
+                    error,
+                    preview(fields),
+                )
+                messages.append(Message.malformed(message_id, fields, error))
+        instance = self.reader.instance
+        if self.stopping.is_set():
+            await release(self.shadow, self.name, [m.message_id for m in messages], instance)
+            messages = []
+        if broken:
+            await acknowledge(self.shadow, broken)
+        if not messages:
+            return
+        keys = self.shadow.keys
+        sent = self.reader.sent_at
+        if origin != HELD and time.monotonic() - sent > self.redelivery / 4:
+            origin = HELD  # the reply came late: another worker may have claimed them
+        start_keys = [keys.stream, *(keys.run(m.key) for m in messages)]
+        start_args: list[str | int] = [WORKER_GROUP, self.name, now_ms(), instance]
+        start_args += [m.message_id for m in messages]
+        lost = []
+        if origin == HELD:
+            sent = time.monotonic()
+            # START counts each delivery in Redis (see shadows.core.deliveries); one
+            # delivered too often is dead-lettered as poison instead of running.
+            lost, counts = await self.shadow.scripts.start(keys=start_keys, args=start_args)
+            for message, count in zip(messages, counts, strict=True):
+                if int(count) > self.max_deliveries and MALFORMED not in message.extra:
+                    message.extra[POISON] = str(int(count))
+        if lost:
+            gone = {entry_id(message_id) for message_id in lost}
+            for message in messages:
+                if message.message_id in gone:
+                    logger.warning(
+                        "Not starting %s [key=%s]: another worker claimed its message "
+                        "before this one heard of it",
+                        message.function,
+                        message.key,
+                    )
+            messages = [m for m in messages if m.message_id not in gone]
+        for message in messages:
+            self.leases.track(message.message_id, sent)
+            task = asyncio.create_task(
+                self.runner.run(message), name=f"{message.function}:{message.key}"
+            )
+            self.active[message.message_id] = task
+            self.messages[message.message_id] = message
+            task.add_done_callback(functools.partial(self._done, message.message_id))
+        if origin == FRESH:
+            # Just delivered, in time: nobody else can hold them, so the tasks start now
+            # (they were created first, so they run first) and START only records them as
+            # running (a task that finished first is no longer pending, and START leaves
+            # its record alone).
+            marking = asyncio.create_task(
+                self.shadow.scripts.start(keys=start_keys, args=start_args)
+            )
+            self._marking.add(marking)
+            marking.add_done_callback(self._marked)
+
+    def _marked(self, marking: asyncio.Task[Any]) -> None:
+        """A background START ended; a failure only delays the ``running`` record."""
+        self._marking.discard(marking)
+        if not marking.cancelled() and marking.exception() is not None:
+            logger.debug("Recording tasks as running failed: %s", marking.exception())
+
+    def _done(self, message_id: str, task: asyncio.Task[None] | None = None) -> None:
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            logger.error("Internal: running %s raised", task.get_name(), exc_info=task.exception())
+        self.active.pop(message_id, None)
+        self.messages.pop(message_id, None)
+        self.leases.forget(message_id)
+        self.slot_freed.set()
+        if not self.active:
+            self.idle.set()
+
+    async def drain(self) -> None:
+        """Wait for the running tasks (they acknowledge their own messages)."""
+        while self.active:
+            tasks = list(self.active.values())
+            await asyncio.wait(tasks)
+            await asyncio.sleep(0)  # let the tasks' done callbacks run
+            for message_id, task in list(self.active.items()):
+                if task.done():
+                    logger.error("Internal: finished task %s was still listed", task.get_name())
+                    self._done(message_id)
+
+    def lose(self, message_id: str, reason: str) -> None:
+        """Stop a task whose claim is gone (fencing).
+
+        If the message is still this consumer's once Redis answers again (a stall, not
+        another worker's claim), the next read takes it back through START, which does
+        not count a delivery: stalls alone never make a task look like poison.
+        """
+        task = self.active.get(message_id)
+        self.leases.forget(message_id)
+        self.reader.recover = True
+        if message_id in self.settling:
+            # Its run is over: nothing can overlap it any more, and its outcome settles
+            # once Redis answers (or is refused, should another worker own it by then).
+            # Cancelling would drop the outcome and run it again.
+            logger.warning("Claim of %s unconfirmed (%s); its outcome waits", message_id, reason)
+            return
+        if task is not None and not task.done():
+            logger.error("Cancelling task %s: %s", task.get_name(), reason)
+            task.cancel()
