@@ -277,6 +277,24 @@ def test_a_worker_that_exits_on_its_own_is_reported(records: Records) -> None:
     assert not verdict.ok
 
 
+def test_workers_killed_by_a_poison_task_are_no_finding_within_the_delivery_limit(
+    records: Records,
+) -> None:
+    records.accepted("poison", "poison-1")
+    for pid in (20, 21, 22):  # each run kills its worker, restarted under its name
+        records.run("poison-1", float(pid), None, pid=pid, f="poison")
+        records.exit(pid, pid + 0.1, how="died", returncode=137)
+    verdict = verify(records.directory, 40.0, 60.0, limit=1, max_deliveries=3)
+    assert verdict.died == [] and verdict.poison == []
+    assert verdict.poison_kills == 3 and verdict.poison_runs == {"poison-1": 3}
+    assert verdict.ok
+    # one more (a first delivery counted late) is accepted, two more are a finding
+    assert verify(records.directory, 40.0, 60.0, limit=1, max_deliveries=2).ok
+    verdict = verify(records.directory, 40.0, 60.0, limit=1, max_deliveries=1)
+    assert len(verdict.poison) == 1 and "delivery limit (1) allows" in verdict.poison[0]
+    assert not verdict.ok
+
+
 def test_a_perpetual_chain_must_run_after_the_faults_and_reach_its_stop(tmp_path: Path) -> None:
     records = Records(tmp_path)
     records.run(HEARTBEAT_KEY, 10.0, 10.1)  # only during the faults, never stopped
@@ -320,8 +338,11 @@ async def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
     # every kind of fault happened, and work was done meanwhile
     assert set(report["faults"]) >= {
         "worker_sigkill", "worker_sigterm", "redis_restart_sigterm", "redis_restart_sigkill",
-        "redis_pause_long", "redis_pause_short",
+        "redis_pause_long", "redis_pause_short", "worker_restart_same_name", "poison_task",
     }, table  # fmt: skip
+    # each poison task was dead-lettered after killing at most max_deliveries workers
+    poison = report["poison"]
+    assert poison["tasks"] >= 1 and poison["workers_killed"] >= 1, table
     assert report["tasks"]["accepted_total"] > 300, table
     state = report["end_state"]
     assert (state["stream_length"], state["queue_length"], state["pending"]) == (0, 0, 0)

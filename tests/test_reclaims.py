@@ -15,7 +15,7 @@ from conftest import wait_for
 from processes import spawn_worker
 from shadows import ConcurrencyLimit, Shadow, Worker
 from shadows.core.keys import WORKER_GROUP
-from worker_tasks import kill_my_worker, read_records
+from worker_tasks import kill_my_worker, read_records, record_and_sleep
 
 
 async def test_a_dead_workers_message_behind_many_live_ones_is_reclaimed(shadow: Shadow) -> None:
@@ -66,6 +66,8 @@ async def test_a_task_that_kills_its_worker_is_dead_lettered_across_restarts_und
         pytest.skip("worker processes need a server they can reach")
     runs = tmp_path / "runs"
     async with Shadow(name=shadow_name, url=url) as shadow:
+        # a neighbour running when the task kills the worker: taken back with it
+        await shadow.add(record_and_sleep, key="neighbour")(str(runs), "neighbour", 1.0)
         await shadow.add(kill_my_worker, key="deadly")(str(runs), "deadly")
         for restart in range(6):
             worker = spawn_worker(
@@ -77,7 +79,8 @@ async def test_a_task_that_kills_its_worker_is_dead_lettered_across_restarts_und
                 async def settled(worker: subprocess.Popen[bytes] = worker) -> bool:
                     if worker.poll() is not None:
                         return True
-                    return await shadow.failed_task("deadly") is not None
+                    dead = await shadow.failed_task("deadly") is not None
+                    return dead and await shadow.task_state("neighbour") == "completed"
 
                 await wait_for(settled, 30, f"run {restart + 1} to end its worker")
             finally:
@@ -87,10 +90,14 @@ async def test_a_task_that_kills_its_worker_is_dead_lettered_across_restarts_und
                 break
         letter = await shadow.failed_task("deadly")
         record = await shadow.client.hgetall(shadow.keys.run("deadly"))
-    starts = [r for r in read_records(runs) if r[0] == "start"]
-    assert len(starts) == 2, (
-        f"{len(starts)} runs; worker log:\n{(tmp_path / 'worker.log').read_text()}"
-    )
+        await_state = await shadow.task_state("neighbour")
+    records = read_records(runs)
+    log = (tmp_path / "worker.log").read_text()
+    starts = [r for r in records if r[:2] == ["start", "deadly"]]
+    assert len(starts) == 2, f"{len(starts)} runs; worker log:\n{log}"
+    # the neighbour ran again alone (not taken down with it again), and finished
+    assert ["end", "neighbour"] in [r[:2] for r in records], log
+    assert await_state == "completed"
     assert letter is not None and letter.reason == "poison"
     assert "delivered 3 times" in letter.error
     assert record[b"deliveries"] == b"3"

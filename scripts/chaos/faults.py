@@ -34,6 +34,11 @@ KINDS: dict[str, float] = {
     "redis_pause_long": 0.14,
     # paused around the redelivery timeout (commands just wait): fencing must still act
     "redis_pause_short": 0.12,
+    # SIGKILL, then a new worker under exactly the same name (a container keeps its
+    # hostname and PID 1): it takes its predecessor's pending messages back itself
+    "worker_restart_same_name": 0.08,
+    # a task that kills every worker that runs it: dead-lettered after the delivery limit
+    "poison_task": 0.03,
 }
 
 
@@ -88,6 +93,8 @@ class FaultInjector:
             "redis_pause_short": lambda: self.redis_pause(
                 "redis_pause_short", self.short_pause_seconds
             ),
+            "worker_restart_same_name": self.worker_restart_same_name,
+            "poison_task": self.poison_task,
         }
         while True:
             wait = self.rng.uniform(*self.interval)
@@ -110,6 +117,24 @@ class FaultInjector:
         details = await self.pool.kill(slot, fresh)
         self._note({"kind": "worker_sigkill", "t0": started, "t1": time.time(),
                     "fresh_name": fresh, **details})  # fmt: skip
+
+    async def worker_restart_same_name(self) -> None:
+        candidates = self.pool.candidates()
+        if not candidates:
+            return
+        slot = self.rng.choice(candidates)
+        started = time.time()
+        details = await self.pool.kill(slot, fresh_name=False, same_name=True)
+        self._note({"kind": "worker_restart_same_name", "t0": started, "t1": time.time(),
+                    "fresh_name": False, **details})  # fmt: skip
+
+    async def poison_task(self) -> None:
+        """Add a task that kills its worker; the pool restarts each worker it kills under
+        the same name (journaled as ``died``, which the verifier pins on the task)."""
+        started = time.time()
+        key = await self.producer.add_poison()
+        if key is not None:
+            self._note({"kind": "poison_task", "t0": started, "t1": time.time(), "key": key})
 
     async def worker_sigterm(self, during: str = "") -> None:
         candidates = self.pool.candidates(started=True)

@@ -140,6 +140,14 @@ class Producer:
             adding = self.shadow.add(tasks.work, when=when, key=marker)(50, marker)
             await self._add("probe", marker, when, adding)
 
+    async def add_poison(self) -> str | None:
+        """A task that kills every worker that runs it; its key, if the add went through."""
+        marker = self._next("poison")
+        added = await self._add(
+            "poison", marker, None, self.shadow.add(tasks.poison, key=marker)(marker)
+        )
+        return None if added is None else marker
+
     async def add_one(self) -> None:
         kinds = list(MIX)
         kind = self.rng.choices(kinds, weights=[MIX[k] for k in kinds])[0]

@@ -69,6 +69,7 @@ def render(report: dict[str, Any]) -> str:
         ("Resume after Redis restart", _resume(resume, "redis_restart")),
         ("Resume after Redis pause", _resume(resume, "redis_pause")),
         ("Recovery after worker SIGKILL", _recovery(report["recovery_after_sigkill"])),
+        ("Poison tasks", _poison(report.get("poison"))),
         ("Worker exit after SIGTERM", f"max {_seconds(report['sigterm_exit_seconds_max'])}"),
         ("Perpetual chains", ", ".join(
             f"{key} {runs} runs (max gap {report['chains']['max_gap_seconds'][key]:.1f} s)"
@@ -92,6 +93,17 @@ def render(report: dict[str, Any]) -> str:
             if len(items) > EXAMPLES:
                 lines.append(f"- ... and {len(items) - EXAMPLES} more (see the JSON report)")
     return "\n".join(lines)
+
+
+def _poison(figures: dict[str, Any] | None) -> str:
+    if not figures:
+        return "n/a"
+    runs = figures["runs"].values()
+    return (
+        f"{figures['tasks']} added, each dead-lettered after {min(runs, default=0)}-"
+        f"{max(runs, default=0)} runs (limit {figures['max_deliveries']}), "
+        f"{figures['workers_killed']} workers killed by them"
+    )
 
 
 def _resume(resume: dict[str, Any], kind: str) -> str:

@@ -64,6 +64,8 @@ class Config:
     #: three of them (shorter than the redelivery timeout, so that path is the one used).
     heartbeat_interval: float = 0.4
     reconnection_delay: float = 0.5
+    #: The workers' delivery limit: a poison task is dead-lettered after this many runs.
+    max_deliveries: int = 5
     #: Clients' socket timeout set in the URL; ``None`` keeps the library default (10 s).
     socket_timeout: float | None = 2.0
     rate: float = 12.0
@@ -142,6 +144,7 @@ def _worker_arguments(config: Config) -> list[str]:
         "--redelivery-timeout", f"{round(config.redelivery_timeout * 1000)}ms",
         "--heartbeat-interval", f"{round(config.heartbeat_interval * 1000)}ms",
         "--reconnection-delay", f"{round(config.reconnection_delay * 1000)}ms",
+        "--max-deliveries", str(config.max_deliveries),
         "--logging-level", "INFO",
     ]  # fmt: skip
 
@@ -186,11 +189,14 @@ async def inspect_keys(client: Redis, keys: Keys) -> dict[str, Any]:
         "consumers_left": 0,
     }
     letters = []
+    reasons: dict[str, str] = {}
     for member in await client.zrange(keys.failed, 0, -1):
         name = _text(member)  # type: ignore[arg-type]
         reason, error = await client.hmget(keys.dead(name), ["reason", "error"])
-        letters.append(f"{name}: {_text(reason or b'(expired)')}: {_text(error or b'')[:200]}")
+        reasons[name] = _text(reason or b"(expired)")
+        letters.append(f"{name}: {reasons[name]}: {_text(error or b'')[:200]}")
     state["dead_letters"] = letters
+    state["dead_letter_reasons"] = reasons
     if await client.exists(keys.stream):
         state["pending"] = (await client.xpending(keys.stream, WORKER_GROUP))["pending"]
         consumers = await client.xinfo_consumers(keys.stream, WORKER_GROUP)
@@ -255,7 +261,10 @@ async def run_chaos(config: Config) -> Outcome:
         await pool.kill_all()
         await monitor.aclose()
         await asyncio.to_thread(server.stop)
-    verdict = verify(directory, timeline["faults_ended"], timeline["stop_requested"], tasks.LIMIT)
+    verdict = verify(
+        directory, timeline["faults_ended"], timeline["stop_requested"], tasks.LIMIT,
+        config.max_deliveries,
+    )  # fmt: skip
     report = _report(config, verdict, injector.counts, state, timeline, server)
     files = write_report(report, directory, config.results, f"{stamp}-{config.label}")
     return Outcome(verdict, report, directory, files)
@@ -284,9 +293,21 @@ def _report(
         if state[name]:
             end_state.append(f"{name} is {state[name]} at the end")
     end_state += [f"left without expiry: {key}" for key in state["without_expiry"]]
-    # the chaos tasks never fail for good: a dead letter is a task the faults cost
-    end_state += [f"dead-lettered: {letter}" for letter in state["dead_letters"]]
+    # the chaos tasks never fail for good: a dead letter is a task the faults cost, but
+    # for a task that kills its worker, which must end as a poison dead letter
+    reasons = state["dead_letter_reasons"]
+    poison = set(verdict.poison_keys)
+    end_state += [
+        f"dead-lettered: {letter}"
+        for letter, name in zip(state["dead_letters"], reasons, strict=True)
+        if not (name in poison and reasons[name] == "poison")
+    ]
     violations["end state"] = end_state
+    violations["poison tasks"] = verdict.poison + [
+        f"{key}: not dead-lettered as poison (dead letter: {reasons.get(key, 'none')})"
+        for key in verdict.poison_keys
+        if reasons.get(key) != "poison"
+    ]
     passed = not any(violations.values())
     resumes = [r["resume_seconds"] for r in verdict.resume if r["resume_seconds"] is not None]
     restarts = [
@@ -345,6 +366,12 @@ def _report(
             "max": max(recoveries, default=None),
             "median": statistics.median(recoveries) if recoveries else None,
             "each": verdict.recovery,
+        },
+        "poison": {
+            "max_deliveries": config.max_deliveries,
+            "tasks": len(verdict.poison_keys),
+            "runs": verdict.poison_runs,
+            "workers_killed": verdict.poison_kills,
         },
         "sigterm_exit_seconds_max": max(verdict.sigterm_exit_seconds, default=None),
         "chains": {"runs": verdict.chain_runs, "max_gap_seconds": verdict.chain_max_gap},

@@ -251,6 +251,17 @@ async def relay(
         await schedule(relay, when=when, key=execution.key)(ms, step + 1)
 
 
+async def poison(
+    marker: str,
+    execution: Execution = CurrentExecution(),
+    worker: Worker = CurrentWorker(),
+) -> None:
+    """Kills the worker that runs it (as a task that exhausts memory would): each
+    delivery costs a worker, until it is dead-lettered as poison after the delivery limit."""
+    async with recorded(execution, worker, {"m": marker}):
+        os._exit(137)
+
+
 tasks: list[Callable[..., Any]] = [
     work,
     flaky,
@@ -261,6 +272,7 @@ tasks: list[Callable[..., Any]] = [
     chain,
     heartbeat,
     relay,
+    poison,
 ]
 
 if os.environ.get("CHAOS_SABOTAGE"):

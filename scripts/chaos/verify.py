@@ -117,6 +117,12 @@ class Verdict:
     recovery: list[dict[str, Any]] = field(default_factory=list)
     fenced_runs: int = 0
     killed_runs: int = 0
+    #: Tasks that kill their worker: their keys, how often each ran, the workers they
+    #: killed (exits the verifier accepts) and what went wrong with them.
+    poison_keys: list[str] = field(default_factory=list)
+    poison_runs: dict[str, int] = field(default_factory=dict)
+    poison_kills: int = 0
+    poison: list[str] = field(default_factory=list)
 
     @property
     def violations(self) -> dict[str, list[str]]:
@@ -133,6 +139,7 @@ class Verdict:
             "SIGTERM exits": self.sigterm,
             "workers that exited on their own": self.died,
             "perpetual chains": self.chains,
+            "poison tasks": self.poison,
         }
 
     @property
@@ -199,12 +206,19 @@ def most_at_once(runs: Iterable[Run]) -> int:
     return highest
 
 
-def verify(directory: Path, faults_ended: float, stop_requested: float, limit: int) -> Verdict:
+def verify(
+    directory: Path,
+    faults_ended: float,
+    stop_requested: float,
+    limit: int,
+    max_deliveries: int = 5,
+) -> Verdict:
     """Check the records of the run in ``directory``.
 
     ``faults_ended``: when the last fault was over (the chains must run after it);
     ``stop_requested``: when the perpetual chains were asked to stop; ``limit``: the
-    concurrency limit of the ``limited`` task per customer.
+    concurrency limit of the ``limited`` task per customer; ``max_deliveries``: the
+    workers' delivery limit (a poison task runs at most that often).
     """
     verdict = Verdict()
     processes = list(_lines(directory / "processes.jsonl"))
@@ -227,6 +241,7 @@ def verify(directory: Path, faults_ended: float, stop_requested: float, limit: i
     verdict.accepted = Counter(a["kind"] for a in accepted)
     verdict.rejected = Counter(r["kind"] for r in rejected)
     _check_accepted(verdict, accepted, by_key, by_marker)
+    _check_poison(verdict, accepted, by_key, max_deliveries)
     _check_unknown(verdict, runs, accepted, rejected)
     _check_runs(verdict, runs, by_key)
     _check_limits(verdict, runs, limit)
@@ -241,8 +256,12 @@ def verify(directory: Path, faults_ended: float, stop_requested: float, limit: i
 
 
 def _check_processes(verdict: Verdict, processes: list[dict[str, Any]], runs: list[Run]) -> None:
+    # a worker that a poison task killed (the task's start line and no end) exits on its own
+    poisoned = {r.pid for r in runs if r.function == "poison" and r.end is None}
     for record in processes:
-        if record["event"] == "exit" and record["how"] == "died":
+        if record["event"] == "exit" and record["how"] == "died" and record["pid"] in poisoned:
+            verdict.poison_kills += 1
+        elif record["event"] == "exit" and record["how"] == "died":
             verdict.died.append(
                 f"worker {record['name']} (pid {record['pid']}) exited on its own with code "
                 f"{record['returncode']} at {record['t']:.3f} (see logs/{record['name']}.log)"
@@ -304,6 +323,33 @@ def _check_accepted(
                         f"{run.describe()} started {add['w'] - run.start:.3f} s before the "
                         f"time it was added for"
                     )
+
+
+def _check_poison(
+    verdict: Verdict,
+    accepted: list[dict[str, Any]],
+    by_key: dict[str, list[Run]],
+    max_deliveries: int,
+) -> None:
+    """A task that kills its worker runs at most ``max_deliveries`` times (its dead letter
+    is checked in Redis at the end, see ``run.py``)."""
+    for add in accepted:
+        if add["kind"] != "poison":
+            continue
+        key = add["k"]
+        runs = by_key.get(key, [])
+        verdict.poison_keys.append(key)
+        verdict.poison_runs[key] = len(runs)
+        # its first delivery, by an idle worker's blocking read, is counted in the
+        # background: a task that kills its worker at once may run once more
+        if len(runs) > max_deliveries + 1:
+            verdict.poison.append(
+                f"{key} ran {len(runs)} times, more than the delivery limit "
+                f"({max_deliveries}) allows: " + "; ".join(r.describe() for r in runs)
+            )
+        for run in runs:
+            if run.end is not None:
+                verdict.poison.append(f"{key}: a run ended instead of killing its worker")
 
 
 def _check_unknown(
@@ -481,7 +527,7 @@ def _measure_recovery(verdict: Verdict, faults: list[dict[str, Any]], runs: list
     for run in runs:
         by_execution[run.execution].append(run)
     for fault in faults:
-        if fault["kind"] != "worker_sigkill":
+        if fault["kind"] not in ("worker_sigkill", "worker_restart_same_name"):
             continue
         for run in runs:
             if run.pid != fault["pid"] or run.closed_by != "sigkill":

@@ -97,10 +97,13 @@ class WorkerPool:
             }
         )
 
-    async def start(self, slot: Slot, fresh_name: bool = False) -> None:
-        """Start the slot's worker; under its stable name unless ``fresh_name``."""
+    async def start(self, slot: Slot, fresh_name: bool = False, same_name: bool = False) -> None:
+        """Start the slot's worker: under its stable name, a fresh one (``fresh_name``) or
+        exactly the name of the worker it replaces (``same_name``, as a container that
+        keeps its hostname and PID 1)."""
         slot.generation += 1
-        slot.name = f"w{slot.index}-g{slot.generation}" if fresh_name else f"w{slot.index}"
+        if not (same_name and slot.name):
+            slot.name = f"w{slot.index}-g{slot.generation}" if fresh_name else f"w{slot.index}"
         environment = dict(os.environ)
         environment.update(self.environment)
         environment[DIRECTORY_VARIABLE] = str(self.directory)
@@ -133,6 +136,7 @@ class WorkerPool:
                 "name": slot.name,
                 "pid": process.pid,
                 "fresh_name": fresh_name,
+                "same_name": same_name,
                 "t": time.time(),
             }
         )
@@ -141,7 +145,8 @@ class WorkerPool:
         watcher.add_done_callback(self._watchers.discard)
 
     async def _watch(self, slot: Slot, process: asyncio.subprocess.Process) -> None:
-        """Notice a worker that exits on its own, and start it again."""
+        """Notice a worker that exits on its own, and start it again under the same name
+        (as a supervisor restarting a container would)."""
         await process.wait()
         if process.pid in self._told or self._closing:
             return
@@ -150,7 +155,7 @@ class WorkerPool:
             slot.busy = True
             slot.stopping = asyncio.current_task()
             try:
-                await self.start(slot)
+                await self.start(slot, same_name=True)
             finally:
                 slot.busy = False
 
@@ -183,8 +188,9 @@ class WorkerPool:
             process.send_signal(signum)
         return sent
 
-    async def kill(self, slot: Slot, fresh_name: bool) -> dict[str, Any]:
-        """SIGKILL the slot's worker, wait until it is gone, start a new one."""
+    async def kill(self, slot: Slot, fresh_name: bool, same_name: bool = False) -> dict[str, Any]:
+        """SIGKILL the slot's worker, wait until it is gone, start a new one (under the
+        same name with ``same_name``)."""
         process = slot.process
         assert process is not None
         slot.busy = True
@@ -193,7 +199,7 @@ class WorkerPool:
             await process.wait()
             self._exited(slot, process, "sigkill", sent)
             details = {"pid": process.pid, "name": slot.name}
-            await self.start(slot, fresh_name)
+            await self.start(slot, fresh_name, same_name)
             details["new_name"] = slot.name
             return details
         finally:

@@ -9,6 +9,16 @@ record, once per *worker run* (``instance``, new each time a worker starts runni
 reconnections, stalls and retried calls of one worker run never count twice, a restart
 under the same name does. A delivery handed back without running (a full concurrency
 pool, a stopping worker) is taken off again.
+
+A task that kills its worker takes the worker's other tasks down with it, and a worker
+restarted under the same name takes them all back together: counted alike, they would
+all end as poison. So a *suspect*, a message whose earlier deliveries (at least
+:func:`suspect_after`, the last to another worker run) were never settled, runs alone:
+START takes it only when the worker runs nothing else, and takes nothing more with it
+(the others wait in the worker's pending list, uncounted), and the worker reads nothing
+else until it ends. Only the task that kills its worker keeps being counted; a neighbour
+is counted at most ``suspect_after`` times with it, then runs alone and ends. After one
+death (a plain crash), messages are not suspects yet: they all run again at once.
 """
 
 from __future__ import annotations
@@ -37,6 +47,14 @@ local function take(stream, group, run, id, instance, consumer, now)
   return count
 end
 
+-- Was message `id` delivered at least `after` times before, last to another worker run
+-- that did not settle it (its worker died, or lost it)? Such a *suspect* runs alone.
+local function suspect(run, id, instance, after)
+  local seen = redis.call('HMGET', run, 'message', 'delivered_to', 'deliveries')
+  return seen[1] == id and seen[2] ~= false and seen[2] ~= instance
+         and tonumber(seen[3] or '0') >= after
+end
+
 -- The deliveries counted for the run of `run` less the one `instance` hands back now
 -- (it did not run the message), given the record's {delivered_to, deliveries}.
 local function handed_back(seen, instance)
@@ -45,6 +63,12 @@ local function handed_back(seen, instance)
   return count
 end
 """
+
+
+def suspect_after(max_deliveries: int) -> int:
+    """Unsettled deliveries after which a message runs alone: two (one crash is not
+    suspicious), fewer when the limit is lower (a neighbour must stay under it)."""
+    return max(1, min(2, max_deliveries - 1))
 
 
 def new_instance() -> str:

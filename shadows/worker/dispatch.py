@@ -11,6 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from shadows.core.deliveries import suspect_after
 from shadows.core.execution import MALFORMED, POISON, Message, MessageError, now_ms, preview
 from shadows.core.keys import WORKER_GROUP
 from shadows.worker.leases import Leases
@@ -58,6 +59,11 @@ class Dispatcher:
         #: START calls sent in the background for fresh messages (the loop holds tasks
         #: only weakly: an unreferenced one could vanish mid-call).
         self._marking: set[asyncio.Task[Any]] = set()
+        #: A suspect message running alone (see shadows.core.deliveries): the worker
+        #: reads nothing else meanwhile. ``deferred``: START left messages in the pending
+        #: list, to be taken back once nothing runs.
+        self.isolated: str | None = None
+        self.deferred = False
         self.leases = Leases(shadow, name, redelivery, self.messages.get, self.lose)
 
     def cancel_all(self) -> None:
@@ -99,17 +105,22 @@ class Dispatcher:
         if origin != HELD and time.monotonic() - sent > self.redelivery / 4:
             origin = HELD  # the reply came late: another worker may have claimed them
         start_keys = [keys.stream, *(keys.run(m.key) for m in messages)]
-        start_args: list[str | int] = [WORKER_GROUP, self.name, now_ms(), instance]
+        alone = 0 if self.active else 1
+        start_args: list[str | int] = [WORKER_GROUP, self.name, now_ms(), instance, alone]
+        start_args.append(suspect_after(self.max_deliveries))
         start_args += [m.message_id for m in messages]
-        lost = []
+        lost: list[Any] = []
         if origin == HELD:
             sent = time.monotonic()
-            # START counts each delivery in Redis (see shadows.core.deliveries); one
-            # delivered too often is dead-lettered as poison instead of running.
-            lost, counts = await self.shadow.scripts.start(keys=start_keys, args=start_args)
+            # START counts each delivery in Redis (see shadows.core.deliveries): one
+            # delivered too often is dead-lettered as poison, a suspect runs alone.
+            lost, counts, deferred, suspect = await self.shadow.scripts.start(
+                keys=start_keys, args=start_args
+            )
             for message, count in zip(messages, counts, strict=True):
                 if int(count) > self.max_deliveries and MALFORMED not in message.extra:
                     message.extra[POISON] = str(int(count))
+            messages = self._isolate(messages, deferred, suspect)
         if lost:
             gone = {entry_id(message_id) for message_id in lost}
             for message in messages:
@@ -130,15 +141,39 @@ class Dispatcher:
             self.messages[message.message_id] = message
             task.add_done_callback(functools.partial(self._done, message.message_id))
         if origin == FRESH:
-            # Just delivered, in time: nobody else can hold them, so the tasks start now
-            # (they were created first, so they run first) and START only records them as
-            # running (a task that finished first is no longer pending, and START leaves
-            # its record alone).
+            # Just delivered, in time: nobody else can hold them (nor are they suspects),
+            # so the tasks start now (they were created first, so they run first) and
+            # START counts their delivery and records them as running (a task that
+            # finished first is no longer pending, and START leaves its record alone).
             marking = asyncio.create_task(
                 self.shadow.scripts.start(keys=start_keys, args=start_args)
             )
             self._marking.add(marking)
             marking.add_done_callback(self._marked)
+
+    def paused(self) -> bool:
+        """Whether the read loop must wait: a suspect runs alone. Once nothing runs, the
+        deferred messages are taken back (the reader looks at its pending list)."""
+        if self.deferred and not self.active:
+            self.deferred, self.reader.recover = False, True
+        return self.isolated is not None
+
+    def _isolate(self, messages: list[Message], deferred: list[Any], suspect: Any) -> list[Any]:
+        """The messages START took: without the ones it deferred, noting the suspect
+        that runs alone."""
+        if deferred:
+            waiting = {entry_id(message_id) for message_id in deferred}
+            messages = [m for m in messages if m.message_id not in waiting]
+            self.deferred = True
+        if suspect:
+            self.isolated = entry_id(suspect)
+            logger.warning(
+                "Running %s alone: its workers died running it before (%d message(s) "
+                "wait until it ends)",
+                self.isolated,
+                len(deferred),
+            )
+        return messages
 
     def _marked(self, marking: asyncio.Task[Any]) -> None:
         """A background START ended; a failure only delays the ``running`` record."""
@@ -151,6 +186,8 @@ class Dispatcher:
             logger.error("Internal: running %s raised", task.get_name(), exc_info=task.exception())
         self.active.pop(message_id, None)
         self.messages.pop(message_id, None)
+        if self.isolated == message_id:
+            self.isolated = None
         self.leases.forget(message_id)
         self.slot_freed.set()
         if not self.active:

@@ -452,7 +452,7 @@ class Worker:
         while not self._stopping.is_set():
             guard.check()
             free = self.concurrency - len(self._active)
-            if free <= 0:
+            if free <= 0 or self._dispatch.paused():
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
