@@ -13,6 +13,7 @@ import pytest
 
 from conftest import wait_for
 from processes import spawn_worker
+from redis_server import RedisProcess
 from shadows import ConcurrencyLimit, Shadow, Worker
 from shadows.core.keys import WORKER_GROUP
 from worker_tasks import kill_my_worker, read_records, record_and_sleep
@@ -150,3 +151,38 @@ async def test_a_message_parked_for_a_concurrency_slot_is_not_counted_as_a_deliv
     assert await shadow.failed_task("second") is None
     assert ran == ["first", "first"]
     assert await shadow.task_state("second") == "completed"
+
+
+async def test_a_task_given_up_by_fencing_is_handed_back_with_its_delivery_taken_off(
+    tmp_path: Path,
+) -> None:
+    """A task cancelled by fencing (Redis stalled) is not a death: if its worker then
+    died before running it again, the delivery would count as one that killed it. The
+    worker hands such a message back (RELEASE, which takes the delivery off) instead of
+    taking it back from its pending list."""
+    starts: list[str] = []
+
+    async def steady() -> None:
+        starts.append("start")
+        await asyncio.sleep(1.5)
+
+    with RedisProcess() as server:
+        async with Shadow(name="reclaims-fenced", url=server.url) as shadow:
+            shadow.register(steady)
+            await shadow.add(steady, key="steady")()
+            worker = Worker(shadow, name="stalled", redelivery_timeout=timedelta(seconds=1))
+            running = asyncio.create_task(worker.run_forever())
+            try:
+                await wait_for(lambda: len(starts) == 1, 10, "the first run")
+                first = await shadow.client.hget(shadow.keys.run("steady"), "message")
+                server.pause()  # past the fencing limit: the task is cancelled
+                await asyncio.sleep(1.3)
+                server.resume()
+                await wait_for(lambda: len(starts) == 2, 10, "the run after the stall")
+                record = await shadow.client.hgetall(shadow.keys.run("steady"))
+            finally:
+                server.resume()
+                worker.stop(force=True)
+                await asyncio.gather(running, return_exceptions=True)
+    assert record[b"message"] != first  # handed back under a new id, read again
+    assert record[b"deliveries"] == b"1"  # the fenced delivery was taken off

@@ -64,6 +64,10 @@ class Dispatcher:
         #: list, to be taken back once nothing runs.
         self.isolated: str | None = None
         self.deferred = False
+        #: Messages whose task this worker cancelled by fencing: handed back (RELEASE,
+        #: which takes their delivery off) when they come back from the pending list, so
+        #: that a stall followed by a death does not count as a death running them.
+        self.fenced: dict[str, None] = {}
         self.leases = Leases(shadow, name, redelivery, self.messages.get, self.lose)
 
     def cancel_all(self) -> None:
@@ -93,6 +97,11 @@ class Dispatcher:
                 )
                 messages.append(Message.malformed(message_id, fields, error))
         instance = self.reader.instance
+        again = [m.message_id for m in messages if self.fenced.pop(m.message_id, 0) is None]
+        if again:
+            await release(self.shadow, self.name, again, instance)
+            logger.info("Handed back %d message(s) given up by fencing", len(again))
+            messages = [m for m in messages if m.message_id not in again]
         if self.stopping.is_set():
             await release(self.shadow, self.name, [m.message_id for m in messages], instance)
             messages = []
@@ -223,3 +232,6 @@ class Dispatcher:
         if task is not None and not task.done():
             logger.error("Cancelling task %s: %s", task.get_name(), reason)
             task.cancel()
+            self.fenced[message_id] = None
+            if len(self.fenced) > 10_000:  # ones another worker took never come back
+                self.fenced.pop(next(iter(self.fenced)))
