@@ -49,7 +49,8 @@ async def test_a_restricted_acl_user(tmp_path: Path) -> None:
         "user default off\n"
         "user admin on >admin-pw ~* &* +@all\n"
         "user shadows on >worker-pw ~{secured}:* resetchannels "
-        "+@read +@write +@stream +@scripting +@connection +@keyspace -@dangerous +client|id\n"
+        "+@read +@write +@stream +@scripting +@connection +@keyspace -@dangerous +client|id "
+        "+time\n"
     )
     with RedisProcess(extra_args=["--aclfile", str(acl)]) as server:
         await round_trip(f"redis://shadows:worker-pw@127.0.0.1:{server.port}/0")

@@ -313,6 +313,7 @@ while a <= #ARGV do
       redis.call('HSET', letter, unpack(dead))
       redis.call('PEXPIRE', letter, dead_ttl)
       redis.call('ZADD', failed, now, key)
+      redis.call('ZREMRANGEBYSCORE', failed, '-inf', tonumber(now) - dead_ttl)
       redis.call('PEXPIRE', failed, dead_ttl)
       local excess = redis.call('ZCARD', failed) - dead_limit
       if excess > 0 then
@@ -498,39 +499,6 @@ return released
 """
 )
 
-# KEYS: queue, then the parked, run and successor keys of each task key in ARGV
-# ARGV: task keys read from the queue
-# Removes those still scheduled; returns how many.
-CLEAR_QUEUED = r"""
-local removed = 0
-for i = 1, #ARGV do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    redis.call('DEL', KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1])
-    removed = removed + 1
-  end
-end
-return removed
-"""
-
-# KEYS: stream, then the run and successor keys of each entry
-# ARGV: group, then per entry: its id and its task key ('' for none), read beforehand
-# Removes the entries no worker has received yet; returns how many.
-CLEAR_READY = (
-    _PRELUDE
-    + r"""
-local stream, group = KEYS[1], ARGV[1]
-local removed = 0
-for i = 1, (#ARGV - 1) / 2 do
-  local id, key = ARGV[2 * i], ARGV[2 * i + 1]
-  if not pending_owner(stream, group, id) and redis.call('XDEL', stream, id) == 1 then
-    if key ~= '' then redis.call('DEL', KEYS[2 * i], KEYS[2 * i + 1]) end
-    removed = removed + 1
-  end
-end
-return removed
-"""
-)
-
 # KEYS: strikes in effect (hash), strike feed (stream)
 # ARGV: action ('strike' | 'restore'), feed length, strike encodings...
 # Puts strikes in effect or removes them, appending one feed entry per actual change; a
@@ -608,8 +576,6 @@ class Scripts:
         self.pending_work = client.register_script(PENDING_WORK)
         self.renew = client.register_script(RENEW)
         self.release = client.register_script(RELEASE)
-        self.clear_queued = client.register_script(CLEAR_QUEUED)
-        self.clear_ready = client.register_script(CLEAR_READY)
         self.drop_dead = client.register_script(DROP_DEAD)
         self.abandon = client.register_script(ABANDON)
         self.strike = client.register_script(STRIKE)

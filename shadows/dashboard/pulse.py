@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shadows.core.keys import WORKER_GROUP
+from shadows.core.script_calls import read_only
 from shadows.operations.tally import parse_tally
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ async def read_pulse(shadow: Shadow, taken_ms: int) -> Pulse:
     for name in names:
         declared += [keys.worker(_text(name)), keys.worker_tasks(_text(name))]
     script = client.register_script(PULSE)
-    reply = await script(keys=declared, args=[WORKER_GROUP, RUNNING_LIMIT, *names])
+    reply = await read_only(client, script, declared, [WORKER_GROUP, RUNNING_LIMIT, *names])
     length, delivered, scheduled, dead, strikes, running_rows, worker_rows = reply
     if running_rows:  # when they started, from their run records
         async with client.pipeline(transaction=False) as pipe:

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shadows.core.script_calls import read_only
+
 if TYPE_CHECKING:
     from shadows.producer.shadow import Shadow
 
@@ -91,7 +93,7 @@ async def scheduled_page(
             total, rank = await client.zcard(keys.queue), None
             break
         declared = [keys.queue, *(keys.parked(_text(key)) for key in page)]
-        reply = await script(keys=declared, args=[size - len(found), text, task, *page])
+        reply = await read_only(client, script, declared, [size - len(found), text, task, *page])
         total, examined, rows = int(reply[0]), int(reply[1]), reply[2]
         found += (_task(row) for row in rows)
         rank += examined

@@ -10,12 +10,47 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shadows.core.keys import WORKER_GROUP
+from shadows.core.scripts import _PRELUDE
 
 if TYPE_CHECKING:
     from shadows.core.backend import Backend
 
 #: Tasks looked at per script call.
 PAGE = 500
+
+
+# KEYS: queue, then the parked, run and successor keys of each task key in ARGV
+# ARGV: task keys read from the queue
+# Removes those still scheduled; returns how many.
+CLEAR_QUEUED = r"""
+local removed = 0
+for i = 1, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('DEL', KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+# KEYS: stream, then the run and successor keys of each entry
+# ARGV: group, then per entry: its id and its task key ('' for none), read beforehand
+# Removes the entries no worker has received yet; returns how many.
+CLEAR_READY = (
+    _PRELUDE
+    + r"""
+local stream, group = KEYS[1], ARGV[1]
+local removed = 0
+for i = 1, (#ARGV - 1) / 2 do
+  local id, key = ARGV[2 * i], ARGV[2 * i + 1]
+  if not pending_owner(stream, group, id) and redis.call('XDEL', stream, id) == 1 then
+    if key ~= '' then redis.call('DEL', KEYS[2 * i], KEYS[2 * i + 1]) end
+    removed = removed + 1
+  end
+end
+return removed
+"""
+)
 
 
 def _text(value: Any) -> str:
@@ -45,7 +80,7 @@ async def _clear_queued(shadow: Backend) -> int | None:
     script_keys = [keys.queue]
     for key in page:
         script_keys += [keys.parked(key), keys.run(key), keys.successor(key)]
-    return int(await shadow.scripts.clear_queued(keys=script_keys, args=page))
+    return int(await shadow.client.register_script(CLEAR_QUEUED)(keys=script_keys, args=page))
 
 
 async def _clear_ready(shadow: Backend, entries: list[Any]) -> int:
@@ -56,4 +91,4 @@ async def _clear_ready(shadow: Backend, entries: list[Any]) -> int:
         key = _text(fields.get(b"key", fields.get("key", b"")))
         script_keys += [keys.run(key), keys.successor(key)]
         args += [_text(entry_id), key]
-    return int(await shadow.scripts.clear_ready(keys=script_keys, args=args))
+    return int(await shadow.client.register_script(CLEAR_READY)(keys=script_keys, args=args))

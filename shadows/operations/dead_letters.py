@@ -132,9 +132,12 @@ async def list_failed(shadow: Backend, limit: int = 1000) -> list[DeadLetter]:
     """The newest ``limit`` dead letters, newest first."""
     client = shadow.client
     keys = shadow.keys
+    # Only reads (a read-only user may list them): expired entries are left out here and
+    # dropped from the index by the worker that adds the next dead letter (COMPLETE).
     cutoff = now_ms() - int(shadow.dead_letter_ttl.total_seconds() * 1000)
-    await client.zremrangebyscore(keys.failed, "-inf", cutoff)
-    names = _names(await client.zrevrange(keys.failed, 0, max(0, limit - 1)))
+    names = _names(
+        await client.zrevrangebyscore(keys.failed, "+inf", cutoff, start=0, num=max(1, limit))
+    )
     async with client.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hgetall(keys.dead(name))

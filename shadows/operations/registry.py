@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shadows.core.execution import from_ms
+from shadows.core.script_calls import read_only
 
 if TYPE_CHECKING:
     from shadows.core.backend import Backend
@@ -251,8 +252,8 @@ async def list_workers(shadow: Backend, task: str | None = None) -> list[WorkerI
     keys = shadow.keys
     names: list[Any] = await shadow.client.zrange(keys.workers, 0, -1)
     script = shadow.client.register_script(LIST)
-    rows = await script(
-        keys=[keys.workers, *_worker_keys(shadow, names)], args=[task or "", *names]
+    rows = await read_only(
+        shadow.client, script, [keys.workers, *_worker_keys(shadow, names)], [task or "", *names]
     )
     workers = [_worker_info(row) for row in rows]
     workers.sort(key=lambda worker: worker.name)

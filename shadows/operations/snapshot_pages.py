@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shadows.core.keys import WORKER_GROUP
+from shadows.core.script_calls import read_only
 from shadows.operations.registry import list_workers
 from shadows.operations.snapshot import RawMessage, Snapshot, SnapshotTask
 
@@ -224,7 +225,7 @@ async def _read_queue(
         if not page:
             return [b"", b"", b"", 0, 0]
         declared = [keys.queue, *(keys.parked(_text(key)) for key in page)]
-        return await script(keys=declared, args=[flag, *page])
+        return await read_only(client, script, declared, [flag, *page])
 
     def follow(reply: Any, cursor: Cursor) -> Cursor | None:
         _, _, last, tied, count = reply
@@ -279,7 +280,9 @@ async def _read_stream(
     names = _Names(tasks_known)
 
     async def fetch(cursor: Cursor) -> Any:
-        reply = await script(keys=[keys.stream], args=[WORKER_GROUP, cursor[0], PAGE, flag])
+        reply = await read_only(
+            client, script, [keys.stream], [WORKER_GROUP, cursor[0], PAGE, flag]
+        )
         received = [_text(key) for key in reply[4]]
         starts: dict[str, int] = {}
         if received:  # when the received ones started, from their run records
