@@ -14,6 +14,7 @@ from shadows.behaviours import (
     Depends,
     ExponentialRetry,
     Perpetual,
+    Progress,
     RateLimit,
     Retry,
     TaskArgument,
@@ -23,6 +24,15 @@ from shadows.behaviours import (
 )
 from shadows.core.annotations import Logged
 from shadows.core.execution import Execution
+from shadows.core.state import (
+    ExecutionCancelled,
+    ExecutionEvent,
+    ExecutionProgress,
+    ExecutionState,
+    RemoteError,
+    ResultError,
+    ResultTooLarge,
+)
 from shadows.operations.registry import WorkerInfo
 from shadows.operations.snapshot import Snapshot, SnapshotTask
 from shadows.operations.strikes import Strike
@@ -48,10 +58,18 @@ __all__ = [
     "DependencyError",
     "Depends",
     "Execution",
+    "ExecutionCancelled",
+    "ExecutionEvent",
+    "ExecutionProgress",
+    "ExecutionState",
     "ExponentialRetry",
     "Logged",
     "Perpetual",
+    "Progress",
     "RateLimit",
+    "RemoteError",
+    "ResultError",
+    "ResultTooLarge",
     "Retry",
     "Shadow",
     "Snapshot",

@@ -9,6 +9,7 @@ Lua scripts run too): the lists the documented ACLs are made from.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ from shadows import (
     Cooldown,
     Debounce,
     Perpetual,
+    Progress,
     RateLimit,
     Retry,
     Shadow,
@@ -69,7 +71,15 @@ async def settling(n: int) -> None:
     ran.append(f"settled {n}")
 
 
-TASKS = [ok, broken, limited, cooled, rated, ticking]
+async def reporting(progress: Progress = Progress()) -> int:
+    await progress.set_total(2)
+    await progress.increment(2)
+    await progress.set_message("reported")
+    ran.append("reported")
+    return 2
+
+
+TASKS = [ok, broken, limited, cooled, rated, ticking, reporting]
 
 
 def register(shadow: Shadow) -> None:
@@ -102,6 +112,10 @@ async def producer(url: str) -> None:
         for i in range(3):
             await shadow.add(settling)(i)
         assert await shadow.task_state("now") == "queued"
+        found = await shadow.get_execution("now")
+        assert found is not None
+        with contextlib.suppress(TimeoutError):
+            await found.get_result(timeout=0.05)  # waits on the run's channel
 
 
 async def prepare(admin_url: str) -> None:
@@ -118,6 +132,7 @@ async def prepare(admin_url: str) -> None:
         await admin.add(cooled)("x")
         await admin.add(rated)(1)
         await admin.add(settling)(7)
+        await admin.add(reporting, key="reporting")()
         await admin.add(ticking, key="ticking")()
         await admin.add(ok, when=datetime.now(UTC) + timedelta(milliseconds=300))("soon")
         await admin.strike(ok, "label", "==", "struck")
@@ -141,6 +156,7 @@ async def worker(url: str) -> None:
                 "rated 1",
                 "settled 7",
                 "tick",
+                "reported",
             }
 
             async def done() -> bool:
@@ -179,6 +195,9 @@ async def reader(url: str) -> None:
         await shadow.failed_task("broken")
         await shadow.workers()
         await shadow.task_state("now")
+        reported = await shadow.get_execution("reporting")
+        assert reported is not None and reported.progress.message == "reported"
+        assert await reported.get_result(timeout=5) == 2
     for args in (
         ("snapshot", "--json"),
         ("strikes",),

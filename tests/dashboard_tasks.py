@@ -6,7 +6,7 @@ import asyncio
 import os
 from typing import Annotated, Any
 
-from shadows import Logged
+from shadows import Logged, Progress
 from worker_tasks import record
 
 
@@ -25,4 +25,18 @@ async def dawdle(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-tasks: list[Any] = [greet, fragile, dawdle]
+async def crawl(path: str, pages: int, seconds: float, progress: Progress = Progress()) -> None:
+    """Reports its progress page by page; records whether it got to the end."""
+    await progress.set_total(pages)
+    await progress.set_message("crawling")
+    try:
+        for _ in range(pages):
+            await asyncio.sleep(seconds)
+            await progress.increment()
+    except asyncio.CancelledError:
+        record(path, "crawl", "cancelled")
+        raise
+    record(path, "crawl", "done")
+
+
+tasks: list[Any] = [greet, fragile, dawdle, crawl]

@@ -70,6 +70,9 @@ class Records:
                 record["stopped"] = True
             self._append(f"runs/{pid}.jsonl", record)
 
+    def cancelled(self, key: str, at: float, done: bool = True) -> None:
+        self._append("cancelled.jsonl", {"k": key, "sent": at - 0.01, "t": at, "cancelled": done})
+
     def exit(self, pid: int, at: float, how: str = "sigkill", returncode: int = -9) -> None:
         self._append(
             "processes.jsonl",
@@ -161,6 +164,30 @@ def test_the_recovery_after_a_worker_sigkill_is_measured_from_the_kill(
         {"key": "cut", "killed": 3.9, "same_name": False, "recovery_seconds": 1.6},
         {"key": "never", "killed": 3.9, "same_name": False, "recovery_seconds": None},
     ]
+
+
+def test_runs_after_a_cancellation_took_effect_are_violations(records: Records) -> None:
+    records.accepted("cancel", "c1", when=1.0)
+    records.run("c1", 1.5, 3.2, outcome="cancelled")  # the run the cancellation stopped
+    records.cancelled("c1", at=3.0)
+    records.accepted("cancel", "c2", when=1.0)
+    records.run("c2", 1.5, 3.1, outcome="cancelled")
+    records.cancelled("c2", at=3.0)
+    records.run("c2", 3.4, 3.5, attempt=2)  # a retry placed after the cancellation
+    records.accepted("cancel", "c3", when=1.0)
+    records.cancelled("c3", at=3.0)
+    records.run("c3", 3.2, 3.3, outcome="cancelled")  # read before, started just after
+    records.run("c3", 9.0, 9.1, pid=101)  # redelivered long after
+    records.accepted("cancel", "c4", when=1.0)
+    records.cancelled("c4", at=3.0, done=False)  # had ended: nothing to check
+    records.run("c4", 5.0, 5.1, attempt=2)
+    verdict = check(records)
+    assert verdict.cancellations == 3
+    assert verdict.cancelled_while_running == 3
+    assert len(verdict.after_cancel) == 2
+    assert "c2 attempt=2" in verdict.after_cancel[0]
+    assert "c3 attempt=1" in verdict.after_cancel[1]
+    assert "6.000 s after its cancellation took effect" in verdict.after_cancel[1]
 
 
 def test_a_second_finished_run_counts_as_a_duplicate_not_a_violation(records: Records) -> None:

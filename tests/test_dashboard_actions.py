@@ -96,7 +96,7 @@ async def test_a_session_needs_its_csrf_token_and_its_own_origin(shadow: Shadow)
     assert "CSRF token" in missing.text
     assert elsewhere.status_code == 403 and "cross-site request refused" in elsewhere.text
     assert allowed.status_code == 303 and allowed.headers["location"] == "/scheduled"
-    assert await shadow.task_state("k") is None
+    assert await shadow.task_state("k") == "cancelled"
 
 
 async def test_a_tampered_or_expired_session_is_no_session(shadow: Shadow) -> None:
@@ -155,7 +155,7 @@ async def test_striking_and_restoring_from_the_form(
     assert "alice (session from 127.0.0.1): restored" in caplog.text
 
 
-async def test_cancelling_a_scheduled_task(shadow: Shadow) -> None:
+async def test_cancelling_waiting_tasks(shadow: Shadow) -> None:
     shadow.register(charge)
     await shadow.add(charge, when=later(600), key="later")("acme", 1)
     await shadow.add(charge, key="now")("acme", 1)
@@ -163,11 +163,13 @@ async def test_cancelling_a_scheduled_task(shadow: Shadow) -> None:
         headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
         done = await client.post("/actions/cancel", data={"key": "later"}, headers=headers)
         queued = await client.post("/actions/cancel", data={"key": "now"}, headers=headers)
+        again = await client.post("/actions/cancel", data={"key": "now"}, headers=headers)
         nothing = await client.post("/actions/cancel", data={}, headers=headers)
     assert done.json() == {"ok": True, "message": "cancelled task 'later'"}
-    assert await shadow.task_state("later") is None
-    assert queued.status_code == 409 and "not waiting in the queue" in queued.json()["message"]
-    assert await shadow.task_state("now") == "queued"
+    assert await shadow.task_state("later") == "cancelled"
+    assert queued.json() == {"ok": True, "message": "cancelled task 'now'"}
+    assert await shadow.task_state("now") == "cancelled"
+    assert again.status_code == 409 and "not waiting or running" in again.json()["message"]
     assert nothing.status_code == 400 and nothing.json()["message"] == "give the task's key"
 
 

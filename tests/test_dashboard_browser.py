@@ -233,8 +233,52 @@ async def test_cancelling_a_scheduled_task_from_the_page(stack: Stack) -> None:
     await page.click("#scheduled tr[data-key='reminder-1'] button[data-action=cancel]")
     await page.wait_for_selector("#notice.ok")
     assert await page.locator("#scheduled tr[data-key='reminder-1']").count() == 0
-    assert await shadow.task_state("reminder-1") is None
+    assert await shadow.task_state("reminder-1") == "cancelled"
     assert await shadow.task_state("reminder-0") == "scheduled"
+
+
+async def test_a_running_tasks_progress_bar_advances(stack: Stack) -> None:
+    page, shadow = stack.page, stack.shadow
+    await shadow.add("crawl", key="crawl-1")(str(stack.records), 60, 0.2)
+    await page.goto(f"{stack.base}/running")
+    bar = "#running tr[data-key='crawl-1'] progress"
+    await page.wait_for_function(
+        f'(document.querySelector("{bar}") || {{}}).value > 0', timeout=20_000
+    )
+    assert await page.get_attribute(bar, "max") == "60"
+    first = float(await page.eval_on_selector(bar, "bar => bar.value"))
+    await page.wait_for_function(
+        f'document.querySelector("{bar}").value > {first + 2}', timeout=20_000
+    )
+    assert page.url == f"{stack.base}/running"  # live, never reloaded
+    assert "crawling" in await page.inner_text("#running tr[data-key='crawl-1'] td.progress")
+    await stack.shot("running-progress")
+    await page.goto(f"{stack.base}/task?key=crawl-1")
+    assert "/60 crawling" in await page.inner_text("#progress")
+    assert await shadow.cancel("crawl-1")
+
+
+async def test_cancelling_a_running_task_from_the_page_stops_it(stack: Stack) -> None:
+    page, shadow = stack.page, stack.shadow
+    await shadow.add("crawl", key="crawl-2")(str(stack.records), 600, 0.2)
+    await stack.login()
+    await page.goto(f"{stack.base}/running")
+    button = "#running tr[data-key='crawl-2'] button[data-action=cancel]"
+    await page.wait_for_selector(button, timeout=20_000)
+    await page.click(button)
+    await page.wait_for_selector("#notice.ok")
+
+    async def cancelled() -> bool:
+        found = await shadow.get_execution("crawl-2")
+        return found is not None and str(found.state) == "cancelled"
+
+    await wait_for(cancelled, timeout=10, message="the running task to be cancelled")
+    await wait_for(
+        lambda: ["crawl", "cancelled"] in read_records(stack.records),
+        message="the worker to stop the task",
+    )
+    await page.wait_for_selector("#running tr[data-key='crawl-2']", state="detached")
+    assert "cancelled task 'crawl-2'" in stack.log.read_text()
 
 
 async def test_an_action_without_the_token_is_refused(stack: Stack) -> None:

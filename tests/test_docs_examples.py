@@ -26,6 +26,7 @@ PAGES = [
     "advanced-patterns.md",
     "strikes.md",
     "dashboard.md",
+    "execution-state.md",
 ]
 BLOCK = re.compile(r"^```python\n(.*?)^```", flags=re.DOTALL | re.MULTILINE)
 

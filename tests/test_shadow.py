@@ -110,18 +110,19 @@ async def test_cancel_removes_a_future_task(shadow: Shadow) -> None:
     await shadow.add(noop, when=soon(), key="reminder")(1)
     assert await shadow.cancel("reminder") is True
     assert await shadow.client.zcard(shadow.keys.queue) == 0
-    assert not await shadow.client.exists(
-        shadow.keys.parked("reminder"), shadow.keys.run("reminder")
-    )
+    assert not await shadow.client.exists(shadow.keys.parked("reminder"))
+    assert await state_of(shadow, "reminder") == "cancelled"  # kept for execution_ttl
     # cancelled keys are free again
     await shadow.add(noop, when=soon(), key="reminder")(2)
     assert await state_of(shadow, "reminder") == "scheduled"
 
 
-async def test_cancel_cannot_remove_ready_work(shadow: Shadow) -> None:
+async def test_cancel_removes_ready_work_not_yet_delivered(shadow: Shadow) -> None:
     await shadow.add(noop, key="now")(1)
-    assert await shadow.cancel("now") is False
-    assert await shadow.client.xlen(shadow.keys.stream) == 1
+    assert await shadow.cancel("now") is True
+    assert await shadow.client.xlen(shadow.keys.stream) == 0
+    assert await state_of(shadow, "now") == "cancelled"
+    assert await shadow.cancel("now") is False  # already ended
     assert await shadow.cancel("never-existed") is False
 
 

@@ -21,13 +21,14 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from shadows import Execution, Shadow
+from shadows import Execution, ExecutionState, Shadow
 
 from . import tasks
 
 #: What the producer adds, with the share of each kind.
 MIX: dict[str, float] = {
-    "immediate": 0.34,
+    "immediate": 0.30,
+    "cancel": 0.04,
     "future": 0.18,
     "keyed": 0.11,
     "retry": 0.11,
@@ -64,6 +65,9 @@ class Producer:
         self._sequence = 0
         self._accepted_log = directory / "accepted.jsonl"
         self._rejected_log = directory / "rejected.jsonl"
+        self._cancelled_log = directory / "cancelled.jsonl"
+        #: Cancellations waiting for their task to start (awaited at the end).
+        self._cancelling: set[asyncio.Task[None]] = set()
 
     def _write(self, path: Path, record: dict[str, Any]) -> None:
         with open(path, "a") as file:
@@ -173,6 +177,13 @@ class Producer:
             )  # fmt: skip
         elif kind == "debounced":
             await self._add_burst()
+        elif kind == "cancel":
+            key, ms = self._next("cancel"), rng.randint(1500, 3000)
+            added = await self._add(kind, key, None, shadow.add(tasks.cancellable, key=key)(ms))
+            if added is not None:
+                cancelling = asyncio.create_task(self._cancel_when_running(added))
+                self._cancelling.add(cancelling)
+                cancelling.add_done_callback(self._cancelling.discard)
         elif kind == "retry":
             key, ms, fail_until = self._next("retry"), rng.randint(20, 200), rng.randint(0, 2)
             function = rng.choice([tasks.flaky, tasks.flaky_exponential])
@@ -217,6 +228,29 @@ class Producer:
                 self.shadow.add(tasks.debounced)(burst, sequence, marker),
                 burst=burst, sequence=sequence, max_wait=tasks.DEBOUNCE_MAX_WAIT,
             )  # fmt: skip
+
+    async def _cancel_when_running(self, execution: Execution) -> None:
+        """Cancel ``execution`` once a worker runs it; write down when the cancellation
+        took effect (``cancel()`` returned ``True``: revoked or removed for good)."""
+        try:
+            async with asyncio.timeout(20):
+                async for event in execution.subscribe():
+                    if event.state is ExecutionState.RUNNING:
+                        break
+                    if event.state.final:
+                        return
+            sent = time.time()
+            done = await self.shadow.cancel(execution.key)
+        except (RedisError, OSError, TimeoutError) as error:
+            self._write(self._cancelled_log, {"k": execution.key, "error": str(error)[:300]})
+            return
+        self._write(self._cancelled_log, {"k": execution.key, "sent": sent, "t": time.time(),
+                                          "cancelled": done})  # fmt: skip
+
+    async def finish(self) -> None:
+        """Wait for the cancellations still waiting for their task to start."""
+        if self._cancelling:
+            await asyncio.gather(*self._cancelling, return_exceptions=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Add tasks at ``rate`` per second until ``stop`` (slower while Redis is away)."""

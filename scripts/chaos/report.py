@@ -66,6 +66,7 @@ def render(report: dict[str, Any]) -> str:
         ("Runs fenced or cancelled", str(duplicates["runs_cancelled_by_fencing_or_stop"])),
         ("Runs cut by SIGKILL", str(duplicates["runs_cut_by_sigkill"])),
         ("Lost", str(report["lost"])),
+        ("Cancelled while running", _cancellations(report["cancellations"])),
         ("Resume after Redis restart", _resume(resume, "redis_restart")),
         ("Resume after Redis pause", _resume(resume, "redis_pause")),
         ("Recovery after worker SIGKILL", _recovery(report["recovery_after_sigkill"])),
@@ -147,3 +148,10 @@ def write_report(
         (folder / f"{stem}.md").write_text(text)
         written += [folder / f"{stem}.json", folder / f"{stem}.md"]
     return written
+
+
+def _cancellations(figures: dict[str, int]) -> str:
+    return (
+        f"{figures['took_effect']} cancellations took effect, "
+        f"{figures['stopped_while_running']} runs stopped by them"
+    )

@@ -170,14 +170,15 @@ def _text(value: bytes | str) -> str:
 
 
 async def inspect_keys(client: Redis, keys: Keys) -> dict[str, Any]:
-    """What the shadow left in Redis; every key but the stream must carry an expiry."""
+    """What the shadow left in Redis; every key but the two streams (the work, and the
+    strike feed that revocations also use, both bounded) must carry an expiry."""
     found = sorted([_text(k) async for k in client.scan_iter(match=f"{keys.prefix}*", count=1000)])
     kinds: dict[str, int] = {}
     persistent: list[str] = []
     for key in found:
         kind = key[len(keys.prefix) :].split(":", 1)[0]
         kinds[kind] = kinds.get(kind, 0) + 1
-        if await client.pttl(key) == -1 and key != keys.stream:
+        if await client.pttl(key) == -1 and key not in (keys.stream, keys.strikes):
             persistent.append(f"{key} ({_text(await client.type(key))})")
     state: dict[str, Any] = {
         "keys": len(found),
@@ -246,6 +247,7 @@ async def run_chaos(config: Config) -> Outcome:
             timeline["faults_ended"] = time.time()
             stop_producing.set()
             await producing
+            await producer.finish()
 
             await asyncio.sleep(config.settle)
             (directory / tasks.STOP_FLAG).touch()
@@ -354,6 +356,10 @@ def _report(
             "runs_cut_by_sigkill": verdict.killed_runs,
         },
         "lost": len(verdict.lost),
+        "cancellations": {
+            "took_effect": verdict.cancellations,
+            "stopped_while_running": verdict.cancelled_while_running,
+        },
         "resume": {
             "target_seconds": RESUME_TARGET,
             "after_restarts_max": max(restarts, default=None),

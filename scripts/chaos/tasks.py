@@ -230,6 +230,22 @@ async def heartbeat(
             details["stopped"] = True
 
 
+async def cancellable(
+    ms: int,
+    execution: Execution = CurrentExecution(),
+    worker: Worker = CurrentWorker(),
+    retry: Retry = Retry(attempts=2, delay=timedelta(milliseconds=200)),
+) -> None:
+    """A long first attempt that fails on purpose (a retry follows), then a short one that
+    succeeds: the producer cancels it while it runs, after which no run of it, retried or
+    redelivered, may start."""
+    async with recorded(execution, worker):
+        if retry.attempt == 1:
+            await asyncio.sleep(ms / 1000)
+            raise Deliberate("the first attempt fails on purpose")
+        await asyncio.sleep(0.02)
+
+
 async def relay(
     ms: int,
     step: int = 0,
@@ -273,6 +289,7 @@ tasks: list[Callable[..., Any]] = [
     heartbeat,
     relay,
     poison,
+    cancellable,
 ]
 
 if os.environ.get("CHAOS_SABOTAGE"):

@@ -1,8 +1,8 @@
 """Reading the records of a chaos run back and checking what must hold.
 
-Inputs, all in the run directory: ``runs/*.jsonl`` (written by the tasks), ``accepted.jsonl``
-and ``rejected.jsonl`` (the producer), ``faults.jsonl`` (the injector) and
-``processes.jsonl`` (the worker pool).
+Inputs, all in the run directory: ``runs/*.jsonl`` (written by the tasks), ``accepted.jsonl``,
+``rejected.jsonl`` and ``cancelled.jsonl`` (the producer), ``faults.jsonl`` (the injector)
+and ``processes.jsonl`` (the worker pool).
 
 A run's true interval is from its ``start`` line to its ``end`` line; a run without an end
 line whose process was SIGKILLed ends when that process was seen dead.
@@ -22,6 +22,9 @@ from typing import Any
 HEARTBEAT_KEY = "heartbeat"
 #: Clock granularity: a task's ``when`` travels in whole milliseconds.
 EPSILON = 0.0011
+#: A run that starts this soon after its task's cancellation took effect may be the
+#: attempt being cancelled: read by its worker before, started (and recorded) just after.
+CANCEL_GRACE = 1.0
 #: Kinds whose accepted adds must each end in one successful run.
 SIMPLE_KINDS = ("immediate", "future", "long", "keyed", "probe", "limited")
 
@@ -108,6 +111,11 @@ class Verdict:
     sigterm: list[str] = field(default_factory=list)
     died: list[str] = field(default_factory=list)
     chains: list[str] = field(default_factory=list)
+    after_cancel: list[str] = field(default_factory=list)
+    #: Cancellations of running tasks that took effect, and how many of those runs ended
+    #: cancelled (the others had ended, or were killed, first).
+    cancellations: int = 0
+    cancelled_while_running: int = 0
     max_concurrency: dict[str, int] = field(default_factory=dict)
     chain_runs: dict[str, int] = field(default_factory=dict)
     chain_max_gap: dict[str, float] = field(default_factory=dict)
@@ -140,6 +148,7 @@ class Verdict:
             "workers that exited on their own": self.died,
             "perpetual chains": self.chains,
             "poison tasks": self.poison,
+            "runs after a cancellation took effect": self.after_cancel,
         }
 
     @property
@@ -247,6 +256,7 @@ def verify(
     _check_limits(verdict, runs, limit)
     _check_rate(verdict, accepted, runs)
     _check_debounce(verdict, accepted, by_key)
+    _check_cancelled(verdict, list(_lines(directory / "cancelled.jsonl")), by_key)
     chains = [a["k"] for a in accepted if a["kind"] == "perpetual"] + [HEARTBEAT_KEY]
     _check_chains(verdict, chains, by_key, faults_ended, stop_requested)
     faults = list(_lines(directory / "faults.jsonl"))
@@ -396,6 +406,31 @@ def _check_runs(verdict: Verdict, runs: list[Run], by_key: dict[str, list[Run]])
                 verdict.duplicate_completions += 1
             else:
                 verdict.reruns_after_interruption += 1
+
+
+def _check_cancelled(
+    verdict: Verdict, cancellations: list[dict[str, Any]], by_key: dict[str, list[Run]]
+) -> None:
+    """No retried or redelivered run of a cancelled task starts after the cancellation
+    took effect (``cancel()`` returned ``True``)."""
+    for cancellation in cancellations:
+        if not cancellation.get("cancelled"):
+            continue
+        verdict.cancellations += 1
+        took_effect = cancellation["t"]
+        runs = by_key.get(cancellation["k"], [])
+        before = [r for r in runs if r.start <= took_effect]
+        attempt = max((r.attempt for r in before), default=0)
+        if any(r.outcome == "cancelled" for r in runs):
+            verdict.cancelled_while_running += 1
+        for run in runs:
+            if run.start <= took_effect:
+                continue
+            late = run.start - took_effect
+            if late > CANCEL_GRACE or (attempt and run.attempt > attempt):
+                verdict.after_cancel.append(
+                    f"{run.describe()} started {late:.3f} s after its cancellation took effect"
+                )
 
 
 def _check_limits(verdict: Verdict, runs: list[Run], limit: int) -> None:

@@ -20,6 +20,7 @@ from shadows.behaviours.current import CurrentShadow, CurrentWorker
 from shadows.behaviours.flow import Cooldown, Debounce, RateLimit
 from shadows.behaviours.functional import Dependent, Depends
 from shadows.behaviours.perpetual import Cron, Perpetual
+from shadows.behaviours.progress import Progress
 from shadows.behaviours.retry import ExponentialRetry, Retry
 from shadows.behaviours.timeout import Timeout
 
@@ -38,6 +39,7 @@ __all__ = [
     "Depends",
     "ExponentialRetry",
     "Perpetual",
+    "Progress",
     "RateLimit",
     "Retry",
     "TaskArgument",

@@ -17,6 +17,7 @@ from shadows.cli import init as _init  # noqa: F401
 from shadows.cli import snapshot as _snapshot  # noqa: F401
 from shadows.cli import strikes as _strikes  # noqa: F401
 from shadows.cli import tasks as _tasks  # noqa: F401
+from shadows.cli import watch as _watch  # noqa: F401
 from shadows.cli import worker as _worker  # noqa: F401
 from shadows.cli import workers as _workers  # noqa: F401
 from shadows.cli.app import app as app  # each command module registers itself on it

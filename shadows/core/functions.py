@@ -15,6 +15,9 @@ from unittest.mock import NonCallableMock
 #: Set by ``@shadow.task(name=...)`` on the function it wraps, when the task's name is not
 #: the function's own.
 NAME_ATTRIBUTE = "__shadows_task_name__"
+#: Set to ``False`` by ``@shadow.task(results=False)``: the task's return values are not
+#: kept.
+RESULTS_ATTRIBUTE = "__shadows_results__"
 #: Set by a task handle (``@shadow.task``) on itself: the function it runs.
 FUNCTION_ATTRIBUTE = "__shadows_function__"
 

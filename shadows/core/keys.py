@@ -58,6 +58,12 @@ class Keys:
         """Hash with the state of the task ``key`` (scheduled, queued, running, done)."""
         return f"{self.prefix}run:{key}"
 
+    def events(self, key: str) -> str:
+        """Pub/sub channel announcing changes of the run record of ``key`` (a wake-up for
+        watchers: the record is the truth). Named after the record, so that a script
+        holding the record's key can name it; a channel, not a key."""
+        return f"{self.run(key)}:events"
+
     def successor(self, key: str) -> str:
         """Hash holding the message fields of the task a running ``key`` scheduled for its
         own key: placed when that run ends (the run hash's ``successor`` field holds

@@ -19,19 +19,21 @@ from shadows.core.connection import create_client, held_connections
 from shadows.core.flow_scripts import FlowScripts
 from shadows.core.lane import Lane
 from shadows.core.scripts import Scripts
+from shadows.core.state_scripts import StateScripts
 from shadows.core.urls import single_pool
 
 
 class Link:
     """The client, scripts and producer lane of one shadow on ``loop``."""
 
-    __slots__ = ("client", "flow", "lane", "loop", "scripts")
+    __slots__ = ("client", "flow", "lane", "loop", "scripts", "state")
 
     def __init__(self, url: str, pool: ConnectionPool | None) -> None:
         self.loop = asyncio.get_running_loop()
         self.client: Redis = create_client(url, pool)
         self.scripts = Scripts(self.client)
         self.flow = FlowScripts(self.client)
+        self.state = StateScripts(self.client)
         self.lane: Lane | None = Lane(self.client) if single_pool(url) else None
 
     async def close(self) -> None:

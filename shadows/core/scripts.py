@@ -19,6 +19,12 @@ from shadows.core.deliveries import LUA as DELIVERIES
 
 # Shared Lua helpers, prepended to the scripts that place work.
 _PRELUDE = r"""
+-- What a run leaves in its record (its outcome, progress, a revocation), cleared when
+-- the key is placed anew.
+local RUN_OUTCOME = {'error', 'error_type', 'error_message', 'result', 'result_codec',
+                     'result_signature', 'result_error', 'result_refused', 'revoked',
+                     'progress_current', 'progress_total', 'progress_message'}
+
 local function field(fields, name)
   for i = 1, #fields, 2 do
     if fields[i] == name then return fields[i + 1] end
@@ -32,7 +38,7 @@ local function place(stream, queue, run, parked, key, when, now, fields, fresh)
   if not fresh then
     redis.call('DEL', parked)
     redis.call('HDEL', run, 'message', 'worker', 'started', 'finished', 'unknown-since',
-               'restored', 'deliveries', 'delivered_to')
+               'restored', 'deliveries', 'delivered_to', unpack(RUN_OUTCOME))
     redis.call('PERSIST', run)
   end
   local task, attempt = field(fields, 'function') or '', field(fields, 'attempt') or '1'
@@ -214,7 +220,7 @@ return {moved, next[2]}
 # KEYS: stream, then the run key of each message a worker just received
 # ARGV: group, consumer, now_ms, instance (the worker run), alone ('1' when the worker
 #       runs nothing now), suspect after (unsettled deliveries), then the message ids
-#       (in the order of the run keys)
+#       (in the order of the run keys), then the events channel of each (a channel)
 # Before a worker starts the messages it received, confirm each is still its own and
 # restart its claim clock (XCLAIM JUSTID: no delivery count), and count the delivery to
 # this worker run (see deliveries.py). A reply that reached the worker late (Redis
@@ -223,9 +229,11 @@ return {moved, next[2]}
 # A suspect (delivered that often before, last to a worker run that did not settle it;
 # see deliveries.py) is taken only
 # alone: when the worker runs nothing and takes nothing else in this call; the messages
-# it cannot take now are deferred (left pending to it, uncounted).
+# it cannot take now are deferred (left pending to it, uncounted). A message whose run
+# was revoked (cancelled while a worker held it) is returned apart, uncounted: the
+# worker settles it as cancelled (COMPLETE) without running it, whoever claimed it.
 # Returns {lost ids, delivery count of each message (0 unless taken), deferred ids, the
-# id of the suspect taken (or '')}.
+# id of the suspect taken (or ''), revoked ids}.
 START = (
     _PRELUDE
     + DELIVERIES
@@ -233,28 +241,34 @@ START = (
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local now, instance, alone = ARGV[3], ARGV[4], ARGV[5] == '1'
 local after = tonumber(ARGV[6])
-local lost, counts, deferred = {}, {}, {}
+local lost, counts, deferred, revoked = {}, {}, {}, {}
 local taken, isolated = 0, false
 local alone_id = ''
+local n = #KEYS - 1
 for i = 2, #KEYS do
-  local id = ARGV[5 + i]
+  local id, run = ARGV[5 + i], KEYS[i]
   counts[#counts + 1] = 0
   if pending_owner(stream, group, id) ~= consumer then
     lost[#lost + 1] = id
+  elseif redis.call('HEXISTS', run, 'revoked') == 1 then
+    redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
+    revoked[#revoked + 1] = id
   else
-    local wary = suspect(KEYS[i], id, instance, after)
+    local wary = suspect(run, id, instance, after)
     if isolated or (wary and (not alone or taken > 0)) then
       deferred[#deferred + 1] = id
     else
       redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
-      counts[#counts] = take(stream, group, KEYS[i], id, instance, consumer, now)
+      counts[#counts] = take(stream, group, run, id, instance, consumer, now)
       taken = taken + 1
       isolated = wary
       if wary then alone_id = id end
+      local channel = ARGV[5 + i + n]
+      if channel then redis.call('PUBLISH', channel, 'running') end
     end
   end
 end
-return {lost, counts, deferred, alone_id}
+return {lost, counts, deferred, alone_id, revoked}
 """
 )
 
@@ -263,14 +277,18 @@ return {lost, counts, deferred, alone_id}
 #       dead-letter key, and a (slot, waiting) key pair per concurrency slot it holds
 # ARGV: group, consumer, now_ms, ttl_s, dead-letter ttl_ms, dead-letter limit,
 #       then per message: message id, outcome, key, when_ms, field count, fields...,
-#       slot count, dead-letter field count, dead-letter fields...
+#       slot count, dead-letter field count, dead-letter fields..., record field count,
+#       record fields... (the result or error kept in the run record when it ends), and
+#       the run's events channel (a channel, not a key)
 # outcome: a final state ('completed', 'failed', 'stricken', ...), 'reschedule' (place
 # the fields anew: the next run of a perpetual task), 'retry' (the same, for the next
 # attempt), or 'drop' (no run record). A successor the run scheduled for its own key is
 # placed once the outcome is, as the add or replace it was; a retry discards it (the
 # retried run schedules it again). Dead-letter fields, when given, are kept in
 # '{name}:dead:{key}' and indexed in 'failed' (bounded, expiring). A freed concurrency
-# slot makes its longest waiter due now, for the scheduler to move.
+# slot makes its longest waiter due now, for the scheduler to move. A run revoked while
+# it ran (cancelled) places nothing after it: no retry, next perpetual run or successor
+# (a retry or next run ends as 'cancelled'). Watchers hear of every outcome.
 # Returns {results, trimmed}: per message 1 settled, 3 settled and a waiter woken, 2 not
 # pending any more (already settled: a retried call), 0 claimed by another consumer
 # (fencing: this worker must not touch its state); then the keys of the oldest dead
@@ -297,8 +315,11 @@ while a <= #ARGV do
   local dead_count = tonumber(ARGV[a + 6 + count])
   local dead = {}
   for i = 1, dead_count do dead[i] = ARGV[a + 6 + count + i] end
+  local record_at = a + 7 + count + dead_count
+  local record_count = tonumber(ARGV[record_at])
+  local channel = ARGV[record_at + 1 + record_count]
   local first_slot = k + 4
-  k, a = k + 4 + 2 * slots, a + 7 + count + dead_count
+  k, a = k + 4 + 2 * slots, record_at + 2 + record_count
 
   local owner = pending_owner(stream, group, id)
   -- after Redis lost its data, the run record this worker restored stands for the claim
@@ -332,19 +353,28 @@ while a <= #ARGV do
       redis.call('ZREM', slot, key)
       woke = wake_one(queue, waiting, now) or woke
     end
-    local next_mode = redis.call('HGET', run, 'successor')
+    local marks = redis.call('HMGET', run, 'successor', 'revoked')
+    local next_mode = marks[1]
     if next_mode then redis.call('HDEL', run, 'successor') end
+    if marks[2] or outcome == 'cancelled' then
+      if outcome == 'reschedule' or outcome == 'retry' then outcome = 'cancelled' end
+      next_mode = false
+    end
     if outcome == 'reschedule' or outcome == 'retry' then
       place(stream, queue, run, parked, key, when, now, fields, false)
     elseif outcome ~= 'drop' then
       if ttl > 0 then
-        redis.call('HDEL', run, 'message', 'restored')
+        redis.call('HDEL', run, 'message', 'restored', 'revoked')
         redis.call('HSET', run, 'state', outcome, 'finished', now)
+        if record_count > 0 then
+          redis.call('HSET', run, unpack(ARGV, record_at + 1, record_at + record_count))
+        end
         redis.call('EXPIRE', run, ttl)
       else
         redis.call('DEL', run)
       end
     end
+    redis.call('PUBLISH', channel, outcome)
     if next_mode then
       local next_fields = redis.call('HGETALL', successor)
       redis.call('DEL', successor)
@@ -390,7 +420,8 @@ return 0
 # Takes a slot in every pool, all or none. Returns {1} when taken; {0, i} when pool i is
 # full: the message is then acknowledged and parked in the queue until the earliest
 # holder's lease runs out, and listed as a waiter woken as soon as a slot frees;
-# {-1} when the message is no longer this consumer's.
+# {-1} when the message is no longer this consumer's; {-2} when its run was revoked
+# (cancelled: the worker settles it as such, without running it).
 ACQUIRE = (
     _PRELUDE
     + DELIVERIES
@@ -400,6 +431,7 @@ local group, consumer, id, key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now, lease, instance = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local count = tonumber(ARGV[8])
 if pending_owner(stream, group, id) ~= consumer then return {-1} end
+if redis.call('HEXISTS', run, 'revoked') == 1 then return {-2} end
 
 for i = 1, count do
   local slot = KEYS[3 + 2 * i]

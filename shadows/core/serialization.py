@@ -36,6 +36,7 @@ SIGNATURE_FIELD = "signature"
 SIGNED_AT_FIELD = "signed_at"
 #: What the signature covers before the message's fields: the scheme and the shadow name.
 _SCHEME = b"shadows-signature-2"
+_RESULT_SCHEME = b"shadows-result-1"
 
 
 class Codec(Protocol):
@@ -230,6 +231,35 @@ class Payloads:
             "bad signature: the message was altered, or signed with another key or for "
             "another shadow"
         )
+
+    def seal_result(self, key: str, value: Any) -> list[str | bytes]:
+        """The run record fields holding ``value``, the result of the run of ``key``:
+        encoded with the codec, and signed (bound to the shadow and the key) with a key."""
+        data = self.codec.dumps(value)
+        fields: list[str | bytes] = ["result", data, "result_codec", self.codec.name]
+        if self.signing_key is not None:
+            fields += ["result_signature", self._result_signature(key, self.codec.name, data)]
+        return fields
+
+    def open_result(self, key: str, data: bytes, codec: str, signature: str | None) -> Any:
+        """The value :meth:`seal_result` stored; :class:`PayloadError` when it was encoded
+        with another codec or its signature does not verify."""
+        if codec != self.codec.name:
+            raise PayloadError(
+                f"result encoded with the {codec} codec, but this shadow decodes {self.codec.name}"
+            )
+        if self.signing_key is not None and not (
+            signature and _same(signature, self._result_signature(key, codec, data))
+        ):
+            raise PayloadError(f"result of {key!r} refused: unsigned, or its signature is bad")
+        return self.codec.loads(data)
+
+    def _result_signature(self, key: str, codec: str, data: bytes) -> str:
+        assert self.signing_key is not None
+        digest = hmac.new(self.signing_key, digestmod=hashlib.sha256)
+        for part in (_RESULT_SCHEME, self.shadow.encode(), key.encode(), codec.encode(), data):
+            digest.update(len(part).to_bytes(8, "big") + part)
+        return digest.hexdigest()
 
     def _check_age(self, message: Message) -> None:
         assert self._max_age_ms is not None

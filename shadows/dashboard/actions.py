@@ -171,7 +171,7 @@ async def do_restore(request: Request, form: Form) -> str:
 async def do_cancel(request: Request, form: Form) -> str:
     key = _key(form)
     if not await dashboard_of(request).shadow.cancel(key):
-        raise Rejected(f"task {key!r} is not waiting in the queue (due, running or gone)", 409)
+        raise Rejected(f"task {key!r} is not waiting or running (ended, or gone)", 409)
     return f"cancelled task {key!r}"
 
 

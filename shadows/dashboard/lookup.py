@@ -36,8 +36,8 @@ class Arguments:
 @dataclass(frozen=True, slots=True)
 class TaskView:
     key: str
-    #: ``scheduled``, ``queued``, ``running``, ``completed``, ``failed``, ``stricken``, or
-    #: ``None`` when Redis has no run record (unknown, cancelled, or expired).
+    #: ``scheduled``, ``queued``, ``running``, ``completed``, ``failed``, ``cancelled``,
+    #: ``stricken``, ... or ``None`` when Redis has no run record (unknown, or expired).
     state: str | None
     function: str
     attempt: int
@@ -49,6 +49,10 @@ class TaskView:
     found_in: str | None
     arguments: Arguments
     dead_letter: DeadLetter | None
+    #: What a failed run raised (``"Type: message"``), from the run record.
+    error: str = ""
+    #: The task's progress report (``current``, ``total``, ``message``), if any.
+    progress: dict[str, Any] | None = None
 
     @property
     def exists(self) -> bool:
@@ -56,8 +60,8 @@ class TaskView:
 
     @property
     def cancellable(self) -> bool:
-        """Waiting in the queue: :meth:`Shadow.cancel` can remove it."""
-        return self.found_in == "queue"
+        """Waiting or running: :meth:`Shadow.cancel` removes or stops it."""
+        return self.state in ("scheduled", "queued", "running") or self.found_in == "queue"
 
 
 async def find_task(shadow: Shadow, key: str) -> TaskView:
@@ -100,7 +104,17 @@ async def find_task(shadow: Shadow, key: str) -> TaskView:
         found_in=found_in,
         arguments=render_arguments(shadow, function, message),
         dead_letter=dead_letter,
+        error=record.get("error", ""),
+        progress=_progress(record),
     )
+
+
+def _progress(record: dict[str, str]) -> dict[str, Any] | None:
+    current, total = record.get("progress_current"), record.get("progress_total")
+    message = record.get("progress_message")
+    if not (current or total or message):
+        return None
+    return {"current": _int(current), "total": _int(total) or None, "message": message}
 
 
 def render_arguments(shadow: Shadow, name: str, message: Message | None) -> Arguments:

@@ -21,6 +21,9 @@ from shadows.operations.tally import parse_tally
 if TYPE_CHECKING:
     from shadows.producer.shadow import Shadow
 
+#: What a reading takes from the run record of each running task.
+RUN_FIELDS = ("started", "progress_current", "progress_total", "progress_message")
+
 #: Running tasks a reading describes one by one (the count is always exact).
 RUNNING_LIMIT = 500
 
@@ -156,12 +159,13 @@ async def read_pulse(shadow: Shadow, taken_ms: int) -> Pulse:
     script = client.register_script(PULSE)
     reply = await read_only(client, script, declared, [WORKER_GROUP, RUNNING_LIMIT, *names])
     length, delivered, scheduled, dead, strikes, running_rows, worker_rows = reply
-    if running_rows:  # when they started, from their run records
+    if running_rows:  # when they started, and their progress, from their run records
         async with client.pipeline(transaction=False) as pipe:
             for row in running_rows:
-                pipe.hget(keys.run(_text(row[2])), "started")
-            for row, started in zip(running_rows, await pipe.execute(), strict=True):
+                pipe.hmget(keys.run(_text(row[2])), RUN_FIELDS)
+            for row, (started, *progress) in zip(running_rows, await pipe.execute(), strict=True):
                 row[6] = started or 0
+                row += [value or "" for value in progress]
     running = tuple(sorted((_running(row) for row in running_rows), key=_since))
     workers = tuple(sorted((_worker(row) for row in worker_rows), key=lambda w: w.name))
     return Pulse(
@@ -192,8 +196,17 @@ def _int(value: Any) -> int:
 
 
 def _running(row: Sequence[Any]) -> RunningTask:
-    _, worker, key, function, when, attempt, started, deliveries = row
+    _, worker, key, function, when, attempt, started, deliveries, *reported = row
+    current, total, message = (_text(value) for value in (reported or ("", "", "")))
+    progress = None
+    if current or total or message:
+        progress = {
+            "current": _int(current),
+            "total": _int(total) if total else None,
+            "message": message or None,
+        }
     return RunningTask(
+        progress=progress,
         key=_text(key),
         function=_text(function) or "?",
         worker=_text(worker),

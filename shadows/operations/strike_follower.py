@@ -1,13 +1,15 @@
 """A worker's strikes kept in step with Redis: :class:`StrikeFollower` loads the hash of
 the strikes in effect, then blocks on the feed stream on a connection of its own and
-loads the hash again on any entry (see :mod:`shadows.operations.strikes`)."""
+loads the hash again on any strike entry (see :mod:`shadows.operations.strikes`). The
+feed also carries revocations (cancelled running work), handed to the worker's
+:class:`~shadows.worker.revocations.Revocations`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from shadows.core.backend import Backend
+    from shadows.worker.revocations import Revocations
 
 logger = logging.getLogger("shadows.worker")
 
@@ -27,10 +30,19 @@ logger = logging.getLogger("shadows.worker")
 class StrikeFollower:
     """Keeps one worker's :class:`StrikeList` in step with Redis, through outages."""
 
-    def __init__(self, shadow: Backend, strikes: StrikeList, reconnect_cap: float) -> None:
+    def __init__(
+        self,
+        shadow: Backend,
+        strikes: StrikeList,
+        reconnect_cap: float,
+        revocations: Revocations | None = None,
+    ) -> None:
         self.shadow = shadow
         self.strikes = strikes
         self.reconnect_cap = reconnect_cap
+        #: Told of the feed's revocations (cancelled running work), and asked to check
+        #: the durable ones after every reload (an outage may have hidden some).
+        self.revocations = revocations
         self._last_id = "0-0"
         self._server: Redis | None = None  # the server holding the feed
         self._connection: Redis | None = None
@@ -86,12 +98,16 @@ class StrikeFollower:
                 try:
                     if stale:
                         await self.load()
+                        if self.revocations is not None:
+                            await self.revocations.check()
                         stale = False
                         if reported:
                             logger.info("Following strikes again")
                         reported = False
                     if await self._changed(stopping, guard):
                         await self.load()
+                        if self.revocations is not None:
+                            await self.revocations.check()
                     backoff.reset()
                 except CONNECTION_ERRORS as error:
                     stale = True
@@ -138,7 +154,16 @@ class StrikeFollower:
             {self.shadow.keys.strikes: self._last_id}, count=100, block=self._block_ms
         )
         self._reading = False
-        return bool(response)
+        entries = feed_entries(response)
+        if not entries:
+            return False
+        revoked = [text_of(f[b"key"]) for _, f in entries if f.get(b"action") == b"revoke"]
+        if revoked and self.revocations is not None:
+            self.revocations.revoke(revoked)
+        if len(revoked) == len(entries):
+            self._last_id = text_of(entries[-1][0])  # no strike changed: nothing to reload
+            return False
+        return True
 
     async def _drop_connection(self) -> None:
         # A read cancelled mid-flight may leave a reply on the socket: never reuse it. An
@@ -154,3 +179,15 @@ class StrikeFollower:
                 await client.aclose()
             if server is not None and server is not self.shadow.client:
                 await server.aclose()
+
+
+def feed_entries(response: Any) -> list[tuple[Any, dict[bytes, bytes]]]:
+    """The (id, fields) entries of an XREAD reply (RESP2 list or RESP3 dict)."""
+    if not response:
+        return []
+    batches = response.values() if isinstance(response, dict) else (b for _, b in response)
+    entries: list[tuple[Any, dict[bytes, bytes]]] = []
+    for batch in batches:
+        items = batch[0] if isinstance(response, dict) else batch
+        entries += [(entry_id, dict(fields or {})) for entry_id, fields in items]
+    return entries

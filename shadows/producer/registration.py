@@ -65,6 +65,7 @@ class TaskRegistry:
         cooldown: Cooldown | None = None,
         debounce: Debounce | None = None,
         rate_limit: RateLimit | Sequence[RateLimit] | None = None,
+        results: bool = True,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -81,9 +82,11 @@ class TaskRegistry:
         cooldown: Cooldown | None = None,
         debounce: Debounce | None = None,
         rate_limit: RateLimit | Sequence[RateLimit] | None = None,
+        results: bool = True,
     ) -> Any:
         """Declare and register a task: ``@shadow.task`` or ``@shadow.task(retry=...,
-        key="welcome-{customer_id}", ...)`` (see :class:`~shadows.task.Task`)."""
+        key="welcome-{customer_id}", ...)`` (see :class:`~shadows.task.Task`);
+        ``results=False`` keeps none of its return values."""
 
         def declare(function: Callable[..., Any]) -> Task[..., Any]:
             handle = Task(
@@ -98,6 +101,7 @@ class TaskRegistry:
                 cooldown=cooldown,
                 debounce=debounce,
                 rate_limit=rate_limit,
+                results=results,
             )
             self.register(handle)
             return handle

@@ -26,6 +26,7 @@ from shadows.core.keys import WORKER_GROUP, Keys, validate_name
 from shadows.core.link import Link
 from shadows.core.scripts import Scripts
 from shadows.core.serialization import Codec, Payloads, codec_named
+from shadows.core.state import ExecutionState
 from shadows.operations import clearing, dead_letters
 from shadows.operations.dead_letters import DeadLetter
 from shadows.operations.instrumentation import producing
@@ -34,7 +35,7 @@ from shadows.operations.registry import WorkerInfo, check_heartbeats, list_worke
 from shadows.operations.snapshot import Snapshot
 from shadows.operations.snapshot_pages import take_snapshot
 from shadows.operations.strikes import FEED_LENGTH, Operator, Strike, read_strikes, strike_for
-from shadows.producer import debouncing
+from shadows.producer import debouncing, executions
 from shadows.producer.batch import Batch
 from shadows.producer.registration import TaskFunction, TaskRegistry
 from shadows.producer.task import validate_when
@@ -46,6 +47,7 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 logger = logging.getLogger("shadows.shadow")
+
 
 #: The shadows whose name and URL come from the settings, i.e. the application's own.
 configured_shadows: weakref.WeakSet[Shadow] = weakref.WeakSet()
@@ -62,7 +64,8 @@ class Shadow(TaskRegistry):
     ``shadows.toml``, then the defaults: see ``docs/configuration.md``): ``name``, ``url``,
     ``codec`` (``"pickle"``, ``"json"``, ``"msgpack"`` or a codec object), ``signing_key``
     (with a key, ``max_message_age`` refuses to run signed messages older than that), the
-    TTLs, and the heartbeats of its workers.
+    TTLs, whether results are kept (``results``, up to ``result_max_bytes`` each) and the
+    heartbeats of its workers.
     """
 
     def __init__(
@@ -79,6 +82,8 @@ class Shadow(TaskRegistry):
         heartbeat_interval: timedelta | None = None,
         missed_heartbeats: int | None = None,
         max_message_age: timedelta | None = None,
+        results: bool | None = None,
+        result_max_bytes: int | None = None,
     ) -> None:
         settings = current_settings()  # every argument left out comes from it
         #: Whether name and URL came from the settings (not the constructor): such a
@@ -90,6 +95,11 @@ class Shadow(TaskRegistry):
         self.keys = Keys(self.name)
         self.execution_ttl = _pick(execution_ttl, settings.execution_ttl)
         self.dead_letter_ttl = _pick(dead_letter_ttl, settings.dead_letter_ttl)
+        #: Whether the return values of tasks are kept (a task may opt out on its own).
+        self.results = _pick(results, settings.results)
+        self.result_max_bytes = _pick(result_max_bytes, settings.result_max_bytes)
+        if self.result_max_bytes <= 0:
+            raise ValueError(f"result_max_bytes must be positive, not {self.result_max_bytes}")
         self.dead_letter_limit = _pick(dead_letter_limit, settings.dead_letter_limit)
         self.heartbeat_interval, self.missed_heartbeats = check_heartbeats(
             _pick(heartbeat_interval, settings.worker.heartbeat_interval),
@@ -272,7 +282,7 @@ class Shadow(TaskRegistry):
                     raise TypeError(f"{task_name(task)}(): {error}") from None
             return Execution(
                 task, args, kwargs, moment or datetime.now(UTC), key or str(uuid.uuid4())
-            )
+            ).bind(self)
 
         return call
 
@@ -295,6 +305,9 @@ class Shadow(TaskRegistry):
         with producing(self.name, execution, mode) as context:
             message = execution.to_message(self.payloads, extra=context)
             state = await self.schedule_message(message, mode)
+        execution.shadow = self
+        if state in ("queued", "scheduled"):
+            execution.state = ExecutionState(state)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s: %s", mode, execution, state)
         return state
@@ -344,22 +357,29 @@ class Shadow(TaskRegistry):
         return state
 
     async def cancel(self, key: str) -> bool:
-        """Remove the future task ``key``; ``False`` if it is not waiting in the queue.
+        """Cancel the task ``key``, wherever it is; ``False`` if there is nothing to cancel
+        (unknown, or already ended).
 
-        A task already moved to the ready stream (due, or added without ``when``) cannot be
-        cancelled. From inside the run of ``key``, this removes the successor that run
-        scheduled for its own key.
+        Scheduled or queued work is removed at once. Running work (or work a worker has
+        received) is revoked: the worker running it cancels it within about a second, and
+        no retry, redelivered copy, next perpetual run or successor of it runs, on any
+        worker, even after a crash or a Redis restart (see ``docs/execution-state.md``).
+        Its state becomes ``cancelled`` once the worker has stopped it. From inside the
+        run of ``key``, this removes the successor that run scheduled for its own key.
         """
-        keys = self.keys
-        removed = await self.scripts.cancel(
-            keys=[keys.queue, keys.run(key), keys.parked(key), keys.successor(key)],
-            args=[key, self._holder(key)],
-        )
-        return bool(removed)
+        return bool(await executions.cancel(self, key, self._holder(key)))
+
+    async def get_execution(self, key: str) -> Execution | None:
+        """The execution ``key`` as it stands now (``None`` if unknown: never added, or
+        ended longer than ``execution_ttl`` ago). Its arguments are not read (``args``
+        and ``kwargs`` are empty); its function is the registered one, else a stand-in
+        of the same name."""
+        return await executions.get_execution(self, key)
 
     async def task_state(self, key: str) -> str | None:
-        """``scheduled``, ``queued``, ``running``, ``completed`` or ``failed`` (``None`` if
-        unknown: never added, cancelled, or finished longer than ``execution_ttl`` ago)."""
+        """``scheduled``, ``queued``, ``running``, ``completed``, ``failed``, ``cancelled``
+        (or ``stricken``, ``skipped``): the record's own word (``None`` if unknown: never
+        added, or finished longer than ``execution_ttl`` ago). See :meth:`get_execution`."""
         state = await self.client.hget(self.keys.run(key), "state")
         return _text(state) if state is not None else None
 

@@ -78,6 +78,7 @@ class Task(Generic[P, R]):
         cooldown: Cooldown | None = None,
         debounce: Debounce | None = None,
         rate_limit: RateLimit | Sequence[RateLimit] | None = None,
+        results: bool = True,
     ) -> None:
         if not callable(function):
             raise TypeError(f"@shadow.task decorates a function, not {function!r}")
@@ -103,6 +104,8 @@ class Task(Generic[P, R]):
         self.__shadows_task_name__ = self.name
         self.__shadows_function__ = function
         self.__shadows_behaviours__ = self.behaviours
+        #: Whether the worker keeps the task's return value (``results=False``: never).
+        self.__shadows_results__ = results
         self.__wrapped__ = function  # inspect.signature() shows the function's
         self.__name__ = getattr(function, "__name__", self.name)
         self.__qualname__ = getattr(function, "__qualname__", self.name)

@@ -232,6 +232,12 @@ class Settings(BaseSettings):
     execution_ttl: Duration = Field(
         timedelta(minutes=15), description="How long the state of a finished task is kept."
     )
+    results: bool = Field(True, description="Keep the return value of each task for execution_ttl.")
+    result_max_bytes: Positive = Field(
+        1_048_576,
+        description="A task whose encoded return value is larger fails with an error "
+        "(results are for small values, not bulk data).",
+    )
     dead_letter_ttl: Duration = Field(
         timedelta(days=7), description="How long tasks that failed for good are kept."
     )

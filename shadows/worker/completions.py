@@ -36,6 +36,7 @@ class _Completion:
     outcome: str
     follow: Message | None
     failure: Failure | None
+    record: list[str | bytes]
     future: asyncio.Future[bool] = field(repr=False)
     #: Settled once more after a look at whether Redis lost its data (see ``recheck``).
     rechecked: bool = False
@@ -90,13 +91,15 @@ class Completions:
         outcome: str,
         follow: Message | None = None,
         failure: Failure | None = None,
+        record: list[str | bytes] | None = None,
     ) -> bool:
         """Settle ``message``; ``False`` when another worker has claimed it meanwhile.
 
-        With ``failure``, the message is also kept as a dead letter.
+        With ``failure``, the message is also kept as a dead letter; ``record`` fields
+        (result, error) are kept in its run record.
         """
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Completion(message, outcome, follow, failure, future))
+        self._queue.append(_Completion(message, outcome, follow, failure, record or [], future))
         self._wakeup.set()
         done: bool = await future
         if not done and not future.cancelled():
@@ -218,6 +221,9 @@ class Completions:
                 len(message.holds),
                 len(dead),
                 *dead,
+                len(completion.record),
+                *completion.record,
+                keys.events(message.key),
             ]
         results, trimmed = await self.shadow.scripts.complete(keys=script_keys, args=args)
         if trimmed:

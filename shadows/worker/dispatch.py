@@ -9,17 +9,20 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from shadows.core.deliveries import suspect_after
 from shadows.core.execution import MALFORMED, POISON, Message, MessageError, now_ms, preview
 from shadows.core.keys import WORKER_GROUP
 from shadows.worker.leases import Leases
+from shadows.worker.outcome import Verdict
 from shadows.worker.reader import FRESH, HELD, Entry, StreamReader, entry_id
 from shadows.worker.release import acknowledge, release
 
 if TYPE_CHECKING:
     from shadows.core.backend import Backend
+    from shadows.worker.revocations import Revocations
     from shadows.worker.runner import Runner
 
 logger = logging.getLogger("shadows.worker")
@@ -58,7 +61,7 @@ class Dispatcher:
         self.messages: dict[str, Message] = {}  # by message id
         #: START calls sent in the background for fresh messages (the loop holds tasks
         #: only weakly: an unreferenced one could vanish mid-call).
-        self._marking: set[asyncio.Task[Any]] = set()
+        self._marking: set[asyncio.Future[Any]] = set()
         #: A suspect message running alone (see shadows.core.deliveries): the worker
         #: reads nothing else meanwhile. ``deferred``: START left messages in the pending
         #: list, to be taken back once nothing runs.
@@ -69,6 +72,8 @@ class Dispatcher:
         #: that a stall followed by a death does not count as a death running them.
         self.fenced: dict[str, None] = {}
         self.leases = Leases(shadow, name, redelivery, self.messages.get, self.lose)
+        #: The cancellations of running work this worker acts on (set by the worker).
+        self.revocations: Revocations | None = None
 
     def cancel_all(self) -> None:
         """Cancel every running task (a forced stop)."""
@@ -118,18 +123,19 @@ class Dispatcher:
         start_args: list[str | int] = [WORKER_GROUP, self.name, now_ms(), instance, alone]
         start_args.append(suspect_after(self.max_deliveries))
         start_args += [m.message_id for m in messages]
+        start_args += [keys.events(m.key) for m in messages]
         lost: list[Any] = []
         if origin == HELD:
             sent = time.monotonic()
             # START counts each delivery in Redis (see shadows.core.deliveries): one
             # delivered too often is dead-lettered as poison, a suspect runs alone.
-            lost, counts, deferred, suspect = await self.shadow.scripts.start(
+            lost, counts, deferred, suspect, revoked = await self.shadow.scripts.start(
                 keys=start_keys, args=start_args
             )
             for message, count in zip(messages, counts, strict=True):
                 if int(count) > self.max_deliveries and MALFORMED not in message.extra:
                     message.extra[POISON] = str(int(count))
-            messages = self._isolate(messages, deferred, suspect)
+            messages = self._isolate(self._unrevoked(messages, revoked), deferred, suspect)
         if lost:
             gone = {entry_id(message_id) for message_id in lost}
             for message in messages:
@@ -149,16 +155,28 @@ class Dispatcher:
             self.active[message.message_id] = task
             self.messages[message.message_id] = message
             task.add_done_callback(functools.partial(self._done, message.message_id))
+        if self.revocations is not None and self.revocations.heard_any(messages):
+            self._background(self.revocations.check())
         if origin == FRESH:
             # Just delivered, in time: nobody else can hold them (nor are they suspects),
             # so the tasks start now (they were created first, so they run first) and
             # START counts their delivery and records them as running (a task that
             # finished first is no longer pending, and START leaves its record alone).
-            marking = asyncio.create_task(
-                self.shadow.scripts.start(keys=start_keys, args=start_args)
-            )
-            self._marking.add(marking)
-            marking.add_done_callback(self._marked)
+            self._background(self.shadow.scripts.start(keys=start_keys, args=start_args))
+
+    def _unrevoked(self, messages: list[Message], revoked: list[Any]) -> list[Message]:
+        """``messages`` but those START found revoked: settled as cancelled, not run."""
+        if not revoked or self.revocations is None:
+            return messages
+        keep, stopped = self.revocations.unstarted(messages, revoked)
+        for message in stopped:
+            self._background(self.runner.outcomes.settle(message, Verdict("cancelled")))
+        return keep
+
+    def _background(self, call: Awaitable[Any]) -> None:
+        marking = asyncio.ensure_future(call)
+        self._marking.add(marking)
+        marking.add_done_callback(self._marked)
 
     def paused(self) -> bool:
         """Whether the read loop must wait: a suspect runs alone. Once nothing runs, the
@@ -184,11 +202,16 @@ class Dispatcher:
             )
         return messages
 
-    def _marked(self, marking: asyncio.Task[Any]) -> None:
-        """A background START ended; a failure only delays the ``running`` record."""
+    def _marked(self, marking: asyncio.Future[Any]) -> None:
+        """A background call ended (a START for fresh messages: a failure only delays the
+        ``running`` record; a message it found revoked is cancelled here)."""
         self._marking.discard(marking)
-        if not marking.cancelled() and marking.exception() is not None:
+        if marking.cancelled():
+            return
+        if marking.exception() is not None:
             logger.debug("Recording tasks as running failed: %s", marking.exception())
+        elif self.revocations is not None and _start_reply(marking.result()):
+            self.revocations.cancel_all(marking.result()[4])
 
     def _done(self, message_id: str, task: asyncio.Task[None] | None = None) -> None:
         if task is not None and not task.cancelled() and task.exception() is not None:
@@ -235,3 +258,8 @@ class Dispatcher:
             self.fenced[message_id] = None
             if len(self.fenced) > 10_000:  # ones another worker took never come back
                 self.fenced.pop(next(iter(self.fenced)))
+
+
+def _start_reply(result: Any) -> bool:
+    """Whether ``result`` is START's reply (its last item: the revoked messages)."""
+    return isinstance(result, list) and len(result) == 5

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from shadows.core.execution import Message
@@ -34,6 +34,8 @@ class Verdict:
     outcome: str
     follow: Message | None = None
     failure: Failure | None = None
+    #: Fields kept in the run record when it ends: the result, or the error.
+    record: list[str | bytes] = field(default_factory=list)
 
 
 class Outcomes:
@@ -59,7 +61,9 @@ class Outcomes:
     async def settle(self, message: Message, verdict: Verdict) -> None:
         """Report ``verdict`` to Redis, falling back as the module says."""
         try:
-            await self.finish(message, verdict.outcome, verdict.follow, verdict.failure)
+            await self.finish(
+                message, verdict.outcome, verdict.follow, verdict.failure, verdict.record
+            )
             return
         except asyncio.CancelledError:
             raise
@@ -93,9 +97,11 @@ class Outcomes:
         outcome: str,
         next_message: Message | None = None,
         failure: Failure | None = None,
+        record: list[str | bytes] | None = None,
     ) -> bool:
         """Acknowledge ``message`` and record its outcome, or place ``next_message``;
-        with ``failure``, keep it as a dead letter too.
+        with ``failure``, keep it as a dead letter too; ``record`` (the result or the
+        error) is kept in the run record of a final outcome.
 
         Retries through Redis outages for as long as the task waits; returns ``False``
         when the claim turned out to be someone else's. Every outcome is counted here:
@@ -111,7 +117,7 @@ class Outcomes:
             )
         self.settling.add(message.message_id)
         try:
-            done = await self.completions.submit(message, outcome, next_message, failure)
+            done = await self.completions.submit(message, outcome, next_message, failure, record)
         finally:
             self.settling.discard(message.message_id)
         if next_message is not None:

@@ -32,12 +32,15 @@ from shadows.core.execution import (
     now_ms,
 )
 from shadows.core.serialization import PayloadError
+from shadows.core.state import error_fields
 from shadows.operations import instrumentation
 from shadows.operations.dead_letters import Failure
 from shadows.operations.strikes import Strike, flatten_arguments
 from shadows.worker import throttle
 from shadows.worker.follow import declared_retry, next_run, retried
 from shadows.worker.outcome import Outcomes, Verdict
+from shadows.worker.results import result_record
+from shadows.worker.slots import Revoked
 from shadows.worker.slots import acquire as acquire_slots
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from shadows.operations.strikes import StrikeList
     from shadows.producer.shadow import Shadow
     from shadows.worker.caps import RunCaps
+    from shadows.worker.revocations import Revocations
     from shadows.worker.unknown import UnknownTasks
 
 logger = logging.getLogger("shadows.worker")
@@ -85,6 +89,7 @@ class Runner:
         lease_ms: int,
         reconnect_cap: float,
         instance: Callable[[], str],
+        revocations: Revocations | None = None,
     ) -> None:
         self.shadow = shadow
         #: The worker, for the ``CurrentWorker()`` dependency only.
@@ -102,6 +107,8 @@ class Runner:
         self.reconnect_cap = reconnect_cap
         #: The worker run's instance token (deliveries to one run count once).
         self.instance = instance
+        #: Which cancellations of this worker's tasks come from ``shadow.cancel()``.
+        self.revocations = revocations
 
     async def run(self, message: Message) -> None:
         """Run ``message`` and settle it (see :func:`run_message`)."""
@@ -134,10 +141,23 @@ async def run_message(runner: Runner, message: Message) -> None:
     try:
         verdict = await _decide(runner, message)
     except asyncio.CancelledError:
-        raise
+        revocations = runner.revocations
+        if revocations is None or not revocations.taken(message.message_id):
+            raise
+        # cancelled by shadow.cancel(): settled as such (COMPLETE places nothing after it)
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        logger.warning("⊘ %s cancelled while running", _describe(message))
+        verdict = Verdict("cancelled")
+    except Revoked:
+        logger.info("⊘ %s cancelled before it ran", _describe(message))
+        verdict = Verdict("cancelled")
     except Exception as error:
         verdict = _internal_failure(runner, message, error)
     if verdict is not None:
+        if verdict.failure is not None and not verdict.record:
+            verdict.record = ["error", verdict.failure.error]
         await runner.outcomes.settle(message, verdict)
 
 
@@ -370,6 +390,7 @@ async def _attempt(
     series = runner.metrics.run_started(message)
     started = time.perf_counter()
     error: Exception | None = None
+    record: list[str | bytes] = []
     # Inside the run (its dependencies included), the task may schedule its own key's
     # successor.
     holding = current_holder.set(Holder(runner.shadow.name, execution.key, message.message_id))
@@ -381,11 +402,13 @@ async def _attempt(
             scope = timeout.start() if timeout else contextlib.nullcontext()
             async with scope:
                 if plan.is_async:
-                    await function(*execution.args, **keywords)
+                    result = await function(*execution.args, **keywords)
                 else:
                     result = await asyncio.to_thread(function, *execution.args, **keywords)
                     if inspect.isawaitable(result):  # a sync wrapper around a coroutine
-                        await result
+                        result = await result
+            if result is not None:
+                record = result_record(runner.shadow, execution, result)
     except TimeoutError as raised:
         timeout = _find(Timeout, context)
         error = raised
@@ -420,7 +443,7 @@ async def _attempt(
                 _duration(elapsed),
                 extra=details,
             )
-        return Verdict("completed", follow)
+        return Verdict("completed", follow, record=record)
 
     retry = _find(Retry, context)
     delay = retry.next_delay() if retry else None
@@ -454,7 +477,8 @@ async def _attempt(
         exc_info=error,
         extra=details,
     )
-    return Verdict("failed", follow, Failure.from_exception("failed", error))
+    failure = Failure.from_exception("failed", error)
+    return Verdict("failed", follow, failure, record=error_fields(error))
 
 
 def _duration(seconds: float) -> str:

@@ -13,6 +13,10 @@ from shadows.core.reconnect import CONNECTION_ERRORS, Backoff
 logger = logging.getLogger("shadows.worker")
 
 
+class Revoked(Exception):
+    """The key of a message about to take its slots was cancelled meanwhile."""
+
+
 async def acquire(
     shadow: Backend,
     consumer: str,
@@ -55,6 +59,8 @@ async def acquire(
             logger.warning("Cannot take a concurrency slot (%s); retrying in %.1f s", error, delay)
             await asyncio.sleep(delay)
     code = int(result[0])
+    if code == -2:
+        raise Revoked(message.key)
     if code == 1:
         message.holds = [slot for slot, _ in slots]
         return True

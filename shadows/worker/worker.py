@@ -53,6 +53,7 @@ from shadows.worker.options import checked_count, checked_port, checked_seconds,
 from shadows.worker.outcome import Outcomes
 from shadows.worker.reader import StreamReader
 from shadows.worker.release import release_leftovers
+from shadows.worker.revocations import Revocations
 from shadows.worker.runner import Runner
 from shadows.worker.scheduler import run_scheduler
 from shadows.worker.signals import install_signal_handlers
@@ -208,6 +209,9 @@ class Worker:
             settling=settling,
         )
         self._active = self._dispatch.active  # by message id, the running tasks
+        #: Cancellations of running work (``shadow.cancel``) this worker acts on.
+        self.revocations = Revocations(shadow, self._dispatch.active, self._dispatch.messages)
+        self._dispatch.revocations = self._runner.revocations = self.revocations
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, shadow={self.shadow.name!r})"
@@ -429,7 +433,9 @@ class Worker:
 
     async def _load_strikes(self) -> None:
         """Know every strike in effect before the first message is read."""
-        self._follower = StrikeFollower(self.shadow, self.strikes, self._reconnect_cap)
+        self._follower = StrikeFollower(
+            self.shadow, self.strikes, self._reconnect_cap, self.revocations
+        )
         await self._persist(self._follower.load)
 
     def _follow_strikes(self) -> asyncio.Task[None]:

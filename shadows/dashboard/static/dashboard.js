@@ -139,6 +139,15 @@
       }
     });
   };
+  // The page's cancel form (only for a logged-in operator), for one running task.
+  const cancelForm = (key) => {
+    const template = $("cancel-running");
+    if (!template) return "";
+    const form = template.content.firstElementChild.cloneNode(true);
+    form.querySelector('input[name="key"]').value = key;
+    form.dataset.confirm = `Cancel running task ${key}?`;
+    return form;
+  };
   const running = (tick) => {
     $("running-count").textContent = number(tick.gauges.running);
     $("running-more").hidden = tick.gauges.running <= tick.running.length;
@@ -152,7 +161,7 @@
       cell(row, span(task.age), "n");
       cell(row, task.attempt, "n");
       cell(row, progressCell(task.progress), "progress");
-      cell(row, "", "actions"); // cancelling a running task comes with issue 13
+      cell(row, cancelForm(task.key), "actions");
     });
   };
   const workers = (tick) => {
