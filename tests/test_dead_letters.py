@@ -202,6 +202,7 @@ async def test_the_failed_commands(redis_url: str, shadow_name: str, tmp_path: P
     assert retried.returncode == 0, retried.stderr
     assert retried.stdout.strip() == "cli-13: queued"
     async with Shadow(name=shadow_name, url=redis_url) as shadow:
+        shadow.register(broken)  # a worker that knows the task (an unknown one is handed back)
         assert await shadow.task_state("cli-13") == "queued"
         await run_all(shadow)  # fails again, for good
         assert len(await shadow.failed()) == 1
