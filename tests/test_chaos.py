@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from chaos.report import render
 from chaos.run import run_chaos, short
 from chaos.verify import HEARTBEAT_KEY, Run, most_at_once, overlapping, verify
+from redis_topologies import missing_binaries
 
 # -- the verifier, on records written by hand ----------------------------------------------
 
@@ -374,3 +375,26 @@ async def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
     state = report["end_state"]
     assert (state["stream_length"], state["queue_length"], state["pending"]) == (0, 0, 0)
     assert state["without_expiry"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+async def test_short_chaos_run_on_a_cluster_loses_nothing(tmp_path: Path) -> None:
+    """``python scripts/chaos --cluster``: Redis faults hit the master of the shadow's
+    slot (a planned ``CLUSTER FAILOVER``, a SIGKILL and its replica's promotion, pauses
+    that end in failovers) while workers are killed and stopped."""
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(missing)
+    seed = int(os.environ.get("CHAOS_SEED", "2026"))
+    config = short(seed=seed, directory=tmp_path, results=None, cluster=True, label="short-cluster")
+    outcome = await run_chaos(config)
+    report = outcome.report
+    table = render(report)
+    print(f"\nchaos run on a cluster (seed {seed}, in {outcome.directory}):\n{table}")
+    assert report["lost"] == 0, table
+    assert report["passed"], table
+    redis_faults = {kind for kind in report["faults"] if kind.startswith("redis_")}
+    assert {"redis_restart_sigterm", "redis_restart_sigkill"} <= redis_faults, table
+    state = report["end_state"]
+    assert (state["stream_length"], state["queue_length"], state["pending"]) == (0, 0, 0)

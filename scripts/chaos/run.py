@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # ``python scripts/chaos/run.py``
 from redis.asyncio import Redis
 
 from chaos import sabotage, tasks
+from chaos.cluster import ClusterTarget
 from chaos.faults import FaultInjector
 from chaos.producer import Producer
 from chaos.report import render, write_report
@@ -43,8 +44,10 @@ from chaos.servers import RedisProcess
 from chaos.verify import Verdict, verify
 from chaos.workers import ROOT, WorkerPool
 from shadows import Shadow
+from shadows.core.connection import cluster_client
 from shadows.core.durations import parse_duration
 from shadows.core.keys import WORKER_GROUP, Keys
+from shadows.core.urls import parse_deployment
 
 SHADOW = "chaos"
 #: Work must resume this fast after Redis answers again (the issue's target).
@@ -77,6 +80,9 @@ class Config:
     drain_timeout: float = 90.0
     sigterm_timeout: float = 60.0
     label: str = "short"
+    #: Run against a cluster (3 masters, 3 replicas; see :mod:`chaos.cluster`) instead of
+    #: one server: Redis faults become failovers of the shadow's master.
+    cluster: bool = False
     #: Break the workers on purpose (see :mod:`chaos.sabotage`); the run must then fail.
     sabotage: str | None = None
     directory: Path = field(default_factory=lambda: ROOT / "chaos-runs")
@@ -215,7 +221,11 @@ async def run_chaos(config: Config) -> Outcome:
     directory = config.directory / f"{stamp}-{config.label}-seed{config.seed}"
     _make_directory(directory / "redis")
     rng = random.Random(config.seed)
-    server = RedisProcess(persistent=True, directory=str(directory / "redis"))
+    server: Any
+    if config.cluster:
+        server = ClusterTarget(SHADOW)
+    else:
+        server = RedisProcess(persistent=True, directory=str(directory / "redis"))
     await asyncio.to_thread(server.start)
     url = _url(server.url, config.socket_timeout)
     keys = Keys(SHADOW)
@@ -224,7 +234,11 @@ async def run_chaos(config: Config) -> Outcome:
         {sabotage.VARIABLE: config.sabotage} if config.sabotage else {},
     )  # fmt: skip
     timeline: dict[str, float] = {"started": time.time()}
-    monitor = Redis.from_url(server.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    monitor: Any = (
+        cluster_client(parse_deployment(f"{server.url}?socket_timeout=2"))  # type: ignore[arg-type]
+        if config.cluster
+        else Redis.from_url(server.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    )
     try:
         async with Shadow(name=SHADOW, url=url) as shadow:
             for function in tasks.tasks:
@@ -262,7 +276,7 @@ async def run_chaos(config: Config) -> Outcome:
     finally:
         await pool.kill_all()
         await monitor.aclose()
-        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.shutdown if config.cluster else server.stop)
     verdict = verify(
         directory, timeline["faults_ended"], timeline["stop_requested"], tasks.LIMIT,
         config.max_deliveries,
@@ -448,6 +462,12 @@ def parse_arguments(argv: list[str] | None = None) -> Config:
         "--pause", type=_range, default=None, help="how long Redis stays paused, e.g. 11s-13s"
     )
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run against a Redis Cluster (3 masters, 3 replicas) the suite starts: Redis "
+        "faults become failovers of the shadow's master",
+    )
+    parser.add_argument(
         "--sabotage",
         choices=sabotage.MODES,
         default=None,
@@ -473,6 +493,9 @@ def parse_arguments(argv: list[str] | None = None) -> Config:
     config.directory = arguments.runs_dir
     config.results = arguments.results
     config.sabotage = arguments.sabotage
+    if arguments.cluster:
+        config.cluster = True
+        config.label = f"{config.label}-cluster"
     if config.sabotage:
         config.label = f"{config.label}-sabotage-{config.sabotage}"
     overrides = {
