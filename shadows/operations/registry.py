@@ -43,9 +43,9 @@ _PRUNE = 100
 # KEYS: workers, worker hash, worker tasks
 # ARGV: name, now_ms, window_ms, concurrency, running, started_ms,
 #       dead_before_ms (now - window), host, tally, instance token, tasks...
-# The hash also holds the instance's token, ``since`` (when this entry appeared) and
-# ``seen`` (its last beat), both by the server's clock. An entry held by another token is
-# left alone: returns {'taken', seen, pttl} of the holder. Otherwise returns {'ok', stale}
+# The hash also holds the instance's token and ``beats``, how many beats this entry has
+# had (it starts again at 1 after a lapse). An entry held by another token is left
+# alone: returns {'taken', beats, pttl} of the holder. Otherwise returns {'ok', stale}
 # when the entry was there, {'new', stale} when it was not (a first beat, or one after a
 # lapse); stale: the names not heard of within the window (at most a few), which PRUNE
 # checks.
@@ -55,20 +55,16 @@ local name, now, window = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local token = ARGV[10]
 local holder = redis.call('HGET', info, 'token')
 if holder and holder ~= token and token ~= '' then
-  return {'taken', redis.call('HGET', info, 'seen') or '0', redis.call('PTTL', info)}
+  return {'taken', redis.call('HGET', info, 'beats') or '0', redis.call('PTTL', info)}
 end
-local time = redis.call('TIME')
-local server = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local status = 'ok'
-if redis.call('EXISTS', info) == 0 then
-  status = 'new'
-  redis.call('HSET', info, 'since', server)
-end
+if redis.call('EXISTS', info) == 0 then status = 'new' end
 redis.call('ZADD', workers, now, name)
 local ttl = redis.call('PTTL', workers)
 if ttl < window then redis.call('PEXPIRE', workers, window) end
 redis.call('HSET', info, 'concurrency', ARGV[4], 'running', ARGV[5], 'started', ARGV[6],
-           'host', ARGV[8], 'tally', ARGV[9], 'token', token, 'seen', server)
+           'host', ARGV[8], 'tally', ARGV[9], 'token', token)
+redis.call('HINCRBY', info, 'beats', 1)
 redis.call('PEXPIRE', info, window)
 redis.call('DEL', tasks)
 if #ARGV >= 11 then
@@ -191,9 +187,9 @@ class Beat:
     #: ``ok``: the entry was there; ``new``: it was not (first beat, or after a lapse);
     #: ``taken``: another instance holds the name (nothing was written).
     status: str
-    #: For ``taken``: the holder's last beat (server clock, ms) and its entry's time to
-    #: live (ms).
-    seen_ms: int = 0
+    #: For ``taken``: how many beats the holder's entry has had, and its time to live
+    #: (ms).
+    beats: int = 0
     ttl_ms: int = 0
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -62,6 +63,8 @@ class Heartbeat:
         # between two punctual beats.
         self.interval = interval if shadow.missed_heartbeats > 1 else interval / 2
         self.fence_after = self.window_ms / 1000 * FENCE_AT
+        #: Beats an entry has had once it has existed for a whole window.
+        self.beats_per_window = math.ceil(self.window_ms / 1000 / self.interval - 1e-9) + 1
         self.reconnect_cap = reconnect_cap
         self._presence = presence
         self._fence = fence
@@ -105,11 +108,11 @@ class Heartbeat:
             if found.status != "taken":
                 self._confirm(sent)
                 return True
-            if holder is not None and found.seen_ms != holder.seen_ms:
+            if holder is not None and found.beats != holder.beats:
                 raise WorkerNameTaken(
                     f"another worker named {name!r} is running on shadow "
-                    f"{self.shadow.name!r} (it beat {found.seen_ms - holder.seen_ms} ms after "
-                    "the last look): give each worker a name of its own"
+                    f"{self.shadow.name!r} (it is still beating): give each worker a name "
+                    "of its own"
                 )
             if holder is None:
                 logger.warning(

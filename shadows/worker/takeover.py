@@ -8,9 +8,10 @@ be claimed at once instead of after the redelivery timeout. The check and the cl
 one script: a worker that beats again in between keeps its messages.
 
 After a Redis pause longer than the window, every entry lapses at once; a worker only
-takes over once its own entry has been there for a whole window, which gives every live
-worker the time to beat again first. The redelivery timeout (XAUTOCLAIM) stays as the
-backstop for a worker that beats but no longer makes progress.
+takes over once its own entry has been there for a whole window (counted in its beats:
+no clock involved), which gives every live worker the time to beat again first. The
+redelivery timeout (XAUTOCLAIM) stays as the backstop for a worker that beats but no
+longer makes progress.
 
 Consumers are forgotten (XGROUP DELCONSUMER) only when the script confirms they hold
 nothing: deleting a consumer drops its pending messages from the group for good.
@@ -29,20 +30,18 @@ from shadows.core.keys import WORKER_GROUP
 Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
 
 # KEYS: stream, this worker's registry hash, then the registry hash of each consumer
-# ARGV: group, this consumer, its instance token, window_ms, most messages to claim,
-#       then the name of each consumer (in the order of their hashes)
+# ARGV: group, this consumer, its instance token, beats in a window, most messages to
+#       claim, then the name of each consumer (in the order of their hashes)
 # Claims the pending messages of consumers whose registry entry is gone, if this worker
-# is listed under its token and has been for a whole window. Returns {} or, per message,
-# {id, fields, deliveries}; entries deleted while pending are acknowledged.
+# is listed under its token and has been for a whole window (as many beats). Returns {}
+# or, per message, {id, fields, deliveries}; entries deleted while pending are
+# acknowledged.
 TAKEOVER = r"""
 local stream, mine = KEYS[1], KEYS[2]
 local group, consumer, token = ARGV[1], ARGV[2], ARGV[3]
 local window, count = tonumber(ARGV[4]), tonumber(ARGV[5])
 if redis.call('HGET', mine, 'token') ~= token then return {} end
-local time = redis.call('TIME')
-local server = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local since = tonumber(redis.call('HGET', mine, 'since') or server)
-if server - since < window then return {} end
+if tonumber(redis.call('HGET', mine, 'beats') or '0') < window then return {} end
 local claimed = {}
 for i = 3, #KEYS do
   if count <= 0 then break end
@@ -90,12 +89,17 @@ class Takeover:
     """Looks for lapsed consumers' messages every ``every`` seconds."""
 
     def __init__(
-        self, shadow: Backend, consumer: str, token: Callable[[], str], window_ms: int
+        self,
+        shadow: Backend,
+        consumer: str,
+        token: Callable[[], str],
+        window_ms: int,
+        beats_per_window: int,
     ) -> None:
         self.shadow = shadow
         self.consumer = consumer
         self._token = token
-        self.window_ms = window_ms
+        self.beats_per_window = beats_per_window
         #: Often enough that a dead worker's messages start within a second of its lapse.
         self.every = min(0.5, max(window_ms / 4000, 0.01))
         self._last = 0.0
@@ -126,7 +130,14 @@ class Takeover:
         script = client.register_script(TAKEOVER)
         rows: list[Any] = await script(
             keys=[keys.stream, keys.worker(self.consumer), *map(keys.worker, lapsed)],
-            args=[WORKER_GROUP, self.consumer, self._token(), self.window_ms, free, *lapsed],
+            args=[
+                WORKER_GROUP,
+                self.consumer,
+                self._token(),
+                self.beats_per_window,
+                free,
+                *lapsed,
+            ],
         )
         return [((row[0], _pairs(row[1])), int(row[2])) for row in rows]
 

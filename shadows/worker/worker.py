@@ -166,7 +166,11 @@ class Worker:
             shadow, beat_every, self._reconnect_cap, self._presence, self._fence
         )
         self._reader.takeover = Takeover(
-            shadow, self.name, lambda: self._heartbeat.token, self._heartbeat.window_ms
+            shadow,
+            self.name,
+            lambda: self._heartbeat.token,
+            self._heartbeat.window_ms,
+            self._heartbeat.beats_per_window,
         )
         #: This run holds the worker's name in the registry (the consumer is its own).
         self._named = False
