@@ -11,7 +11,7 @@ exporter writing the same names into the default one.
 Recording must cost next to nothing per task, so a worker keeps plain numbers, touched
 only from its event loop (no locks, no label look-ups: about a tenth of what
 ``prometheus_client``'s own metric objects cost), and the collector turns them into
-families when scraped. Outcomes are counted in one place, ``Worker.finish``. What
+families when scraped. Outcomes are counted in one place, ``Outcomes.finish``. What
 describes the present (tasks running, strikes in effect, queue and schedule depth) is
 read at collection time; the depths come from Redis, through the worker's event loop.
 Nothing polls.

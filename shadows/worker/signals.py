@@ -4,9 +4,12 @@ cancel."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import threading
 from collections.abc import Callable
+
+logger = logging.getLogger("shadows.worker")
 
 
 def install_signal_handlers(on_signal: Callable[[signal.Signals], None]) -> Callable[[], None]:
@@ -30,3 +33,21 @@ def install_signal_handlers(on_signal: Callable[[signal.Signals], None]) -> Call
             loop.remove_signal_handler(signum)
 
     return restore
+
+
+def graceful(
+    stop: Callable[[bool], None], stopping: asyncio.Event
+) -> Callable[[signal.Signals], None]:
+    """The handler of a worker's signals: the first asks it to finish its running tasks
+    (``stop()``), the next, once it is stopping, to cancel them (``stop(force=True)``)."""
+
+    def on_signal(signum: signal.Signals) -> None:
+        force = stopping.is_set()
+        logger.warning(
+            "%s received: %s",
+            signum.name,
+            "cancelling running tasks" if force else "finishing running tasks, then exiting",
+        )
+        stop(force)
+
+    return on_signal

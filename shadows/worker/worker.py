@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
@@ -56,7 +55,7 @@ from shadows.worker.release import release_leftovers
 from shadows.worker.revocations import Revocations
 from shadows.worker.runner import Runner
 from shadows.worker.scheduler import run_scheduler
-from shadows.worker.signals import install_signal_handlers
+from shadows.worker.signals import graceful, install_signal_handlers
 from shadows.worker.takeover import Takeover
 from shadows.worker.unknown import UnknownTasks
 
@@ -233,7 +232,7 @@ class Worker:
     ) -> None:
         self.stop()
         self._stop_early = False  # the block is over: a later run starts afresh
-        await self._unobserve()
+        await self._observing.stop()
 
     # -- public API ------------------------------------------------------------------
 
@@ -303,9 +302,6 @@ class Worker:
         )
         self.healthcheck_port, self.metrics_port = ports
 
-    async def _unobserve(self) -> None:
-        await self._observing.stop()
-
     # -- main loop -------------------------------------------------------------------
 
     async def _run(self, until_finished: bool) -> None:
@@ -326,7 +322,7 @@ class Worker:
         except BaseException:
             self._running = False
             raise
-        restore_signals = install_signal_handlers(self._on_signal)
+        restore_signals = install_signal_handlers(graceful(self.stop, self._stopping))
         self._started_ms = now_ms()
         self._named = False
         self.health.begin()
@@ -383,7 +379,7 @@ class Worker:
             restore_signals()
             self._running = False
             if observed_here:
-                await self._unobserve()
+                await self._observing.stop()
             logger.info("Worker %s stopped", self.name)
         if self._heartbeat.superseded:
             raise WorkerNameTaken(
@@ -410,15 +406,6 @@ class Worker:
         if self._heartbeat.superseded:
             logger.error("Worker %s stops: %s", self.name, reason)
             self.stop(force=True)
-
-    def _on_signal(self, signum: signal.Signals) -> None:
-        force = self._stopping.is_set()
-        logger.warning(
-            "%s received: %s",
-            signum.name,
-            "cancelling running tasks" if force else "finishing running tasks, then exiting",
-        )
-        self.stop(force=force)
 
     async def _persist(self, step: Callable[[], Awaitable[None]]) -> None:
         """Run a start-up ``step``, waiting out Redis outages (until stopped)."""
