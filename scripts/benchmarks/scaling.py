@@ -1,0 +1,218 @@
+"""Drain throughput on one Redis server against a Redis Cluster, with 1, 2 and 4 worker
+processes, and the Redis CPU each task costs (``INFO cpu`` of every server, before and
+after).
+
+    python scripts/benchmarks/scaling.py                 # 20,000 tasks per cell
+    python scripts/benchmarks/scaling.py --tasks 5000 --workers 1,2
+
+Each cell: a fresh shadow, the worker processes started and registered (idle), the tasks
+added in batches, all due at one moment a little later; the clock starts at that moment
+(the workers' schedulers move them to the stream, the workers run them) and stops when
+the queue and the stream are empty. Both Redis deployments are private, throw-away servers
+started here (no persistence; the cluster has 3 masters and no replicas, so that
+replication does not take CPU from the machine). Results go to
+``scripts/benchmarks/results/scaling.json`` and are printed as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import redis  # noqa: E402
+
+from redis_server import RedisProcess  # noqa: E402
+from redis_topologies import Cluster  # noqa: E402
+from shadows import Shadow  # noqa: E402
+
+#: The task module the worker processes import (a no-op task).
+TASKS = "scaling_tasks:tasks"
+
+
+async def noop() -> None:
+    pass
+
+
+def cpu_seconds(ports: list[int]) -> float:
+    """Redis CPU (user + system) used so far by the servers on ``ports``."""
+    total = 0.0
+    for port in ports:
+        client = redis.Redis(port=port)
+        try:
+            info = client.info("cpu")
+        finally:
+            client.close()
+        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return total
+
+
+def spawn(url: str, name: str, concurrency: int, log: Path) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, "PYTHONPATH": str(HERE)}
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "shadows", "worker",
+                "--url", url, "--shadows", name, "--tasks", TASKS,
+                "--concurrency", str(concurrency), "--logging-level", "WARNING",
+            ],
+            stdout=output, stderr=subprocess.STDOUT, env=environment,
+        )  # fmt: skip
+
+
+async def wait_until(check: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def cell(
+    url: str, ports: list[int], workers: int, tasks: int, concurrency: int, logs: Path
+) -> dict[str, Any]:
+    name = f"scaling-{uuid.uuid4().hex[:8]}"
+    processes = [spawn(url, name, concurrency, logs / f"{name}-{i}.log") for i in range(workers)]
+    try:
+        async with Shadow(name=name, url=url) as shadow:
+            shadow.register(noop)
+
+            async def registered() -> bool:
+                return len(await shadow.workers()) == workers
+
+            await wait_until(registered, 60, "the workers to start")
+            # Every task is due at one moment, after all are added: the workers are idle
+            # until then, and the clock measures the drain alone.
+            due = datetime.now(UTC) + timedelta(seconds=2 + tasks / 2000)
+            started = time.perf_counter()
+            for first in range(0, tasks, 1000):
+                async with shadow.batch() as batch:
+                    for _ in range(min(1000, tasks - first)):
+                        batch.add(noop, when=due)()
+            added = time.perf_counter() - started
+            if datetime.now(UTC) >= due:
+                raise RuntimeError("adding took longer than planned: the drain overlapped it")
+            await asyncio.sleep((due - datetime.now(UTC)).total_seconds())
+            cpu_before = cpu_seconds(ports)
+            started = time.perf_counter()
+
+            async def drained() -> bool:
+                async with shadow.client.pipeline(transaction=False) as pipe:
+                    pipe.xlen(shadow.keys.stream)
+                    pipe.zcard(shadow.keys.queue)
+                    length, queued = await pipe.execute()
+                return int(length) + int(queued) == 0
+
+            await wait_until(drained, 600, "the tasks to drain")
+            seconds = time.perf_counter() - started
+            cpu = cpu_seconds(ports) - cpu_before
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return {
+        "workers": workers,
+        "tasks": tasks,
+        "seconds": round(seconds, 3),
+        "add_seconds": round(added, 3),  # before the clock starts
+        "tasks_per_second": round(tasks / seconds),
+        "redis_cpu_seconds": round(cpu, 3),
+        "redis_cpu_us_per_task": round(cpu / tasks * 1e6, 1),
+    }
+
+
+@contextmanager
+def deployments(which: list[str]) -> Iterator[list[tuple[str, str, list[int]]]]:
+    """The deployments to measure: (label, URL, ports of the servers doing the work)."""
+    single = RedisProcess() if "server" in which else None
+    cluster = Cluster(masters=3, replicas=0) if "cluster" in which else None
+    try:
+        found = []
+        if single is not None:
+            single.start()
+            found.append(("one server", single.url, [single.port]))
+        if cluster is not None:
+            cluster.start()
+            ports = [node.port for node in cluster.nodes]
+            found.append(("cluster, 3 masters (shards=1)", cluster.url, ports))
+        yield found
+    finally:
+        if single is not None:
+            single.stop()
+        if cluster is not None:
+            cluster.stop()
+
+
+async def main(tasks: int, workers: list[int], concurrency: int, which: list[str]) -> None:
+    logs = HERE / "results" / "logs.tmp"
+    logs.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    with deployments(which) as targets:
+        for label, url, ports in targets:
+            for count in workers:
+                result = await cell(url, ports, count, tasks, concurrency, logs)
+                result["deployment"] = label
+                rows.append(result)
+                print(json.dumps(result), flush=True)
+    lines = [
+        "| Deployment | Worker processes | Tasks/s | Redis CPU per task |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['deployment']} | {row['workers']} | {row['tasks_per_second']:,} | "
+            f"{row['redis_cpu_us_per_task']} us |"
+        )
+    print("\n".join(lines))
+    output = HERE / "results" / "scaling.json"
+    output.write_text(
+        json.dumps(
+            {
+                "tasks": tasks,
+                "concurrency": concurrency,
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"results: {output}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--workers", default="1,2,4", help="worker process counts")
+    parser.add_argument("--concurrency", type=int, default=50, help="per worker process")
+    parser.add_argument("--on", default="server,cluster", help="server, cluster or both")
+    arguments = parser.parse_args()
+    asyncio.run(
+        main(
+            arguments.tasks,
+            [int(n) for n in arguments.workers.split(",")],
+            arguments.concurrency,
+            arguments.on.split(","),
+        )
+    )
