@@ -257,6 +257,8 @@ def lua_scripts() -> dict[str, str]:
         for name, value in vars(module).items():
             if isinstance(value, str) and "redis.call" in value:
                 found[f"{module_info.name}.{name}"] = value
+    for path in Path(shadows.__path__[0]).rglob("*.lua"):  # scripts kept in files
+        found[str(path)] = path.read_text()
     return found
 
 
