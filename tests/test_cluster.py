@@ -18,8 +18,8 @@ from processes import spawn_worker
 from redis_topologies import Cluster, query
 from shadows import Shadow, Worker
 from shadows.core.connection import private_client
-from shadows.operations.strike_follower import StrikeFollower
 from shadows.operations.strikes import StrikeList
+from shadows.worker.strike_follower import StrikeFollower
 from test_cli import shadows_cli
 from worker_tasks import read_records, record_and_sleep
 

@@ -3,7 +3,7 @@
 A strike is a value (:class:`Strike`). The strikes in effect live in Redis, in a hash keyed
 by each strike's canonical encoding, and every change also goes to a short feed stream.
 A worker loads the whole hash when it starts and then blocks on the feed on its own
-connection (:mod:`strike_follower`); any entry makes it load the hash again, so a lost or
+connection (:mod:`shadows.worker.strike_follower`); any entry makes it load the hash, so a lost or
 trimmed feed entry can never leave a worker with a stale list for longer than one change.
 The worker checks its in-memory :class:`StrikeList` before running each message.
 

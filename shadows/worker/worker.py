@@ -38,7 +38,6 @@ from shadows.operations.endpoints import checked_host
 from shadows.operations.health import HealthCheck
 from shadows.operations.metrics import WorkerMetrics
 from shadows.operations.registry import Presence
-from shadows.operations.strike_follower import StrikeFollower
 from shadows.operations.strikes import StrikeList
 from shadows.operations.tally import encode_tally
 from shadows.producer.shadow import Shadow
@@ -56,6 +55,7 @@ from shadows.worker.revocations import Revocations
 from shadows.worker.runner import Runner
 from shadows.worker.scheduler import run_scheduler
 from shadows.worker.signals import graceful, install_signal_handlers
+from shadows.worker.strike_follower import StrikeFollower
 from shadows.worker.takeover import Takeover
 from shadows.worker.unknown import UnknownTasks
 
