@@ -8,6 +8,7 @@ import logging
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -392,3 +393,55 @@ def test_bad_declarations_are_refused() -> None:
     shadow = Shadow(name="refused", url="memory://refused")
     with pytest.raises(TypeError, match="cooldown= takes a Cooldown"):
         shadow.task(cooldown=RateLimit(1, HOUR))(lambda: None)  # type: ignore[arg-type]
+
+
+# -- [task.NAME] tables ----------------------------------------------------------------
+
+
+async def test_task_tables_set_and_override_cooldown_and_rate_limit(
+    shadow: Shadow, tmp_path: Path
+) -> None:
+    from shadows.settings import load_settings
+    from shadows.settings.discovery import apply_tables
+    from shadows.settings.effective import task_entries
+
+    (tmp_path / "shadows.toml").write_text(
+        "[task.ping]\n"
+        'cooldown = "1h"\n'
+        "[task.fetch]\n"
+        "rate_limit = { limit = 1, drop = true }\n"
+        "[task.orphan]\n"
+        'rate_limit = { per = "1s" }\n'
+    )
+    loaded = load_settings(environ={}, cwd=tmp_path)
+    runs: list[str] = []
+
+    @shadow.task
+    async def ping(n: int) -> None:
+        runs.append("ping")
+
+    @shadow.task(rate_limit=RateLimit(5, HOUR, scope="host"))
+    async def fetch(host: str) -> None:
+        runs.append(host)
+
+    @shadow.task
+    async def orphan() -> None: ...
+
+    problems = apply_tables(loaded, shadow)
+    assert [problem.message for problem in problems] == [
+        "rate_limit needs limit and per (the task declares no RateLimit to keep them)"
+    ]
+    entries = task_entries(loaded, {"ping": ping, "fetch": fetch})
+    assert entries["task.ping.cooldown"]["value"] == {"window": "1h", "scope": None}
+    assert entries["task.fetch.rate_limit"]["value"] == {
+        "limit": 1, "per": "1h", "drop": True, "scope": "host",
+    }  # fmt: skip
+
+    for n in range(3):
+        await shadow.add("ping")(n)
+    for host in ["a", "a", "b"]:
+        await shadow.add("fetch")(host)
+    async with worker(shadow, concurrency=1) as w:
+        await w.run_until_finished()
+    assert sorted(runs) == ["a", "b", "ping"]
+    assert w.dropped == {"ping": 2, "fetch": 1}

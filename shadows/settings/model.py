@@ -182,6 +182,26 @@ class ConcurrencyTable(Section):
     scope: str | None = None
 
 
+def _cooldown(value: Any) -> Any:
+    return {"window": value} if isinstance(value, str) else value
+
+
+class CooldownTable(Section):
+    """``cooldown = "5m"`` or ``cooldown = { window = "5m", scope = "customer_id" }``."""
+
+    window: Duration | None = None
+    scope: str | None = None
+
+
+class RateLimitTable(Section):
+    """``rate_limit = { limit = 100, per = "1m", drop = false, scope = "host" }``."""
+
+    limit: Positive | None = None
+    per: Duration | None = None
+    drop: bool | None = None
+    scope: str | None = None
+
+
 class TaskSettings(Section):
     """``[task.NAME]``: one task's behaviours, overriding its decorator's (and its
     parameter defaults'); keys left out keep the task's own values."""
@@ -196,6 +216,12 @@ class TaskSettings(Section):
     )
     concurrency: ConcurrencyTable | None = Field(
         None, description="At most `max_concurrent` runs at once (per `argument_name`)."
+    )
+    cooldown: Annotated[CooldownTable | None, BeforeValidator(_cooldown)] = Field(
+        None, description="Drop runs starting within `window` of the last (per `scope`)."
+    )
+    rate_limit: RateLimitTable | None = Field(
+        None, description="At most `limit` starts per `per` (per `scope`)."
     )
 
 

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shadows.behaviours.base import Dependency, behaviour_kind, plan_for
 from shadows.behaviours.concurrency import ConcurrencyLimit
+from shadows.behaviours.flow import Cooldown, RateLimit
 from shadows.behaviours.perpetual import Cron, Perpetual
 from shadows.behaviours.retry import ExponentialRetry, Retry
 from shadows.behaviours.timeout import Timeout
@@ -27,6 +28,8 @@ KINDS: dict[str, type[Dependency]] = {
     "perpetual": Perpetual,
     "cron": Perpetual,
     "concurrency": ConcurrencyLimit,
+    "cooldown": Cooldown,
+    "rate_limit": RateLimit,
 }
 
 
@@ -85,6 +88,30 @@ def overridden(
             _first(limit.max_concurrent, getattr(old, "max_concurrent", None), 1),
             _first(limit.scope, getattr(old, "scope", None), None),
         )
+    if table.cooldown is not None:
+        base = own.get(Cooldown, (None, ""))[0]
+        cooled = base if isinstance(base, Cooldown) else None
+        window = _first(table.cooldown.window, getattr(cooled, "window", None))
+        if window is None:
+            raise ValueError("cooldown needs window (the task declares no Cooldown to keep it)")
+        scope = _first(table.cooldown.scope, getattr(cooled, "scope", None))
+        result["cooldown"] = Cooldown(window, scope)
+    if table.rate_limit is not None:
+        rate = table.rate_limit
+        base = own.get(RateLimit, (None, ""))[0]
+        limited = base if isinstance(base, RateLimit) else None
+        limit = _first(rate.limit, getattr(limited, "limit", None))
+        per = _first(rate.per, getattr(limited, "per", None))
+        if limit is None or per is None:
+            raise ValueError(
+                "rate_limit needs limit and per (the task declares no RateLimit to keep them)"
+            )
+        result["rate_limit"] = RateLimit(
+            limit,
+            per,
+            _first(rate.drop, getattr(limited, "drop", None), False),
+            _first(rate.scope, getattr(limited, "scope", None)),
+        )
     return result
 
 
@@ -141,6 +168,15 @@ def as_table(behaviour: Dependency) -> tuple[str, Any]:
         return "concurrency", {
             "max_concurrent": behaviour.max_concurrent,
             "argument_name": behaviour.argument_name,
+            "scope": behaviour.scope,
+        }
+    if isinstance(behaviour, Cooldown):
+        return "cooldown", {"window": format_duration(behaviour.window), "scope": behaviour.scope}
+    if isinstance(behaviour, RateLimit):
+        return "rate_limit", {
+            "limit": behaviour.limit,
+            "per": format_duration(behaviour.per),
+            "drop": behaviour.drop,
             "scope": behaviour.scope,
         }
     return type(behaviour).__name__, behaviour.describe()

@@ -28,6 +28,8 @@ TASK_EXAMPLE = """\
 # perpetual = { every = "10m", automatic = true }
 # cron = { expression = "0 9 * * MON-FRI", automatic = true, tz = "Europe/Paris" }
 # concurrency = { max_concurrent = 2, argument_name = "customer_id" }
+# cooldown = { window = "5m", scope = "customer_id" }
+# rate_limit = { limit = 100, per = "1m", drop = false }
 """
 
 
@@ -138,7 +140,9 @@ values. In the environment: `SHADOW_TASK_<NAME>_<KEY>`, holding a JSON object fo
 
 {rows}
 
-`perpetual` and `cron` both set when a task runs again: give one of them.
+`perpetual` and `cron` both set when a task runs again: give one of them. A `Debounce`
+acts in the producer, when a call is submitted, where the tables are not applied: it is
+declared in code only (see [flow control](flow-control.md)).
 """
 
 
@@ -162,6 +166,16 @@ TASK_ROWS = [
         "`concurrency`",
         '`{ max_concurrent = 2, argument_name = "customer_id", scope = "..." }`',
         "`ConcurrencyLimit(...)`",
+    ),
+    (
+        "`cooldown`",
+        '`"5m"` or `{ window = "5m", scope = "customer_id" }`',
+        "`Cooldown(...)`",
+    ),
+    (
+        "`rate_limit`",
+        '`{ limit = 100, per = "1m", drop = false, scope = "host" }`',
+        "`RateLimit(...)` (in place of the task's first)",
     ),
 ]
 TASK_SECTION = TASK_TEMPLATE.replace(
@@ -193,6 +207,8 @@ def markdown() -> str:
         "perpetual",
         "cron",
         "concurrency",
+        "cooldown",
+        "rate_limit",
     }
     return "\n".join(parts).rstrip("\n") + "\n"
 
