@@ -239,3 +239,28 @@ async def test_the_acl_user_of_the_production_guide_can_watch_and_cancel(
             await asyncio.wait_for(following, 10)
     assert events[-1].state is ExecutionState.COMPLETED
     assert events[-1].progress.message == "done"
+
+
+async def test_a_user_without_pub_sub_still_runs_watches_and_cancels(tmp_path: Path) -> None:
+    """An ACL written before execution state (no channels, no PUBLISH): workers run as
+    before, the announcements are skipped, and watchers read the record every
+    RECHECK_SECONDS instead of being woken."""
+    acl = tmp_path / "users.acl"
+    acl.write_text(
+        "user default off\n"
+        "user shadows on >pw ~{old}:* resetchannels +@read +@write +@stream +@scripting "
+        "+@connection +@keyspace -@dangerous +client|id +time\n"
+    )
+
+    async def answer() -> int:
+        return 42
+
+    with RedisProcess(extra_args=["--aclfile", str(acl)]) as server:
+        url = f"redis://shadows:pw@127.0.0.1:{server.port}/0"
+        async with Shadow(name="old", url=url) as shadow:
+            shadow.register(answer)
+            execution = await shadow.add(answer)()
+            async with Worker(shadow) as worker:
+                running = asyncio.create_task(worker.run_until_finished())
+                assert await execution.get_result(timeout=10) == 42
+                await asyncio.wait_for(running, 10)

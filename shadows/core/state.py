@@ -4,7 +4,7 @@ Every task key has a run record (``{name}:run:{key}``, see :mod:`keys`): its sta
 times, progress and, once it ends, its error or result, kept for ``execution_ttl``. The
 workers' scripts write it in the same atomic steps that move the task, so reading it
 costs one command and never sees half of a change. Every change that matters to a
-watcher (running, progress, the end) is also published on ``{name}:events:{key}``:
+watcher (running, progress, the end) is also published on ``{name}:run:{key}:events``:
 the event only wakes a watcher, which then reads the record, so a missed event delays
 nothing but the next read and loses nothing.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,9 +22,12 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from shadows.core.connection import node_client
 from shadows.core.keys import Keys
+
+logger = logging.getLogger("shadows.state")
 
 #: How often a watcher reads the record again without any event (a safety net for an
 #: event lost on a reconnection; the events themselves come at once).
@@ -218,7 +222,7 @@ async def watch(source: Source, key: str) -> AsyncIterator[ExecutionEvent]:
     # Pub/sub runs on one server (on a cluster, the node of the record: a script's
     # PUBLISH reaches every node).
     server = await node_client(source.client, source.keys.run(key))
-    pubsub = server.pubsub()
+    pubsub: Any = server.pubsub()
     try:
         await pubsub.subscribe(source.keys.events(key))
         last: RunRecord | None = None
@@ -233,25 +237,37 @@ async def watch(source: Source, key: str) -> AsyncIterator[ExecutionEvent]:
             if record.state.final:
                 return
             last = record
-            await _next_event(pubsub)
+            if pubsub is None:
+                await asyncio.sleep(RECHECK_SECONDS)
+            elif not await _next_event(pubsub, key):
+                await pubsub.aclose()
+                pubsub = None
     finally:
         try:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if pubsub is not None:
+                await pubsub.aclose()
         finally:
             if server is not source.client:
                 await server.aclose()
 
 
-async def _next_event(pubsub: Any) -> None:
-    """Wait for one published event (or :data:`RECHECK_SECONDS`), then drain the rest."""
+async def _next_event(pubsub: Any, key: str) -> bool:
+    """Wait for one published event (or :data:`RECHECK_SECONDS`), then drain the rest;
+    ``False`` when the server refuses the subscription (an ACL user without the
+    channel: the watcher then only reads the record every :data:`RECHECK_SECONDS`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + RECHECK_SECONDS
-    while (left := deadline - loop.time()) > 0:
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
-        if message is not None:
-            break
-    while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0) is not None:
-        pass
+    try:
+        while (left := deadline - loop.time()) > 0:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+            if message is not None:
+                break
+        while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0) is not None:
+            pass
+    except ResponseError as error:
+        logger.debug("Not woken by the events of %s (%s): reading the record", key, error)
+        return False
+    return True
 
 
 async def result_of(source: Source, key: str, timeout: float | None) -> Any:

@@ -47,7 +47,7 @@ if removed then
   redis.call('HDEL', run, 'message', 'successor')
   redis.call('HSET', run, 'state', 'cancelled', 'finished', now)
   if ttl > 0 then redis.call('EXPIRE', run, ttl) else redis.call('DEL', run) end
-  redis.call('PUBLISH', channel, 'cancelled')
+  redis.pcall('PUBLISH', channel, 'cancelled')
   return 1
 end
 if redis.call('HEXISTS', run, 'revoked') == 0 then
@@ -71,7 +71,7 @@ if ARGV[3] == 'incr' then
 else
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
 end
-redis.call('PUBLISH', ARGV[5], 'progress')
+redis.pcall('PUBLISH', ARGV[5], 'progress')
 return value
 """
 

@@ -95,7 +95,7 @@ while a <= #ARGV do
         redis.call('DEL', run)
       end
     end
-    redis.call('PUBLISH', channel, outcome)
+    redis.pcall('PUBLISH', channel, outcome)
     if next_mode then
       local next_fields = redis.call('HGETALL', successor)
       redis.call('DEL', successor)

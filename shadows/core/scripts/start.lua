@@ -41,7 +41,7 @@ for i = 2, #KEYS do
       isolated = wary
       if wary then alone_id = id end
       local channel = ARGV[5 + i + n]
-      if channel then redis.call('PUBLISH', channel, 'running') end
+      if channel then redis.pcall('PUBLISH', channel, 'running') end
     end
   end
 end
