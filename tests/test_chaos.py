@@ -162,8 +162,20 @@ def test_the_recovery_after_a_worker_sigkill_is_measured_from_the_kill(
         file.write(json.dumps(fault) + "\n")
     verdict = check(records)
     assert sorted(verdict.recovery, key=lambda r: r["key"]) == [
-        {"key": "cut", "killed": 3.9, "same_name": False, "recovery_seconds": 1.6},
-        {"key": "never", "killed": 3.9, "same_name": False, "recovery_seconds": None},
+        {
+            "kind": "worker_sigkill",
+            "key": "cut",
+            "killed": 3.9,
+            "same_name": False,
+            "recovery_seconds": 1.6,
+        },
+        {
+            "kind": "worker_sigkill",
+            "key": "never",
+            "killed": 3.9,
+            "same_name": False,
+            "recovery_seconds": None,
+        },
     ]
 
 

@@ -43,6 +43,7 @@ def render(report: dict[str, Any]) -> str:
     tasks = report["tasks"]
     duplicates = report["duplicates"]
     resume = report["resume"]
+    recovery = report["recovery_after_sigkill"]
     state = report["end_state"]
     timeout = config["socket_timeout"]
     rows = [
@@ -69,7 +70,9 @@ def render(report: dict[str, Any]) -> str:
         ("Cancelled while running", _cancellations(report["cancellations"])),
         ("Resume after Redis restart", _resume(resume, "redis_restart")),
         ("Resume after Redis pause", _resume(resume, "redis_pause")),
-        ("Recovery after worker SIGKILL", _recovery(report["recovery_after_sigkill"])),
+        ("Recovery after worker SIGKILL", _recovery(recovery, "worker_sigkill")),
+        ("Recovery after a restart under the same name",
+         _recovery(recovery, "worker_restart_same_name")),
         ("Poison tasks", _poison(report.get("poison"))),
         ("Worker exit after SIGTERM", f"max {_seconds(report['sigterm_exit_seconds_max'])}"),
         ("Perpetual chains", ", ".join(
@@ -118,15 +121,18 @@ def _resume(resume: dict[str, Any], kind: str) -> str:
     return f"max {max(values):.2f} s (each: {each}; target < {resume['target_seconds']:g} s)"
 
 
-def _recovery(recovery: dict[str, Any]) -> str:
-    """How soon the runs a SIGKILL cut started again (from the kill)."""
-    each = recovery["each"]
+def _recovery(recovery: dict[str, Any], kind: str) -> str:
+    """How soon the runs that faults of ``kind`` cut started again (from the kill)."""
+    each = [r for r in recovery["each"] if r.get("kind", "worker_sigkill") == kind]
     if not each:
-        return "n/a (no run was cut by a SIGKILL)"
+        return "n/a (no run was cut)"
     never = sum(1 for r in each if r["recovery_seconds"] is None)
+    values = sorted(r["recovery_seconds"] for r in each if r["recovery_seconds"] is not None)
+    if not values:
+        return f"{never} run(s) never started again"
     text = (
-        f"max {_seconds(recovery['max'])}, median {_seconds(recovery['median'])} over "
-        f"{len(each) - never} run(s) (target < {recovery['target_seconds']:g} s)"
+        f"max {values[-1]:.2f} s, median {values[len(values) // 2]:.2f} s over "
+        f"{len(values)} run(s) (target < {recovery['target_seconds']:g} s)"
     )
     return text + (f"; {never} never started again" if never else "")
 

@@ -570,6 +570,7 @@ def _measure_recovery(verdict: Verdict, faults: list[dict[str, Any]], runs: list
             later = [r.start for r in by_execution[run.execution] if r.start > run.start]
             verdict.recovery.append(
                 {
+                    "kind": fault["kind"],
                     "key": run.key,
                     "killed": fault["t0"],
                     "same_name": not fault.get("fresh_name", False),
