@@ -264,3 +264,34 @@ async def test_a_user_without_pub_sub_still_runs_watches_and_cancels(tmp_path: P
                 running = asyncio.create_task(worker.run_until_finished())
                 assert await execution.get_result(timeout=10) == 42
                 await asyncio.wait_for(running, 10)
+
+
+async def test_a_copy_claimed_elsewhere_is_not_run_after_the_cancellation(shadow: Shadow) -> None:
+    """The running worker's claim was taken by another (a stall): the cancellation stops
+    the first run, and the other worker settles its copy as cancelled without running
+    it."""
+    starts: list[str] = []
+
+    async def long() -> None:
+        starts.append("start")
+        await asyncio.sleep(3600)
+
+    shadow.register(long)
+    await shadow.add(long, key="stalled")()
+    async with Worker(shadow, name="first") as first:
+        running = asyncio.create_task(first.run_until_finished())
+        await wait_for(lambda: bool(starts), message="the first run")
+        [pending] = await shadow.client.xpending_range(
+            shadow.keys.stream, WORKER_GROUP, "-", "+", 1
+        )
+        message_id = pending["message_id"]
+        await shadow.client.xclaim(
+            shadow.keys.stream, WORKER_GROUP, "second", 0, [message_id], justid=True
+        )
+        assert await shadow.cancel("stalled")
+        await asyncio.wait_for(running, 10)
+    async with Worker(shadow, name="second") as second:
+        await asyncio.wait_for(second.run_until_finished(), 10)
+    assert starts == ["start"]
+    assert await state_of(shadow, "stalled") is ExecutionState.CANCELLED
+    assert await shadow.client.xlen(shadow.keys.stream) == 0
