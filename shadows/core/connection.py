@@ -55,6 +55,14 @@ def _short_retry() -> Retry:
     return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
 
 
+def no_retry() -> Retry:
+    """For the commands that deliver messages (XREADGROUP, XAUTOCLAIM, a takeover's
+    claim): a retried one delivers again, so the first delivery's reply, lost with its
+    connection, would strand a message in the pending list (or count it twice). The
+    reader recovers from its own pending list instead (:mod:`shadows.worker.reader`)."""
+    return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=0)
+
+
 def memory_server(url: str) -> Any:
     """The in-process fake server behind ``url`` (one per distinct URL)."""
     from fakeredis import FakeServer
@@ -216,24 +224,37 @@ def connection_options(client: Redis | RedisCluster) -> dict[str, Any]:
     return client.connection_pool.connection_kwargs
 
 
-async def node_client(client: Redis | RedisCluster, key: str) -> Redis:
+def delivering_client(client: Redis | RedisCluster) -> Redis:
+    """A client of ``client``'s server(s) without automatic retries (:func:`no_retry`),
+    on two connections of its own (a blocking read and its ``CLIENT UNBLOCK``), which
+    the caller closes; ``memory://`` loses no reply: its own client."""
+    if type(client).__module__.startswith("fakeredis"):
+        return cast(Redis, client)
+    return private_client(client, connections=2, retry=no_retry())
+
+
+async def node_client(client: Redis | RedisCluster, key: str, retry: Retry | None = None) -> Redis:
     """A client of the one server holding ``key``, for what must run on a server rather
     than on a cluster (a blocking read on a connection of its own, then ``CLIENT
     UNBLOCK`` for it): ``client`` itself, or on a cluster a new client of the master that
     serves the key's slot now, which the caller closes. After a failover or a slot
     migration its commands fail with MOVED or ASK, which count as an outage
-    (:data:`reconnect.CONNECTION_ERRORS`): the caller makes a new one."""
+    (:data:`reconnect.CONNECTION_ERRORS`): the caller makes a new one. ``retry``
+    replaces the automatic retries of the node client's commands."""
     if not isinstance(client, RedisCluster):
         return client
     await client.initialize()
     node = client.get_node_from_key(key)
     if node is None:  # pragma: no cover - only for replica=True
         raise RuntimeError(f"no node serves {key!r}")
+    settings = dict(node.connection_kwargs)
+    if retry is not None:
+        settings["retry"] = retry
     pool = BlockingConnectionPool(
         connection_class=_following_failovers(node.connection_class),
         max_connections=DEFAULT_CLIENT_OPTIONS["max_connections"],
         timeout=DEFAULT_CLIENT_OPTIONS["timeout"],
-        **node.connection_kwargs,
+        **settings,
     )
     return Redis.from_pool(pool)
 
@@ -252,7 +273,7 @@ class WaitingCluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
 
 
-def cluster_client(deployment: Deployment) -> Redis:
+def cluster_client(deployment: Deployment, retry: Retry | None = None) -> Redis:
     """redis-py's cluster client, which finds every node from any of the listed ones.
 
     Typed as ``Redis`` for the code that shares it: it answers the same commands, but it
@@ -270,7 +291,7 @@ def cluster_client(deployment: Deployment) -> Redis:
         username=deployment.username,
         password=deployment.password,
         ssl=deployment.tls,
-        retry=_short_retry(),
+        retry=retry or _short_retry(),
         **options,
     )
     # Every node's connections are made from these settings (nodes found later too).
@@ -336,13 +357,15 @@ def sentinel_client(deployment: Deployment) -> Redis:
     return SentinelMaster.from_pool(pool)
 
 
-def private_client(client: Redis | RedisCluster, connections: int = 1) -> Redis:
+def private_client(
+    client: Redis | RedisCluster, connections: int = 1, retry: Retry | None = None
+) -> Redis:
     """A client for the same server, with the same settings, as ``client``, on a pool of
     its own of at most ``connections``: for work that must neither take ``client``'s
     connections nor wait behind its commands (health and metrics probes). On a cluster,
     whose client cannot make a command wait for a free connection, up to
     ``PRIVATE_CLUSTER_CONNECTIONS`` per node instead, so that a burst of probes is not
-    refused."""
+    refused. ``retry`` replaces the automatic retries of its commands."""
     if isinstance(client, RedisCluster):
         settings = client.connection_kwargs
         copied = Deployment(
@@ -360,9 +383,11 @@ def private_client(client: Redis | RedisCluster, connections: int = 1) -> Redis:
             },
         )
         copied.options["max_connections"] = max(connections, PRIVATE_CLUSTER_CONNECTIONS)
-        return cluster_client(copied)
+        return cluster_client(copied, retry)
     pool = client.connection_pool
     settings = {k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"}
+    if retry is not None:
+        settings["retry"] = retry
     own: ConnectionPool
     if isinstance(pool, SentinelConnectionPool):  # its own lookups of the master too
         own = _BlockingSentinelPool(  # type: ignore[no-untyped-call]

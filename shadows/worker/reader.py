@@ -9,6 +9,12 @@
 The blocking read runs on a dedicated connection so that it can be woken with
 ``CLIENT UNBLOCK`` instead of being cancelled: a cancelled read may still be served by the
 server and leave a message stranded in this consumer's pending list.
+
+The commands that deliver (XREADGROUP, XAUTOCLAIM, the takeover's claim) go over a client
+without automatic retries: a retried one would deliver again while the first delivery,
+its reply lost with the connection, stays in the pending list until the redelivery
+timeout. A connection error sets :attr:`StreamReader.recover` instead, and the next read
+takes this consumer's pending messages back at once (1.).
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shadows.core.backend import Backend
-from shadows.core.connection import node_client
+from shadows.core.connection import delivering_client, no_retry, node_client
 from shadows.core.deliveries import new_instance
 from shadows.core.keys import WORKER_GROUP
+from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.worker.takeover import Takeover, forget_consumer
 
 logger = logging.getLogger("shadows.worker")
@@ -92,6 +99,8 @@ class StreamReader:
         #: stream's node) and the connection of its own the blocking read runs on.
         self._server: Redis | None = None
         self._connection: Redis | None = None
+        #: The client without automatic retries the delivering commands go over.
+        self._delivering: Redis | None = None
         self._can_unblock = True
         #: The server's id of the blocking-read connection (for CLIENT UNBLOCK), asked
         #: once per connection rather than before every read.
@@ -105,13 +114,21 @@ class StreamReader:
     async def close(self) -> None:
         connection, self._connection = self._connection, None
         server, self._server = self._server, None
+        delivering, self._delivering = self._delivering, None
         self._client_id = None
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.aclose()
-        if server is not None and server is not self.shadow.client:
-            with contextlib.suppress(Exception):
-                await server.aclose()
+        for client in {id(c): c for c in (server, delivering) if c is not None}.values():
+            if client is not self.shadow.client:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    def delivering(self) -> Redis:
+        """The client the delivering commands go over (see the module's docstring)."""
+        if self._delivering is None:
+            self._delivering = delivering_client(self.shadow.client)
+        return self._delivering
 
     async def next(
         self, free: int, skip: Collection[str], block: bool, wake: asyncio.Event
@@ -121,7 +138,6 @@ class StreamReader:
 
         A blocking read returns early (empty) once ``wake`` is set.
         """
-        stream = self.shadow.keys.stream
         if self.recover:
             entries = await self._own_pending(free, skip)
             if len(entries) <= free:
@@ -129,8 +145,19 @@ class StreamReader:
             if entries:
                 return entries[:free], HELD
 
+        try:
+            return await self._deliver(free, block, wake)
+        except CONNECTION_ERRORS:
+            # A delivery may have been made, its reply lost: take it back at once.
+            self.recover = True
+            raise
+
+    async def _deliver(
+        self, free: int, block: bool, wake: asyncio.Event
+    ) -> tuple[list[Entry], str]:
+        stream = self.shadow.keys.stream
         if self.takeover is not None and self.takeover.due():
-            taken = await self.takeover.claim(free)
+            taken = await self.takeover.claim(free, self.delivering())
             if taken:
                 logger.warning(
                     "Took over %d message(s) of workers whose heartbeat lapsed", len(taken)
@@ -158,7 +185,7 @@ class StreamReader:
         # run keys declared, which a cluster requires) before it runs.
         self.sent_at = time.monotonic()
         read = entries_of(
-            await self.shadow.client.xreadgroup(
+            await self.delivering().xreadgroup(
                 WORKER_GROUP, self.consumer, {stream: ">"}, count=free
             )
         )
@@ -176,7 +203,7 @@ class StreamReader:
         starts again from ``0-0`` once it has covered the whole pending list. An unfinished
         sweep goes on at the next read rather than after ``claim_every``.
         """
-        client = self.shadow.client
+        client = self.delivering()
         for _ in range(CLAIM_CALLS):
             cursor, claimed = (
                 await client.xautoclaim(
@@ -243,7 +270,7 @@ class StreamReader:
         if self._connection is None:
             # On a cluster, a client of the stream's node: CLIENT UNBLOCK must reach the
             # server the read blocks on (a cluster client has no client() either).
-            self._server = await node_client(self.shadow.client, self.shadow.keys.stream)
+            self._server = await node_client(self.delivering(), self.shadow.keys.stream, no_retry())
             self._connection = self._server.client()
         connection = self._connection
         client_id = await self._id_of(connection) if self._can_unblock else None

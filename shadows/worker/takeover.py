@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from redis.asyncio import Redis
+
 from shadows.core.backend import Backend
 from shadows.core.keys import WORKER_GROUP
 
@@ -107,10 +109,11 @@ class Takeover:
     def due(self) -> bool:
         return time.monotonic() - self._last >= self.every
 
-    async def claim(self, free: int) -> list[tuple[Entry, int]]:
-        """Up to ``free`` messages of lapsed consumers, with their delivery counts."""
+    async def claim(self, free: int, using: Redis | None = None) -> list[tuple[Entry, int]]:
+        """Up to ``free`` messages of lapsed consumers, with their delivery counts;
+        ``using``: a client without automatic retries (a retried claim delivers again)."""
         self._last = time.monotonic()
-        client = self.shadow.client
+        client = self.shadow.client if using is None else using
         keys = self.shadow.keys
         summary = await client.xpending(keys.stream, WORKER_GROUP)
         owners = [
