@@ -33,6 +33,32 @@ async def pay(
         raise ValueError(f"order {order} refused")
 
 
+class Receipt:
+    """A result class the dashboard may decode only while its module is loaded."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def __repr__(self) -> str:
+        return f"Receipt(total={self.total})"
+
+
+async def total(prices: list[int]) -> int:
+    return sum(prices)
+
+
+async def report(size: int) -> str:
+    return "<b>" + "x" * size
+
+
+async def receipt(amount: int) -> Receipt:
+    return Receipt(amount)
+
+
+async def quiet() -> int:
+    return 7
+
+
 async def nap(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
@@ -258,6 +284,66 @@ async def test_a_dead_letter_page_has_the_error_and_traceback(shadow: Shadow) ->
     assert "bad-order" in listing and "ValueError: order refused-9 refused" in listing
     assert 'id="traceback"' in detail and "raise ValueError" in detail
     assert "message in the dead letters" in detail
+
+
+async def test_a_task_page_shows_the_result_capped_and_escaped(shadow: Shadow) -> None:
+    shadow.register(total)
+    shadow.register(report)
+    shadow.register(pay)
+    shadow.task(results=False)(quiet)
+    await shadow.add(total, key="sum-1")([5, 10, 20])
+    await shadow.add(report, key="big-1")(20_000)
+    await shadow.add(pay, key="bad-1")("refused-1", "4111", [])
+    await shadow.add(quiet, key="quiet-1")()
+    async with Worker(shadow) as worker:
+        await worker.run_until_finished()
+    async with serve(shadow) as (_, client):
+        summed = (await client.get("/task", params={"key": "sum-1"})).text
+        big = (await client.get("/task", params={"key": "big-1"})).text
+        failed = (await client.get("/task", params={"key": "bad-1"})).text
+        kept_none = (await client.get("/task", params={"key": "quiet-1"})).text
+    assert '<dd id="result"><code>35</code></dd>' in summed
+    assert "&lt;b&gt;" in big and "<b>xxx" not in big
+    assert "x" * 3000 in big and "x" * 4000 not in big and "…" in big
+    assert 'id="result"' not in failed
+    assert "ValueError: order refused-1 refused" in failed and 'id="traceback"' in failed
+    assert "Not stored" in kept_none and "7</code>" not in kept_none
+
+
+async def test_a_result_that_cannot_be_decoded_safely_is_a_placeholder(
+    redis_url: str,
+) -> None:
+    name = f"results-{socket.gethostname()}-{id(object())}"
+    async with Shadow(name=name, url=redis_url) as shadow:
+        shadow.register(receipt)
+        shadow.register(total)
+        await shadow.add(receipt, key="receipt-1")(12)
+        await shadow.add(total, key="sum-2")([1, 2])
+        async with Worker(shadow) as worker:
+            await worker.run_until_finished()
+        async with serve(shadow) as (_, client):
+            shown = (await client.get("/task", params={"key": "receipt-1"})).text
+        assert "Receipt(total=12)" in shown
+        # Its class's module not loaded here: named, not imported.
+        data = await shadow.client.hget(shadow.keys.run("receipt-1"), "result")
+        assert isinstance(data, bytes)
+        await shadow.client.hset(
+            shadow.keys.run("receipt-1"),
+            "result",
+            data.replace(b"test_dashboard", b"nope_dashboard"),
+        )
+        async with serve(shadow) as (_, client):
+            hidden = await client.get("/task", params={"key": "receipt-1"})
+        assert hidden.status_code == 200
+        assert "cannot be decoded safely here" in hidden.text and "nope_dashboard" in hidden.text
+    # With signing on, an unsigned result is refused, never decoded.
+    async with Shadow(name=name, url=redis_url, signing_key="k" * 32) as signed:
+        signed.register(total)
+        async with serve(signed) as (_, client):
+            refused = await client.get("/task", params={"key": "sum-2"})
+        assert refused.status_code == 200
+        assert "cannot be shown safely here" in refused.text and "unsigned" in refused.text
+        assert "<code>3</code>" not in refused.text
 
 
 async def test_what_comes_from_redis_is_escaped(shadow: Shadow) -> None:

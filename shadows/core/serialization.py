@@ -244,6 +244,12 @@ class Payloads:
     def open_result(self, key: str, data: bytes, codec: str, signature: str | None) -> Any:
         """The value :meth:`seal_result` stored; :class:`PayloadError` when it was encoded
         with another codec or its signature does not verify."""
+        self.verify_result(key, data, codec, signature)
+        return self.codec.loads(data)
+
+    def verify_result(self, key: str, data: bytes, codec: str, signature: str | None) -> None:
+        """Raise :class:`PayloadError` unless ``data`` is a result this shadow may decode:
+        in its codec and, when signing is on, signed for ``key``."""
         if codec != self.codec.name:
             raise PayloadError(
                 f"result encoded with the {codec} codec, but this shadow decodes {self.codec.name}"
@@ -252,7 +258,6 @@ class Payloads:
             signature and _same(signature, self._result_signature(key, codec, data))
         ):
             raise PayloadError(f"result of {key!r} refused: unsigned, or its signature is bad")
-        return self.codec.loads(data)
 
     def _result_signature(self, key: str, codec: str, data: bytes) -> str:
         assert self.signing_key is not None

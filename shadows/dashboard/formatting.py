@@ -69,6 +69,11 @@ def number(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def cap(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def install(env: Environment) -> None:
     env.filters.update(
         span=span, moment=moment, relative=relative, number=number, quote=lambda s: quote(s)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from shadows.core.annotations import render_call
 from shadows.core.execution import Message, MessageError
+from shadows.dashboard.formatting import cap
+from shadows.dashboard.results import Result, render_result
 from shadows.operations.dead_letters import DeadLetter
 from shadows.operations.dead_letters import parse as parse_dead_letter
 
@@ -53,6 +55,8 @@ class TaskView:
     error: str = ""
     #: The task's progress report (``current``, ``total``, ``message``), if any.
     progress: dict[str, Any] | None = None
+    #: What a completed run returned, as it may be shown (``None`` for other states).
+    result: Result | None = None
 
     @property
     def exists(self) -> bool:
@@ -106,6 +110,7 @@ async def find_task(shadow: Shadow, key: str) -> TaskView:
         dead_letter=dead_letter,
         error=record.get("error", ""),
         progress=_progress(record),
+        result=render_result(shadow, key, record.get("state"), run),
     )
 
 
@@ -133,10 +138,7 @@ def render_arguments(shadow: Shadow, name: str, message: Message | None) -> Argu
         args, kwargs = shadow.payloads.decode(message)
     except Exception as error:  # another codec, a bad signature, a codec error
         return Arguments(None, f"Its arguments cannot be decoded here: {type(error).__name__}")
-    call = render_call(function, args, kwargs)
-    if len(call) > CALL_LIMIT:
-        call = call[: CALL_LIMIT - 1] + "…"
-    return Arguments(call)
+    return Arguments(cap(render_call(function, args, kwargs), CALL_LIMIT))
 
 
 def _message(fields: Any) -> Message | None:
