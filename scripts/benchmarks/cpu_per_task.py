@@ -1,0 +1,186 @@
+"""CPU per task of versions of shadows, interleaved, on a private redis-server.
+
+    python scripts/benchmarks/cpu_per_task.py --version old=../old/.venv/bin/python \
+        --version new=.venv/bin/python --tasks 5000 --rounds 4
+
+Wall-clock throughput on a shared machine swings with the load; CPU time per task swings
+much less. Each round runs one version in a fresh process: it adds the tasks one by one
+(the process's CPU time over the adds is the producer's cost), then one worker drains
+them at concurrency 10 in the same process (its CPU over the drain is the worker's
+cost). The Redis server's CPU (INFO cpu) and its command counters (INFO commandstats,
+commands run inside scripts included) are read around each phase. Rounds alternate
+between the versions so that a change in load hits all of them; the table prints
+medians and the load average seen during the run. The worker's CPU per task still
+depends on how many messages each read returns (fewer per batch under load costs more
+per task), so compare medians of several rounds, never one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from typing import Any
+
+IGNORED = {"info", "config|resetstat", "hello", "select", "ping", "flushall"}
+
+
+async def noop(n: int) -> None:
+    """The task: nothing, so that only the library's own costs are measured."""
+
+
+async def redis_counters(client: Any) -> tuple[float, int]:
+    """The server's CPU seconds so far and its command count (commands in scripts too)."""
+    cpu = await client.info("cpu")
+    stats = await client.info("commandstats")
+    calls = sum(
+        int(v["calls"]) for k, v in stats.items() if k.removeprefix("cmdstat_") not in IGNORED
+    )
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls
+
+
+async def one_round(url: str, tasks: int) -> dict[str, float]:
+    """One version's round in this process: add one by one, then drain at concurrency 10."""
+    from shadows import Shadow, Worker
+
+    result: dict[str, float] = {}
+    async with Shadow(name=f"cpu-{uuid.uuid4().hex[:8]}", url=url) as shadow:
+        shadow.register(noop)
+        await shadow.ensure_group()
+        client = shadow.client
+        for n in range(20):  # warm up: scripts loaded, imports done
+            await shadow.add(noop)(n)
+        async with Worker(shadow, concurrency=10) as worker:
+            await worker.run_until_finished()
+
+        redis_before, calls_before = await redis_counters(client)
+        cpu_before = time.process_time()
+        for n in range(tasks):
+            await shadow.add(noop)(n)
+        cpu_after = time.process_time()
+        redis_after, calls_after = await redis_counters(client)
+        result["add_client_us"] = (cpu_after - cpu_before) / tasks * 1e6
+        result["add_redis_us"] = (redis_after - redis_before) / tasks * 1e6
+        result["add_commands"] = (calls_after - calls_before) / tasks
+
+        async with Worker(shadow, concurrency=10) as worker:
+            redis_before, calls_before = await redis_counters(client)
+            cpu_before = time.process_time()
+            await worker.run_until_finished()
+            cpu_after = time.process_time()
+            redis_after, calls_after = await redis_counters(client)
+        result["drain_worker_us"] = (cpu_after - cpu_before) / tasks * 1e6
+        result["drain_redis_us"] = (redis_after - redis_before) / tasks * 1e6
+        result["drain_commands"] = (calls_after - calls_before) / tasks
+        await shadow.clear()
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    server = shutil.which("redis-server") or "redis-server"
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", directory],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process, port
+        except OSError:
+            process.poll()
+            if process.returncode is not None:
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not accept connections within 10 s")
+
+
+def orchestrate(arguments: argparse.Namespace) -> None:
+    versions: dict[str, str] = {}
+    for pair in arguments.version:
+        label, _, python = pair.partition("=")
+        if not label or not python:
+            raise SystemExit(f"--version takes LABEL=PYTHON, not {pair!r}")
+        versions[label] = python
+    if len(versions) < 2:
+        raise SystemExit("give at least two --version LABEL=PYTHON to compare")
+    rows: dict[str, list[dict[str, float]]] = {label: [] for label in versions}
+    loads: list[float] = []
+    with tempfile.TemporaryDirectory() as directory:
+        process, port = start_redis(directory)
+        try:
+            for round_number in range(arguments.rounds):
+                for label, python in versions.items():
+                    loads.append(os.getloadavg()[0])
+                    url = f"redis://127.0.0.1:{port}/0"
+                    command = [python, __file__, "--child", "--url", url]
+                    output = subprocess.run(
+                        [*command, "--tasks", str(arguments.tasks)],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout
+                    row = json.loads(output.strip().splitlines()[-1])
+                    rows[label].append(row)
+                    print(round_number, label, json.dumps(row), flush=True)
+        finally:
+            process.terminate()
+            process.wait(10)
+    loads.append(os.getloadavg()[0])
+    first = next(iter(versions))
+    print(f"\n{arguments.tasks} tasks, {arguments.rounds} rounds each, medians")
+    print(f"load average (1 min) during the run: {min(loads):.2f}-{max(loads):.2f}")
+    header = "".join(f"{label:>10}" for label in versions)
+    ratios = "".join(f"{label + '/' + first:>14}" for label in list(versions)[1:])
+    print(f"{'measure':<34}{header}{ratios}")
+    names = {
+        "add_client_us": "add: producer CPU us/task",
+        "add_redis_us": "add: Redis CPU us/task",
+        "add_commands": "add: Redis commands/task",
+        "drain_worker_us": "drain c10: worker CPU us/task",
+        "drain_redis_us": "drain c10: Redis CPU us/task",
+        "drain_commands": "drain c10: Redis commands/task",
+    }
+    for key, name in names.items():
+        medians = {label: statistics.median(r[key] for r in rows[label]) for label in versions}
+        cells = "".join(f"{value:>10.2f}" for value in medians.values())
+        base = medians[first]
+        shares = "".join(f"{medians[label] / base:>14.3f}" for label in list(versions)[1:])
+        print(f"{name:<34}{cells}{shares}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--version",
+        action="append",
+        default=[],
+        metavar="LABEL=PYTHON",
+        help="a version to measure: a label and the python of its environment (repeat it;"
+        " ratios are against the first)",
+    )
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.child:
+        print(json.dumps(asyncio.run(one_round(arguments.url, arguments.tasks))))
+    else:
+        orchestrate(arguments)
