@@ -156,18 +156,26 @@ async def test_perpetual_runs_again_after_success_and_failure(shadow: Shadow) ->
 
 async def test_perpetual_keeps_its_cadence(shadow: Shadow) -> None:
     due: list[datetime] = []
+    lateness: list[float] = []
 
     async def tick(
         execution: Execution = CurrentExecution(),
         perpetual: Perpetual = Perpetual(every=timedelta(milliseconds=100)),
     ) -> None:
         due.append(execution.when)
+        lateness.append((datetime.now(timezone.utc) - execution.when).total_seconds())
 
     await shadow.add(tick, key="tick")()
     async with worker(shadow) as w:
         await w.run_at_most({"tick": 4})
     steps = [(b - a).total_seconds() for a, b in itertools.pairwise(due)]
-    assert all(abs(step - 0.1) < 0.002 for step in steps), steps
+    # A run that starts on time schedules the next one exactly `every` after its own due
+    # time; one that starts late (a loaded machine) never brings the next one closer.
+    for step, late in zip(steps, lateness, strict=False):
+        if late < 0.02:
+            assert abs(step - 0.1) < 0.002, (steps, lateness)
+        else:
+            assert step > 0.098, (steps, lateness)
 
 
 async def test_perpetual_cancel_perpetuate_and_every(shadow: Shadow) -> None:
