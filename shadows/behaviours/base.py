@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -260,3 +260,14 @@ async def resolve_arguments(plan: TaskPlan, context: Context) -> dict[str, Any]:
         except Exception as error:
             raise DependencyError(name, dependency, error) from error
     return context.arguments
+
+
+def argument_bucket(base: str, argument: str, arguments: Mapping[str, Any], owner: str) -> str:
+    """``base`` narrowed to one value of ``argument``: how per-argument limits name what
+    they count. ``owner`` starts the error for a task that has no such argument."""
+    try:
+        value = arguments[argument]
+    except KeyError:
+        raise KeyError(f"{owner}: the task has no such argument") from None
+    rendered = value if isinstance(value, str) else repr(value)
+    return f"{base}:{argument}={rendered}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shadows.behaviours.base import Context, Dependency
+from shadows.behaviours.base import Context, Dependency, argument_bucket
 
 
 class ConcurrencyLimit(Dependency):
@@ -42,14 +42,8 @@ class ConcurrencyLimit(Dependency):
         pool = self.scope or task_name
         if self.argument_name is None:
             return pool
-        try:
-            value = arguments[self.argument_name]
-        except KeyError:
-            raise KeyError(
-                f"ConcurrencyLimit on {self.argument_name!r}: the task has no such argument"
-            ) from None
-        rendered = value if isinstance(value, str) else repr(value)
-        return f"{pool}:{self.argument_name}={rendered}"
+        owner = f"ConcurrencyLimit on {self.argument_name!r}"
+        return argument_bucket(pool, self.argument_name, arguments, owner)
 
     def describe(self) -> str:
         return f"ConcurrencyLimit({self.argument_name!r}, max_concurrent={self.max_concurrent})"

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from shadows.behaviours.base import Context, Dependency
+from shadows.behaviours.base import Context, Dependency, argument_bucket
 
 
 def _positive(value: timedelta, name: str) -> timedelta:
@@ -48,14 +48,8 @@ class Scoped:
         """The name runs with these ``arguments`` are counted under."""
         if self.scope is None:
             return task_name
-        try:
-            value = arguments[self.scope]
-        except KeyError:
-            raise KeyError(
-                f"{type(self).__name__} scope {self.scope!r}: the task has no such argument"
-            ) from None
-        rendered = value if isinstance(value, str) else repr(value)
-        return f"{task_name}:{self.scope}={rendered}"
+        owner = f"{type(self).__name__} scope {self.scope!r}"
+        return argument_bucket(task_name, self.scope, arguments, owner)
 
 
 class Cooldown(Scoped, Dependency):
