@@ -1,12 +1,18 @@
 """The Redis key layout of one shadow.
 
-Every key starts with the hash tag ``{name}`` so that all of a shadow's keys live in one
-Redis Cluster slot and the Lua scripts may touch any of them atomically.
+Every key starts with a hash tag so that the keys one Lua script touches live in one Redis
+Cluster slot. A shadow spread over ``N`` shards has ``N`` tags: shard 0, the *home* shard,
+is ``{name}`` (so ``shards=1`` is the layout of an unsharded shadow) and also holds every
+global key (strikes, the worker registry, concurrency pools, flow-control buckets); shard
+``i > 0`` puts its own keys (stream, queue, parked messages, run records, successors, dead
+letters, epoch) under ``{name|i}:shard:``. No shadow name can produce that prefix: a
+shadow named ``name|i`` has no key called ``shard``.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 _VALID_NAME = re.compile(r"^[^{}\s]{1,200}$")
@@ -24,15 +30,41 @@ def validate_name(name: str) -> str:
     return name
 
 
+def shard_of(key: str, shards: int) -> int:
+    """The shard a task key lives in: stable across processes, machines and versions."""
+    if shards <= 1:
+        return 0
+    return zlib.crc32(key.encode()) % shards
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Names of every Redis key that belongs to the shadow ``name``."""
+    """Names of the Redis keys of shard ``shard`` of the shadow ``name``, and of its global
+    keys (which are the same whatever the shard)."""
 
     name: str
+    shard: int = 0
 
     @property
     def prefix(self) -> str:
+        """The prefix of this shard's own keys."""
+        if self.shard == 0:
+            return self.home_prefix
+        return f"{{{self.name}|{self.shard}}}:shard:"
+
+    @property
+    def home_prefix(self) -> str:
+        """The prefix of the home shard, where the global keys live."""
         return f"{{{self.name}}}:"
+
+    def of_shard(self, shard: int) -> Keys:
+        """The keys of another shard of the same shadow."""
+        return self if shard == self.shard else Keys(self.name, shard)
+
+    @property
+    def home(self) -> Keys:
+        """The keys of shard 0."""
+        return self.of_shard(0)
 
     @property
     def stream(self) -> str:
@@ -74,55 +106,55 @@ class Keys:
     def strikes(self) -> str:
         """Stream of strike and restore changes: wakes the workers (trimmed; the hash below
         is the truth)."""
-        return f"{self.prefix}strikes"
+        return f"{self.home_prefix}strikes"
 
     @property
     def strikes_in_effect(self) -> str:
         """Hash of the strikes in effect: canonical strike encoding -> when struck (ms)."""
-        return f"{self.prefix}strikes-in-effect"
+        return f"{self.home_prefix}strikes-in-effect"
 
     @property
     def workers(self) -> str:
         """Sorted set of worker names scored by their last heartbeat."""
-        return f"{self.prefix}workers"
+        return f"{self.home_prefix}workers"
 
     def worker_tasks(self, worker: str) -> str:
         """Set of task names one worker can run (expires with the worker's heartbeats)."""
-        return f"{self.prefix}worker-tasks:{worker}"
+        return f"{self.home_prefix}worker-tasks:{worker}"
 
     def worker(self, worker: str) -> str:
         """Hash describing one live worker (concurrency, running, started); it expires
         when the worker misses its heartbeats."""
-        return f"{self.prefix}worker:{worker}"
+        return f"{self.home_prefix}worker:{worker}"
 
     def concurrency(self, slot: str) -> str:
         """Sorted set of the task keys holding a slot of one concurrency pool, scored by
         the expiry of their lease."""
-        return f"{self.prefix}concurrency:{slot}"
+        return f"{self.home_prefix}concurrency:{slot}"
 
     def waiting(self, slot: str) -> str:
         """Sorted set of task keys parked until a slot of that pool frees (by arrival)."""
-        return f"{self.prefix}waiting:{slot}"
+        return f"{self.home_prefix}waiting:{slot}"
 
     def cooldown(self, bucket: str) -> str:
         """String naming the message whose start opened the cooldown of ``bucket``
         (expires with the window)."""
-        return f"{self.prefix}cooldown:{bucket}"
+        return f"{self.home_prefix}cooldown:{bucket}"
 
     def rate(self, bucket: str) -> str:
         """Sorted set of the starts counted against the rate limit of ``bucket``, scored by
         when they started (ms, Redis's clock)."""
-        return f"{self.prefix}rate:{bucket}"
+        return f"{self.home_prefix}rate:{bucket}"
 
     def rate_waiting(self, bucket: str) -> str:
         """Sorted set of the task keys a rate limit of ``bucket`` postponed, scored by the
         moment each is due back (ms, Redis's clock)."""
-        return f"{self.prefix}rate-waiting:{bucket}"
+        return f"{self.home_prefix}rate-waiting:{bucket}"
 
     def debounce(self, bucket: str) -> str:
         """Hash of the open debounce burst of ``bucket``: the key of its run and when its
         first submission came (ms)."""
-        return f"{self.prefix}debounce:{bucket}"
+        return f"{self.home_prefix}debounce:{bucket}"
 
     @property
     def failed(self) -> str:
