@@ -59,13 +59,11 @@ class Shadow(TaskRegistry):
     ``Shadow()`` does no I/O: it may be made at import time, and connects on first use
     (or in ``async with``), on whichever event loop is running then. ``url`` may be
     ``redis://``, ``rediss://``, ``unix://``, ``valkey://``, ``redis+sentinel://``,
-    ``redis+cluster://`` or ``memory://`` (in-process); or pass ``connection_pool=``.
-    Every argument left out comes from the settings (``SHADOW_*`` variables, then
-    ``shadows.toml``, then the defaults: see ``docs/configuration.md``): ``name``, ``url``,
+    ``redis+cluster://`` or ``memory://`` (in-process), or pass ``connection_pool=``. Every
+    argument left out comes from the settings (``docs/configuration.md``): among them
     ``codec`` (``"pickle"``, ``"json"``, ``"msgpack"`` or a codec object), ``signing_key``
-    (with a key, ``max_message_age`` refuses to run signed messages older than that), the
-    TTLs, whether results are kept (``results``, up to ``result_max_bytes`` each) and the
-    heartbeats of its workers.
+    (``max_message_age`` then refuses older messages), ``results`` (up to
+    ``result_max_bytes`` each) and ``shards`` (``docs/scaling.md``).
     """
 
     def __init__(
@@ -84,6 +82,7 @@ class Shadow(TaskRegistry):
         max_message_age: timedelta | None = None,
         results: bool | None = None,
         result_max_bytes: int | None = None,
+        shards: int | None = None,
     ) -> None:
         settings = current_settings()  # every argument left out comes from it
         #: Whether name and URL came from the settings (not the constructor): such a
@@ -101,6 +100,10 @@ class Shadow(TaskRegistry):
         if self.result_max_bytes <= 0:
             raise ValueError(f"result_max_bytes must be positive, not {self.result_max_bytes}")
         self.dead_letter_limit = _pick(dead_letter_limit, settings.dead_letter_limit)
+        #: How many shards the queue is spread over (see :mod:`shadows.core.keys`).
+        self.shards = _pick(shards, settings.shards)
+        if self.shards < 1:
+            raise ValueError(f"shards must be at least 1, not {self.shards}")
         self.heartbeat_interval, self.missed_heartbeats = check_heartbeats(
             _pick(heartbeat_interval, settings.worker.heartbeat_interval),
             _pick(missed_heartbeats, settings.worker.missed_heartbeats),

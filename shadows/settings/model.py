@@ -270,6 +270,11 @@ class Settings(BaseSettings):
     dead_letter_limit: Positive = Field(
         10_000, description="At most this many dead letters are kept (the oldest go first)."
     )
+    shards: Positive = Field(
+        1,
+        description="Spread the queue over this many shards (hash tags), so that one "
+        "shadow can use every master of a Redis Cluster: see docs/scaling.md.",
+    )
     worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
     task: dict[str, TaskSettings] = Field(
