@@ -39,6 +39,9 @@ class Dependency:
     """
 
     single: ClassVar[bool] = False
+    #: Whether the behaviour's scripts join global keys (home prefix) with the message:
+    #: a task declaring one lives in the home shard (see :mod:`shadows.core.routing`).
+    needs_home: ClassVar[bool] = False
 
     async def resolve(self, context: Context, parameter: str) -> Any:
         """The value for ``parameter`` in this run."""
@@ -151,6 +154,13 @@ class TaskPlan:
                 *declared,
             )
             return found  # type: ignore[return-value]
+
+    @property
+    def needs_home(self) -> bool:
+        """Whether the task lives in the home shard (see :mod:`shadows.core.routing`)."""
+        return any(d.needs_home for d in self.behaviours) or any(
+            d.needs_home for _, d in self.dependencies
+        )
 
 
 _plans: WeakKeyDictionary[Callable[..., Any], TaskPlan] = WeakKeyDictionary()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from shadows.behaviours.base import Context, Dependency, argument_bucket
 
@@ -19,6 +19,8 @@ class ConcurrencyLimit(Dependency):
     task. ``scope`` names a pool shared between tasks (by default each task has its own).
     Several limits on one task must all have a free slot.
     """
+
+    needs_home: ClassVar[bool] = True  # its pool is global: the task lives in the home shard
 
     def __init__(
         self,

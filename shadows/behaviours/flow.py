@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from shadows.behaviours.base import Context, Dependency, argument_bucket
 
@@ -36,8 +36,11 @@ def milliseconds(value: timedelta) -> int:
 class Scoped:
     """A behaviour counted per task, or per value of one of its arguments (``scope``).
 
-    A mixin, not a ``Dependency``: each behaviour below is a kind of its own.
+    A mixin, not a ``Dependency``: each behaviour below is a kind of its own. Its
+    buckets are global keys, so a task declaring one lives in the home shard.
     """
+
+    needs_home: ClassVar[bool] = True
 
     scope: str | None
 
