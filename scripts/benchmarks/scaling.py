@@ -1,16 +1,19 @@
-"""Drain throughput on one Redis server against a Redis Cluster, with 1, 2 and 4 worker
-processes, and the Redis CPU each task costs (``INFO cpu`` of every server, before and
-after).
+"""Drain throughput on one Redis server against a Redis Cluster (one shadow with
+``shards=1``, then with ``shards=3``), with 1, 2 and 4 worker processes, and the Redis CPU
+each task costs (``INFO cpu`` of every server, before and after).
 
     python scripts/benchmarks/scaling.py                 # 20,000 tasks per cell
-    python scripts/benchmarks/scaling.py --tasks 5000 --workers 1,2
+    python scripts/benchmarks/scaling.py --tasks 5000 --workers 1,2 --on server,sharded
 
 Each cell: a fresh shadow, the worker processes started and registered (idle), the tasks
 added in batches, all due at one moment a little later; the clock starts at that moment
 (the workers' schedulers move them to the stream, the workers run them) and stops when
 the queue and the stream are empty. Both Redis deployments are private, throw-away servers
 started here (no persistence; the cluster has 3 masters and no replicas, so that
-replication does not take CPU from the machine). Results go to
+replication does not take CPU from the machine). With ``shards=3`` the shadow's name is
+chosen so that its three shards hash to the three different masters (a shard's master
+follows from its hash tag's slot: three random tags share a master two times in three).
+Results go to
 ``scripts/benchmarks/results/scaling.json`` and are printed as a Markdown table.
 """
 
@@ -28,6 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ import redis  # noqa: E402
 from redis_server import RedisProcess  # noqa: E402
 from redis_topologies import Cluster  # noqa: E402
 from shadows import Shadow  # noqa: E402
+from shadows.core.keys import Keys  # noqa: E402
 
 #: The task module the worker processes import (a no-op task).
 TASKS = "scaling_tasks:tasks"
@@ -50,21 +55,33 @@ async def noop() -> None:
     pass
 
 
-def cpu_seconds(ports: list[int]) -> float:
-    """Redis CPU (user + system) used so far by the servers on ``ports``."""
-    total = 0.0
+def cpu_seconds(ports: list[int]) -> dict[int, float]:
+    """Redis CPU (user + system) used so far by each of the servers on ``ports``."""
+    used = {}
     for port in ports:
         client = redis.Redis(port=port)
         try:
             info = client.info("cpu")
         finally:
             client.close()
-        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    return total
+        used[port] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return used
 
 
-def spawn(url: str, name: str, concurrency: int, log: Path) -> subprocess.Popen[bytes]:
-    environment = {**os.environ, "PYTHONPATH": str(HERE)}
+def spread_name(cluster: Cluster | None, shards: int) -> str:
+    """A fresh shadow name whose ``shards`` hash tags are served by different masters
+    (as many as there are), so that the cell measures the spread, not a lucky draw."""
+    while True:
+        name = f"scaling-{uuid.uuid4().hex[:8]}"
+        if cluster is None or shards == 1:
+            return name
+        masters = {cluster.master_for(Keys(name, i).stream).port for i in range(shards)}
+        if len(masters) == min(shards, len(cluster.masters())):
+            return name
+
+
+def spawn(url: str, name: str, concurrency: int, shards: int, log: Path) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, "PYTHONPATH": str(HERE), "SHADOW_SHARDS": str(shards)}
     with open(log, "ab") as output:
         return subprocess.Popen(
             [
@@ -85,12 +102,16 @@ async def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Non
 
 
 async def cell(
-    url: str, ports: list[int], workers: int, tasks: int, concurrency: int, logs: Path
+    target: Target, workers: int, tasks: int, concurrency: int, logs: Path
 ) -> dict[str, Any]:
-    name = f"scaling-{uuid.uuid4().hex[:8]}"
-    processes = [spawn(url, name, concurrency, logs / f"{name}-{i}.log") for i in range(workers)]
+    name = spread_name(target.cluster, target.shards)
+    processes = [
+        spawn(target.url, name, concurrency, target.shards, logs / f"{name}-{i}.log")
+        for i in range(workers)
+    ]
+    shards = [Keys(name, i) for i in range(target.shards)]
     try:
-        async with Shadow(name=name, url=url) as shadow:
+        async with Shadow(name=name, url=target.url, shards=target.shards) as shadow:
             shadow.register(noop)
 
             async def registered() -> bool:
@@ -109,19 +130,22 @@ async def cell(
             if datetime.now(UTC) >= due:
                 raise RuntimeError("adding took longer than planned: the drain overlapped it")
             await asyncio.sleep((due - datetime.now(UTC)).total_seconds())
-            cpu_before = cpu_seconds(ports)
+            cpu_before = cpu_seconds(target.ports)
             started = time.perf_counter()
 
             async def drained() -> bool:
                 async with shadow.client.pipeline(transaction=False) as pipe:
-                    pipe.xlen(shadow.keys.stream)
-                    pipe.zcard(shadow.keys.queue)
-                    length, queued = await pipe.execute()
-                return int(length) + int(queued) == 0
+                    for keys in shards:
+                        pipe.xlen(keys.stream)
+                        pipe.zcard(keys.queue)
+                    counts = await pipe.execute()
+                return sum(int(count) for count in counts) == 0
 
             await wait_until(drained, 600, "the tasks to drain")
             seconds = time.perf_counter() - started
-            cpu = cpu_seconds(ports) - cpu_before
+            cpu_after = cpu_seconds(target.ports)
+            by_server = {port: cpu_after[port] - cpu_before[port] for port in target.ports}
+            cpu = sum(by_server.values())
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -138,23 +162,44 @@ async def cell(
         "tasks_per_second": round(tasks / seconds),
         "redis_cpu_seconds": round(cpu, 3),
         "redis_cpu_us_per_task": round(cpu / tasks * 1e6, 1),
+        # the busiest server's share: 1.0 when one master does all the work
+        "busiest_server_share": round(max(by_server.values()) / cpu, 2) if cpu else None,
+        # the machine's load (1 minute) as the cell ended: the workers share its CPUs
+        "load_average": round(os.getloadavg()[0], 1),
     }
 
 
+@dataclass(frozen=True)
+class Target:
+    """A deployment to measure and the shadow's shard count on it."""
+
+    label: str
+    url: str
+    #: The servers doing the work, whose CPU is read.
+    ports: list[int]
+    shards: int = 1
+    cluster: Cluster | None = None
+
+
 @contextmanager
-def deployments(which: list[str]) -> Iterator[list[tuple[str, str, list[int]]]]:
-    """The deployments to measure: (label, URL, ports of the servers doing the work)."""
+def deployments(which: list[str]) -> Iterator[list[Target]]:
+    """The deployments to measure: ``server``, ``cluster`` (shards=1), ``sharded``
+    (the same cluster, shards=3)."""
     single = RedisProcess() if "server" in which else None
-    cluster = Cluster(masters=3, replicas=0) if "cluster" in which else None
+    on_cluster = {"cluster", "sharded"} & set(which)
+    cluster = Cluster(masters=3, replicas=0) if on_cluster else None
     try:
         found = []
         if single is not None:
             single.start()
-            found.append(("one server", single.url, [single.port]))
+            found.append(Target("one server", single.url, [single.port]))
         if cluster is not None:
             cluster.start()
             ports = [node.port for node in cluster.nodes]
-            found.append(("cluster, 3 masters (shards=1)", cluster.url, ports))
+            if "cluster" in which:
+                found.append(Target("cluster, 3 masters, shards=1", cluster.url, ports, 1, cluster))
+            if "sharded" in which:
+                found.append(Target("cluster, 3 masters, shards=3", cluster.url, ports, 3, cluster))
         yield found
     finally:
         if single is not None:
@@ -168,20 +213,20 @@ async def main(tasks: int, workers: list[int], concurrency: int, which: list[str
     logs.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     with deployments(which) as targets:
-        for label, url, ports in targets:
+        for target in targets:
             for count in workers:
-                result = await cell(url, ports, count, tasks, concurrency, logs)
-                result["deployment"] = label
+                result = await cell(target, count, tasks, concurrency, logs)
+                result["deployment"] = target.label
                 rows.append(result)
                 print(json.dumps(result), flush=True)
     lines = [
-        "| Deployment | Worker processes | Tasks/s | Redis CPU per task |",
-        "| --- | --- | --- | --- |",
+        "| Deployment | Worker processes | Tasks/s | Redis CPU per task | Busiest server |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         lines.append(
             f"| {row['deployment']} | {row['workers']} | {row['tasks_per_second']:,} | "
-            f"{row['redis_cpu_us_per_task']} us |"
+            f"{row['redis_cpu_us_per_task']} us | {row['busiest_server_share']:.0%} |"
         )
     print("\n".join(lines))
     output = HERE / "results" / "scaling.json"
@@ -206,7 +251,11 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--workers", default="1,2,4", help="worker process counts")
     parser.add_argument("--concurrency", type=int, default=50, help="per worker process")
-    parser.add_argument("--on", default="server,cluster", help="server, cluster or both")
+    parser.add_argument(
+        "--on",
+        default="server,cluster,sharded",
+        help="any of server, cluster (shards=1) and sharded (the cluster, shards=3)",
+    )
     arguments = parser.parse_args()
     asyncio.run(
         main(

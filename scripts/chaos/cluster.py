@@ -1,7 +1,8 @@
 """The Redis of a chaos run on a cluster (``--cluster``): the test suite's 3 masters and
 3 replicas, driven through the interface the fault injector uses for one server.
 
-On a cluster the faults hit the master that serves the shadow's slot:
+On a cluster the faults hit the master that serves the shadow's slot (with ``--shards N``,
+the master of one of its N shards' slots, drawn at random for each fault):
 
 * ``stop(kill=False)`` (the one-server ``redis_restart_sigterm``): a planned handover,
   ``CLUSTER FAILOVER`` on its replica, which waits for the replica to catch up;
@@ -14,6 +15,7 @@ On a cluster the faults hit the master that serves the shadow's slot:
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
@@ -23,14 +25,18 @@ if _TESTS not in sys.path:
 
 from redis_server import RedisProcess, server_binary  # noqa: E402
 from redis_topologies import Cluster, role, wait_until  # noqa: E402
+from shadows.core.keys import Keys  # noqa: E402
 
 
 class ClusterTarget:
-    """A cluster for the shadow ``name``, with the fault injector's server interface."""
+    """A cluster for the shadow ``name`` (over ``shards`` shards), with the fault
+    injector's server interface."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, shards: int = 1, rng: random.Random | None = None) -> None:
         self.cluster = Cluster()
-        self.tag = f"{{{name}}}"
+        #: A key of each shard: its master is the one a fault hits.
+        self.tags = [Keys(name, i).stream for i in range(shards)]
+        self.rng = rng or random.Random(0)
         self.binary = server_binary() or "redis-server"
         self._paused: RedisProcess | None = None
         self._started = False
@@ -46,6 +52,11 @@ class ClusterTarget:
             self._started = True
         else:
             self.cluster.heal(timeout)
+
+    @property
+    def tag(self) -> str:
+        """A key of the shard the next fault hits."""
+        return self.rng.choice(self.tags)
 
     def stop(self, kill: bool = False) -> None:
         master = self.cluster.master_for(self.tag)

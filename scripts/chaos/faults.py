@@ -20,6 +20,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shadows.core.keys import WORKER_GROUP, Keys
+
 from .producer import Producer
 from .servers import RedisProcess
 from .workers import WorkerPool
@@ -50,7 +52,7 @@ class FaultInjector:
         server: RedisProcess,
         producer: Producer,
         monitor: Redis,
-        shadow: str,
+        shards: list[Keys],
         rng: random.Random,
         interval: tuple[float, float],
         pause_seconds: tuple[float, float],
@@ -60,7 +62,7 @@ class FaultInjector:
         self.server = server
         self.producer = producer
         self.monitor = monitor
-        self.prefix = f"{{{shadow}}}:"
+        self.shards = shards
         self.rng = rng
         self.interval = interval
         self.pause_seconds = pause_seconds
@@ -148,17 +150,23 @@ class FaultInjector:
                     "fresh_name": fresh, "during": during, **details})  # fmt: skip
 
     async def _waiting_work(self) -> int | None:
-        """Tasks due but not running: undelivered stream entries plus due queue entries."""
+        """Tasks due but not running: undelivered stream entries plus due queue entries,
+        in every shard."""
         for _ in range(3):  # the first try may meet the connection of the old server
             try:
                 async with self.monitor.pipeline(transaction=False) as pipe:
-                    pipe.xlen(self.prefix + "stream")
-                    pipe.xpending(self.prefix + "stream", "shadows-workers")
-                    pipe.zcount(self.prefix + "queue", "-inf", int(time.time() * 1000))
-                    length, pending, due = await pipe.execute()
+                    for keys in self.shards:
+                        pipe.xlen(keys.stream)
+                        pipe.zcount(keys.queue, "-inf", int(time.time() * 1000))
+                    counts = await pipe.execute()
+                    pending = 0
+                    for keys in self.shards:
+                        if await self.monitor.exists(keys.stream):
+                            found = await self.monitor.xpending(keys.stream, WORKER_GROUP)
+                            pending += int(found["pending"])
             except RedisError:
                 continue
-            return int(length) - int(pending["pending"]) + int(due)
+            return sum(int(count) for count in counts) - pending
         return None
 
     async def redis_restart(self, kill: bool) -> None:

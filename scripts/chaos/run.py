@@ -83,6 +83,9 @@ class Config:
     #: Run against a cluster (3 masters, 3 replicas; see :mod:`chaos.cluster`) instead of
     #: one server: Redis faults become failovers of the shadow's master.
     cluster: bool = False
+    #: The shadow's shard count (``shards=N``): on a cluster, each Redis fault hits the
+    #: master of one of its shards, drawn at random.
+    shards: int = 1
     #: Break the workers on purpose (see :mod:`chaos.sabotage`); the run must then fail.
     sabotage: str | None = None
     directory: Path = field(default_factory=lambda: ROOT / "chaos-runs")
@@ -155,16 +158,17 @@ def _worker_arguments(config: Config) -> list[str]:
     ]  # fmt: skip
 
 
-async def wait_drained(client: Redis, keys: Keys, timeout: float) -> tuple[bool, float]:
-    """Poll until nothing is queued, ready or pending; ``(drained, seconds waited)``."""
+async def wait_drained(client: Redis, shards: list[Keys], timeout: float) -> tuple[bool, float]:
+    """Poll until nothing is queued or ready in any shard; ``(drained, seconds waited)``."""
     started = time.monotonic()
     while True:
         with contextlib.suppress(Exception):
             async with client.pipeline(transaction=False) as pipe:
-                pipe.xlen(keys.stream)
-                pipe.zcard(keys.queue)
-                length, queued = await pipe.execute()
-            if length == 0 and queued == 0:
+                for keys in shards:
+                    pipe.xlen(keys.stream)
+                    pipe.zcard(keys.queue)
+                counts = await pipe.execute()
+            if not any(counts):
                 return True, time.monotonic() - started
         if time.monotonic() - started > timeout:
             return False, time.monotonic() - started
@@ -175,39 +179,42 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def inspect_keys(client: Redis, keys: Keys) -> dict[str, Any]:
-    """What the shadow left in Redis; every key but the two streams (the work, and the
-    strike feed that revocations also use, both bounded) must carry an expiry."""
-    found = sorted([_text(k) async for k in client.scan_iter(match=f"{keys.prefix}*", count=1000)])
-    kinds: dict[str, int] = {}
-    persistent: list[str] = []
-    for key in found:
-        kind = key[len(keys.prefix) :].split(":", 1)[0]
-        kinds[kind] = kinds.get(kind, 0) + 1
-        if await client.pttl(key) == -1 and key not in (keys.stream, keys.strikes):
-            persistent.append(f"{key} ({_text(await client.type(key))})")
+async def inspect_keys(client: Redis, shards: list[Keys]) -> dict[str, Any]:
+    """What the shadow left in Redis (every shard); every key but the streams (the work,
+    and the strike feed that revocations also use, all bounded) must carry an expiry."""
     state: dict[str, Any] = {
-        "keys": len(found),
-        "keys_by_kind": kinds,
-        "without_expiry": persistent,
-        "stream_length": await client.xlen(keys.stream),
-        "queue_length": await client.zcard(keys.queue),
+        "keys": 0,
+        "keys_by_kind": {},
+        "without_expiry": [],
+        "stream_length": 0,
+        "queue_length": 0,
         "pending": 0,
         "consumers_left": 0,
+        "dead_letters": [],
+        "dead_letter_reasons": {},
     }
-    letters = []
-    reasons: dict[str, str] = {}
-    for member in await client.zrange(keys.failed, 0, -1):
-        name = _text(member)  # type: ignore[arg-type]
-        reason, error = await client.hmget(keys.dead(name), ["reason", "error"])
-        reasons[name] = _text(reason or b"(expired)")
-        letters.append(f"{name}: {reasons[name]}: {_text(error or b'')[:200]}")
-    state["dead_letters"] = letters
-    state["dead_letter_reasons"] = reasons
-    if await client.exists(keys.stream):
-        state["pending"] = (await client.xpending(keys.stream, WORKER_GROUP))["pending"]
-        consumers = await client.xinfo_consumers(keys.stream, WORKER_GROUP)
-        state["consumers_left"] = len(consumers)
+    kinds: dict[str, int] = state["keys_by_kind"]
+    reasons: dict[str, str] = state["dead_letter_reasons"]
+    for keys in shards:
+        pattern = f"{keys.prefix}*"
+        found = sorted([_text(k) async for k in client.scan_iter(match=pattern, count=1000)])
+        state["keys"] += len(found)
+        for key in found:
+            kind = key[len(keys.prefix) :].split(":", 1)[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+            if await client.pttl(key) == -1 and key not in (keys.stream, keys.strikes):
+                state["without_expiry"].append(f"{key} ({_text(await client.type(key))})")
+        state["stream_length"] += await client.xlen(keys.stream)
+        state["queue_length"] += await client.zcard(keys.queue)
+        for member in await client.zrange(keys.failed, 0, -1):
+            name = _text(member)  # type: ignore[arg-type]
+            reason, error = await client.hmget(keys.dead(name), ["reason", "error"])
+            reasons[name] = _text(reason or b"(expired)")
+            state["dead_letters"].append(f"{name}: {reasons[name]}: {_text(error or b'')[:200]}")
+        if await client.exists(keys.stream):
+            state["pending"] += (await client.xpending(keys.stream, WORKER_GROUP))["pending"]
+            consumers = await client.xinfo_consumers(keys.stream, WORKER_GROUP)
+            state["consumers_left"] += len(consumers)
     return state
 
 
@@ -222,16 +229,19 @@ async def run_chaos(config: Config) -> Outcome:
     _make_directory(directory / "redis")
     rng = random.Random(config.seed)
     server: Any
+    shards = [Keys(SHADOW, i) for i in range(config.shards)]
     if config.cluster:
-        server = ClusterTarget(SHADOW)
+        server = ClusterTarget(SHADOW, config.shards, random.Random(config.seed))
     else:
         server = RedisProcess(persistent=True, directory=str(directory / "redis"))
     await asyncio.to_thread(server.start)
     url = _url(server.url, config.socket_timeout)
-    keys = Keys(SHADOW)
+    environment = {"SHADOW_SHARDS": str(config.shards)}
+    if config.sabotage:
+        environment[sabotage.VARIABLE] = config.sabotage
     pool = WorkerPool(
         directory, url, SHADOW, config.workers, _worker_arguments(config), config.sigterm_timeout,
-        {sabotage.VARIABLE: config.sabotage} if config.sabotage else {},
+        environment,
     )  # fmt: skip
     timeline: dict[str, float] = {"started": time.time()}
     monitor: Any = (
@@ -240,10 +250,10 @@ async def run_chaos(config: Config) -> Outcome:
         else Redis.from_url(server.url, socket_timeout=2.0, socket_connect_timeout=2.0)
     )
     try:
-        async with Shadow(name=SHADOW, url=url) as shadow:
+        async with Shadow(name=SHADOW, url=url, shards=config.shards) as shadow:
             for function in tasks.tasks:
                 shadow.register(function)
-            await shadow.ensure_group()
+            await shadow.ensure_group()  # the home shard's; the workers make the others
             producer = Producer(shadow, directory, rng, config.rate, config.redelivery_timeout)
             await producer.add_chains()
             await pool.start_all()
@@ -253,7 +263,7 @@ async def run_chaos(config: Config) -> Outcome:
 
             timeline["faults_started"] = time.time()
             injector = FaultInjector(
-                directory, pool, server, producer, monitor, SHADOW, rng,
+                directory, pool, server, producer, monitor, shards, rng,
                 config.fault_interval, config.pause_seconds, config.redelivery_timeout,
             )  # fmt: skip
             await injector.run(time.monotonic() + config.duration)
@@ -266,11 +276,11 @@ async def run_chaos(config: Config) -> Outcome:
             await asyncio.sleep(config.settle)
             (directory / tasks.STOP_FLAG).touch()
             timeline["stop_requested"] = time.time()
-            drained, waited = await wait_drained(monitor, keys, config.drain_timeout)
+            drained, waited = await wait_drained(monitor, shards, config.drain_timeout)
             timeline["drained"] = time.time()
             await pool.stop_all()
             timeline["workers_stopped"] = time.time()
-            state = await inspect_keys(monitor, keys)
+            state = await inspect_keys(monitor, shards)
             state["drained"] = drained
             state["drain_seconds"] = round(waited, 3)
     finally:
@@ -473,6 +483,13 @@ def parse_arguments(argv: list[str] | None = None) -> Config:
         "faults become failovers of the shadow's master",
     )
     parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="spread the shadow over this many shards (shards=N); with --cluster, each "
+        "Redis fault hits the master of one shard, drawn at random",
+    )
+    parser.add_argument(
         "--sabotage",
         choices=sabotage.MODES,
         default=None,
@@ -501,6 +518,11 @@ def parse_arguments(argv: list[str] | None = None) -> Config:
     if arguments.cluster:
         config.cluster = True
         config.label = f"{config.label}-cluster"
+    if arguments.shards < 1:
+        parser.error("--shards must be at least 1")
+    if arguments.shards > 1:
+        config.shards = arguments.shards
+        config.label = f"{config.label}-shards{config.shards}"
     if config.sabotage:
         config.label = f"{config.label}-sabotage-{config.sabotage}"
     overrides = {
@@ -529,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_arguments(argv)
     print(
         f"chaos: {config.label} run, {config.duration:g} s of faults, {config.workers} workers, "
-        f"seed {config.seed}",
+        f"{config.shards} shard(s), seed {config.seed}",
         flush=True,
     )
     outcome = asyncio.run(run_chaos(config))
