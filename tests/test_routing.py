@@ -47,3 +47,29 @@ def test_candidates_cover_every_layout_and_the_home_shard() -> None:
     assert candidate_shards(key, [3, 1]) == (2, 0)
     assert list(all_shards([1, 3])) == [0, 1, 2]
     assert list(all_shards([])) == [0]
+
+
+async def test_the_layout_record_keeps_every_announced_count(redis_url: str) -> None:
+    from redis.asyncio import Redis
+
+    from shadows.core.keys import Keys
+    from shadows.core.layout import Layout, announce, forget, ordered, read_layouts
+
+    keys = Keys("layout-test-shadow")
+    client = Redis.from_url(redis_url)
+    try:
+        await client.delete(keys.layout)
+        assert await read_layouts(client, keys) == {}
+        first = await announce(client, keys, 1)
+        assert list(first) == [1]
+        both = await announce(client, keys, 3)
+        assert sorted(both) == [1, 3]
+        assert ordered(1, both) == (1, 3)
+        assert await Layout().current(client, keys, 3) == (3, 1)
+        assert await forget(client, keys, 1)
+        assert list(await read_layouts(client, keys)) == [3]
+        assert await client.exists(keys.layout)  # a global key: the home prefix
+        assert keys.of_shard(2).layout == keys.layout == "{layout-test-shadow}:layout"
+    finally:
+        await client.delete(keys.layout)
+        await client.aclose()

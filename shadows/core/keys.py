@@ -103,6 +103,12 @@ class Keys:
         return f"{self.prefix}successor:{key}"
 
     @property
+    def layout(self) -> str:
+        """Hash of the shard counts in use: count -> when a producer or worker with that
+        count last announced itself (ms). See :mod:`shadows.core.layout`."""
+        return f"{self.home_prefix}layout"
+
+    @property
     def strikes(self) -> str:
         """Stream of strike and restore changes: wakes the workers (trimmed; the hash below
         is the truth)."""

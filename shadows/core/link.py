@@ -18,6 +18,7 @@ from redis.asyncio import ConnectionPool, Redis
 from shadows.core.connection import create_client, held_connections
 from shadows.core.flow_scripts import FlowScripts
 from shadows.core.lane import Lane
+from shadows.core.layout import Layout
 from shadows.core.scripts import Scripts
 from shadows.core.state_scripts import StateScripts
 from shadows.core.urls import single_pool
@@ -26,7 +27,7 @@ from shadows.core.urls import single_pool
 class Link:
     """The client, scripts and producer lane of one shadow on ``loop``."""
 
-    __slots__ = ("client", "flow", "lane", "loop", "scripts", "state")
+    __slots__ = ("client", "flow", "lane", "layout", "loop", "scripts", "state")
 
     def __init__(self, url: str, pool: ConnectionPool | None) -> None:
         self.loop = asyncio.get_running_loop()
@@ -35,6 +36,8 @@ class Link:
         self.flow = FlowScripts(self.client)
         self.state = StateScripts(self.client)
         self.lane: Lane | None = Lane(self.client) if single_pool(url) else None
+        #: The shard counts in use, as this connection last read them.
+        self.layout = Layout()
 
     async def close(self) -> None:
         lane, self.lane = self.lane, None

@@ -1,0 +1,139 @@
+"""The layout record: which shard counts are in use, so that N can change on a live system.
+
+A global hash (``Keys.layout``, home prefix) maps each shard count ``N`` to when a
+producer or worker running with it last announced itself (ms). While it holds one count,
+every process agrees where each key lives. After a change of ``N`` it holds the old count
+and the new one: workers read the union of the shards (0 .. max(N) - 1), so the old
+shards drain and the new ones are read, and producers look for a key under the other
+counts before adding it under their own (:func:`shadows.core.routing.candidate_shards`),
+so a key added under the old count is not added again under the new one. An old count is
+removed with ``shadows shards forget N`` once its shards hold no work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from shadows.core.keys import Keys
+from shadows.core.routing import all_shards
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    from shadows.core.state import Source
+
+#: How long (seconds) a process trusts the layout it read before announcing itself and
+#: reading it again: a process running with an older count learns of a new one within it.
+REFRESH_SECONDS = 5.0
+
+
+def _counts(raw: dict[Any, Any]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for field, value in raw.items():
+        try:
+            count = int(field)
+        except ValueError:
+            continue
+        if count >= 1:
+            counts[count] = int(value)
+    return counts
+
+
+async def read_layouts(client: Redis | RedisCluster, keys: Keys) -> dict[int, int]:
+    """The recorded shard counts: count -> last announced (ms)."""
+    return _counts(await client.hgetall(keys.layout))
+
+
+async def announce(client: Redis | RedisCluster, keys: Keys, shards: int) -> dict[int, int]:
+    """Record that a process runs with ``shards`` shards now, and read every count."""
+    now = int(time.time() * 1000)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hset(keys.layout, str(shards), now)
+        pipe.hgetall(keys.layout)
+        _, raw = await pipe.execute()
+    counts = _counts(raw)
+    counts[shards] = now
+    return counts
+
+
+async def forget(client: Redis | RedisCluster, keys: Keys, shards: int) -> bool:
+    """Remove the count ``shards`` from the record (see ``shadows shards forget``)."""
+    return bool(await client.hdel(keys.layout, str(shards)))
+
+
+def ordered(shards: int, counts: dict[int, int] | tuple[int, ...]) -> tuple[int, ...]:
+    """``shards`` first, then the other recorded counts, newest announcement first."""
+    if isinstance(counts, tuple):
+        others = [n for n in counts if n != shards]
+    else:
+        others = sorted((n for n in counts if n != shards), key=lambda n: -counts[n])
+    return (shards, *others)
+
+
+class Layout:
+    """What one connection knows of the recorded counts (see :data:`REFRESH_SECONDS`)."""
+
+    __slots__ = ("_pending", "counts", "read_at")
+
+    def __init__(self) -> None:
+        #: The counts in use, this process's first; empty until first read.
+        self.counts: tuple[int, ...] = ()
+        self.read_at = float("-inf")
+        self._pending: asyncio.Future[tuple[int, ...]] | None = None
+
+    async def current(
+        self, client: Redis | RedisCluster, keys: Keys, shards: int
+    ) -> tuple[int, ...]:
+        """The counts in use (this one first), announced and read again when stale."""
+        if self.counts and time.monotonic() - self.read_at < REFRESH_SECONDS:
+            return self.counts
+        if self._pending is not None:
+            return await asyncio.shield(self._pending)
+        future = self._pending = asyncio.get_running_loop().create_future()
+        try:
+            counts = ordered(shards, await announce(client, keys, shards))
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: waiters see it, nobody else must
+            raise
+        finally:
+            self._pending = None
+        self.counts, self.read_at = counts, time.monotonic()
+        future.set_result(counts)
+        return counts
+
+    def shards(self) -> range:
+        """Every shard that may hold work under the counts known now."""
+        return all_shards(self.counts)
+
+
+class ShardSource:
+    """A shadow seen through one of its shards: reading an execution's record, watching
+    it and waiting for its result use that shard's keys (an :class:`Execution` bound to
+    a task outside the home shard is bound to one of these)."""
+
+    __slots__ = ("keys", "name", "shadow")
+
+    def __init__(self, shadow: Source, shard: int) -> None:
+        self.shadow = shadow
+        self.name = shadow.name
+        self.keys = shadow.keys.of_shard(shard)
+
+    @property
+    def payloads(self) -> Any:
+        return self.shadow.payloads
+
+    @property
+    def client(self) -> Redis | RedisCluster:
+        return self.shadow.client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.shadow, name)
+
+
+def on_shard(shadow: Source, shard: int) -> Source:
+    """``shadow`` itself for the home shard, else its view through ``shard``."""
+    return shadow if shard == 0 else ShardSource(shadow, shard)
