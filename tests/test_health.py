@@ -182,9 +182,9 @@ async def test_unhealthy_when_the_read_loop_stops_reading(shadow: Shadow) -> Non
 
         async def stuck(
             free: int, skip: Any, block: bool, wake: asyncio.Event
-        ) -> tuple[list[Entry], str]:
+        ) -> tuple[list[Entry], str, int]:
             await stopping.wait()  # a read that never comes back while Redis is fine
-            return [], "held"
+            return [], "held", 0
 
         worker._reader.next = stuck  # type: ignore[method-assign]
         worker.health.maximum_read_age = 0.3

@@ -17,7 +17,7 @@ from processes import spawn_worker
 from shadows import Shadow, Worker, WorkerNameTaken
 from shadows.core.keys import WORKER_GROUP
 from shadows.operations.registry import Presence, beat
-from shadows.worker.reader import StreamReader
+from shadows.worker.shard_reader import ShardReader
 from shadows.worker.takeover import forget_consumer
 from worker_tasks import read_records, record_and_sleep
 
@@ -214,7 +214,7 @@ async def test_pruning_keeps_a_consumer_that_received_a_message_meanwhile(
     client = shadow.client
     stream = shadow.keys.stream
     await client.xgroup_createconsumer(stream, WORKER_GROUP, "late")
-    reader = StreamReader(shadow, "pruner", _ms(100), block=0.01, claim_every=1.0)
+    reader = ShardReader(shadow, "pruner", _ms(100), block=0.01, claim_every=1.0)
     reader.prune_after = 0.0
     original = client.xinfo_consumers
 

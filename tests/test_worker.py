@@ -233,6 +233,8 @@ async def test_finished_tasks_leave_only_expiring_records(shadow: Shadow) -> Non
     if shadow.keys.epoch in keys:
         assert await shadow.client.ttl(shadow.keys.epoch) > 0
         keys.discard(shadow.keys.epoch)
+    # the layout record (the shard counts in use, docs/scaling.md) stays: one small hash
+    keys.discard(shadow.keys.layout)
     assert keys == {shadow.keys.stream} | {shadow.keys.run(f"k{i}") for i in range(5)}
 
 
@@ -610,7 +612,7 @@ async def test_a_short_retry_delay_is_not_rounded_up_to_the_resolution(shadow: S
 async def test_consumers_of_dead_workers_are_forgotten(
     shadow: Shadow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shadows.worker.reader
+    import shadows.worker.shard_reader
 
     await shadow.ensure_group()
     stream = shadow.keys.stream
@@ -618,7 +620,7 @@ async def test_consumers_of_dead_workers_are_forgotten(
     await shadow.client.xreadgroup(WORKER_GROUP, "gone-empty", {stream: ">"}, count=1)
     await shadow.add(noop_task)()
     await shadow.client.xreadgroup(WORKER_GROUP, "gone-holding", {stream: ">"}, count=1)
-    monkeypatch.setattr(shadows.worker.reader, "PRUNE_EVERY", 0.0)
+    monkeypatch.setattr(shadows.worker.shard_reader, "PRUNE_EVERY", 0.0)
     worker = Worker(shadow, name="pruner", redelivery_timeout=timedelta(hours=1))
     worker._reader.prune_after = 0.0
     await asyncio.wait_for(worker._reader.next(1, set(), False, asyncio.Event()), 5)

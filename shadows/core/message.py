@@ -52,6 +52,15 @@ class Message:
     holds: list[str] = field(default_factory=list)
     #: The raw fields of an entry that could not be parsed (worker-side).
     raw: list[str | bytes] | None = None
+    #: The shard whose stream delivered it (worker-side: its claim, acknowledgement and
+    #: follow-ups belong to that shard's keys).
+    shard: int = 0
+
+    @property
+    def ref(self) -> str:
+        """The worker's name for this delivery: stream ids are unique per stream only, so
+        a message of shard ``i > 0`` is ``id@i`` (shard 0 keeps the bare id)."""
+        return ref_of(self.shard, self.message_id)
 
     @classmethod
     def parse(cls, fields: Fields, message_id: str = "") -> Message:
@@ -106,6 +115,17 @@ class Message:
         for name, value in self.extra.items():
             pairs += [name, value]
         return pairs
+
+
+def ref_of(shard: int, message_id: str) -> str:
+    """See :attr:`Message.ref`."""
+    return message_id if shard == 0 else f"{message_id}@{shard}"
+
+
+def split_ref(ref: str) -> tuple[int, str]:
+    """``(shard, message id)`` of a :attr:`Message.ref`."""
+    message_id, _, shard = ref.partition("@")
+    return (int(shard) if shard else 0), message_id
 
 
 def preview(fields: Fields) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 from shadows.core.backend import Backend
 from shadows.core.execution import Message
 from shadows.core.functions import task_name
-from shadows.worker.reader import entry_id
+from shadows.worker.shard_reader import entry_id
 
 
 class RunCaps:
@@ -47,10 +47,17 @@ class RunCaps:
         return name in self._limits and self._counts.get(name, 0) >= self._limits[name]
 
 
-async def nothing_left(shadow: Backend, caps: RunCaps) -> bool:
-    """Nothing ready, running or scheduled, in one consistent look (a script: work
-    moves between the queue and the stream meanwhile); under ``caps``, the future runs of
-    capped tasks do not count."""
+async def nothing_left(shards: list[Backend], caps: RunCaps) -> bool:
+    """Nothing ready, running or scheduled on any of ``shards``, each in one consistent
+    look (a script: work moves between the queue and the stream meanwhile); under
+    ``caps``, the future runs of capped tasks do not count."""
+    for shadow in shards:
+        if not await _nothing_left(shadow, caps):
+            return False
+    return True
+
+
+async def _nothing_left(shadow: Backend, caps: RunCaps) -> bool:
     keys = shadow.keys
     while True:  # the queued keys first: the script declares their run keys
         names: list[str] = []

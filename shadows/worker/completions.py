@@ -18,6 +18,7 @@ from shadows.core.execution import Message, now_ms
 from shadows.core.keys import WORKER_GROUP
 from shadows.core.reconnect import CONNECTION_ERRORS, Backoff
 from shadows.operations.dead_letters import Failure
+from shadows.worker.shards import of_shard
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -187,7 +188,18 @@ class Completions:
                 completion.future.set_result(int(results[0]) != 0)
 
     async def _settle(self, batch: list[_Completion]) -> list[int]:
-        shadow = self.shadow
+        """COMPLETE for ``batch``: one call per shard its messages came from."""
+        shards = {completion.message.shard for completion in batch}
+        if len(shards) == 1:
+            return await self._settle_shard(of_shard(self.shadow, shards.pop()), batch)
+        results: dict[int, int] = {}
+        for shard in sorted(shards):
+            some = [c for c in batch if c.message.shard == shard]
+            settled = await self._settle_shard(of_shard(self.shadow, shard), some)
+            results.update(zip(map(id, some), settled, strict=True))
+        return [results[id(completion)] for completion in batch]
+
+    async def _settle_shard(self, shadow: Backend, batch: list[_Completion]) -> list[int]:
         keys = shadow.keys
         script_keys = [keys.stream, keys.queue, keys.failed]
         args: list[str | bytes | int] = [
@@ -225,7 +237,7 @@ class Completions:
                 *completion.record,
                 keys.events(message.key),
             ]
-        results, trimmed = await self.shadow.scripts.complete(keys=script_keys, args=args)
+        results, trimmed = await shadow.scripts.complete(keys=script_keys, args=args)
         if trimmed:
             await drop_dead_letters(shadow, trimmed)
         if self.woke is not None and any(int(result) == 3 for result in results):

@@ -5,7 +5,8 @@ answers as if nothing had happened: the acknowledgement of a message it no longe
 looks like a retried call's, so the retry or the next perpetual run of a task that was
 running is silently dropped, and automatic tasks stop until a worker restarts.
 
-The first worker to look writes a random token under ``{name}:epoch``; every worker
+The first worker to look writes a random token under ``{name}:epoch`` (each shard has
+its own, so one node of a cluster can lose its data alone); every worker
 remembers it and checks it every heartbeat interval (and at once when the consumer group
 is missing, or an acknowledgement finds its message gone). A token missing or different
 means the data was lost since the last look. The worker that notices first (it writes the
@@ -102,8 +103,12 @@ class Continuity:
         self.ttl_ms = max(1, int(ttl * 1000))
         self._running = running
         self._reseed = reseed
-        self._token = ""
-        #: Message ids whose run records this worker restored (refreshed while they run).
+        #: How many shards to watch (each has its own epoch).
+        self.shards: Callable[[], int] = lambda: 1
+        #: The token this worker knows, by shard.
+        self._tokens: dict[int, str] = {}
+        #: Messages (refs) whose run records this worker restored (refreshed while they
+        #: run).
         self._restored: set[str] = set()
         #: How many losses of the data this worker has noticed.
         self.losses = 0
@@ -149,39 +154,49 @@ class Continuity:
 
     async def _check(self) -> bool:
         running = self._running()
-        self._restored &= {message.message_id for message in running}
-        if self._script is None:
-            self._script = self.shadow.client.register_script(CHECK)
-        keys = self.shadow.keys
-        looked, token = await self._script(
-            keys=[keys.epoch, *(keys.run(message.key) for message in running)],
-            args=[
-                self._token,
-                secrets.token_hex(8),
-                self.consumer,
-                now_ms(),
-                self.ttl_ms,
-                1 if self._restored else 0,
-                EPOCH_TTL_MS,
-                *(message.message_id for message in running),
-            ],
-        )
-        self._token = token.decode() if isinstance(token, bytes) else str(token)
-        if not int(looked):
+        self._restored &= {message.ref for message in running}
+        lost = 0
+        for shard in range(self.shards()):
+            mine = [message for message in running if message.shard == shard]
+            looked = await self._check_shard(shard, mine)
+            if looked:
+                lost = max(lost, looked)
+                self._restored |= {message.ref for message in mine}
+        if not lost:
             return False
         self.losses += 1
-        self._restored |= {message.message_id for message in running}
         described = (
             "Redis lost the data of shadow %s (restarted without persistence, flushed, or "
             "failed over to an empty replica): the work it held is gone; worker %s restores "
             "its %d running task(s) and seeds the automatic tasks again"
         )
-        if int(looked) == 2:
+        if lost == 2:
             logger.error(described, self.shadow.name, self.consumer, len(running))
         else:
             logger.warning(described, self.shadow.name, self.consumer, len(running))
         await self._reseed(datetime.now(UTC) + timedelta(seconds=self.interval))
         return True
+
+    async def _check_shard(self, shard: int, running: list[Message]) -> int:
+        """CHECK on one shard's epoch (each shard's node can lose its data alone)."""
+        if self._script is None:
+            self._script = self.shadow.client.register_script(CHECK)
+        keys = self.shadow.keys.of_shard(shard)
+        looked, token = await self._script(
+            keys=[keys.epoch, *(keys.run(message.key) for message in running)],
+            args=[
+                self._tokens.get(shard, ""),
+                secrets.token_hex(8),
+                self.consumer,
+                now_ms(),
+                self.ttl_ms,
+                1 if any(message.ref in self._restored for message in running) else 0,
+                EPOCH_TTL_MS,
+                *(message.message_id for message in running),
+            ],
+        )
+        self._tokens[shard] = token.decode() if isinstance(token, bytes) else str(token)
+        return int(looked)
 
 
 async def seed_automatic_tasks(shadow: Shadow, not_before: datetime | None = None) -> None:

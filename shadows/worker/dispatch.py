@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from shadows.core.deliveries import suspect_after
 from shadows.core.execution import MALFORMED, POISON, Message, MessageError, now_ms, preview
 from shadows.core.keys import WORKER_GROUP
+from shadows.core.message import ref_of
 from shadows.worker.leases import Leases
 from shadows.worker.outcome import Verdict
 from shadows.worker.reader import FRESH, HELD, Entry, StreamReader, entry_id
@@ -57,8 +58,9 @@ class Dispatcher:
         self.idle = idle
         #: Messages whose run is over and whose outcome is being settled: not fenced.
         self.settling = settling
-        self.active: dict[str, asyncio.Task[None]] = {}  # by message id
-        self.messages: dict[str, Message] = {}  # by message id
+        # by Message.ref (the message id, suffixed with its shard beyond shard 0)
+        self.active: dict[str, asyncio.Task[None]] = {}
+        self.messages: dict[str, Message] = {}
         #: START calls sent in the background for fresh messages (the loop holds tasks
         #: only weakly: an unreferenced one could vanish mid-call).
         self._marking: set[asyncio.Future[Any]] = set()
@@ -71,7 +73,7 @@ class Dispatcher:
         #: which takes their delivery off) when they come back from the pending list, so
         #: that a stall followed by a death does not count as a death running them.
         self.fenced: dict[str, None] = {}
-        self.leases = Leases(shadow, name, redelivery, self.messages.get, self.lose)
+        self.leases = Leases(reader.shards.view, name, redelivery, self.messages.get, self.lose)
         #: The cancellations of running work this worker acts on (set by the worker).
         self.revocations: Revocations | None = None
 
@@ -80,10 +82,11 @@ class Dispatcher:
         for task in list(self.active.values()):
             task.cancel()
 
-    async def start(self, entries: list[Entry], origin: str = HELD) -> None:
-        """Run ``entries``. Messages held for a while (recovered, reclaimed, or read late)
-        have their claim confirmed first by the START script; see :mod:`reader` for the
-        origins."""
+    async def start(self, entries: list[Entry], origin: str = HELD, shard: int = 0) -> None:
+        """Run ``entries`` of ``shard``. Messages held for a while (recovered, reclaimed,
+        or read late) have their claim confirmed first by the START script; see
+        :mod:`reader` for the origins."""
+        view = self.reader.shards.view(shard)
         messages: list[Message] = []
         broken: list[str] = []
         for raw_id, fields in entries:
@@ -101,20 +104,22 @@ class Dispatcher:
                     preview(fields),
                 )
                 messages.append(Message.malformed(message_id, fields, error))
+        for message in messages:
+            message.shard = shard
         instance = self.reader.instance
-        again = [m.message_id for m in messages if self.fenced.pop(m.message_id, 0) is None]
+        again = [m.message_id for m in messages if self.fenced.pop(m.ref, 0) is None]
         if again:
-            await release(self.shadow, self.name, again, instance)
+            await release(view, self.name, again, instance)
             logger.info("Handed back %d message(s) given up by fencing", len(again))
             messages = [m for m in messages if m.message_id not in again]
         if self.stopping.is_set():
-            await release(self.shadow, self.name, [m.message_id for m in messages], instance)
+            await release(view, self.name, [m.message_id for m in messages], instance)
             messages = []
         if broken:
-            await acknowledge(self.shadow, broken)
+            await acknowledge(view, broken)
         if not messages:
             return
-        keys = self.shadow.keys
+        keys = view.keys
         sent = self.reader.sent_at
         if origin != HELD and time.monotonic() - sent > self.redelivery / 4:
             origin = HELD  # the reply came late: another worker may have claimed them
@@ -129,13 +134,14 @@ class Dispatcher:
             sent = time.monotonic()
             # START counts each delivery in Redis (see shadows.core.deliveries): one
             # delivered too often is dead-lettered as poison, a suspect runs alone.
-            lost, counts, deferred, suspect, revoked = await self.shadow.scripts.start(
+            lost, counts, deferred, suspect, revoked = await view.scripts.start(
                 keys=start_keys, args=start_args
             )
             for message, count in zip(messages, counts, strict=True):
                 if int(count) > self.max_deliveries and MALFORMED not in message.extra:
                     message.extra[POISON] = str(int(count))
-            messages = self._isolate(self._unrevoked(messages, revoked), deferred, suspect)
+            messages = self._unrevoked(messages, revoked)
+            messages = self._isolate(messages, deferred, suspect, shard)
         if lost:
             gone = {entry_id(message_id) for message_id in lost}
             for message in messages:
@@ -148,13 +154,14 @@ class Dispatcher:
                     )
             messages = [m for m in messages if m.message_id not in gone]
         for message in messages:
-            self.leases.track(message.message_id, sent)
+            ref = message.ref
+            self.leases.track(ref, sent)
             task = asyncio.create_task(
                 self.runner.run(message), name=f"{message.function}:{message.key}"
             )
-            self.active[message.message_id] = task
-            self.messages[message.message_id] = message
-            task.add_done_callback(functools.partial(self._done, message.message_id))
+            self.active[ref] = task
+            self.messages[ref] = message
+            task.add_done_callback(functools.partial(self._done, ref))
         if self.revocations is not None and self.revocations.heard_any(messages):
             self._background(self.revocations.check())
         if origin == FRESH:
@@ -162,7 +169,7 @@ class Dispatcher:
             # so the tasks start now (they were created first, so they run first) and
             # START counts their delivery and records them as running (a task that
             # finished first is no longer pending, and START leaves its record alone).
-            self._background(self.shadow.scripts.start(keys=start_keys, args=start_args))
+            self._background(view.scripts.start(keys=start_keys, args=start_args), shard)
 
     def _unrevoked(self, messages: list[Message], revoked: list[Any]) -> list[Message]:
         """``messages`` but those START found revoked: settled as cancelled, not run."""
@@ -173,10 +180,10 @@ class Dispatcher:
             self._background(self.runner.outcomes.settle(message, Verdict("cancelled")))
         return keep
 
-    def _background(self, call: Awaitable[Any]) -> None:
+    def _background(self, call: Awaitable[Any], shard: int = 0) -> None:
         marking = asyncio.ensure_future(call)
         self._marking.add(marking)
-        marking.add_done_callback(self._marked)
+        marking.add_done_callback(functools.partial(self._marked, shard))
 
     def paused(self) -> bool:
         """Whether the read loop must wait: a suspect runs alone. Once nothing runs, the
@@ -185,15 +192,17 @@ class Dispatcher:
             self.deferred, self.reader.recover = False, True
         return self.isolated is not None
 
-    def _isolate(self, messages: list[Message], deferred: list[Any], suspect: Any) -> list[Any]:
-        """The messages START took: without the ones it deferred, noting the suspect
-        that runs alone."""
+    def _isolate(
+        self, messages: list[Message], deferred: list[Any], suspect: Any, shard: int
+    ) -> list[Any]:
+        """The messages START took (on ``shard``): without the ones it deferred, noting
+        the suspect that runs alone."""
         if deferred:
             waiting = {entry_id(message_id) for message_id in deferred}
             messages = [m for m in messages if m.message_id not in waiting]
             self.deferred = True
         if suspect:
-            self.isolated = entry_id(suspect)
+            self.isolated = ref_of(shard, entry_id(suspect))
             logger.warning(
                 "Running %s alone: its workers died running it before (%d message(s) "
                 "wait until it ends)",
@@ -202,7 +211,7 @@ class Dispatcher:
             )
         return messages
 
-    def _marked(self, marking: asyncio.Future[Any]) -> None:
+    def _marked(self, shard: int, marking: asyncio.Future[Any]) -> None:
         """A background call ended (a START for fresh messages: a failure only delays the
         ``running`` record; a message it found revoked is cancelled here)."""
         self._marking.discard(marking)
@@ -211,7 +220,9 @@ class Dispatcher:
         if marking.exception() is not None:
             logger.debug("Recording tasks as running failed: %s", marking.exception())
         elif self.revocations is not None and _start_reply(marking.result()):
-            self.revocations.cancel_all(marking.result()[4])
+            self.revocations.cancel_all(
+                ref_of(shard, entry_id(message_id)) for message_id in marking.result()[4]
+            )
 
     def _done(self, message_id: str, task: asyncio.Task[None] | None = None) -> None:
         if task is not None and not task.cancelled() and task.exception() is not None:

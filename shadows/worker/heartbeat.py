@@ -79,6 +79,8 @@ class Heartbeat:
         self.usable = asyncio.Event()
         #: Another instance took the name after this one's entry lapsed.
         self.superseded = False
+        #: Called after each confirmed beat (the worker records its shard count).
+        self.announce: Callable[[], Awaitable[None]] | None = None
 
     async def claim(
         self,
@@ -214,6 +216,8 @@ class Heartbeat:
                         self.usable.clear()
                         self._fence("its registry entry lapsed")
                 self._confirm(sent)
+                if self.announce is not None:
+                    await self.announce()
             except CONNECTION_ERRORS as error:
                 # The read loop already warns about outages; retry sooner than usual so
                 # the entry is back quickly once Redis is.

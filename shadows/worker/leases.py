@@ -20,8 +20,9 @@ from shadows.core.backend import Backend
 from shadows.core.cancellation import CancelGuard
 from shadows.core.execution import Message, now_ms
 from shadows.core.keys import WORKER_GROUP
+from shadows.core.message import ref_of, split_ref
 from shadows.core.reconnect import CONNECTION_ERRORS
-from shadows.worker.reader import entry_id
+from shadows.worker.shard_reader import entry_id
 
 logger = logging.getLogger("shadows.worker")
 
@@ -31,18 +32,20 @@ class Leases:
 
     def __init__(
         self,
-        shadow: Backend,
+        shard: Callable[[int], Backend],
         consumer: str,
         redelivery: float,
         message: Callable[[str], Message | None],
         lose: Callable[[str, str], None],
     ) -> None:
-        self.shadow = shadow
+        #: The shadow with the keys of a shard (claims are renewed per shard).
+        self.shard = shard
         self.consumer = consumer
         self.redelivery = redelivery
         self._message = message
         self._lose = lose
-        #: When each running message's claim was last confirmed (monotonic, send time).
+        #: When each running message's claim was last confirmed (monotonic, send time),
+        #: by :attr:`Message.ref`.
         self.confirmed: dict[str, float] = {}
 
     def track(self, message_id: str, since: float) -> None:
@@ -74,9 +77,18 @@ class Leases:
             if renewal is not None:
                 renewal.cancel()
 
-    async def _renew(self, message_ids: list[str]) -> None:
+    async def _renew(self, refs: list[str]) -> None:
+        by_shard: dict[int, list[str]] = {}
+        for ref in refs:
+            by_shard.setdefault(split_ref(ref)[0], []).append(ref)
+        for shard, some in sorted(by_shard.items()):
+            await self._renew_shard(shard, some)
+
+    async def _renew_shard(self, shard: int, refs: list[str]) -> None:
+        """RENEW on one shard (only home-shard messages hold concurrency slots)."""
         sent = time.monotonic()
-        keys = self.shadow.keys
+        view = self.shard(shard)
+        keys = view.keys
         script_keys = [keys.stream]
         args: list[str | int] = [
             WORKER_GROUP,
@@ -84,19 +96,19 @@ class Leases:
             now_ms(),
             int(self.redelivery * 1000),
         ]
-        for message_id in message_ids:
-            message = self._message(message_id)
+        for ref in refs:
+            message = self._message(ref)
             holds = message.holds if message else []
             script_keys += [keys.concurrency(slot) for slot in holds]
-            args += [message_id, message.key if message else "", len(holds)]
+            args += [split_ref(ref)[1], message.key if message else "", len(holds)]
         try:
-            lost = await self.shadow.scripts.renew(keys=script_keys, args=args)
+            lost = await view.scripts.renew(keys=script_keys, args=args)
         except CONNECTION_ERRORS as error:
-            logger.warning("Could not renew the claims of %d task(s): %s", len(message_ids), error)
+            logger.warning("Could not renew the claims of %d task(s): %s", len(refs), error)
             return
-        lost_ids = {entry_id(message_id) for message_id in lost}
-        for message_id in message_ids:
-            if message_id in lost_ids:
-                self._lose(message_id, "another worker has claimed its message")
-            elif message_id in self.confirmed:
-                self.confirmed[message_id] = sent
+        lost_refs = {ref_of(shard, entry_id(message_id)) for message_id in lost}
+        for ref in refs:
+            if ref in lost_refs:
+                self._lose(ref, "another worker has claimed its message")
+            elif ref in self.confirmed:
+                self.confirmed[ref] = sent

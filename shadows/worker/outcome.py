@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from shadows.core.execution import Message
 from shadows.operations.dead_letters import Failure
 from shadows.worker.release import abandon
+from shadows.worker.shards import of_shard
 
 if TYPE_CHECKING:
     from shadows.core.backend import Backend
@@ -115,11 +116,11 @@ class Outcomes:
             logger.exception(
                 "Cannot count the outcome of %s [key=%s]", message.function, message.key
             )
-        self.settling.add(message.message_id)
+        self.settling.add(message.ref)
         try:
             done = await self.completions.submit(message, outcome, next_message, failure, record)
         finally:
-            self.settling.discard(message.message_id)
+            self.settling.discard(message.ref)
         if next_message is not None:
             self.scheduler_wake.set()  # it may be due before the scheduler's next look
         return done
@@ -129,7 +130,7 @@ class Outcomes:
         acknowledge it and record ``outcome`` with plain commands, so that it neither
         blocks the queue nor keeps its key taken (see :func:`release.abandon`)."""
         try:
-            await abandon(self.shadow, message, outcome)
+            await abandon(of_shard(self.shadow, message.shard), message, outcome)
         except Exception:
             logger.exception(
                 "Cannot acknowledge %s [key=%s]; it is redelivered after the redelivery timeout",

@@ -12,7 +12,7 @@ from shadows.core.backend import Backend
 from shadows.core.execution import Message, now_ms
 from shadows.core.keys import WORKER_GROUP
 from shadows.core.reconnect import CONNECTION_ERRORS
-from shadows.worker.reader import entry_id
+from shadows.worker.shard_reader import entry_id
 from shadows.worker.takeover import forget_consumer
 
 logger = logging.getLogger("shadows.worker")
@@ -68,9 +68,14 @@ async def release(
     await shadow.scripts.release(keys=script_keys, args=args)
 
 
-async def release_leftovers(shadow: Backend, consumer: str, instance: str = "") -> None:
-    """At shutdown, hand back what ``consumer`` holds but did not finish; a consumer that
-    holds nothing leaves the group."""
+async def release_leftovers(shards: list[Backend], consumer: str, instance: str = "") -> None:
+    """At shutdown, hand back what ``consumer`` holds but did not finish on each of
+    ``shards``; a consumer that holds nothing on a shard leaves its group."""
+    for shadow in shards:
+        await _release_leftovers(shadow, consumer, instance)
+
+
+async def _release_leftovers(shadow: Backend, consumer: str, instance: str) -> None:
     client = shadow.client
     stream = shadow.keys.stream
     try:

@@ -57,7 +57,8 @@ class Revocations:
                 self.cancel(message_id)
 
     def cancel(self, message_id: str) -> None:
-        """Cancel the task of ``message_id``; it settles as cancelled (see :meth:`taken`)."""
+        """Cancel the task of ``message_id`` (a :attr:`Message.ref`); it settles as
+        cancelled (see :meth:`taken`)."""
         task = self._active.get(message_id)
         message = self._messages.get(message_id)
         if task is None or task.done() or message_id in self._cancelling:
@@ -107,13 +108,14 @@ class Revocations:
 
     async def check(self) -> None:
         """Cancel what runs here under a durable revocation (one round trip)."""
-        running = {message.key for message in self._messages.values()}
+        running = {(message.shard, message.key) for message in self._messages.values()}
         if not running:
             return
-        keys = sorted(running)
+        places = sorted(running)
+        keys = [key for _, key in places]
         async with self.source.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hexists(self.source.keys.run(key), "revoked")
+            for shard, key in places:
+                pipe.hexists(self.source.keys.of_shard(shard).run(key), "revoked")
             found = await pipe.execute()
         revoked = [key for key, marked in zip(keys, found, strict=True) if marked]
         if revoked:

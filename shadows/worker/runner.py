@@ -38,6 +38,7 @@ from shadows.operations.dead_letters import Failure
 from shadows.operations.strikes import Strike, flatten_arguments
 from shadows.worker import throttle
 from shadows.worker.follow import declared_retry, next_run, retried
+from shadows.worker.homing import Homing, needs_home
 from shadows.worker.outcome import Outcomes, Verdict
 from shadows.worker.results import result_record
 from shadows.worker.slots import Revoked
@@ -109,6 +110,7 @@ class Runner:
         self.instance = instance
         #: Which cancellations of this worker's tasks come from ``shadow.cancel()``.
         self.revocations = revocations
+        self.homing = Homing(shadow, self.name)  # home-shard tasks read on shard i > 0
 
     async def run(self, message: Message) -> None:
         """Run ``message`` and settle it (see :func:`run_message`)."""
@@ -142,7 +144,7 @@ async def run_message(runner: Runner, message: Message) -> None:
         verdict = await _decide(runner, message)
     except asyncio.CancelledError:
         revocations = runner.revocations
-        if revocations is None or not revocations.taken(message.message_id):
+        if revocations is None or not revocations.taken(message.ref):
             raise
         # cancelled by shadow.cancel(): settled as such (COMPLETE places nothing after it)
         task = asyncio.current_task()
@@ -186,6 +188,9 @@ async def _decide(runner: Runner, message: Message) -> Verdict | None:
     function = shadow.tasks.get(message.function)
     if function is None:
         return await _unknown(runner, message)
+    if message.shard and needs_home(function):
+        await runner.homing.move(message)  # settled there: acknowledged on this shard
+        return None
     try:
         execution = Execution.from_message(message, function, shadow.payloads)
     except PayloadError as error:

@@ -1,6 +1,7 @@
 """Moving due work from the queue to the stream.
 
-Every worker runs this loop; the move is one Lua script, so two workers never move the
+Every worker runs this loop, over every shard it reads (a queue per shard); the move is
+one Lua script per shard, so two workers never move the
 same task twice. The due keys are read first (a script declares every key it touches,
 which a cluster requires), and the script moves those still due. The loop sleeps until
 the next task is due, but never longer than the scheduling resolution, so that work added
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from shadows.core.backend import Backend
 from shadows.core.cancellation import CancelGuard
@@ -24,32 +26,36 @@ PAGE = 1000
 
 
 async def run_scheduler(
-    shadow: Backend,
+    shards: Callable[[], list[Backend]],
     resolution: float,
     reconnect_cap: float,
     stopping: asyncio.Event,
     wake: asyncio.Event,
 ) -> None:
-    """Move due work until ``stopping``; ``wake`` cuts a sleep short (this worker has just
-    parked work that may be due sooner than the loop planned to look)."""
+    """Move due work of every shard (``shards()``: the shadow with each shard's keys)
+    until ``stopping``; ``wake`` cuts a sleep short (this worker has just parked work
+    that may be due sooner than the loop planned to look)."""
     backoff = Backoff(reconnect_cap)
     guard = CancelGuard()
     while not stopping.is_set():
         guard.check()
+        full = False
+        wait = resolution
         try:
-            now = now_ms()
-            moved, next_due = await move_due(shadow, now)
+            for shard in shards():
+                now = now_ms()
+                moved, next_due = await move_due(shard, now)
+                full = full or int(moved) >= PAGE
+                due = float(next_due)
+                if due >= 0:
+                    wait = min(wait, max(0.0, (due - now_ms()) / 1000))
         except CONNECTION_ERRORS as error:
             logger.debug("Scheduler paused: %s", error)
             await sleep_unless(stopping, backoff.next())
             continue
         backoff.reset()
-        if int(moved) >= PAGE:
+        if full:
             continue
-        wait = resolution
-        due = float(next_due)
-        if due >= 0:
-            wait = min(wait, max(0.0, (due - now_ms()) / 1000))
         await _sleep(stopping, wake, wait)
         wake.clear()
 

@@ -24,9 +24,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from shadows.core.backend import Backend
-from shadows.core.keys import WORKER_GROUP
+from shadows.core.keys import WORKER_GROUP, Keys
 
 #: Pending messages: (id, fields or ``None`` when deleted meanwhile).
 Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
@@ -49,6 +50,35 @@ for i = 3, #KEYS do
   if count <= 0 then break end
   local owner = ARGV[3 + i]
   if owner ~= consumer and redis.call('EXISTS', KEYS[i]) == 0 then
+    local pending = redis.call('XPENDING', stream, group, '-', '+', count, owner)
+    for _, entry in ipairs(pending) do
+      local id = entry[1]
+      local got = redis.call('XCLAIM', stream, group, consumer, 0, id)
+      if #got > 0 and got[1] then
+        claimed[#claimed + 1] = {got[1][1], got[1][2], tonumber(entry[4]) + 1}
+        count = count - 1
+      else
+        redis.call('XACK', stream, group, id)
+      end
+    end
+  end
+end
+return claimed
+"""
+
+# KEYS: stream (of a shard i > 0)
+# ARGV: group, consumer, most messages to claim, then the name of each lapsed consumer
+# TAKEOVER for a shard whose stream has another hash tag than the registry: the caller
+# checked the registry just before (one round trip earlier, not atomically: a worker
+# whose entry lapsed has fenced its tasks by then, see shadows.worker.heartbeat).
+TAKEOVER_SHARD = r"""
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local count = tonumber(ARGV[3])
+local claimed = {}
+for i = 4, #ARGV do
+  if count <= 0 then break end
+  local owner = ARGV[i]
+  if owner ~= consumer then
     local pending = redis.call('XPENDING', stream, group, '-', '+', count, owner)
     for _, entry in ipairs(pending) do
       local id = entry[1]
@@ -109,12 +139,15 @@ class Takeover:
     def due(self) -> bool:
         return time.monotonic() - self._last >= self.every
 
-    async def claim(self, free: int, using: Redis | None = None) -> list[tuple[Entry, int]]:
+    async def claim(
+        self, free: int, using: Redis | None = None, shard: Backend | None = None
+    ) -> list[tuple[Entry, int]]:
         """Up to ``free`` messages of lapsed consumers, with their delivery counts;
-        ``using``: a client without automatic retries (a retried claim delivers again)."""
+        ``using``: a client without automatic retries (a retried claim delivers again);
+        ``shard``: the shadow with the keys of the shard to look at (else the home one)."""
         self._last = time.monotonic()
         client = self.shadow.client if using is None else using
-        keys = self.shadow.keys
+        keys = (shard or self.shadow).keys
         summary = await client.xpending(keys.stream, WORKER_GROUP)
         owners = [
             _text(row["name"])
@@ -130,6 +163,8 @@ class Takeover:
         lapsed = [owner for owner, there in zip(owners, listed, strict=True) if not there]
         if not lapsed:
             return []
+        if keys.shard:
+            return await self._claim_shard(client, keys, lapsed, free)
         script = client.register_script(TAKEOVER)
         rows: list[Any] = await script(
             keys=[keys.stream, keys.worker(self.consumer), *map(keys.worker, lapsed)],
@@ -141,6 +176,19 @@ class Takeover:
                 free,
                 *lapsed,
             ],
+        )
+        return [((row[0], _pairs(row[1])), int(row[2])) for row in rows]
+
+    async def _claim_shard(
+        self, client: Redis | RedisCluster, keys: Keys, lapsed: list[str], free: int
+    ) -> list[tuple[Entry, int]]:
+        """TAKEOVER on a shard i > 0: the registry checks first, then the claim."""
+        token, beats = await client.hmget(keys.worker(self.consumer), ["token", "beats"])
+        if _text(token or b"") != self._token() or int(beats or 0) < self.beats_per_window:
+            return []
+        script = client.register_script(TAKEOVER_SHARD)
+        rows: list[Any] = await script(
+            keys=[keys.stream], args=[WORKER_GROUP, self.consumer, free, *lapsed]
         )
         return [((row[0], _pairs(row[1])), int(row[2])) for row in rows]
 

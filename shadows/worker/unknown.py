@@ -101,7 +101,7 @@ class UnknownTasks:
         delay = SOON if knowing else max(SOON, min(LATER, self.grace / 10))
         if self._script is None:
             self._script = self.shadow.client.register_script(HAND_BACK)
-        keys = self.shadow.keys
+        keys = self.shadow.keys.of_shard(message.shard)  # handed back into its own shard
         now = now_ms()
         verdict, since = await self._script(
             keys=[keys.stream, keys.queue, keys.run(message.key), keys.parked(message.key)],

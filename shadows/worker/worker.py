@@ -1,15 +1,14 @@
 """The consumer side: a process (or part of one) that runs a shadow's tasks.
 
-A worker runs several loops on one event loop:
+A worker runs several loops on one event loop, over every shard it reads (``shards.py``):
 
-* the read loop takes ready work from the stream through the consumer group, in batches
-  of at most the free slots, and starts a task per message the moment a slot frees;
-* the scheduler loop moves due tasks from the queue to the stream (one Lua script);
+* the read loop takes ready work from the streams through the consumer group, fairly
+  over the shards, in batches of at most the free slots, starts a task per message the
+  moment a slot frees, and takes over or reclaims (XAUTOCLAIM) dead workers' messages;
+* the scheduler loop moves due tasks from the queues to the streams (one Lua script);
 * the lease loop keeps renewing the claim of every running message so that a long task is
   never taken over by another worker, and cancels a task whose claim it can no longer
   renew before anyone else may take it (fencing);
-* the read loop also reclaims messages that a dead worker left unacknowledged for longer
-  than ``redelivery_timeout`` (XAUTOCLAIM);
 * the strike follower keeps the worker's list of strikes in step with Redis;
 * the heartbeat keeps the worker listed in the registry of live workers.
 
@@ -54,6 +53,7 @@ from shadows.worker.release import release_leftovers
 from shadows.worker.revocations import Revocations
 from shadows.worker.runner import Runner
 from shadows.worker.scheduler import run_scheduler
+from shadows.worker.shards import Shards
 from shadows.worker.signals import graceful, install_signal_handlers
 from shadows.worker.strike_follower import StrikeFollower
 from shadows.worker.takeover import Takeover
@@ -128,6 +128,7 @@ class Worker:
         #: stop() came before the run it is meant for: that run returns at once.
         self._stop_early = False
         self._caps = RunCaps()
+        self._shards = Shards(shadow, shadow.shards)  # its own N and every N recorded
         self._reader = StreamReader(
             shadow,
             self.name,
@@ -135,6 +136,7 @@ class Worker:
             block=self._check,
             # Claims of dead workers are looked for this often (cheap: one XAUTOCLAIM).
             claim_every=min(max(self._redelivery / 4, self._check), 5.0),
+            shards=self._shards,
         )
         #: Notices that Redis lost the shadow's data and puts back what this worker knows.
         self.continuity = Continuity(
@@ -145,6 +147,7 @@ class Worker:
             lambda: list(self._dispatch.messages.values()),
             self._reseed,
         )
+        self.continuity.shards = lambda: self._shards.count
         self._completions = Completions(
             shadow,
             self.name,
@@ -164,6 +167,7 @@ class Worker:
         self._heartbeat = Heartbeat(
             shadow, beat_every, self._reconnect_cap, self._presence, self._fence
         )
+        self._heartbeat.announce = self._shards.announce  # every beat: N in the layout
         self._reader.takeover = Takeover(
             shadow,
             self.name,
@@ -330,7 +334,7 @@ class Worker:
         background = [
             asyncio.create_task(
                 run_scheduler(
-                    self.shadow,
+                    self._shards.all,
                     self._resolution,
                     self._reconnect_cap,
                     self._stopping,
@@ -355,7 +359,7 @@ class Worker:
             self._named = await self._heartbeat.claim(self._stopping, self._pause_after)
             if self._named:
                 self._heartbeat.start(f"{self.name}:heartbeat")
-            await self._prepare()
+            await self._persist(self._shards.announce)  # and groups
             await self._load_strikes()
             background.append(self._follow_strikes())
             if self.schedule_automatic_tasks:
@@ -374,7 +378,7 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             await self._reader.close()
             if self._named and not self._heartbeat.superseded:
-                await release_leftovers(self.shadow, self.name, self._reader.instance)
+                await release_leftovers(self._shards.all(), self.name, self._reader.instance)
             await self._heartbeat.stop()
             restore_signals()
             self._running = False
@@ -419,9 +423,6 @@ class Worker:
             except CONNECTION_ERRORS as error:
                 await self._pause_after(error, backoff)
 
-    async def _prepare(self) -> None:
-        await self._persist(self.shadow.ensure_group)
-
     async def _load_strikes(self) -> None:
         """Know every strike in effect before the first message is read."""
         self._follower = StrikeFollower(
@@ -464,13 +465,13 @@ class Worker:
                 await self._heartbeat.wait_usable(self._stopping)
                 continue
             try:
-                entries, origin = await self._reader.next(free, set(self._active), block, wake)
+                batch = await self._reader.next(free, set(self._active), block, wake)
                 self.health.read()
-                if entries:
-                    await self._dispatch.start(entries, origin)
+                if batch[0]:
+                    await self._dispatch.start(*batch)
                     block = not until_finished
                 elif until_finished:
-                    if not self._active and await nothing_left(self.shadow, self._caps):
+                    if not self._active and await nothing_left(self._shards.all(), self._caps):
                         return
                     block = True
             except CONNECTION_ERRORS as error:
@@ -483,7 +484,8 @@ class Worker:
                     raise
                 logger.warning("The consumer group is gone (Redis lost its data?); recreating")
                 self.continuity.wake()
-                await self._prepare()
+                self._shards.forget_groups()
+                await self._persist(self._shards.announce)  # and groups
                 continue
             backoff.reset()
 
