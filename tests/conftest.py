@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry import metrics as otel_metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shadows import Shadow
 
@@ -67,6 +70,15 @@ def redis_sentinel() -> Iterator[SentinelGroup]:
         pytest.skip(f"cannot start Redis Sentinel: {missing}")
     with SentinelGroup() as sentinels:
         yield sentinels
+
+
+@pytest.fixture(scope="session")
+def metric_reader() -> InMemoryMetricReader:
+    """An SDK meter provider for the rest of the session (the API allows only one), shared
+    by every test that reads the OpenTelemetry metrics."""
+    reader = InMemoryMetricReader()
+    otel_metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return reader
 
 
 @pytest.fixture(params=BACKENDS)

@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 from opentelemetry import baggage, context, trace
-from opentelemetry import metrics as otel_metrics
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -39,14 +37,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
     yield exporter
     provider.shutdown()
     _reset_tracing()
-
-
-@pytest.fixture(scope="session")
-def metric_reader() -> InMemoryMetricReader:
-    """An SDK meter provider for the rest of the session (the API allows only one)."""
-    reader = InMemoryMetricReader()
-    otel_metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-    return reader
 
 
 def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:

@@ -19,7 +19,8 @@ from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.core.scripts import outcome_pairs
 from shadows.core.urls import is_cluster
 from shadows.operations.instrumentation import producing
-from shadows.producer.debouncing import debounced
+from shadows.producer.debouncing import Shadow as Debouncing
+from shadows.producer.debouncing import debounce_of
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -123,7 +124,7 @@ class Batch:
         written when the batch is sent."""
         call = self.shadow.caller(function, when, key)  # resolves (registers) the task
         name = function if isinstance(function, str) else task_name(function)
-        if debounced(self.shadow.tasks[name]):
+        if debounce_of(cast(Debouncing, self.shadow), self.shadow.tasks[name], name):
             raise ValueError(
                 f"{function if isinstance(function, str) else describe(function)} is "
                 "debounced: add its calls with shadows.add(), not in a batch"

@@ -3,14 +3,16 @@
 The debounce acts in the producer, when the call is submitted, so that a burst of
 submissions never becomes more than one message: the DEBOUNCE script either folds the
 call into the burst whose run still waits in the queue, or opens a new burst under a
-fresh key. A worker runs the burst's one message like any other.
+fresh key. A worker runs the burst's one message like any other. For the same reason a
+``[task.NAME] debounce`` table is applied here, by every producer whose settings hold
+it, not by the workers alone.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from shadows.behaviours.base import plan_for, task_arguments
 from shadows.behaviours.flow import Debounce, milliseconds
@@ -19,7 +21,14 @@ from shadows.core.keys import Keys
 from shadows.core.link import Link
 from shadows.core.serialization import Payloads
 from shadows.operations.instrumentation import producing
-from shadows.operations.metrics import task_added
+from shadows.operations.metrics import task_added, task_debounced
+from shadows.settings.loading import Loaded
+from shadows.settings.model import DebounceTable
+from shadows.settings.overrides import debounce_from
+
+#: The ``[task.NAME] debounce`` tables of a producer's settings, by task name in lower
+#: case: where the table is (for messages) and the table.
+Tables: TypeAlias = dict[str, tuple[str, DebounceTable]]
 
 
 class Shadow(Protocol):
@@ -30,6 +39,8 @@ class Shadow(Protocol):
     payloads: Payloads
     #: The open burst of each bucket, as this producer last saw it.
     open_bursts: dict[str, str]
+    #: The debounce tables of the settings the shadow was made from.
+    debounce_tables: Tables
 
     def link(self) -> Link: ...
 
@@ -50,9 +61,27 @@ def bucket(debounce: Debounce, execution: Execution) -> str:
         raise ValueError(error.args[0]) from None
 
 
-def debounced(function: Callable[..., Any]) -> bool:
-    """Whether the task ``function`` declares a :class:`Debounce`."""
-    return plan_for(function).find(Debounce) is not None
+def tables(loaded: Loaded) -> Tables:
+    """The debounce tables of ``loaded`` (read once, when a shadow is made)."""
+    return {
+        spelled.lower(): (loaded.table_origin(spelled), table.debounce)
+        for spelled, table in loaded.settings.task.items()
+        if table.debounce is not None
+    }
+
+
+def debounce_of(shadow: Shadow, function: Callable[..., Any], name: str) -> Debounce | None:
+    """The task's :class:`Debounce`: its own, with its ``[task.NAME]`` table over it.
+    Raises ``ValueError`` naming the table when the two cannot make one."""
+    own = plan_for(function).find(Debounce)
+    entry = shadow.debounce_tables.get(name.lower()) if shadow.debounce_tables else None
+    if entry is None:
+        return own
+    where, table = entry
+    try:
+        return debounce_from(table, own)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 async def submit(shadow: Shadow, execution: Execution, debounce: Debounce, mode: str) -> str:
@@ -101,5 +130,6 @@ async def _submit(
         if state in (b"opened", "opened"):
             task_added(shadow.name, execution.function_name)
             return "scheduled"
+        task_debounced(shadow.name, execution.function_name)
         return "debounced"
     raise RuntimeError(f"{name}: the open debounce burst kept changing; try again")

@@ -18,7 +18,6 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from shadows.behaviours.base import plan_for
-from shadows.behaviours.flow import Debounce
 from shadows.core.connection import normalize_url, redact_url
 from shadows.core.execution import Execution, Message, current_holder, now_ms
 from shadows.core.functions import task_name
@@ -39,7 +38,7 @@ from shadows.producer import debouncing, executions
 from shadows.producer.batch import Batch
 from shadows.producer.registration import TaskFunction, TaskRegistry
 from shadows.producer.task import validate_when
-from shadows.settings import current_settings
+from shadows.settings import current
 from shadows.tasks import standard_tasks
 
 P = ParamSpec("P")
@@ -84,7 +83,7 @@ class Shadow(TaskRegistry):
         result_max_bytes: int | None = None,
         shards: int | None = None,
     ) -> None:
-        settings = current_settings()  # every argument left out comes from it
+        settings = (loaded := current()).settings  # every argument left out comes from it
         #: Whether name and URL came from the settings (not the constructor): such a
         #: shadow is the application's, which the worker and the pytest plugin adopt.
         self.configured = name is None and url is None and connection_pool is None
@@ -123,6 +122,7 @@ class Shadow(TaskRegistry):
         self._link: Link | None = None
         #: The open debounce burst of each bucket, as last seen (see :mod:`debouncing`).
         self.open_bursts: dict[str, str] = {}
+        self.debounce_tables = debouncing.tables(loaded)  # [task.NAME] debounce tables
 
         for function in standard_tasks:
             self.register(function)
@@ -302,7 +302,7 @@ class Shadow(TaskRegistry):
 
     async def schedule(self, execution: Execution, mode: str = "add") -> str:
         """Write ``execution`` to Redis; returns ``queued``, ``scheduled`` or ``exists``."""
-        debounce = plan_for(execution.function).find(Debounce)
+        debounce = debouncing.debounce_of(self, execution.function, execution.function_name)
         if debounce is not None:
             return await debouncing.submit(self, execution, debounce, mode)
         with producing(self.name, execution, mode) as context:

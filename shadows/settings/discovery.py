@@ -181,5 +181,8 @@ def apply_tables(loaded: Loaded, shadow: Shadow) -> list[Problem]:
             if behaviour_kind(type(behaviour)) not in changed
         ]
         handle = function if isinstance(function, Task) else Task(shadow, function)
-        shadow.tasks[name] = handle.with_behaviours([*kept, *changes.values()])
+        derived = handle.with_behaviours([*kept, *changes.values()])
+        if table.results is not None:
+            derived.__shadows_results__ = table.results
+        shadow.tasks[name] = derived
     return problems

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from shadows.core.durations import format_duration
+from shadows.core.functions import RESULTS_ATTRIBUTE
 from shadows.settings.loading import Loaded
 from shadows.settings.model import FOREIGN_SECTIONS, SECTIONS, TASK_KEYS, Settings
 from shadows.settings.overrides import as_table, declared, overridden
@@ -95,6 +96,11 @@ def task_entries(loaded: Loaded, tasks: Mapping[str, Callable[..., Any]]) -> dic
                 entries[f"task.{name}.{key}"] = _shown_entry(changes[key], origin)
             elif key in shown and not (key in _WHEN and _WHEN & set(changes)):
                 entries[f"task.{name}.{key}"] = _shown_entry(*shown[key])
+        if table is not None and table.results is not None:
+            origin = loaded.origin(("task", spelled, "results")).kind
+            entries[f"task.{name}.results"] = {"value": table.results, "source": origin}
+        elif getattr(tasks[name], RESULTS_ATTRIBUTE, True) is False:
+            entries[f"task.{name}.results"] = {"value": False, "source": "decorator"}
         key_spec = getattr(tasks[name], "key", None)
         if isinstance(key_spec, str):
             entries[f"task.{name}.key"] = {"value": key_spec, "source": "decorator"}

@@ -202,6 +202,20 @@ class RateLimitTable(Section):
     scope: str | None = None
 
 
+def _debounce(value: Any) -> Any:
+    return {"settle": value} if isinstance(value, str) else value
+
+
+class DebounceTable(Section):
+    """``debounce = "2s"`` or ``debounce = { settle = "2s", max_wait = "30s", keep =
+    "last", scope = "account" }``."""
+
+    settle: Duration | None = None
+    max_wait: Duration | None = None
+    keep: Literal["last", "first"] | None = None
+    scope: str | None = None
+
+
 class TaskSettings(Section):
     """``[task.NAME]``: one task's behaviours, overriding its decorator's (and its
     parameter defaults'); keys left out keep the task's own values."""
@@ -222,6 +236,14 @@ class TaskSettings(Section):
     )
     rate_limit: RateLimitTable | None = Field(
         None, description="At most `limit` starts per `per` (per `scope`)."
+    )
+    debounce: Annotated[DebounceTable | None, BeforeValidator(_debounce)] = Field(
+        None,
+        description="Collapse submissions within `settle` of each other into one run "
+        "(applied by producers that read this file).",
+    )
+    results: bool | None = Field(
+        None, description="Keep the task's return values (false: never, for this task)."
     )
 
 

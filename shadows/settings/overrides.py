@@ -14,12 +14,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shadows.behaviours.base import Dependency, behaviour_kind, plan_for
 from shadows.behaviours.concurrency import ConcurrencyLimit
-from shadows.behaviours.flow import Cooldown, RateLimit
+from shadows.behaviours.flow import Cooldown, Debounce, RateLimit
 from shadows.behaviours.perpetual import Cron, Perpetual
 from shadows.behaviours.retry import ExponentialRetry, Retry
 from shadows.behaviours.timeout import Timeout
 from shadows.core.durations import format_duration
-from shadows.settings.model import TaskSettings
+from shadows.settings.model import DebounceTable, TaskSettings
 
 #: The kinds a ``[task.NAME]`` table may set, by the key that sets them.
 KINDS: dict[str, type[Dependency]] = {
@@ -30,6 +30,7 @@ KINDS: dict[str, type[Dependency]] = {
     "concurrency": ConcurrencyLimit,
     "cooldown": Cooldown,
     "rate_limit": RateLimit,
+    "debounce": Debounce,
 }
 
 
@@ -112,7 +113,25 @@ def overridden(
             _first(rate.drop, getattr(limited, "drop", None), False),
             _first(rate.scope, getattr(limited, "scope", None)),
         )
+    if table.debounce is not None:
+        base = own.get(Debounce, (None, ""))[0]
+        result["debounce"] = debounce_from(table.debounce, base)
     return result
+
+
+def debounce_from(table: DebounceTable, own: Dependency | None) -> Debounce:
+    """``table`` over the task's own ``Debounce`` (if any), field by field. Raises
+    ``ValueError`` when there is no settle to use."""
+    base = own if isinstance(own, Debounce) else None
+    settle = _first(table.settle, getattr(base, "settle", None))
+    if settle is None:
+        raise ValueError("debounce needs settle (the task declares no Debounce to keep it)")
+    return Debounce(
+        settle,
+        _first(table.max_wait, getattr(base, "max_wait", None)),
+        _first(table.keep, getattr(base, "keep", None), "last"),
+        _first(table.scope, getattr(base, "scope", None)),
+    )
 
 
 def _retry(table: TaskSettings, base: Retry | None) -> Retry:
@@ -177,6 +196,13 @@ def as_table(behaviour: Dependency) -> tuple[str, Any]:
             "limit": behaviour.limit,
             "per": format_duration(behaviour.per),
             "drop": behaviour.drop,
+            "scope": behaviour.scope,
+        }
+    if isinstance(behaviour, Debounce):
+        return "debounce", {
+            "settle": format_duration(behaviour.settle),
+            "max_wait": None if behaviour.max_wait is None else format_duration(behaviour.max_wait),
+            "keep": behaviour.keep,
             "scope": behaviour.scope,
         }
     return type(behaviour).__name__, behaviour.describe()

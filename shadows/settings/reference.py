@@ -30,6 +30,8 @@ TASK_EXAMPLE = """\
 # concurrency = { max_concurrent = 2, argument_name = "customer_id" }
 # cooldown = { window = "5m", scope = "customer_id" }
 # rate_limit = { limit = 100, per = "1m", drop = false }
+# debounce = { settle = "2s", max_wait = "30s" }  # applied by producers reading this file
+# results = false                          # keep none of its return values
 """
 
 
@@ -140,9 +142,18 @@ values. In the environment: `SHADOW_TASK_<NAME>_<KEY>`, holding a JSON object fo
 
 {rows}
 
-`perpetual` and `cron` both set when a task runs again: give one of them. A `Debounce`
-acts in the producer, when a call is submitted, where the tables are not applied: it is
-declared in code only (see [flow control](flow-control.md)).
+`perpetual` and `cron` both set when a task runs again: give one of them.
+
+Workers apply the tables when they start (a table naming no task, or a combination that
+cannot work, stops them with the file, table and key). A `debounce` acts when a call is
+submitted, so it is applied by the **producer**: every `Shadow` reads the tables of the
+settings it is created from (the same file and variables as its name and URL), and
+merges a `debounce` over the task's own `Debounce` when it adds a call of that task by
+any means (`add`, `task.schedule`, a registered name); `replace()` and batches then
+refuse the task. A producer that does not read the file does not debounce: give the
+producers and the workers the same settings. `results = false` makes the workers keep
+none of the task's return values (`results = true` keeps them for a task declared with
+`results=False`, unless the shadow's `results` is off).
 """
 
 
@@ -177,6 +188,12 @@ TASK_ROWS = [
         '`{ limit = 100, per = "1m", drop = false, scope = "host" }`',
         "`RateLimit(...)` (in place of the task's first)",
     ),
+    (
+        "`debounce`",
+        '`"2s"` or `{ settle = "2s", max_wait = "30s", keep = "last", scope = "account" }`',
+        "`Debounce(...)`, applied by producers",
+    ),
+    ("`results`", "`false` or `true`", "`@shadow.task(results=...)`"),
 ]
 TASK_SECTION = TASK_TEMPLATE.replace(
     "{rows}", "\n".join("| " + " | ".join(row) + " |" for row in TASK_ROWS)
@@ -209,6 +226,8 @@ def markdown() -> str:
         "concurrency",
         "cooldown",
         "rate_limit",
+        "debounce",
+        "results",
     }
     return "\n".join(parts).rstrip("\n") + "\n"
 
