@@ -1,0 +1,252 @@
+"""The worker side of sharding (issue 14): a worker of a shadow spread over N shards reads
+every shard fairly, runs and settles each message in its own shard, takes over and
+schedules per shard, and moves home the home-shard tasks it finds elsewhere. Both
+backends; the cluster test is in test_shards_cluster.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from conftest import wait_for
+from shadows import ConcurrencyLimit, Perpetual, Retry, Shadow, Worker
+from shadows.core.keys import WORKER_GROUP, Keys, shard_of
+from shadows.worker.shards import ensure_group, of_shard
+
+SHARDS = 3
+
+
+def key_in(shard: int, label: str, shards: int = SHARDS) -> str:
+    """A task key that routes to ``shard`` (so producers that route agree)."""
+    n = 0
+    while shard_of(f"{label}-{n}", shards) != shard:
+        n += 1
+    return f"{label}-{n}"
+
+
+@contextmanager
+def placing_in(shadow: Shadow, shard: int) -> Iterator[None]:
+    """Adds through ``shadow`` land in ``shard`` (whatever the producer's routing)."""
+    keys = shadow.keys
+    shadow.keys = keys.of_shard(shard)
+    try:
+        yield
+    finally:
+        shadow.keys = keys
+
+
+async def add_on(
+    shadow: Shadow, shard: int, function: Callable[..., Any], *args: Any, **options: Any
+) -> str:
+    """Add a task whose key lives in ``shard``, and check that it is there."""
+    key = options.pop("key", None) or key_in(shard, function.__name__)
+    with placing_in(shadow, shard):
+        await shadow.add(function, key=key, **options)(*args)
+    assert await shadow.client.exists(Keys(shadow.name, shard).run(key))
+    return key
+
+
+@pytest.fixture
+async def sharded(url: str, shadow_name: str) -> AsyncIterator[Shadow]:
+    async with Shadow(name=shadow_name, url=url, shards=SHARDS) as opened:
+        yield opened
+        client = opened.client
+        for shard in range(SHARDS):
+            prefix = Keys(shadow_name, shard).prefix
+            found = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+            if found:
+                await client.delete(*found)
+
+
+async def settled(shadow: Shadow, shards: int = SHARDS) -> None:
+    """Every shard's stream empty, nothing pending, nothing queued."""
+    for shard in range(shards):
+        keys = Keys(shadow.name, shard)
+        assert await shadow.client.xlen(keys.stream) == 0
+        assert (await shadow.client.xpending(keys.stream, WORKER_GROUP))["pending"] == 0
+        assert await shadow.client.zcard(keys.queue) == 0
+
+
+async def test_a_worker_drains_tasks_spread_over_every_shard(sharded: Shadow) -> None:
+    ran: list[str] = []
+
+    async def note(label: str) -> None:
+        ran.append(label)
+
+    sharded.register(note)
+    expected = []
+    for shard in range(SHARDS):
+        for n in range(10):
+            label = f"s{shard}-{n}"
+            await add_on(sharded, shard, note, label, key=key_in(shard, label))
+            expected.append(label)
+    for shard in range(SHARDS):
+        assert await sharded.client.xlen(Keys(sharded.name, shard).stream) == 10
+    async with Worker(sharded, concurrency=4) as worker:
+        await asyncio.wait_for(worker.run_until_finished(), 30)
+    assert sorted(ran) == sorted(expected)
+    await settled(sharded)
+    # each run record settled in its own shard
+    for shard in range(SHARDS):
+        key = key_in(shard, f"s{shard}-0")
+        state = await sharded.client.hget(Keys(sharded.name, shard).run(key), "state")
+        assert state == b"completed"
+    # the worker announced its shard count in the layout record
+    assert b"3" in await sharded.client.hkeys(sharded.keys.layout)
+
+
+async def test_scheduled_tasks_in_every_shard_run_on_time(sharded: Shadow) -> None:
+    started: dict[str, float] = {}
+
+    async def timed(label: str) -> None:
+        started[label] = time.time()
+
+    sharded.register(timed)
+    due = datetime.now(UTC) + timedelta(milliseconds=700)
+    for shard in range(SHARDS):
+        await add_on(sharded, shard, timed, f"s{shard}", when=due, key=key_in(shard, "timed"))
+        assert await sharded.client.zcard(Keys(sharded.name, shard).queue) == 1
+    worker = Worker(sharded, scheduling_resolution=timedelta(milliseconds=50))
+    async with worker:
+        running = asyncio.create_task(worker.run_forever())
+        try:
+            await wait_for(lambda: len(started) == SHARDS, 10, "a run in every shard")
+        finally:
+            worker.stop()
+            await running
+    for label, at in started.items():
+        late = at - due.timestamp()
+        assert -0.01 <= late < 0.5, f"{label} started {late:.3f} s after it was due"
+    await settled(sharded)
+
+
+async def test_a_dead_workers_message_on_shard_2_is_taken_over(
+    sharded: Shadow, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[str] = []
+
+    async def note(label: str) -> None:
+        ran.append(label)
+
+    sharded.register(note)
+    await add_on(sharded, 2, note, "victim")
+    stream = Keys(sharded.name, 2).stream
+    await ensure_group(of_shard(sharded, 2))
+    # a worker that read it and died (never listed again: its heartbeat lapsed)
+    taken = await sharded.client.xreadgroup(WORKER_GROUP, "dead-one", {stream: ">"}, count=1)
+    assert taken
+    worker = Worker(
+        sharded,
+        heartbeat_interval=timedelta(milliseconds=50),
+        redelivery_timeout=timedelta(minutes=5),  # so only the takeover can claim it
+    )
+    with caplog.at_level(logging.WARNING, logger="shadows.worker"):
+        async with worker:
+            running = asyncio.create_task(worker.run_forever())
+            try:
+                await wait_for(lambda: ran == ["victim"], 10, "the dead worker's task to run")
+            finally:
+                worker.stop()
+                await running
+    assert "Took over 1 message(s) of workers whose heartbeat lapsed" in caplog.text
+    await settled(sharded)
+
+
+async def test_retries_and_perpetual_runs_stay_in_their_shard(sharded: Shadow) -> None:
+    attempts: list[int] = []
+    beats: list[int] = []
+
+    async def flaky(retry: Retry = Retry(attempts=3)) -> None:
+        attempts.append(retry.attempt)
+        if retry.attempt < 3:
+            raise RuntimeError("not yet")
+
+    async def ticking(perpetual: Perpetual = Perpetual(every=timedelta(milliseconds=10))) -> None:
+        beats.append(len(beats))
+
+    sharded.register(flaky)
+    sharded.register(ticking)
+    flaky_key = await add_on(sharded, 1, flaky)
+    ticking_key = await add_on(sharded, 2, ticking)
+    home = Keys(sharded.name, 0)
+    async with Worker(sharded) as worker:
+        await asyncio.wait_for(worker.run_at_most({ticking_key: 4}), 30)
+    assert attempts == [1, 2, 3]
+    assert len(beats) == 4
+    client = sharded.client
+    flaky_run = await client.hgetall(Keys(sharded.name, 1).run(flaky_key))
+    assert flaky_run[b"state"] == b"completed" and flaky_run[b"attempt"] == b"3"
+    assert await client.hget(Keys(sharded.name, 2).run(ticking_key), "state") is not None
+    # nothing of theirs in the home shard (nor in each other's)
+    for key in (flaky_key, ticking_key):
+        assert not await client.exists(home.run(key))
+    assert not await client.exists(Keys(sharded.name, 2).run(flaky_key))
+    assert not await client.exists(Keys(sharded.name, 1).run(ticking_key))
+
+
+async def test_a_home_task_found_on_shard_1_is_moved_home_and_runs_once(
+    sharded: Shadow, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older producer (or an older declaration of the task) left a task with a
+    concurrency limit on shard 1: the worker moves it home rather than run ACQUIRE
+    across two hash tags."""
+    ran: list[str] = []
+
+    async def limited(
+        customer: str, limit: ConcurrencyLimit = ConcurrencyLimit("customer", max_concurrent=1)
+    ) -> None:
+        ran.append(customer)
+
+    async def plain(customer: str) -> None:  # the declaration the old producer knew
+        raise AssertionError("not run")
+
+    plain.__name__ = plain.__qualname__ = "limited"
+    async with Shadow(name=sharded.name, url=sharded.url, shards=SHARDS) as old:
+        old.register(plain)
+        key = await add_on(old, 1, plain, "c1")
+    sharded.register(limited)
+    with caplog.at_level(logging.WARNING, logger="shadows.worker"):
+        async with Worker(sharded) as worker:
+            await asyncio.wait_for(worker.run_until_finished(), 30)
+    assert ran == ["c1"]
+    assert "from shard 1 to the home shard" in caplog.text
+    client = sharded.client
+    assert not await client.exists(Keys(sharded.name, 1).run(key))
+    assert await client.hget(sharded.keys.run(key), "state") == b"completed"
+    await settled(sharded)
+
+
+async def test_a_flooded_shard_does_not_starve_another(sharded: Shadow) -> None:
+    """Shard 1 holds 200 tasks, one slot runs at a time; a task added on shard 2 starts
+    within a few reads, not after the flood."""
+    order: list[str] = []
+
+    async def work(label: str) -> None:
+        order.append(label)
+        await asyncio.sleep(0.005)
+
+    sharded.register(work)
+    for n in range(200):
+        label = f"flood-{n}"
+        await add_on(sharded, 1, work, label, key=key_in(1, label))
+    worker = Worker(sharded, concurrency=1)
+    async with worker:
+        running = asyncio.create_task(worker.run_forever())
+        try:
+            await wait_for(lambda: len(order) >= 5, 10, "the flood to start")
+            await add_on(sharded, 2, work, "lonely", key=key_in(2, "lonely"))
+            flood_before = len(order)
+            await wait_for(lambda: "lonely" in order, 10, "the other shard's task")
+            behind = order.index("lonely") - flood_before
+            assert behind <= SHARDS + 1, f"{behind} flood tasks ran first"
+            assert len(order) < 200
+        finally:
+            worker.stop(force=True)
+            await running
