@@ -27,7 +27,17 @@ PAGES = [
     "strikes.md",
     "dashboard.md",
     "execution-state.md",
+    "observability.md",
 ]
+#: Pages whose untitled ```python blocks are not run here, and why. A block with a
+#: title (```python title="myapp/tasks.py"```) is a file of a larger program, not run.
+RUN_ELSEWHERE = {
+    "getting-started.md": "tests/test_quickstart.py runs each block in order",
+    "api-reference.md": "signatures; its import list is checked below",
+    "index.md": "the landing page's teaser, the quick start's first block (a local Redis)",
+    "worker.md": "a worker that runs forever against a local Redis",
+    "dashboard.md": "mounting the dashboard in a Starlette app: tests/test_dashboard.py",
+}
 BLOCK = re.compile(r"^```python\n(.*?)^```", flags=re.DOTALL | re.MULTILINE)
 
 
@@ -40,6 +50,29 @@ EXAMPLES = [
     for page in PAGES
     for index, source in enumerate(python_blocks(page))
 ]
+
+
+def test_every_page_with_examples_has_them_run() -> None:
+    with_examples = {page.name for page in DOCS.glob("*.md") if python_blocks(page.name)}
+    assert with_examples - set(PAGES) - set(RUN_ELSEWHERE) == set()
+    assert set(RUN_ELSEWHERE) <= with_examples  # an exemption that has become useless
+
+
+def test_the_api_reference_lists_every_public_name() -> None:
+    import shadows
+
+    page = (DOCS / "api-reference.md").read_text()
+    namespace: dict[str, Any] = {}
+    exec(python_blocks("api-reference.md")[0], namespace)  # the import list, as a user runs it
+    listed = {name for name in namespace if name != "__builtins__"}
+    assert listed == set(shadows.__all__)
+    body = page.split("```", 2)[2]  # what follows the import list
+    undocumented = [
+        name
+        for name in shadows.__all__
+        if f"`{name}" not in body and f"## {name}" not in body and f"{name}(" not in body
+    ]
+    assert undocumented == []
 
 
 def test_every_guide_has_examples() -> None:
