@@ -33,6 +33,11 @@ class Backend(Protocol):
     def keys(self) -> Keys: ...
 
     @property
+    def shards(self) -> int:
+        """How many shards this process spreads new work over (see :mod:`routing`)."""
+        ...
+
+    @property
     def client(self) -> Redis | RedisCluster:
         """One server's client, or a cluster's: they differ in connections (no single
         pool, no ``client()`` on a cluster), which the type checker then points out."""

@@ -17,12 +17,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from shadows.core.keys import Keys
-from shadows.core.routing import all_shards
+from shadows.core.routing import all_shards, candidate_shards
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
 
+    from shadows.core.backend import Backend
     from shadows.core.state import Source
 
 #: How long (seconds) a process trusts the layout it read before announcing itself and
@@ -62,6 +63,20 @@ async def announce(client: Redis | RedisCluster, keys: Keys, shards: int) -> dic
 async def forget(client: Redis | RedisCluster, keys: Keys, shards: int) -> bool:
     """Remove the count ``shards`` from the record (see ``shadows shards forget``)."""
     return bool(await client.hdel(keys.layout, str(shards)))
+
+
+async def every_shard(backend: Backend) -> list[Keys]:
+    """The keys of every shard that may hold work: those of the recorded counts and of
+    this process's own (read, never announced: a reader may not write)."""
+    counts = await read_layouts(backend.client, backend.keys)
+    return [backend.keys.of_shard(i) for i in all_shards([*counts, backend.shards])]
+
+
+async def key_shards(backend: Backend, key: str) -> list[Keys]:
+    """The keys of every shard that may hold ``key`` (best guess first), read from the
+    layout record: its shard under each recorded count and this one, and the home shard."""
+    counts = ordered(backend.shards, await read_layouts(backend.client, backend.keys))
+    return [backend.keys.of_shard(i) for i in candidate_shards(key, counts)]
 
 
 def ordered(shards: int, counts: dict[int, int] | tuple[int, ...]) -> tuple[int, ...]:

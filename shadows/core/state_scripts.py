@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from shadows.core.scripts import _PRELUDE
 
-# KEYS: queue, run, parked, successor, stream, strike feed
+# KEYS: queue, run, parked, successor, stream, strike feed (only in the home shard's slot)
 # ARGV: key, holder (the stream id of the run cancelling it, or ''), group, now_ms,
 #       ttl_s, feed length, the run's events channel
 # Cancels the task `key`: a future or undelivered one is removed at once (its state
@@ -15,7 +15,8 @@ from shadows.core.scripts import _PRELUDE
 # started) is revoked: a mark in its run record that START, ACQUIRE and COMPLETE check,
 # announced on the strike feed so that the worker running it cancels it at once. From
 # inside the run holding the key, this removes the successor that run scheduled instead.
-# Returns 1 (removed), 2 (revoked: the worker ends it) or 0 (nothing to cancel).
+# Returns 1 (removed), 2 (revoked: the worker ends it) or 0 (nothing to cancel); 3 when
+# revoked without the feed key (a shard's slot): the caller announces it on the feed.
 CANCEL = (
     _PRELUDE
     + r"""
@@ -52,6 +53,7 @@ if removed then
 end
 if redis.call('HEXISTS', run, 'revoked') == 0 then
   redis.call('HSET', run, 'revoked', now)
+  if not feed then return 3 end
   redis.call('XADD', feed, 'MAXLEN', '~', length, '*', 'action', 'revoke', 'key', key)
 end
 return 2

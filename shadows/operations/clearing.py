@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shadows.core.keys import WORKER_GROUP
+from shadows.core.keys import WORKER_GROUP, Keys
+from shadows.core.layout import every_shard
 from shadows.core.scripts import _PRELUDE
 
 if TYPE_CHECKING:
@@ -58,22 +59,29 @@ def _text(value: Any) -> str:
 
 
 async def clear(shadow: Backend) -> int:
-    """Remove all scheduled and queued (not yet started) work; returns how many."""
+    """Remove all scheduled and queued (not yet started) work of every shard; returns how
+    many."""
     total = 0
-    while (removed := await _clear_queued(shadow)) is not None:
+    for keys in await every_shard(shadow):
+        total += await _clear_shard(shadow, keys)
+    return total
+
+
+async def _clear_shard(shadow: Backend, keys: Keys) -> int:
+    total = 0
+    while (removed := await _clear_queued(shadow, keys)) is not None:
         total += removed
     start = "-"
     while True:
-        entries = await shadow.client.xrange(shadow.keys.stream, start, "+", count=PAGE)
+        entries = await shadow.client.xrange(keys.stream, start, "+", count=PAGE)
         if not entries:
             return total
-        total += await _clear_ready(shadow, entries)
+        total += await _clear_ready(shadow, keys, entries)
         start = f"({_text(entries[-1][0])}"
 
 
-async def _clear_queued(shadow: Backend) -> int | None:
+async def _clear_queued(shadow: Backend, keys: Keys) -> int | None:
     """How many of the first page of the queue were removed; None once it is empty."""
-    keys = shadow.keys
     page = [_text(key) for key in await shadow.client.zrange(keys.queue, 0, PAGE - 1)]
     if not page:
         return None
@@ -83,8 +91,7 @@ async def _clear_queued(shadow: Backend) -> int | None:
     return int(await shadow.client.register_script(CLEAR_QUEUED)(keys=script_keys, args=page))
 
 
-async def _clear_ready(shadow: Backend, entries: list[Any]) -> int:
-    keys = shadow.keys
+async def _clear_ready(shadow: Backend, keys: Keys, entries: list[Any]) -> int:
     script_keys = [keys.stream]
     args: list[str] = [WORKER_GROUP]
     for entry_id, fields in entries:

@@ -12,7 +12,9 @@ for letters whose own signature verifies: anything else (refused as unsigned or 
 or written straight into Redis) would come out validly signed, so it takes an explicit
 ``force_unverified``, and is logged.
 
-Layout: ``{name}:failed`` is a sorted set of keys scored by failure time (ms);
+Layout: each shard keeps the dead letters of its own tasks (listing merges them, a key's
+letter is looked for in its shard under each recorded count and in the home shard):
+``{name}:failed`` is a sorted set of keys scored by failure time (ms);
 ``{name}:dead:{key}`` is a hash with the failure (reason, error, traceback, worker, time)
 and the message's own fields under ``m.`` names, enough to enqueue it again.
 """
@@ -27,6 +29,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shadows.core.execution import Message, MessageError, from_ms, now_ms
+from shadows.core.keys import Keys
+from shadows.core.layout import every_shard, key_shards
 from shadows.core.serialization import CODEC_FIELD, PayloadError
 
 if TYPE_CHECKING:
@@ -129,25 +133,40 @@ def parse(key: str, raw: dict[bytes, bytes]) -> DeadLetter | None:
 
 
 async def list_failed(shadow: Backend, limit: int = 1000) -> list[DeadLetter]:
-    """The newest ``limit`` dead letters, newest first."""
+    """The newest ``limit`` dead letters of every shard, newest first."""
     client = shadow.client
-    keys = shadow.keys
     # Only reads (a read-only user may list them): expired entries are left out here and
     # dropped from the index by the worker that adds the next dead letter (COMPLETE).
     cutoff = now_ms() - int(shadow.dead_letter_ttl.total_seconds() * 1000)
-    names = _names(
-        await client.zrevrangebyscore(keys.failed, "+inf", cutoff, start=0, num=max(1, limit))
-    )
+    found: list[tuple[float, str, Keys]] = []
+    for keys in await every_shard(shadow):
+        newest: list[Any] = await client.zrevrangebyscore(
+            keys.failed, "+inf", cutoff, start=0, num=max(1, limit), withscores=True
+        )
+        found += [(float(pair[1]), _names([pair[0]])[0], keys) for pair in newest]
+    found.sort(key=lambda item: -item[0])
+    found = found[: max(1, limit)]
     async with client.pipeline(transaction=False) as pipe:
-        for name in names:
+        for _, name, keys in found:
             pipe.hgetall(keys.dead(name))
         raws = await pipe.execute()
-    letters = [parse(name, raw) for name, raw in zip(names, raws, strict=True)]
+    letters = [parse(name, raw) for (_, name, _), raw in zip(found, raws, strict=True)]
     return [letter for letter in letters if letter is not None]
 
 
+async def _find(shadow: Backend, key: str) -> tuple[Keys, dict[bytes, bytes]]:
+    """The shard holding the dead letter of ``key`` (its shard under each recorded count,
+    or the home shard) and the letter's raw hash (empty if there is none)."""
+    places = await key_shards(shadow, key)
+    for keys in places:
+        raw: dict[bytes, bytes] = await shadow.client.hgetall(keys.dead(key))  # type: ignore[assignment]
+        if raw:
+            return keys, raw
+    return places[0], {}
+
+
 async def get_failed(shadow: Backend, key: str) -> DeadLetter | None:
-    raw: dict[bytes, bytes] = await shadow.client.hgetall(shadow.keys.dead(key))  # type: ignore[assignment]
+    _, raw = await _find(shadow, key)
     return parse(key, raw)
 
 
@@ -166,7 +185,8 @@ async def retry_failed(
     codec, and :class:`UnverifiedLetterError` if the shadow signs messages and this one's
     signature does not verify, unless ``force_unverified`` (then it is logged).
     """
-    letter = await get_failed(shadow, key)
+    keys, raw = await _find(shadow, key)
+    letter = parse(key, raw)
     if letter is None:
         raise KeyError(f"no failed task with key {key!r}")
     message = letter.message()
@@ -197,30 +217,35 @@ async def retry_failed(
     shadow.payloads.seal(message)
     outcome = await schedule(message)
     if outcome != "exists":
-        await purge_failed(shadow, key)
+        await _purge_one(shadow, keys, key)
     return outcome
 
 
 async def purge_failed(shadow: Backend, key: str | None = None) -> int:
-    """Forget one dead letter, or all of them; returns how many were removed."""
-    client = shadow.client
-    keys = shadow.keys
+    """Forget one dead letter, or all of them (of every shard); returns how many."""
     if key is not None:
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.zrem(keys.failed, key)
-            pipe.delete(keys.dead(key))
-            removed, _ = await pipe.execute()
-        return int(removed)
+        keys, _ = await _find(shadow, key)
+        return await _purge_one(shadow, keys, key)
     total = 0
-    while True:
-        names = _names(await client.zrange(keys.failed, 0, 499))
-        if not names:
-            return total
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.zrem(keys.failed, *names)
-            pipe.delete(*(keys.dead(name) for name in names))
-            removed, _ = await pipe.execute()
-        total += int(removed)
+    for keys in await every_shard(shadow):
+        while True:
+            names = _names(await shadow.client.zrange(keys.failed, 0, 499))
+            if not names:
+                break
+            async with shadow.client.pipeline(transaction=False) as pipe:
+                pipe.zrem(keys.failed, *names)
+                pipe.delete(*(keys.dead(name) for name in names))
+                removed, _ = await pipe.execute()
+            total += int(removed)
+    return total
+
+
+async def _purge_one(shadow: Backend, keys: Keys, key: str) -> int:
+    async with shadow.client.pipeline(transaction=False) as pipe:
+        pipe.zrem(keys.failed, key)
+        pipe.delete(keys.dead(key))
+        removed, _ = await pipe.execute()
+    return int(removed)
 
 
 __all__ = [

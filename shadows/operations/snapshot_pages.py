@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shadows.core.keys import WORKER_GROUP
+from shadows.core.keys import WORKER_GROUP, Keys
+from shadows.core.layout import every_shard
 from shadows.core.script_calls import read_only
 from shadows.operations.registry import list_workers
 from shadows.operations.snapshot import RawMessage, Snapshot, SnapshotTask
@@ -132,10 +133,12 @@ async def take_snapshot(
     tasks: dict[str, SnapshotTask] = {}
     # The queue first: work moves from the queue to the stream, so a task moving while we
     # read is seen twice (and the stream's reading wins) rather than not at all.
-    for task in await _read_queue(shadow, tasks_known, arguments):
-        tasks[task.key] = task
-    for task in await _read_stream(shadow, tasks_known, arguments):
-        tasks[task.key] = task
+    # Shard by shard (every shard that may hold work: see shadows.core.layout).
+    for keys in await every_shard(shadow):
+        for task in await _read_queue(shadow, keys, tasks_known, arguments):
+            tasks[task.key] = task
+        for task in await _read_stream(shadow, keys, tasks_known, arguments):
+            tasks[task.key] = task
     future = [task for task in tasks.values() if task.state != "running"]
     future.sort(key=_due)
     running = [task for task in tasks.values() if task.state == "running"]
@@ -208,10 +211,10 @@ def _fields(values: list[int], at: int, text: bytes, position: int) -> tuple[Raw
 
 
 async def _read_queue(
-    shadow: Backend, tasks_known: Mapping[str, Callable[..., Any]], arguments: bool
+    shadow: Backend, keys: Keys, tasks_known: Mapping[str, Callable[..., Any]], arguments: bool
 ) -> list[SnapshotTask]:
     script = shadow.client.register_script(QUEUE_PAGE)
-    client, keys = shadow.client, shadow.keys
+    client = shadow.client
     flag = "1" if arguments else "0"
     payloads = shadow.payloads
     found: list[SnapshotTask] = []
@@ -270,10 +273,10 @@ async def _read_queue(
 
 
 async def _read_stream(
-    shadow: Backend, tasks_known: Mapping[str, Callable[..., Any]], arguments: bool
+    shadow: Backend, keys: Keys, tasks_known: Mapping[str, Callable[..., Any]], arguments: bool
 ) -> list[SnapshotTask]:
     script = shadow.client.register_script(STREAM_PAGE)
-    client, keys = shadow.client, shadow.keys
+    client = shadow.client
     flag = "1" if arguments else "0"
     payloads = shadow.payloads
     found: list[SnapshotTask] = []

@@ -6,21 +6,24 @@ failed one that answered) wrote is reported with the rest in a :class:`BatchErro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, Self, cast, overload
 
 from redis.exceptions import RedisError
 
+from shadows.behaviours.base import plan_for
 from shadows.core.execution import Execution, Message
 from shadows.core.functions import describe, task_name
+from shadows.core.layout import on_shard
 from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.core.scripts import outcome_pairs
 from shadows.core.urls import is_cluster
 from shadows.operations.instrumentation import producing
 from shadows.producer.debouncing import Shadow as Debouncing
 from shadows.producer.debouncing import debounce_of
+from shadows.producer.sharding import Router, route_many
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster
 
     from shadows.core.serialization import Payloads
+    from shadows.core.state import Source
 
 P = ParamSpec("P")
 
@@ -36,30 +40,21 @@ P = ParamSpec("P")
 PER_CALL = 100
 
 
-class Producer(Protocol):
+class Producer(Router, Protocol):
     """What a batch uses of its shadow (:class:`~shadows.Shadow`, defined above it)."""
 
     @property
     def name(self) -> str: ...
 
     @property
-    def url(self) -> str: ...
-
-    @property
-    def client(self) -> Redis | RedisCluster: ...
-
-    @property
     def payloads(self) -> Payloads: ...
-
-    @property
-    def tasks(self) -> Mapping[str, Callable[..., Any]]: ...
 
     def caller(
         self, function: Callable[..., Any] | str, when: datetime | None, key: str | None
     ) -> Callable[..., Execution]: ...
 
     async def add_messages(
-        self, messages: Sequence[Message], pipe: Pipeline | Redis | RedisCluster
+        self, messages: Sequence[Message], pipe: Pipeline | Redis | RedisCluster, shard: int = 0
     ) -> Any: ...
 
     def scheduled(self, message: Message, outcome: Any) -> str: ...
@@ -146,9 +141,17 @@ class Batch:
         """
         messages, self._messages = self._messages, []
         executions, self._executions = self._executions, []
+        plans = [plan_for(execution.function) for execution in executions]
+        try:
+            shards = await route_many(self.shadow, [m.key for m in messages], plans)
+        except (RedisError, OSError) as error:  # nothing written yet
+            raise BatchError([None] * len(messages), executions, error) from error
+        for execution, shard in zip(executions, shards, strict=True):
+            execution.shadow = on_shard(cast("Source", self.shadow), shard)
         outcomes: list[str | None] = []
         for at in range(0, len(messages), self.size):
-            written, failure = await self._send(messages[at : at + self.size])
+            chunk = messages[at : at + self.size]
+            written, failure = await self._send(chunk, shards[at : at + self.size])
             outcomes += written
             if failure is not None:
                 outcomes += [None] * (len(messages) - len(outcomes))
@@ -157,42 +160,52 @@ class Batch:
         self.outcomes += sent
         return sent
 
-    async def _send(self, chunk: list[Message]) -> tuple[list[str | None], Exception | None]:
-        """One pipeline (on a cluster, its calls one by one): the outcome of each message
-        (``None`` where not confirmed), and the first error."""
-        parts = [chunk[first : first + PER_CALL] for first in range(0, len(chunk), PER_CALL)]
+    async def _send(
+        self, chunk: list[Message], shards: list[int]
+    ) -> tuple[list[str | None], Exception | None]:
+        """One pipeline (on a cluster, its calls one by one) of script calls, each adding
+        up to :data:`PER_CALL` messages of one shard: the outcome of each message, in
+        order (``None`` where not confirmed), and the first error."""
+        by_shard: dict[int, list[int]] = {}
+        for index, shard in enumerate(shards):
+            by_shard.setdefault(shard, []).append(index)
+        parts = [
+            (shard, indexes[first : first + PER_CALL])
+            for shard, indexes in by_shard.items()
+            for first in range(0, len(indexes), PER_CALL)
+        ]
+        calls = [(shard, [chunk[i] for i in indexes]) for shard, indexes in parts]
         try:
             if is_cluster(self.shadow.url):
-                replies = await self._one_by_one(parts)
+                replies = await self._one_by_one(calls)
             else:
                 async with self.shadow.client.pipeline(transaction=False) as pipe:
-                    for part in parts:  # one server's pipeline (not a cluster's)
-                        await self.shadow.add_messages(part, cast("Pipeline", pipe))
+                    for shard, part in calls:  # one server's pipeline (not a cluster's)
+                        await self.shadow.add_messages(part, cast("Pipeline", pipe), shard)
                     replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as error:  # no answer at all (connection lost...)
             return [None] * len(chunk), error
-        outcomes: list[str | None] = []
+        outcomes: list[str | None] = [None] * len(chunk)
         failure: Exception | None = None
-        for part, reply in zip(parts, replies, strict=True):
+        for (_, indexes), reply in zip(parts, replies, strict=True):
             if isinstance(reply, Exception):  # this script call failed; the others stand
                 failure = failure or reply
-                outcomes += [None] * len(part)
                 continue
-            for message, outcome in zip(part, outcome_pairs(reply), strict=True):
-                outcomes.append(self.shadow.scheduled(message, outcome))
+            for index, outcome in zip(indexes, outcome_pairs(reply), strict=True):
+                outcomes[index] = self.shadow.scheduled(chunk[index], outcome)
         return outcomes, failure
 
-    async def _one_by_one(self, parts: list[list[Message]]) -> list[Any]:
+    async def _one_by_one(self, calls: list[tuple[int, list[Message]]]) -> list[Any]:
         """The replies of the script calls, sent one after another (redis-py refuses
         scripts in a cluster pipeline), in order: a key added twice is "exists" the second
         time. As in a pipeline, a refused call is its error and the others are sent; after
         a call with no answer, the rest is not sent and shares its error."""
         replies: list[Any] = []
-        for part in parts:
+        for shard, part in calls:
             try:
-                replies.append(await self.shadow.add_messages(part, self.shadow.client))
+                replies.append(await self.shadow.add_messages(part, self.shadow.client, shard))
             except CONNECTION_ERRORS as error:
-                return replies + [error] * (len(parts) - len(replies))
+                return replies + [error] * (len(calls) - len(replies))
             except RedisError as error:
                 replies.append(error)
         return replies

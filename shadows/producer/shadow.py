@@ -22,6 +22,7 @@ from shadows.core.connection import normalize_url, redact_url
 from shadows.core.execution import Execution, Message, current_holder, now_ms
 from shadows.core.functions import task_name
 from shadows.core.keys import WORKER_GROUP, Keys, validate_name
+from shadows.core.layout import every_shard, on_shard
 from shadows.core.link import Link
 from shadows.core.scripts import Scripts
 from shadows.core.serialization import Codec, Payloads, codec_named
@@ -33,8 +34,8 @@ from shadows.operations.metrics import task_added
 from shadows.operations.registry import WorkerInfo, check_heartbeats, list_workers
 from shadows.operations.snapshot import Snapshot
 from shadows.operations.snapshot_pages import take_snapshot
-from shadows.operations.strikes import FEED_LENGTH, Operator, Strike, read_strikes, strike_for
-from shadows.producer import debouncing, executions
+from shadows.operations.strikes import Operator, Strike, strike_for
+from shadows.producer import debouncing, executions, sharding, striking
 from shadows.producer.batch import Batch
 from shadows.producer.registration import TaskFunction, TaskRegistry
 from shadows.producer.task import validate_when
@@ -196,12 +197,14 @@ class Shadow(TaskRegistry):
         yield self.client
 
     async def ensure_group(self) -> None:
-        """Create the stream and the workers' consumer group if they do not exist yet."""
-        try:
-            await self.client.xgroup_create(self.keys.stream, WORKER_GROUP, id="0", mkstream=True)
-        except ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        """Create the stream and the workers' consumer group of every shard that may hold
+        work (see :mod:`shadows.core.layout`) where they do not exist yet."""
+        for keys in await every_shard(self):
+            try:
+                await self.client.xgroup_create(keys.stream, WORKER_GROUP, id="0", mkstream=True)
+            except ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -303,12 +306,14 @@ class Shadow(TaskRegistry):
     async def schedule(self, execution: Execution, mode: str = "add") -> str:
         """Write ``execution`` to Redis; returns ``queued``, ``scheduled`` or ``exists``."""
         debounce = debouncing.debounce_of(self, execution.function, execution.function_name)
+        plan = plan_for(execution.function)
         if debounce is not None:
             return await debouncing.submit(self, execution, debounce, mode)
         with producing(self.name, execution, mode) as context:
             message = execution.to_message(self.payloads, extra=context)
-            state = await self.schedule_message(message, mode)
-        execution.shadow = self
+            shard = await sharding.route(self, execution.key, plan)
+            state = await self.schedule_message(message, mode, shard)
+        execution.shadow = on_shard(self, shard)
         if state in ("queued", "scheduled"):
             execution.state = ExecutionState(state)
         if logger.isEnabledFor(logging.DEBUG):
@@ -323,10 +328,15 @@ class Shadow(TaskRegistry):
             return ""
         return holder.message_id
 
-    async def schedule_message(self, message: Message, mode: str = "add") -> str:
-        """Write an already encoded ``message`` (see :meth:`schedule`)."""
-        keys = self.keys
+    async def schedule_message(
+        self, message: Message, mode: str = "add", shard: int | None = None
+    ) -> str:
+        """Write an already encoded ``message`` (see :meth:`schedule`) to ``shard``
+        (``None``: where :mod:`sharding` routes it)."""
         key = message.key
+        if shard is None:
+            shard = await sharding.route(self, key, sharding.plan_of(self, message.function))
+        keys = self.keys.of_shard(shard)
         names = [keys.stream, keys.queue, keys.run(key), keys.parked(key), keys.successor(key)]
         args: list[str | bytes | int] = [key, message.when_ms, now_ms(), mode, WORKER_GROUP]
         args += [self._holder(key), *message.fields()]
@@ -338,11 +348,11 @@ class Shadow(TaskRegistry):
         return self.scheduled(message, outcome)
 
     async def add_messages(
-        self, messages: Sequence[Message], pipe: Pipeline | Redis | RedisCluster
+        self, messages: Sequence[Message], pipe: Pipeline | Redis | RedisCluster, shard: int = 0
     ) -> Any:
-        """One script call adding all of ``messages``, queued on a pipeline or sent; its
-        reply (:func:`scripts.outcome_pairs`) holds each one's outcome for :meth:`scheduled`."""
-        keys = self.keys
+        """One script call adding all of ``messages`` to ``shard``, queued on a pipeline or
+        sent; its reply (:func:`scripts.outcome_pairs`) holds each one's outcome."""
+        keys = self.keys.of_shard(shard)
         names: list[str] = [keys.stream, keys.queue]
         args: list[Any] = [now_ms(), "add", WORKER_GROUP]
         for message in messages:
@@ -383,7 +393,8 @@ class Shadow(TaskRegistry):
         """``scheduled``, ``queued``, ``running``, ``completed``, ``failed``, ``cancelled``
         (or ``stricken``, ``skipped``): the record's own word (``None`` if unknown: never
         added, or finished longer than ``execution_ttl`` ago). See :meth:`get_execution`."""
-        state = await self.client.hget(self.keys.run(key), "state")
+        keys = self.keys.of_shard(await sharding.locate(self, key))
+        state = await self.client.hget(keys.run(key), "state")
         return _text(state) if state is not None else None
 
     # -- dead letters -----------------------------------------------------------------
@@ -426,10 +437,7 @@ class Shadow(TaskRegistry):
         counted. Returns ``False`` when the same strike was already in effect.
         """
         strike = strike_for(function, parameter, operator, value, self.tasks, self.payloads, True)
-        changed = await self._change_strikes("strike", [strike.encode(self.payloads)])
-        if changed:
-            logger.info("Struck %s on shadow %s", strike, self.name)
-        return bool(changed)
+        return await striking.strike(self, strike)
 
     async def restore(
         self,
@@ -442,29 +450,11 @@ class Shadow(TaskRegistry):
         run again (calls already stricken are not brought back). Returns ``False`` when no
         such strike was in effect."""
         strike = strike_for(function, parameter, operator, value, self.tasks, self.payloads, False)
-        fields = {strike.encode(self.payloads)}
-        current, broken = await read_strikes(self.client, self.keys, self.payloads)
-        fields.update(f for f, existing in current.items() if existing.named_by(strike))
-        fields.update(f for f, unreadable in broken.items() if unreadable.describes(strike))
-        changed = await self._change_strikes("restore", sorted(fields))
-        if changed:
-            logger.info("Restored %s on shadow %s", strike, self.name)
-        return bool(changed)
+        return await striking.restore(self, strike)
 
     async def strikes(self) -> list[Strike]:
         """The strikes in effect, oldest first (each with ``since``, when it was struck)."""
-        current, broken = await read_strikes(self.client, self.keys, self.payloads)
-        for unreadable in broken.values():
-            logger.warning("Cannot read the strike %s: %s", unreadable, unreadable.reason)
-        return list(current.values())
-
-    async def _change_strikes(self, action: str, fields: list[str]) -> int:
-        keys = self.keys
-        changed = await self.scripts.strike(
-            keys=[keys.strikes_in_effect, keys.strikes],
-            args=[action, FEED_LENGTH, *fields],
-        )
-        return int(changed)
+        return await striking.in_effect(self)
 
     # -- inspection ------------------------------------------------------------------
 

@@ -54,6 +54,10 @@ class ShardView:
         return self._keys
 
     @property
+    def shards(self) -> int:
+        return self._shadow.shards
+
+    @property
     def client(self) -> Redis | RedisCluster:
         return self._shadow.client
 
