@@ -166,6 +166,8 @@ class Holder:
     shadow: str
     key: str
     message_id: str
+    #: The shard the run's message came from: its successor goes there too.
+    shard: int = 0
 
 
 #: The run the current code belongs to (set by the worker around a task and its

@@ -195,7 +195,15 @@ class Completions:
         results: dict[int, int] = {}
         for shard in sorted(shards):
             some = [c for c in batch if c.message.shard == shard]
-            settled = await self._settle_shard(of_shard(self.shadow, shard), some)
+            try:
+                settled = await self._settle_shard(of_shard(self.shadow, shard), some)
+            except BaseException:
+                # the shards settled already are done: only the others go round again
+                for completion in batch:
+                    done = results.get(id(completion))
+                    if done is not None and not completion.future.done():
+                        completion.future.set_result(done != 0)
+                raise
             results.update(zip(map(id, some), settled, strict=True))
         return [results[id(completion)] for completion in batch]
 

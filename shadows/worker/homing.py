@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from shadows.behaviours.base import plan_for
 from shadows.core.execution import Message, now_ms
 from shadows.core.keys import WORKER_GROUP
+from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.core.routing import needs_home as routed_home
 from shadows.core.scripts import _PRELUDE, _SCHEDULE_ONE
 
@@ -85,10 +86,18 @@ class Homing:
 
     async def move(self, message: Message) -> bool:
         """Move ``message`` (read on shard ``message.shard > 0``) to the home shard;
-        ``False`` when it was no longer this worker's to move."""
-        client = self.shadow.client
+        ``False`` when it was no longer this worker's to move, or Redis could not be
+        reached (it then stays in this consumer's pending list, taken back later)."""
+        try:
+            return await self._moved(message)
+        except CONNECTION_ERRORS as error:
+            logger.warning("Cannot move %s home yet: %s", message.key, error)
+            return False
+
+    async def _moved(self, message: Message) -> bool:
         home = self.shadow.keys.home
         key = message.key
+        client = self.shadow.client  # of the running loop (scripts: EVALSHA)
         state = await client.register_script(MOVE_HOME)(
             keys=[home.stream, home.queue, home.run(key), home.parked(key), home.successor(key)],
             args=[

@@ -398,7 +398,8 @@ async def _attempt(
     record: list[str | bytes] = []
     # Inside the run (its dependencies included), the task may schedule its own key's
     # successor.
-    holding = current_holder.set(Holder(runner.shadow.name, execution.key, message.message_id))
+    holder = Holder(runner.shadow.name, execution.key, message.message_id, message.shard)
+    holding = current_holder.set(holder)
     try:
         async with stack:
             arguments = await resolve_arguments(plan, context)
