@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shadows import Shadow
+from shadows.core.layout import every_shard
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -113,7 +114,9 @@ async def _cleanup(shadow: Shadow) -> None:
     """Delete every key of the test's shadow (the shared Redis outlives the test)."""
     try:
         client = shadow.client
-        keys = [key async for key in client.scan_iter(match=f"{shadow.keys.prefix}*", count=1000)]
+        keys = []
+        for shard in await every_shard(shadow):  # every shard's prefix
+            keys += [k async for k in client.scan_iter(match=f"{shard.prefix}*", count=1000)]
         if keys:
             await client.delete(*keys)
     except Exception:

@@ -26,6 +26,7 @@ from datetime import timedelta
 import pytest
 
 from shadows.core.connection import forget_memory_server, is_memory
+from shadows.core.layout import every_shard
 from shadows.producer.shadow import Shadow, configured_shadows
 from shadows.settings import activated, current
 from shadows.settings.discovery import Discovered, apply_tables, discover, gather
@@ -86,7 +87,9 @@ async def _clean(shadow: Shadow, others: list[Shadow]) -> None:
         forget_memory_server(shadow.url)
     else:
         client = shadow.client
-        keys = [key async for key in client.scan_iter(match=f"{shadow.keys.prefix}*")]
+        keys = []
+        for shard in await every_shard(shadow):  # each shard's prefix (shadows.core.layout)
+            keys += [key async for key in client.scan_iter(match=f"{shard.prefix}*")]
         if keys:
             await client.delete(*keys)
     for each in [shadow, *others]:
