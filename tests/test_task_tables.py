@@ -170,3 +170,21 @@ def test_bad_values_in_the_new_tables_are_reported_with_their_key(tmp_path: Path
         "shadows.toml, key task.send.debounce.wait: unknown setting 'wait'",
     ):
         assert fragment in message, message
+
+
+def test_the_new_keys_come_from_variables_too(tmp_path: Path) -> None:
+    loaded = load_settings(
+        environ={
+            "SHADOW_TASK_REINDEX_DEBOUNCE": '{"settle": "2s", "keep": "first"}',
+            "SHADOW_TASK_NOTIFY_DEBOUNCE": "500ms",
+            "SHADOW_TASK_REINDEX_RESULTS": "false",
+        },
+        cwd=tmp_path,
+    )
+    reindex, notify = loaded.task_settings("reindex"), loaded.task_settings("NOTIFY")
+    assert reindex is not None and notify is not None
+    assert reindex.results is False
+    assert reindex.debounce is not None and notify.debounce is not None
+    assert (reindex.debounce.settle, reindex.debounce.keep) == (timedelta(seconds=2), "first")
+    assert notify.debounce.settle == timedelta(milliseconds=500)
+    assert loaded.origin(("task", "reindex", "results")).kind == "env"

@@ -21,8 +21,7 @@ from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.core.scripts import outcome_pairs
 from shadows.core.urls import is_cluster
 from shadows.operations.instrumentation import producing
-from shadows.producer.debouncing import Shadow as Debouncing
-from shadows.producer.debouncing import debounce_of
+from shadows.producer.debouncing import Tables, debounce_of
 from shadows.producer.sharding import Router, route_many
 
 if TYPE_CHECKING:
@@ -48,6 +47,9 @@ class Producer(Router, Protocol):
 
     @property
     def payloads(self) -> Payloads: ...
+
+    @property
+    def debounce_tables(self) -> Tables: ...
 
     def caller(
         self, function: Callable[..., Any] | str, when: datetime | None, key: str | None
@@ -119,7 +121,7 @@ class Batch:
         written when the batch is sent."""
         call = self.shadow.caller(function, when, key)  # resolves (registers) the task
         name = function if isinstance(function, str) else task_name(function)
-        if debounce_of(cast(Debouncing, self.shadow), self.shadow.tasks[name], name):
+        if debounce_of(self.shadow, self.shadow.tasks[name], name):
             raise ValueError(
                 f"{function if isinstance(function, str) else describe(function)} is "
                 "debounced: add its calls with shadows.add(), not in a batch"

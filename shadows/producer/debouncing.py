@@ -70,11 +70,19 @@ def tables(loaded: Loaded) -> Tables:
     }
 
 
-def debounce_of(shadow: Shadow, function: Callable[..., Any], name: str) -> Debounce | None:
+class Configured(Protocol):
+    """A producer with the debounce tables of its settings."""
+
+    @property
+    def debounce_tables(self) -> Tables: ...
+
+
+def debounce_of(shadow: Configured, function: Callable[..., Any], name: str) -> Debounce | None:
     """The task's :class:`Debounce`: its own, with its ``[task.NAME]`` table over it.
     Raises ``ValueError`` naming the table when the two cannot make one."""
     own = plan_for(function).find(Debounce)
-    entry = shadow.debounce_tables.get(name.lower()) if shadow.debounce_tables else None
+    tables = shadow.debounce_tables
+    entry = tables.get(name.lower()) if tables else None
     if entry is None:
         return own
     where, table = entry
