@@ -8,15 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from conftest import wait_for
-from shadows import ConcurrencyLimit, Perpetual, Retry, Shadow, Worker
+from shadows import ConcurrencyLimit, CurrentShadow, Perpetual, Retry, Shadow, Worker
 from shadows.core.keys import WORKER_GROUP, Keys, shard_of
 from shadows.worker.shards import ensure_group, of_shard
 
@@ -24,31 +23,19 @@ SHARDS = 3
 
 
 def key_in(shard: int, label: str, shards: int = SHARDS) -> str:
-    """A task key that routes to ``shard`` (so producers that route agree)."""
+    """A task key that routes to ``shard`` (a plain task's, under ``shards``)."""
     n = 0
     while shard_of(f"{label}-{n}", shards) != shard:
         n += 1
     return f"{label}-{n}"
 
 
-@contextmanager
-def placing_in(shadow: Shadow, shard: int) -> Iterator[None]:
-    """Adds through ``shadow`` land in ``shard`` (whatever the producer's routing)."""
-    keys = shadow.keys
-    shadow.keys = keys.of_shard(shard)
-    try:
-        yield
-    finally:
-        shadow.keys = keys
-
-
 async def add_on(
     shadow: Shadow, shard: int, function: Callable[..., Any], *args: Any, **options: Any
 ) -> str:
-    """Add a task whose key lives in ``shard``, and check that it is there."""
+    """Add a task under a key the producer routes to ``shard`` (checked)."""
     key = options.pop("key", None) or key_in(shard, function.__name__)
-    with placing_in(shadow, shard):
-        await shadow.add(function, key=key, **options)(*args)
+    await shadow.add(function, key=key, **options)(*args)
     assert await shadow.client.exists(Keys(shadow.name, shard).run(key))
     return key
 
@@ -189,6 +176,29 @@ async def test_retries_and_perpetual_runs_stay_in_their_shard(sharded: Shadow) -
         assert not await client.exists(home.run(key))
     assert not await client.exists(Keys(sharded.name, 2).run(flaky_key))
     assert not await client.exists(Keys(sharded.name, 1).run(ticking_key))
+
+
+async def test_a_successor_scheduled_from_inside_a_run_stays_in_its_shard(
+    sharded: Shadow,
+) -> None:
+    links: list[int] = []
+    key = key_in(1, "chain")
+
+    async def chain(n: int, shadows: Shadow = CurrentShadow()) -> None:
+        links.append(n)
+        if n < 3:
+            await shadows.add(chain, key=key)(n + 1)  # its own key: the run's successor
+
+    sharded.register(chain)
+    await add_on(sharded, 1, chain, 1, key=key)
+    async with Worker(sharded) as worker:
+        await asyncio.wait_for(worker.run_until_finished(), 30)
+    assert links == [1, 2, 3]
+    client = sharded.client
+    assert await client.hget(Keys(sharded.name, 1).run(key), "state") == b"completed"
+    for shard in (0, 2):
+        assert not await client.exists(Keys(sharded.name, shard).run(key))
+    await settled(sharded)
 
 
 async def test_a_home_task_found_on_shard_1_is_moved_home_and_runs_once(
