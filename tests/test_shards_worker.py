@@ -260,3 +260,23 @@ async def test_a_flooded_shard_does_not_starve_another(sharded: Shadow) -> None:
         finally:
             worker.stop(force=True)
             await running
+
+
+async def test_a_worker_reads_every_shard_of_the_counts_recorded(sharded: Shadow) -> None:
+    """A worker started with shards=1 reads the shards a producer of shards=3 uses (the
+    layout record), and records its own count beside it."""
+    ran: list[str] = []
+
+    async def note(label: str) -> None:
+        ran.append(label)
+
+    sharded.register(note)
+    for shard in range(SHARDS):
+        await add_on(sharded, shard, note, f"s{shard}", key=key_in(shard, f"s{shard}"))
+    async with Shadow(name=sharded.name, url=sharded.url, shards=1) as narrow:
+        narrow.register(note)
+        async with Worker(narrow) as worker:
+            await asyncio.wait_for(worker.run_until_finished(), 30)
+        assert sorted(ran) == ["s0", "s1", "s2"]
+        assert set(await narrow.client.hkeys(narrow.keys.layout)) == {b"1", b"3"}
+    await settled(sharded)
