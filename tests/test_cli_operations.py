@@ -337,6 +337,7 @@ async def test_tasks_are_sealed_with_the_codec_and_key_of_the_environment(
 OPERATOR_COMMANDS = {
     "clear",
     "failed",
+    "shards",
     "restore",
     "snapshot",
     "strike",

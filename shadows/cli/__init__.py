@@ -14,6 +14,7 @@ from shadows.cli import config as _config  # noqa: F401
 from shadows.cli import dashboard as _dashboard  # noqa: F401
 from shadows.cli import failed as _failed  # noqa: F401
 from shadows.cli import init as _init  # noqa: F401
+from shadows.cli import shards as _shards  # noqa: F401
 from shadows.cli import snapshot as _snapshot  # noqa: F401
 from shadows.cli import strikes as _strikes  # noqa: F401
 from shadows.cli import tasks as _tasks  # noqa: F401

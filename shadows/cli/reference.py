@@ -87,6 +87,12 @@ collections (nor built in) or its arguments cannot be decoded.
 "started", "concurrency", "running", "tasks"}`: `last_seen` is its last heartbeat,
 `running` the number of tasks it was running then, and `tasks` the sorted names of the
 tasks it can run.
+
+`shadows shards --json` is `{"shadow", "counts", "shards"}`: `counts` maps each recorded
+shard count (a string) to when a process with it last announced itself (ms since the
+epoch); each shard is `{"shard", "prefix", "stream", "pending", "scheduled", "failed"}`:
+its key prefix, its stream length, the messages workers hold, its scheduled tasks and its
+dead letters.
 """
 
 
