@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shadows import ConcurrencyLimit, Retry, Shadow, Worker
+from shadows import ConcurrencyLimit, Progress, Retry, Shadow, Worker
 from shadows.core.keys import Keys, shard_of
 from shadows.core.layout import read_layouts
 from shadows.testing import assert_no_tasks, assert_task_count, assert_task_scheduled
@@ -204,3 +204,22 @@ async def test_a_key_added_under_the_old_count_is_found_under_the_new(
         assert await where(old, other) == [2]
         assert await old.task_state(other) == "scheduled"
         assert await old.cancel(other)
+
+
+async def reporting(progress: Progress = Progress()) -> None:
+    await progress.set_total(5)
+    await progress.increment(2)
+
+
+async def test_progress_is_written_to_the_record_in_the_runs_shard(sharded: Shadow) -> None:
+    key = key_in(2, "reporting")
+    execution = await sharded.add(reporting, key=key)()
+    async with Worker(sharded) as worker:
+        await worker.run_until_finished()
+    record = Keys(sharded.name, 2).run(key)
+    assert await sharded.client.hget(record, "progress_total") == b"5"
+    assert await sharded.client.hget(record, "progress_current") == b"2"
+    assert await where(sharded, key) == [2]
+    await execution.refresh()
+    assert execution.progress.total == 5 and execution.progress.current == 2
+    assert execution.state is not None and execution.state.value == "completed"

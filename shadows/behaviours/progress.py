@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from shadows.behaviours.base import Context, Dependency
+from shadows.core.execution import current_holder
 
 if TYPE_CHECKING:
     from shadows.core.keys import Keys
@@ -41,6 +42,8 @@ class Progress(Dependency):
         self._shadow: _Reporter | None = None
         self._key = ""
         self._holder = ""
+        #: The shard of the run's message, where its run record lives.
+        self._shard = 0
 
     async def resolve(self, context: Context, parameter: str) -> Any:
         bound = Progress()
@@ -48,6 +51,9 @@ class Progress(Dependency):
         bound._key = context.execution.key
         message = context.execution.message
         bound._holder = message.message_id if message is not None else ""
+        holder = current_holder.get()
+        if holder is not None and holder.key == bound._key:
+            bound._shard = holder.shard
         return bound
 
     async def set_total(self, total: int) -> None:
@@ -74,7 +80,7 @@ class Progress(Dependency):
         shadow = self._shadow
         if shadow is None:
             raise RuntimeError("Progress is only available inside a task run by a worker")
-        keys = shadow.keys
+        keys = shadow.keys.of_shard(self._shard)
         return await shadow.link().state.progress(
             keys=[keys.run(self._key)],
             args=[self._holder, field, mode, value, keys.events(self._key)],

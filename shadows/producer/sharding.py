@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shadows.behaviours.base import plan_for
+from shadows.core.execution import current_holder
 from shadows.core.routing import candidate_shards, needs_home, shard_for
 from shadows.core.urls import is_cluster
 
@@ -79,8 +80,19 @@ async def states(shadow: Router, key: str, shards: Sequence[int]) -> list[str | 
     return [_text(value) for value in raw]
 
 
+def held(shadow: Router, key: str) -> int | None:
+    """The shard of the run of ``key`` this code runs inside, if any: that run's
+    successor, or its cancellation, goes to the shard its message came from."""
+    holder = current_holder.get()
+    if holder is None or holder.key != key or holder.shadow != shadow.keys.name:
+        return None
+    return holder.shard
+
+
 async def route(shadow: Router, key: str, plan: Routed | bool | None) -> int:
     """The shard a write of ``key`` (a task with ``plan``) goes to."""
+    if (shard := held(shadow, key)) is not None:
+        return shard
     counts = await layouts(shadow)
     own = shard_for(shadow.shards, key, plan)
     if len(counts) == 1 or needs_home(plan):
@@ -118,6 +130,8 @@ async def locate(shadow: Router, key: str, counts: Sequence[int] | None = None) 
     """The shard holding the record of ``key`` when its task is not known: among its
     shard under each recorded count and the home shard, the one with a live record,
     else one with any record, else its shard under this count."""
+    if (shard := held(shadow, key)) is not None:
+        return shard
     if counts is None:
         counts = await layouts(shadow)
     candidates = candidate_shards(key, counts) if shadow.shards > 1 or len(counts) > 1 else (0,)
