@@ -14,6 +14,7 @@
 -- slot makes its longest waiter due now, for the scheduler to move. A run revoked while
 -- it ran (cancelled) places nothing after it: no retry, next perpetual run or successor
 -- (a retry or next run ends as 'cancelled'). Watchers hear of every outcome.
+-- One ownership look-up, one XACK and one XDEL serve the whole batch.
 -- Returns {results, trimmed}: per message 1 settled, 3 settled and a waiter woken, 2 not
 -- pending any more (already settled: a retried call), 0 claimed by another consumer
 -- (fencing: this worker must not touch its state); then the keys of the oldest dead
@@ -24,8 +25,21 @@ local stream, queue, failed = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
 local ttl = tonumber(ARGV[4])
 local dead_ttl, dead_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
-local results, trimmed = {}, {}
-local k, a = 4, 7
+local results, trimmed, settled = {}, {}, {}
+-- One ownership look-up for the batch: the message ids first (the walk below, in short)
+local ids = {}
+local a = 7
+while a <= #ARGV do
+  ids[#ids + 1] = ARGV[a]
+  local count = tonumber(ARGV[a + 4])
+  local dead_count = tonumber(ARGV[a + 6 + count])
+  local record_at = a + 7 + count + dead_count
+  a = record_at + 2 + tonumber(ARGV[record_at])
+end
+local held = held_by(stream, group, consumer, ids)
+local done = {}
+local k = 4
+a = 7
 while a <= #ARGV do
   local run, parked, successor, letter = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local id, outcome, key, when = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -42,7 +56,12 @@ while a <= #ARGV do
   local first_slot = k + 4
   k, a = k + 4 + 2 * slots, record_at + 2 + record_count
 
-  local owner = pending_owner(stream, group, id)
+  local owner = consumer
+  if done[id] then
+    owner = false -- twice in one call: the first settled it
+  elseif not held[id] then
+    owner = pending_owner(stream, group, id)
+  end
   -- after Redis lost its data, the run record this worker restored stands for the claim
   local restored = not owner and redis.call('HGET', run, 'restored') == id
       and redis.call('HGET', run, 'worker') == consumer
@@ -65,10 +84,8 @@ while a <= #ARGV do
         redis.call('ZREMRANGEBYRANK', failed, 0, excess - 1)
       end
     end
-    if owner then
-      redis.call('XACK', stream, group, id)
-      redis.call('XDEL', stream, id)
-    end
+    if owner then settled[#settled + 1] = id end
+    done[id] = true
     for s = 0, slots - 1 do
       local slot, waiting = KEYS[first_slot + 2 * s], KEYS[first_slot + 2 * s + 1]
       redis.call('ZREM', slot, key)
@@ -106,5 +123,9 @@ while a <= #ARGV do
     end
     if woke then results[#results + 1] = 3 else results[#results + 1] = 1 end
   end
+end
+if #settled > 0 then
+  each_ids({'XACK', stream, group}, settled, {})
+  each_ids({'XDEL', stream}, settled, {})
 end
 return {results, trimmed}

@@ -1,9 +1,13 @@
 -- Lua helpers, prepended to the scripts that hand out or hand back messages.
+-- The fields of a run record that START reads once per message: what take and suspect
+-- look at, the revocation, and whether anyone watches the run (see execution state).
+local SEEN = {'message', 'delivered_to', 'deliveries', 'revoked', 'watched'}
+
 -- Mark the run of message `id` as running on `consumer` and count the delivery to the
--- worker run `instance` once; returns the count. A run record that does not know the
--- message (none, or of another message) leaves the count to Redis (XPENDING).
-local function take(stream, group, run, id, instance, consumer, now)
-  local seen = redis.call('HMGET', run, 'message', 'delivered_to', 'deliveries')
+-- worker run `instance` once; returns the count. `seen`: the record's SEEN fields. A run
+-- record that does not know the message (none, or of another message) leaves the count
+-- to Redis (XPENDING).
+local function take(stream, group, run, seen, id, instance, consumer, now)
   if seen[1] ~= id then
     if redis.call('EXISTS', run) == 1 then
       redis.call('HSET', run, 'state', 'running', 'worker', consumer, 'started', now)
@@ -21,8 +25,8 @@ end
 
 -- Was message `id` delivered at least `after` times before, last to another worker run
 -- that did not settle it (its worker died, or lost it)? Such a *suspect* runs alone.
-local function suspect(run, id, instance, after)
-  local seen = redis.call('HMGET', run, 'message', 'delivered_to', 'deliveries')
+-- `seen`: the record's SEEN fields.
+local function suspect(seen, id, instance, after)
   return seen[1] == id and seen[2] ~= false and seen[2] ~= instance
          and tonumber(seen[3] or '0') >= after
 end

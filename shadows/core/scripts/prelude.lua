@@ -42,6 +42,55 @@ local function pending_owner(stream, group, id)
   return entries[1][2]
 end
 
+-- Is stream id `a` before `b`? (ids are 'ms-seq'; compared as numbers, not text)
+local function id_before(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  a_ms, b_ms = tonumber(a_ms), tonumber(b_ms)
+  if a_ms ~= b_ms then return a_ms < b_ms end
+  return tonumber(a_seq) < tonumber(b_seq)
+end
+
+-- The ids among `ids` pending to `consumer` (a set). One XPENDING over their range, of
+-- the consumer's own entries, instead of one per id: a batch costs one look-up. When
+-- the range holds more of its entries than one call returns, the ids not seen are
+-- looked up one by one. An id missing from the set may be another consumer's or not
+-- pending at all: ask pending_owner when that matters.
+local function held_by(stream, group, consumer, ids)
+  local held = {}
+  if #ids == 1 then
+    if pending_owner(stream, group, ids[1]) == consumer then held[ids[1]] = true end
+    return held
+  end
+  if #ids == 0 then return held end
+  local low, high = ids[1], ids[1]
+  for _, id in ipairs(ids) do
+    if id_before(id, low) then low = id end
+    if id_before(high, id) then high = id end
+  end
+  local limit = 2 * #ids + 100
+  local ok, entries = pcall(redis.call, 'XPENDING', stream, group, low, high, limit, consumer)
+  if not ok then return held end
+  for _, entry in ipairs(entries) do held[entry[1]] = true end
+  if #entries >= limit then
+    for _, id in ipairs(ids) do
+      if not held[id] and pending_owner(stream, group, id) == consumer then held[id] = true end
+    end
+  end
+  return held
+end
+
+-- One command over many ids (XACK, XDEL, XCLAIM ... JUSTID): the words of `head`, the
+-- ids, the words of `tail`; in chunks (Lua's unpack has a limit).
+local function each_ids(head, ids, tail)
+  for first = 1, #ids, 1000 do
+    local call = {unpack(head)}
+    for i = first, math.min(first + 999, #ids) do call[#call + 1] = ids[i] end
+    for _, word in ipairs(tail) do call[#call + 1] = word end
+    redis.call(unpack(call))
+  end
+end
+
 -- Move the parked task `key` from the queue to the stream now; false if not parked.
 local function move_now(stream, queue, run, parked, key)
   local fields = redis.call('HGETALL', parked)

@@ -13,36 +13,45 @@
 -- it cannot take now are deferred (left pending to it, uncounted). A message whose run
 -- was revoked (cancelled while a worker held it) is returned apart, uncounted: the
 -- worker settles it as cancelled (COMPLETE) without running it, whoever claimed it.
+-- The batch costs one ownership look-up and one claim (held_by, XCLAIM of all the ids);
+-- each message one read of its run record and one write.
 -- Returns {lost ids, delivery count of each message (0 unless taken), deferred ids, the
 -- id of the suspect taken (or ''), revoked ids}.
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local now, instance, alone = ARGV[3], ARGV[4], ARGV[5] == '1'
 local after = tonumber(ARGV[6])
-local lost, counts, deferred, revoked = {}, {}, {}, {}
+local lost, counts, deferred, revoked, claimed = {}, {}, {}, {}, {}
 local taken, isolated = 0, false
 local alone_id = ''
 local n = #KEYS - 1
-for i = 2, #KEYS do
-  local id, run = ARGV[5 + i], KEYS[i]
-  counts[#counts + 1] = 0
-  if pending_owner(stream, group, id) ~= consumer then
+local ids = {}
+for i = 1, n do ids[i] = ARGV[6 + i] end
+local held = held_by(stream, group, consumer, ids)
+for i = 1, n do
+  local id, run = ids[i], KEYS[i + 1]
+  counts[i] = 0
+  if not held[id] then
     lost[#lost + 1] = id
-  elseif redis.call('HEXISTS', run, 'revoked') == 1 then
-    redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
-    revoked[#revoked + 1] = id
   else
-    local wary = suspect(run, id, instance, after)
-    if isolated or (wary and (not alone or taken > 0)) then
-      deferred[#deferred + 1] = id
+    local seen = redis.call('HMGET', run, unpack(SEEN))
+    if seen[4] then
+      claimed[#claimed + 1] = id
+      revoked[#revoked + 1] = id
     else
-      redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
-      counts[#counts] = take(stream, group, run, id, instance, consumer, now)
-      taken = taken + 1
-      isolated = wary
-      if wary then alone_id = id end
-      local channel = ARGV[5 + i + n]
-      if channel then redis.pcall('PUBLISH', channel, 'running') end
+      local wary = suspect(seen, id, instance, after)
+      if isolated or (wary and (not alone or taken > 0)) then
+        deferred[#deferred + 1] = id
+      else
+        claimed[#claimed + 1] = id
+        counts[i] = take(stream, group, run, seen, id, instance, consumer, now)
+        taken = taken + 1
+        isolated = wary
+        if wary then alone_id = id end
+        local channel = ARGV[6 + n + i]
+        if channel then redis.pcall('PUBLISH', channel, 'running') end
+      end
     end
   end
 end
+if #claimed > 0 then each_ids({'XCLAIM', stream, group, consumer, 0}, claimed, {'JUSTID'}) end
 return {lost, counts, deferred, alone_id, revoked}
