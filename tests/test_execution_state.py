@@ -240,3 +240,52 @@ async def test_a_result_the_codec_cannot_encode_is_refused_clearly(
         found = await shadow.get_execution(execution.key)
         assert found is not None and found.state is ExecutionState.COMPLETED
         await _cleanup(shadow)
+
+
+async def test_only_a_watched_run_is_announced(shadow: Shadow) -> None:
+    """A run nobody watches costs no PUBLISH; a watched one announces it runs and ends,
+    and its end clears the mark."""
+    shadow.register(add_two)
+    listener = shadow.client.pubsub()
+    await listener.psubscribe(f"{shadow.keys.run('*')}:events")
+    heard: list[tuple[str, str]] = []
+
+    async def drain() -> None:
+        while (message := await listener.get_message(True, timeout=0.2)) is not None:
+            channel, data = (
+                v.decode() if isinstance(v, bytes) else str(v)
+                for v in (message["channel"], message["data"])
+            )
+            heard.append((channel, data))
+
+    try:
+        await shadow.add(add_two, key="quiet")(1, 2)
+        async with Worker(shadow) as worker:
+            await worker.run_until_finished()
+        await drain()
+        assert heard == []
+
+        watched = await shadow.add(add_two, key="watched")(2, 3)
+        events: list[ExecutionState] = []
+
+        async def follow() -> None:
+            async for event in watched.subscribe():
+                events.append(event.state)
+
+        following = asyncio.create_task(follow())
+
+        async def marked() -> bool:
+            return bool(await shadow.client.hexists(shadow.keys.run("watched"), "watched"))
+
+        await wait_for(marked, message="the run marked watched")
+        async with Worker(shadow) as worker:
+            await worker.run_until_finished()
+        await asyncio.wait_for(following, 10)
+        await drain()
+        channel = f"{shadow.keys.run('watched')}:events"
+        assert heard == [(channel, "running"), (channel, "completed")]
+        assert events[-1] is ExecutionState.COMPLETED
+        assert not await marked()
+        assert await watched.get_result(timeout=5) == 5
+    finally:
+        await listener.aclose()

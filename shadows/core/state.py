@@ -4,9 +4,10 @@ Every task key has a run record (``{name}:run:{key}``, see :mod:`keys`): its sta
 times, progress and, once it ends, its error or result, kept for ``execution_ttl``. The
 workers' scripts write it in the same atomic steps that move the task, so reading it
 costs one command and never sees half of a change. Every change that matters to a
-watcher (running, progress, the end) is also published on ``{name}:run:{key}:events``:
-the event only wakes a watcher, which then reads the record, so a missed event delays
-nothing but the next read and loses nothing.
+watcher (running, progress, the end) is also published on ``{name}:run:{key}:events``
+(running and the end only for a run a watcher has marked ``watched``, so that a task
+nobody watches pays no PUBLISH): the event only wakes a watcher, which then reads the
+record, so a missed event delays nothing but the next read and loses nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from redis.exceptions import ResponseError
 
 from shadows.core.connection import node_client
 from shadows.core.keys import Keys
+from shadows.core.state_scripts import WATCH
 
 logger = logging.getLogger("shadows.state")
 
@@ -226,8 +228,16 @@ async def watch(source: Source, key: str) -> AsyncIterator[ExecutionEvent]:
     try:
         await pubsub.subscribe(source.keys.events(key))
         last: RunRecord | None = None
+        record = await read_record(source, key)
+        if record is not None and not record.state.final:
+            record = await _mark_watched(source, key)
+            if record is None:  # not allowed to ask for announcements: read every 2 s
+                await pubsub.aclose()
+                pubsub = None
+                record = await read_record(source, key)
         while True:
-            record = await read_record(source, key)
+            if last is not None:
+                record = await read_record(source, key)
             if record is None:
                 return
             if last is None or record.state != last.state:
@@ -249,6 +259,19 @@ async def watch(source: Source, key: str) -> AsyncIterator[ExecutionEvent]:
         finally:
             if server is not source.client:
                 await server.aclose()
+
+
+async def _mark_watched(source: Source, key: str) -> RunRecord | None:
+    """Mark the run of ``key`` watched (the workers announce its changes only then) and
+    read it in the same step; ``None`` when the user may not (a read-only ACL user: it
+    then reads the record every :data:`RECHECK_SECONDS`)."""
+    script = source.client.register_script(WATCH)
+    try:
+        values = await script(keys=[source.keys.run(key)], args=list(STATE_FIELDS))
+    except ResponseError as error:
+        logger.debug("Cannot ask for the events of %s (%s): reading the record", key, error)
+        return None
+    return parse_record(values)
 
 
 async def _next_event(pubsub: Any, key: str) -> bool:

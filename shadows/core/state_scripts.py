@@ -78,6 +78,18 @@ return value
 """
 
 
+# KEYS: run
+# ARGV: the fields to read
+# A watcher asks for this run's changes to be announced: the workers' scripts publish
+# them only for a run marked 'watched' (a task nobody watches pays no PUBLISH), then
+# reads the record in the same step, so that a change made before the mark is in what it
+# reads and one made after is announced. A record that is gone stays gone.
+WATCH = r"""
+if redis.call('HGET', KEYS[1], 'state') then redis.call('HSET', KEYS[1], 'watched', '1') end
+return redis.call('HMGET', KEYS[1], unpack(ARGV))
+"""
+
+
 class StateScripts:
     """The scripts above, registered on one client."""
 

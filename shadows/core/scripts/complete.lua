@@ -13,7 +13,8 @@
 -- '{name}:dead:{key}' and indexed in 'failed' (bounded, expiring). A freed concurrency
 -- slot makes its longest waiter due now, for the scheduler to move. A run revoked while
 -- it ran (cancelled) places nothing after it: no retry, next perpetual run or successor
--- (a retry or next run ends as 'cancelled'). Watchers hear of every outcome.
+-- (a retry or next run ends as 'cancelled'). Watchers hear of every outcome (a run is
+-- announced only while its record is marked 'watched', a mark its end clears).
 -- One ownership look-up, one XACK and one XDEL serve the whole batch.
 -- Returns {results, trimmed}: per message 1 settled, 3 settled and a waiter woken, 2 not
 -- pending any more (already settled: a retried call), 0 claimed by another consumer
@@ -91,7 +92,7 @@ while a <= #ARGV do
       redis.call('ZREM', slot, key)
       woke = wake_one(queue, waiting, now) or woke
     end
-    local marks = redis.call('HMGET', run, 'successor', 'revoked')
+    local marks = redis.call('HMGET', run, 'successor', 'revoked', 'watched')
     local next_mode = marks[1]
     if next_mode then redis.call('HDEL', run, 'successor') end
     if marks[2] or outcome == 'cancelled' then
@@ -102,7 +103,7 @@ while a <= #ARGV do
       place(stream, queue, run, parked, key, when, now, fields, false)
     elseif outcome ~= 'drop' then
       if ttl > 0 then
-        redis.call('HDEL', run, 'message', 'restored', 'revoked')
+        redis.call('HDEL', run, 'message', 'restored', 'revoked', 'watched')
         redis.call('HSET', run, 'state', outcome, 'finished', now)
         if record_count > 0 then
           redis.call('HSET', run, unpack(ARGV, record_at + 1, record_at + record_count))
@@ -112,7 +113,7 @@ while a <= #ARGV do
         redis.call('DEL', run)
       end
     end
-    redis.pcall('PUBLISH', channel, outcome)
+    if marks[3] then redis.pcall('PUBLISH', channel, outcome) end
     if next_mode then
       local next_fields = redis.call('HGETALL', successor)
       redis.call('DEL', successor)

@@ -14,7 +14,8 @@
 -- was revoked (cancelled while a worker held it) is returned apart, uncounted: the
 -- worker settles it as cancelled (COMPLETE) without running it, whoever claimed it.
 -- The batch costs one ownership look-up and one claim (held_by, XCLAIM of all the ids);
--- each message one read of its run record and one write.
+-- each message one read of its run record and one write. 'running' is announced only
+-- for a run someone watches (its record's 'watched' mark: see core/state.py).
 -- Returns {lost ids, delivery count of each message (0 unless taken), deferred ids, the
 -- id of the suspect taken (or ''), revoked ids}.
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
@@ -48,7 +49,7 @@ for i = 1, n do
         isolated = wary
         if wary then alone_id = id end
         local channel = ARGV[6 + n + i]
-        if channel then redis.pcall('PUBLISH', channel, 'running') end
+        if channel and seen[5] then redis.pcall('PUBLISH', channel, 'running') end
       end
     end
   end
