@@ -280,3 +280,16 @@ async def test_a_worker_reads_every_shard_of_the_counts_recorded(sharded: Shadow
         assert sorted(ran) == ["s0", "s1", "s2"]
         assert set(await narrow.client.hkeys(narrow.keys.layout)) == {b"1", b"3"}
     await settled(sharded)
+
+
+async def test_the_queue_depth_metrics_add_up_every_shard(sharded: Shadow) -> None:
+    async def note(label: str) -> None:
+        pass
+
+    sharded.register(note)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    await add_on(sharded, 1, note, "a", when=later, key=key_in(1, "later"))
+    await add_on(sharded, 2, note, "b", when=later, key=key_in(2, "later"))
+    await add_on(sharded, 2, note, "c", key=key_in(2, "now"))
+    worker = Worker(sharded)
+    assert await worker.metrics.read_depths() == (1, 2)

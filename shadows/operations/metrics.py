@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Callable, Iterable, Mapping, Sized
 from typing import TYPE_CHECKING
 
 from opentelemetry import metrics as otel
@@ -118,6 +118,8 @@ class WorkerMetrics:
         #: The strikes this worker applies (its ``StrikeList``), counted when collected.
         self.strikes = strikes
         self.disruptions = 0
+        #: How many shards the worker reads (the depths add up every shard's).
+        self.shards: Callable[[], int] = lambda: 1
         self.series: dict[str, Series] = {}
         self._attributes = {"shadows.shadow": shadow.name, "shadows.worker": worker}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -218,24 +220,27 @@ class WorkerMetrics:
 
     async def read_depths(self) -> tuple[int, int] | None:
         """(ready messages not yet delivered, future tasks), or ``None`` if Redis fails."""
-        keys = self.shadow.keys
+        shards = [self.shadow.keys.of_shard(shard) for shard in range(self.shards())]
         try:
             client = self.shadow.client if self._client is None else self._client
             async with client.pipeline(transaction=False) as pipe:
-                pipe.xlen(keys.stream)
-                pipe.xpending(keys.stream, WORKER_GROUP)
-                pipe.zcard(keys.queue)
-                length, pending, scheduled = await asyncio.wait_for(
-                    pipe.execute(raise_on_error=False), DEPTH_TIMEOUT
-                )
+                for keys in shards:
+                    pipe.xlen(keys.stream)
+                    pipe.xpending(keys.stream, WORKER_GROUP)
+                    pipe.zcard(keys.queue)
+                found = await asyncio.wait_for(pipe.execute(raise_on_error=False), DEPTH_TIMEOUT)
         except Exception:
             self._depths = None
             return None
-        if isinstance(length, Exception) or isinstance(scheduled, Exception):
-            self._depths = None
-            return None
-        delivered = 0 if isinstance(pending, Exception) else int(pending["pending"])
-        self._depths = (max(0, int(length) - delivered), int(scheduled))
+        ready = waiting = 0
+        for length, pending, scheduled in zip(found[::3], found[1::3], found[2::3], strict=True):
+            if isinstance(length, Exception) or isinstance(scheduled, Exception):
+                self._depths = None
+                return None
+            delivered = 0 if isinstance(pending, Exception) else int(pending["pending"])
+            ready += max(0, int(length) - delivered)
+            waiting += int(scheduled)
+        self._depths = (ready, waiting)
         self._depths_at = time.monotonic()
         return self._depths
 

@@ -147,7 +147,6 @@ class Worker:
             lambda: list(self._dispatch.messages.values()),
             self._reseed,
         )
-        self.continuity.shards = lambda: self._shards.count
         self._completions = Completions(
             shadow,
             self.name,
@@ -179,6 +178,7 @@ class Worker:
         self._named = False
         #: Counters and histograms of this worker (OpenTelemetry and Prometheus).
         self.metrics = WorkerMetrics(shadow, self.name, self.strikes)
+        self.continuity.shards = self.metrics.shards = lambda: self._shards.count
         #: The verdict behind ``healthcheck_port``.
         self.health = HealthCheck(
             self,
