@@ -223,3 +223,42 @@ async def test_progress_is_written_to_the_record_in_the_runs_shard(sharded: Shad
     await execution.refresh()
     assert execution.progress.total == 5 and execution.progress.current == 2
     assert execution.state is not None and execution.state.value == "completed"
+
+
+async def test_the_dashboard_reads_every_shard(sharded: Shadow) -> None:
+    pytest.importorskip("starlette")
+    from shadows.dashboard.failures import failed_page
+    from shadows.dashboard.lookup import find_task
+    from shadows.dashboard.pulse import read_pulse
+    from shadows.dashboard.scheduled import scheduled_page
+
+    for i in range(7):
+        await sharded.add(plain, key=f"ready-{i}")(i)
+    due = [later() + timedelta(minutes=i) for i in range(9)]
+    for i, when in enumerate(due):
+        await sharded.add(plain, when=when, key=f"future-{i}")(i)
+    pulse = await read_pulse(sharded, 0)
+    assert (pulse.ready, pulse.scheduled, pulse.running_count) == (7, 9, 0)
+    first = await scheduled_page(sharded, 0, 4)
+    assert [t.key for t in first.tasks] == [f"future-{i}" for i in range(4)]
+    assert first.total == 9 and first.following == 4
+    rest = await scheduled_page(sharded, 8, 4)
+    assert [t.key for t in rest.tasks] == ["future-8"] and rest.following is None
+    found = await scheduled_page(sharded, 0, 10, text="future-3")
+    assert [t.key for t in found.tasks] == ["future-3"]
+    far = key_in(2, "future-far")
+    await sharded.add(plain, when=later(), key=far)(1)
+    view = await find_task(sharded, far)
+    assert view.state == "scheduled" and view.found_in == "queue"
+    await sharded.clear()  # a worker runs until nothing is left, future tasks included
+    keys = [key_in(shard, "broken") for shard in range(SHARDS)]
+    for n, key in enumerate(keys):
+        await sharded.add(broken, key=key)(n)
+    async with Worker(sharded) as worker:
+        await worker.run_until_finished()
+    page = await failed_page(sharded, 0, 2)
+    assert page.total == 3 and len(page.rows) == 2
+    assert sorted(r.key for r in [*page.rows, *(await failed_page(sharded, 2, 2)).rows]) == sorted(
+        keys
+    )
+    assert (await read_pulse(sharded, 0)).dead_letters == 3

@@ -13,8 +13,11 @@ removed with ``shadows shards forget N`` once its shards hold no work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoPermissionError
 
 from shadows.core.keys import Keys
 from shadows.core.routing import all_shards, candidate_shards
@@ -89,36 +92,52 @@ def ordered(shards: int, counts: dict[int, int] | tuple[int, ...]) -> tuple[int,
 
 
 class Layout:
-    """What one connection knows of the recorded counts (see :data:`REFRESH_SECONDS`)."""
+    """What one connection knows of the recorded counts (see :data:`REFRESH_SECONDS`).
 
-    __slots__ = ("_pending", "counts", "read_at")
+    Writers of work (add, replace) announce their count; readers and look-ups (cancel,
+    reads by key, the dashboard) only read, so that they record no count of their own."""
+
+    __slots__ = ("_pending", "announced_at", "counts", "read_at")
 
     def __init__(self) -> None:
         #: The counts in use, this process's first; empty until first read.
         self.counts: tuple[int, ...] = ()
-        self.read_at = float("-inf")
-        self._pending: asyncio.Future[tuple[int, ...]] | None = None
+        self.read_at = self.announced_at = float("-inf")
+        self._pending: asyncio.Future[None] | None = None
+
+    def _fresh(self, announcing: bool) -> bool:
+        now = time.monotonic()
+        if not self.counts or now - self.read_at >= REFRESH_SECONDS:
+            return False
+        return not announcing or now - self.announced_at < REFRESH_SECONDS
 
     async def current(
-        self, client: Redis | RedisCluster, keys: Keys, shards: int
+        self, client: Redis | RedisCluster, keys: Keys, shards: int, announcing: bool = True
     ) -> tuple[int, ...]:
-        """The counts in use (this one first), announced and read again when stale."""
-        if self.counts and time.monotonic() - self.read_at < REFRESH_SECONDS:
+        """The counts in use (this one first), read again when stale; ``announcing``:
+        this process writes work with ``shards``, which the record must show."""
+        while not self._fresh(announcing):
+            if self._pending is None:
+                break
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._pending)  # the other reader's error is its own
+        else:
             return self.counts
-        if self._pending is not None:
-            return await asyncio.shield(self._pending)
         future = self._pending = asyncio.get_running_loop().create_future()
         try:
-            counts = ordered(shards, await announce(client, keys, shards))
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved: waiters see it, nobody else must
-            raise
+            if announcing:
+                try:
+                    counts = await announce(client, keys, shards)
+                    self.announced_at = time.monotonic()
+                except NoPermissionError:  # a user that may not write the record
+                    counts = await read_layouts(client, keys)
+            else:
+                counts = await read_layouts(client, keys)
+            self.counts, self.read_at = ordered(shards, counts), time.monotonic()
         finally:
             self._pending = None
-        self.counts, self.read_at = counts, time.monotonic()
-        future.set_result(counts)
-        return counts
+            future.set_result(None)
+        return self.counts
 
     def shards(self) -> range:
         """Every shard that may hold work under the counts known now."""

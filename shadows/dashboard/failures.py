@@ -1,5 +1,6 @@
 """The dead-letter list, a page at a time, newest first, without the tracebacks (those are
-on each task's page): two round trips whatever the number of dead letters."""
+on each task's page): two round trips whatever the number of dead letters, merging the
+dead letters of every shard."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shadows.core.execution import now_ms
+from shadows.core.keys import Keys
+from shadows.core.layout import every_shard
 from shadows.operations.dead_letters import MESSAGE_PREFIX
 
 if TYPE_CHECKING:
@@ -38,18 +41,28 @@ class FailedPage:
 
 
 async def failed_page(shadow: Shadow, start: int = 0, size: int = 50) -> FailedPage:
-    keys = shadow.keys
     client = shadow.client
     start = max(0, start)
     # Entries past dead_letter_ttl are left out here (listing with the API prunes them).
     cutoff = now_ms() - int(shadow.dead_letter_ttl.total_seconds() * 1000)
+    # Every shard's newest start + size, merged: the page is a slice of that.
+    shards = await every_shard(shadow)
     async with client.pipeline(transaction=False) as pipe:
-        pipe.zcount(keys.failed, cutoff, "+inf")
-        pipe.zrevrangebyscore(keys.failed, "+inf", cutoff, start=start, num=size)
-        total, names = await pipe.execute()
-    keys_read = [_text(name) for name in names]
+        for keys in shards:
+            pipe.zcount(keys.failed, cutoff, "+inf")
+            pipe.zrevrangebyscore(
+                keys.failed, "+inf", cutoff, start=0, num=start + size, withscores=True
+            )
+        replies = await pipe.execute()
+    total = sum(int(count) for count in replies[0::2])
+    merged: list[tuple[float, str, Keys]] = []
+    for keys, newest in zip(shards, replies[1::2], strict=True):
+        merged += [(float(score), _text(name), keys) for name, score in newest]
+    merged.sort(key=lambda item: -item[0])
+    page = merged[start : start + size]
+    keys_read = [name for _, name, _ in page]
     async with client.pipeline(transaction=False) as pipe:
-        for key in keys_read:
+        for _, key, keys in page:
             pipe.hmget(keys.dead(key), _FIELDS)
         details = await pipe.execute()
     rows = []

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from shadows.core.annotations import render_call
 from shadows.core.execution import Message, MessageError
+from shadows.core.layout import key_shards
 from shadows.dashboard.formatting import cap
 from shadows.dashboard.results import Result, render_result
 from shadows.operations.dead_letters import DeadLetter
@@ -69,14 +70,18 @@ class TaskView:
 
 
 async def find_task(shadow: Shadow, key: str) -> TaskView:
-    keys = shadow.keys
     client = shadow.client
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.run(key))
-        pipe.hgetall(keys.parked(key))
-        pipe.zscore(keys.queue, key)
-        pipe.hgetall(keys.dead(key))
-        run, parked, score, dead = await pipe.execute()
+    # The key's shard under each recorded count, and the home shard: the first holding
+    # anything of it (see shadows.core.layout).
+    for keys in await key_shards(shadow, key):
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.run(key))
+            pipe.hgetall(keys.parked(key))
+            pipe.zscore(keys.queue, key)
+            pipe.hgetall(keys.dead(key))
+            run, parked, score, dead = await pipe.execute()
+        if run or parked or score is not None or dead:
+            break
     record = {_text(k): _text(v) for k, v in run.items()}
     dead_letter = parse_dead_letter(key, dead)
     message: Message | None = None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shadows.core.keys import WORKER_GROUP
+from shadows.core.layout import every_shard
 from shadows.core.script_calls import read_only
 from shadows.operations.tally import parse_tally
 
@@ -150,8 +151,9 @@ class Pulse:
 
 
 async def read_pulse(shadow: Shadow, taken_ms: int) -> Pulse:
-    """Everything a tick of the dashboard shows."""
+    """Everything a tick of the dashboard shows (one script call per shard)."""
     keys, client = shadow.keys, shadow.client
+    shards = await every_shard(shadow)
     names: list[Any] = await client.zrange(keys.workers, 0, -1)
     declared = [keys.stream, keys.queue, keys.workers, keys.failed, keys.strikes_in_effect]
     for name in names:
@@ -159,21 +161,32 @@ async def read_pulse(shadow: Shadow, taken_ms: int) -> Pulse:
     script = client.register_script(PULSE)
     reply = await read_only(client, script, declared, [WORKER_GROUP, RUNNING_LIMIT, *names])
     length, delivered, scheduled, dead, strikes, running_rows, worker_rows = reply
-    if running_rows:  # when they started, and their progress, from their run records
+    length, delivered, scheduled, dead = int(length), int(delivered), int(scheduled), int(dead)
+    rows = [(keys, row) for row in running_rows]
+    for shard in shards[1:]:
+        # A shard holds no registry and no strikes: its own prefix stands in for them
+        # (keys that never exist, so the script counts them as empty).
+        unused = f"{shard.prefix}none"
+        declared = [shard.stream, shard.queue, unused, shard.failed, unused]
+        more = await read_only(client, script, declared, [WORKER_GROUP, RUNNING_LIMIT])
+        length, delivered = length + int(more[0]), delivered + int(more[1])
+        scheduled, dead = scheduled + int(more[2]), dead + int(more[3])
+        rows += [(shard, row) for row in more[5]][: max(0, RUNNING_LIMIT - len(rows))]
+    if rows:  # when they started, and their progress, from their run records
         async with client.pipeline(transaction=False) as pipe:
-            for row in running_rows:
-                pipe.hmget(keys.run(_text(row[2])), RUN_FIELDS)
-            for row, (started, *progress) in zip(running_rows, await pipe.execute(), strict=True):
+            for shard, row in rows:
+                pipe.hmget(shard.run(_text(row[2])), RUN_FIELDS)
+            for (_, row), (started, *progress) in zip(rows, await pipe.execute(), strict=True):
                 row[6] = started or 0
                 row += [value or "" for value in progress]
-    running = tuple(sorted((_running(row) for row in running_rows), key=_since))
+    running = tuple(sorted((_running(row) for _, row in rows), key=_since))
     workers = tuple(sorted((_worker(row) for row in worker_rows), key=lambda w: w.name))
     return Pulse(
         taken_ms=taken_ms,
-        ready=max(0, int(length) - int(delivered)),
-        scheduled=int(scheduled),
-        running_count=int(delivered),
-        dead_letters=int(dead),
+        ready=max(0, length - delivered),
+        scheduled=scheduled,
+        running_count=delivered,
+        dead_letters=dead,
         strikes=int(strikes),
         running=running,
         workers=workers,

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shadows.core.keys import Keys
+from shadows.core.layout import every_shard
 from shadows.core.script_calls import read_only
 
 if TYPE_CHECKING:
@@ -78,9 +80,33 @@ class ScheduledPage:
 async def scheduled_page(
     shadow: Shadow, start: int = 0, size: int = 50, text: str = "", task: str = ""
 ) -> ScheduledPage:
-    """The ``size`` future tasks from rank ``start`` on (those matching, when searching)."""
+    """The ``size`` future tasks from rank ``start`` on (those matching, when searching).
+
+    Over several shards, each shard's first ``start + size`` (matches) are merged by due
+    time and the page sliced from them: exact, at a cost that grows with the rank."""
+    shards = await every_shard(shadow)
+    if len(shards) == 1:
+        return await _shard_page(shadow, shards[0], start, size, text, task)
+    start = max(0, start)
+    pages = [await _shard_page(shadow, keys, 0, start + size, text, task) for keys in shards]
+    merged = sorted((t for page in pages for t in page.tasks), key=lambda t: t.when_ms)
+    total = sum(page.total for page in pages)
+    more = any(page.following is not None for page in pages) or len(merged) > start + size
+    return ScheduledPage(
+        merged[start : start + size],
+        total,
+        start,
+        start + size if more else None,
+        bool(text or task),
+        any(page.cut_short for page in pages),
+    )
+
+
+async def _shard_page(
+    shadow: Shadow, keys: Keys, start: int, size: int, text: str, task: str
+) -> ScheduledPage:
     script = shadow.client.register_script(SCHEDULED_PAGE)
-    client, keys = shadow.client, shadow.keys
+    client = shadow.client
     searching = bool(text or task)
     deadline = time.monotonic() + TIME_BUDGET
     found: list[ScheduledTask] = []

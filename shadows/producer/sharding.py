@@ -52,9 +52,11 @@ class Router(Protocol):
     def link(self) -> Link: ...
 
 
-async def layouts(shadow: Router) -> tuple[int, ...]:
-    """The shard counts in use, this shadow's first (announcing this one)."""
-    return await shadow.link().layout.current(shadow.client, shadow.keys, shadow.shards)
+async def layouts(shadow: Router, announcing: bool = True) -> tuple[int, ...]:
+    """The shard counts in use, this shadow's first (``announcing``: this shadow writes
+    work, so its count is recorded)."""
+    layout = shadow.link().layout
+    return await layout.current(shadow.client, shadow.keys, shadow.shards, announcing)
 
 
 def plan_of(shadow: Router, function: str) -> Routed | None:
@@ -133,7 +135,7 @@ async def locate(shadow: Router, key: str, counts: Sequence[int] | None = None) 
     if (shard := held(shadow, key)) is not None:
         return shard
     if counts is None:
-        counts = await layouts(shadow)
+        counts = await layouts(shadow, announcing=False)
     candidates = candidate_shards(key, counts) if shadow.shards > 1 or len(counts) > 1 else (0,)
     if len(candidates) == 1:
         return candidates[0]
