@@ -293,3 +293,124 @@ async def test_the_queue_depth_metrics_add_up_every_shard(sharded: Shadow) -> No
     await add_on(sharded, 2, note, "c", key=key_in(2, "now"))
     worker = Worker(sharded)
     assert await worker.metrics.read_depths() == (1, 2)
+
+
+async def test_one_shard_losing_its_data_is_noticed_and_its_running_task_restored(
+    sharded: Shadow, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each shard has its own epoch: a node that lost one shard's keys (its stream, run
+    records, epoch) while a task of that shard runs is noticed, and the run record is
+    written back in that shard, so the task still settles (and places its retry)."""
+    hold = asyncio.Event()
+    attempts: list[int] = []
+
+    async def flaky(retry: Retry = Retry(attempts=2)) -> None:
+        attempts.append(retry.attempt)
+        if retry.attempt == 1:
+            await hold.wait()
+            raise RuntimeError("once")
+
+    sharded.register(flaky)
+    key = await add_on(sharded, 1, flaky)
+    shard = Keys(sharded.name, 1)
+    worker = Worker(sharded)
+    with caplog.at_level(logging.WARNING, logger="shadows.worker"):
+        async with worker:
+            running = asyncio.create_task(worker.run_forever())
+            try:
+                await wait_for(lambda: attempts == [1], 10, "the first attempt")
+                await wait_for(lambda: sharded.client.exists(shard.epoch), 10, "the epoch")
+                # shard 1's node loses its data; the home shard keeps its own
+                found = [k async for k in sharded.client.scan_iter(match=f"{shard.prefix}*")]
+                await sharded.client.delete(*found)
+                assert await sharded.client.exists(sharded.keys.epoch)
+                assert await worker.continuity.check()
+                assert await sharded.client.hget(shard.run(key), "state") == b"running"
+                hold.set()
+                await wait_for(lambda: attempts == [1, 2], 10, "the retry, in shard 1")
+                await wait_for(
+                    lambda: _state(sharded, shard.run(key), b"completed"), 10, "its record"
+                )
+            finally:
+                worker.stop()
+                await running
+    assert worker.continuity.losses == 1
+    assert "Redis lost the data of shadow" in caplog.text
+
+
+async def _state(shadow: Shadow, run: str, state: bytes) -> bool:
+    return await shadow.client.hget(run, "state") == state
+
+
+async def test_a_task_no_worker_knows_is_handed_back_into_its_shard(sharded: Shadow) -> None:
+    async def mystery() -> None:
+        pass
+
+    sharded.register(mystery)
+    key = await add_on(sharded, 2, mystery)
+    async with Shadow(name=sharded.name, url=sharded.url, shards=SHARDS) as other:
+        worker = Worker(other, unknown_task_grace=timedelta(minutes=5))
+        async with worker:
+            running = asyncio.create_task(worker.run_forever())
+            try:
+                shard = Keys(sharded.name, 2)
+                await wait_for(
+                    lambda: sharded.client.hexists(shard.run(key), "unknown-since"),
+                    10,
+                    "the hand-back",
+                )
+            finally:
+                worker.stop()
+                await running
+    assert await sharded.client.hget(shard.run(key), "state") in (b"scheduled", b"queued")
+    assert not await sharded.client.exists(sharded.keys.run(key))
+
+
+async def test_a_stopping_worker_hands_back_what_it_holds_in_every_shard(
+    sharded: Shadow,
+) -> None:
+    started: list[str] = []
+
+    async def slow(label: str) -> None:
+        started.append(label)
+        await asyncio.sleep(30)
+
+    sharded.register(slow)
+    for shard in (1, 2):
+        await add_on(sharded, shard, slow, f"s{shard}", key=key_in(shard, f"slow{shard}"))
+    worker = Worker(sharded)
+    async with worker:
+        running = asyncio.create_task(worker.run_forever())
+        await wait_for(lambda: len(started) == 2, 10, "both tasks running")
+        worker.stop(force=True)
+        await running
+    for shard in (1, 2):
+        keys = Keys(sharded.name, shard)
+        assert await sharded.client.xlen(keys.stream) == 1  # back on its own stream
+        assert (await sharded.client.xpending(keys.stream, WORKER_GROUP))["pending"] == 0
+
+
+async def test_a_stream_deleted_under_a_blocking_read_is_created_again(shadow: Shadow) -> None:
+    """Redis ends a blocking read whose stream is deleted (a flush, or a node losing a
+    shard's data) with an error of its own: the worker recreates the group and goes on."""
+    ran: list[str] = []
+
+    async def note(label: str) -> None:
+        ran.append(label)
+
+    shadow.register(note)
+    worker = Worker(shadow, minimum_check_interval=timedelta(seconds=2))
+    async with worker:
+        running = asyncio.create_task(worker.run_forever())
+        try:
+            await wait_for(lambda: shadow.client.exists(shadow.keys.stream), 10, "the group")
+            blocking = worker._reader.reader(0)
+            await wait_for(lambda: blocking._connection is not None, 10, "a blocking read")
+            await shadow.client.delete(shadow.keys.stream)
+            await wait_for(lambda: shadow.client.exists(shadow.keys.stream), 10, "the group")
+            await shadow.add(note)("after")
+            await wait_for(lambda: ran == ["after"], 10, "a task after the deletion")
+            assert not running.done()
+        finally:
+            worker.stop()
+            await running

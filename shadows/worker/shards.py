@@ -33,6 +33,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("shadows.worker")
 
 
+def gone(error: ResponseError) -> bool:
+    """Whether ``error`` says a shard's stream or group vanished (Redis lost that shard's
+    data, or it was flushed): ``NOGROUP``, or a blocking read ended by the deletion
+    (Redis's words, and the ``memory://`` server's)."""
+    text = str(error)
+    return any(sign in text for sign in _GONE)
+
+
+_GONE = ("NOGROUP", "the stream key no longer exists", "requires the key to exist")
+
+
 class ShardView:
     """A shadow seen through the keys of one of its shards (everything else is the
     shadow's own: client, scripts, codecs, settings)."""

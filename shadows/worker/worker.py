@@ -53,7 +53,7 @@ from shadows.worker.release import release_leftovers
 from shadows.worker.revocations import Revocations
 from shadows.worker.runner import Runner
 from shadows.worker.scheduler import run_scheduler
-from shadows.worker.shards import Shards
+from shadows.worker.shards import Shards, gone
 from shadows.worker.signals import graceful, install_signal_handlers
 from shadows.worker.strike_follower import StrikeFollower
 from shadows.worker.takeover import Takeover
@@ -480,7 +480,7 @@ class Worker:
                 await self._pause_after(error, backoff)
                 continue
             except ResponseError as error:
-                if "NOGROUP" not in str(error):
+                if not gone(error):  # the group, or a stream deleted under a blocking read
                     raise
                 logger.warning("The consumer group is gone (Redis lost its data?); recreating")
                 self.continuity.wake()
