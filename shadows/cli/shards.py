@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from shadows.behaviours.base import plan_for
 from shadows.cli.app import app
 from shadows.cli.errors import CLIError
-from shadows.cli.options import Config, Name, Url
+from shadows.cli.options import Config, Name, Tasks, Url
 from shadows.cli.output import Json, console, open_shadow, print_json, relative, run
 from shadows.operations.shards import (
     ShardReport,
@@ -96,11 +97,14 @@ def forget(
     count: Count,
     shadows: Name = None,
     url: Url = None,
+    tasks: Tasks = None,
     config: Config = None,
 ) -> None:
-    """Forget the old shard count COUNT; refused while a process announced it lately or
-    the shards only it reads still hold work."""
-    shadow = open_shadow(shadows, url, config=config)
+    """Forget the old shard count COUNT; refused while a process announced it lately,
+    the shards only it reads still hold work, or tasks it added wait where the other
+    counts would not look for their keys. --tasks names the task modules, so that
+    tasks kept in the home shard (concurrency limits, flow control) are recognised."""
+    shadow = open_shadow(shadows, url, tasks, config=config)
     try:
         run(_forget(shadow, count))
     except ShardsBusy as error:
@@ -119,5 +123,9 @@ async def _record(shadow: Shadow, count: int) -> dict[int, int]:
 
 
 async def _forget(shadow: Shadow, count: int) -> None:
+    def lives_home(function: str) -> bool:
+        task = shadow.tasks.get(function)
+        return task is not None and plan_for(task).needs_home
+
     async with shadow:
-        await forget_count(shadow, count)
+        await forget_count(shadow, count, lives_home)

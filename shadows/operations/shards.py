@@ -3,19 +3,27 @@
 ``shadows shards`` reads the layout record (:mod:`shadows.core.layout`) and, for every
 shard that may hold work, its stream length, the messages workers hold (pending), the
 scheduled tasks and the dead letters. ``shadows shards forget N`` removes a count once
-nothing needs it: no process announced it lately, and the shards only it reads are empty.
+nothing needs it: no process announced it lately, the shards only it reads are empty,
+and no live task it placed in a shard it shares with the other counts sits under a key
+they route elsewhere (see :func:`stranded`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from shadows.core.keys import WORKER_GROUP
+from shadows.core.keys import WORKER_GROUP, shard_of
 from shadows.core.layout import REFRESH_SECONDS, announce, forget, read_layouts
 from shadows.core.routing import all_shards
+
+#: Entries read per round trip while looking for stranded tasks.
+PAGE = 1000
+#: Stranded keys named in a refusal (the count is given in full).
+NAMED = 5
 
 if TYPE_CHECKING:
     from shadows.core.backend import Backend
@@ -93,9 +101,72 @@ async def record(shadow: Backend, count: int) -> dict[int, int]:
     return await announce(shadow.client, shadow.keys, count)
 
 
-async def forget_count(shadow: Backend, count: int) -> None:
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _live_keys(shadow: Backend, shard: int) -> list[tuple[str, str | None]]:
+    """``(key, function)`` of every task scheduled in or ready on ``shard`` (function
+    ``None`` where the queue holds only the key), read a page at a time."""
+    keys, client = shadow.keys.of_shard(shard), shadow.client
+    found: list[tuple[str, str | None]] = []
+    start = 0
+    while page := await client.zrange(keys.queue, start, start + PAGE - 1):
+        found += [(_text(member), None) for member in page]
+        start += PAGE
+    after = "-"
+    while entries := await client.xrange(keys.stream, after, "+", count=PAGE):
+        for _, fields in entries:
+            named = {_text(name): _text(value) for name, value in (fields or {}).items()}
+            if "key" in named:
+                found.append((named["key"], named.get("function")))
+        after = "(" + _text(entries[-1][0])
+    return found
+
+
+async def stranded(
+    shadow: Backend, count: int, rest: Sequence[int], lives_home: Callable[[str], bool]
+) -> list[str]:
+    """Live tasks ``count`` placed in a shard it shares with the remaining counts ``rest``
+    under a key that each of those routes to another shard: once ``count`` is forgotten,
+    an add of such a key would look only there and add it a second time (a task added
+    under 1 shard, due next month, after growing to 3). A task whose function
+    ``lives_home`` is in shard 0 under any count and not stranded; a function not known
+    here counts as stranded, to be safe."""
+    found: list[str] = []
+    shared = range(min(count, len(all_shards(rest))))
+    for shard in shared:
+        candidates = [
+            (key, function)
+            for key, function in await _live_keys(shadow, shard)
+            if shard_of(key, count) == shard and all(shard_of(key, n) != shard for n in rest)
+        ]
+        if shard != 0 or not candidates:
+            found += [key for key, _ in candidates]
+            continue
+        unknown = [key for key, function in candidates if function is None]
+        if unknown:  # a scheduled task: its function is in its run record
+            keys = shadow.keys.of_shard(shard)
+            async with shadow.client.pipeline(transaction=False) as pipe:
+                for key in unknown:
+                    pipe.hget(keys.run(key), "function")
+                functions = dict(zip(unknown, await pipe.execute(), strict=True))
+            candidates = [(k, f if f is not None else functions.get(k)) for k, f in candidates]
+        found += [
+            key
+            for key, function in candidates
+            if function is None or not lives_home(_text(function))
+        ]
+    return found
+
+
+async def forget_count(
+    shadow: Backend, count: int, lives_home: Callable[[str], bool] = lambda _: False
+) -> None:
     """Remove ``count`` from the layout record; raises :class:`ShardsBusy` while a
-    process announced it lately or the shards only it reads hold work."""
+    process announced it lately, the shards only it reads hold work, or it left tasks
+    the remaining counts would not find (:func:`stranded`; ``lives_home`` names the
+    functions of tasks routed to the home shard)."""
     counts = await read_layouts(shadow.client, shadow.keys)
     if count not in counts:
         raise ShardsBusy(f"{count} is not a recorded shard count (recorded: {_listed(counts)})")
@@ -118,6 +189,15 @@ async def forget_count(shadow: Backend, count: int) -> None:
             for w in busy
         )
         raise ShardsBusy(f"the shards only {count} reads still hold work: {described}")
+    left = await stranded(shadow, count, rest, lives_home)
+    if left:
+        named = ", ".join(left[:NAMED]) + (", ..." if len(left) > NAMED else "")
+        raise ShardsBusy(
+            f"{len(left)} task(s) added under {count} shard(s) wait in shards the other "
+            f"counts share, under keys they route elsewhere ({named}): wait until they "
+            "have run, or cancel them and add them again (give --tasks when some are "
+            "tasks with a concurrency limit or flow control, which stay home)"
+        )
     await forget(shadow.client, shadow.keys, count)
 
 
