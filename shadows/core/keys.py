@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _VALID_NAME = re.compile(r"^[^{}\s]{1,200}$")
 
@@ -44,18 +44,16 @@ class Keys:
 
     name: str
     shard: int = 0
+    #: The prefix of this shard's own keys, and of the home shard, where the global keys
+    #: live: worked out once (a worker names several keys per message it runs).
+    prefix: str = field(init=False, repr=False, compare=False)
+    home_prefix: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def prefix(self) -> str:
-        """The prefix of this shard's own keys."""
-        if self.shard == 0:
-            return self.home_prefix
-        return f"{{{self.name}|{self.shard}}}:shard:"
-
-    @property
-    def home_prefix(self) -> str:
-        """The prefix of the home shard, where the global keys live."""
-        return f"{{{self.name}}}:"
+    def __post_init__(self) -> None:
+        home = f"{{{self.name}}}:"
+        object.__setattr__(self, "home_prefix", home)
+        shard = home if self.shard == 0 else f"{{{self.name}|{self.shard}}}:shard:"
+        object.__setattr__(self, "prefix", shard)
 
     def of_shard(self, shard: int) -> Keys:
         """The keys of another shard of the same shadow."""
