@@ -414,3 +414,40 @@ async def test_a_stream_deleted_under_a_blocking_read_is_created_again(shadow: S
         finally:
             worker.stop()
             await running
+
+
+async def test_follow_ups_move_to_their_keys_shard_under_the_workers_count(
+    sharded: Shadow,
+) -> None:
+    """After shrinking 3 -> 1, a perpetual chain and a retry that were placed in shard 2
+    go on in shard 0 (their shard with one shard), so shard 2 drains and its count can be
+    forgotten; nothing runs twice."""
+    beats: list[int] = []
+    attempts: list[int] = []
+
+    async def ticking(perpetual: Perpetual = Perpetual(every=timedelta(milliseconds=10))) -> None:
+        beats.append(len(beats))
+
+    async def flaky(retry: Retry = Retry(attempts=2)) -> None:
+        attempts.append(retry.attempt)
+        if retry.attempt == 1:
+            raise RuntimeError("once")
+
+    sharded.register(ticking)
+    sharded.register(flaky)
+    chain = await add_on(sharded, 2, ticking)
+    retried = await add_on(sharded, 2, flaky)
+    async with Shadow(name=sharded.name, url=sharded.url, shards=1) as narrow:
+        narrow.register(ticking)
+        narrow.register(flaky)
+        async with Worker(narrow) as worker:
+            await asyncio.wait_for(worker.run_at_most({chain: 3}), 30)
+    assert len(beats) == 3
+    assert attempts == [1, 2]
+    old, home = Keys(sharded.name, 2), Keys(sharded.name, 0)
+    client = sharded.client
+    assert await client.xlen(old.stream) == 0 and await client.zcard(old.queue) == 0
+    assert await client.hget(home.run(retried), "state") == b"completed"
+    assert await client.hget(home.run(retried), "attempt") == b"2"
+    assert await client.hget(home.run(chain), "state") is not None
+    assert await client.hget(old.run(chain), "state") == b"completed"

@@ -18,7 +18,7 @@ the mark makes the second move a no-op, so the task runs once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shadows.behaviours.base import plan_for
@@ -26,6 +26,7 @@ from shadows.core.execution import Message, now_ms
 from shadows.core.keys import WORKER_GROUP
 from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.core.routing import needs_home as routed_home
+from shadows.core.routing import shard_for
 from shadows.core.scripts import _PRELUDE, _SCHEDULE_ONE
 
 if TYPE_CHECKING:
@@ -77,12 +78,73 @@ def needs_home(function: Callable[..., Any]) -> bool:
 
 
 class Homing:
-    """Moves one worker's misplaced home-shard messages home (logged once per task)."""
+    """Moves one worker's misplaced home-shard messages home (logged once per task), and
+    places follow-ups in their key's shard under the worker's own count."""
 
-    def __init__(self, shadow: Backend, consumer: str) -> None:
+    def __init__(
+        self,
+        shadow: Backend,
+        consumer: str,
+        shards: int = 1,
+        tasks: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
         self.shadow = shadow
         self.consumer = consumer
+        #: The worker's own shard count: where its producers put a key now.
+        self.shards = shards
+        self.tasks = tasks if tasks is not None else {}
         self._logged: set[str] = set()
+        self._relocated: set[str] = set()
+
+    def shard_of(self, message: Message) -> int:
+        """The shard ``message``'s key belongs in under this worker's count."""
+        if self.shards <= 1 and not message.shard:
+            return 0
+        function = self.tasks.get(message.function)
+        return shard_for(self.shards, message.key, function is not None and needs_home(function))
+
+    async def relocate(self, message: Message, follow: Message) -> Message | None:
+        """Place ``follow`` (the retry or next run of ``message``) in its key's shard when
+        that is not ``message``'s (the shard count changed since the key was placed):
+        otherwise a perpetual chain would keep an old count's shard busy for ever. An add
+        there (a live copy of the key wins), before COMPLETE acknowledges ``message``
+        without a follow-up: a crash in between runs ``message`` again, whose follow-up
+        then finds the key taken. ``follow`` back when it stays (same shard, the run was
+        revoked, or Redis is unreachable: then it stays in ``message``'s shard)."""
+        target = self.shard_of(message)
+        if target == message.shard:
+            return follow
+        keys = self.shadow.keys.of_shard(target)
+        key = message.key
+        try:
+            there = self.shadow.keys.of_shard(message.shard).run(key)
+            if await self.shadow.client.hexists(there, "revoked"):
+                return follow  # COMPLETE places nothing after a revoked run
+            await self.shadow.scripts.schedule(
+                keys=[
+                    keys.stream,
+                    keys.queue,
+                    keys.run(key),
+                    keys.parked(key),
+                    keys.successor(key),
+                ],
+                args=[key, follow.when_ms, now_ms(), "add", WORKER_GROUP, "", *follow.fields()],
+            )
+        except CONNECTION_ERRORS as error:
+            logger.info("Follow-up of %s stays in shard %d: %s", key, message.shard, error)
+            return follow
+        if message.function not in self._relocated:
+            self._relocated.add(message.function)
+            logger.info(
+                "Placed the next run of %s [key=%s] in shard %d (its shard with %d shards), "
+                "leaving shard %d; later ones are moved without this message",
+                message.function,
+                key,
+                target,
+                self.shards,
+                message.shard,
+            )
+        return None
 
     async def move(self, message: Message) -> bool:
         """Move ``message`` (read on shard ``message.shard > 0``) to the home shard;

@@ -20,6 +20,8 @@ from shadows.worker.release import abandon
 from shadows.worker.shards import of_shard
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from shadows.core.backend import Backend
     from shadows.operations.metrics import WorkerMetrics
     from shadows.worker.completions import Completions
@@ -58,6 +60,9 @@ class Outcomes:
         #: The messages being settled now (shared with the dispatcher: their run is over,
         #: so a lapsed claim does not cancel them).
         self.settling = settling
+        #: Places a follow-up whose key belongs in another shard now (see
+        #: :meth:`Homing.relocate`); ``None`` when it placed it, else the follow-up.
+        self.relocate: Callable[[Message, Message], Awaitable[Message | None]] | None = None
 
     async def settle(self, message: Message, verdict: Verdict) -> None:
         """Report ``verdict`` to Redis, falling back as the module says."""
@@ -118,7 +123,10 @@ class Outcomes:
             )
         self.settling.add(message.ref)
         try:
-            done = await self.completions.submit(message, outcome, next_message, failure, record)
+            follow = next_message
+            if follow is not None and self.relocate is not None:
+                follow = await self.relocate(message, follow)  # None: placed in its shard
+            done = await self.completions.submit(message, outcome, follow, failure, record)
         finally:
             self.settling.discard(message.ref)
         if next_message is not None:

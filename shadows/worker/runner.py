@@ -110,7 +110,8 @@ class Runner:
         self.instance = instance
         #: Which cancellations of this worker's tasks come from ``shadow.cancel()``.
         self.revocations = revocations
-        self.homing = Homing(shadow, self.name)  # home-shard tasks read on shard i > 0
+        self.homing = Homing(shadow, self.name, shadow.shards, shadow.tasks)
+        outcomes.relocate = self.homing.relocate  # follow-ups go to their key's shard
 
     async def run(self, message: Message) -> None:
         """Run ``message`` and settle it (see :func:`run_message`)."""
