@@ -190,6 +190,12 @@ async def test_a_key_added_under_the_old_count_is_found_under_the_new(
         assert await where(old, key) == [0]
         await sharded.add(plain, key=key)(2)  # exists under the old count: a no-op
         assert await where(sharded, key) == [0]
+        async with sharded.batch() as batch:  # a batch looks there too
+            batch.add(plain, key=key)(2)
+            batch.add(plain, key="fresh-in-batch")(3)
+        assert batch.outcomes == ["exists", "queued"]
+        assert await where(sharded, key) == [0]
+        assert await where(sharded, "fresh-in-batch") == [shard_of("fresh-in-batch", SHARDS)]
         assert sorted(await read_layouts(sharded.client, sharded.keys)) == [1, SHARDS]
         await sharded.replace(plain, later() + timedelta(hours=1), key)(3)
         assert await where(sharded, key) == [0]

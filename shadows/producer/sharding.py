@@ -10,14 +10,12 @@ is not added again under the new one, and replace and cancel reach it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shadows.behaviours.base import plan_for
 from shadows.core.execution import current_holder
 from shadows.core.routing import candidate_shards, needs_home, shard_for
-from shadows.core.urls import is_cluster
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -67,18 +65,19 @@ def plan_of(shadow: Router, function: str) -> Routed | None:
 
 async def states(shadow: Router, key: str, shards: Sequence[int]) -> list[str | None]:
     """The state field of the run record of ``key`` in each of ``shards``."""
-    keys = shadow.keys
-    if not shards:
+    return await _states(shadow, [(key, shard) for shard in shards])
+
+
+async def _states(shadow: Router, places: Sequence[tuple[str, int]]) -> list[str | None]:
+    """The state of the run record of each ``(key, shard)``: one pipeline (on a cluster,
+    redis-py splits it by node)."""
+    if not places:
         return []
-    if len(shards) == 1 or is_cluster(shadow.url):  # a cluster pipeline is per node anyway
-        raw = await asyncio.gather(
-            *(shadow.client.hget(keys.of_shard(s).run(key), "state") for s in shards)
-        )
-    else:
-        async with shadow.client.pipeline(transaction=False) as pipe:
-            for shard in shards:
-                pipe.hget(keys.of_shard(shard).run(key), "state")
-            raw = await pipe.execute()
+    keys = shadow.keys
+    async with shadow.client.pipeline(transaction=False) as pipe:
+        for key, shard in places:
+            pipe.hget(keys.of_shard(shard).run(key), "state")
+        raw = await pipe.execute()
     return [_text(value) for value in raw]
 
 
@@ -93,39 +92,38 @@ def held(shadow: Router, key: str) -> int | None:
 
 async def route(shadow: Router, key: str, plan: Routed | bool | None) -> int:
     """The shard a write of ``key`` (a task with ``plan``) goes to."""
-    if (shard := held(shadow, key)) is not None:
-        return shard
-    counts = await layouts(shadow)
-    own = shard_for(shadow.shards, key, plan)
-    if len(counts) == 1 or needs_home(plan):
-        return own  # one layout, or a task that lives home under any count
-    others = [s for s in candidate_shards(key, counts[1:], home=False) if s != own]
-    for shard, state in zip(others, await states(shadow, key, others), strict=True):
-        if state in LIVE:
-            return shard
-    return own
+    return (await route_many(shadow, [key], [plan]))[0]
 
 
 async def route_many(
-    shadow: Router, keys: Sequence[str], plans: Sequence[Routed | None]
+    shadow: Router, keys: Sequence[str], plans: Sequence[Routed | bool | None]
 ) -> list[int]:
-    """:func:`route` for many keys (a batch): one look-up round while the count changes."""
+    """The shard of each write of ``keys`` (tasks with ``plans``): its shard under this
+    count, unless a live record of the key sits in its shard under another recorded
+    count (one pipeline of look-ups, only while several counts are recorded)."""
     counts = await layouts(shadow)
-    owns = [shard_for(shadow.shards, key, plan) for key, plan in zip(keys, plans, strict=True)]
-    if len(counts) == 1:
-        return owns
-    return list(
-        await asyncio.gather(
-            *(
-                route(shadow, key, plan) if not needs_home(plan) else _at(own)
-                for key, plan, own in zip(keys, plans, owns, strict=True)
-            )
-        )
-    )
-
-
-async def _at(shard: int) -> int:
-    return shard
+    routed: list[int] = []
+    places: list[tuple[str, int]] = []
+    asking: list[int] = []
+    for index, (key, plan) in enumerate(zip(keys, plans, strict=True)):
+        own = held(shadow, key)
+        if own is not None:
+            routed.append(own)
+            continue
+        own = shard_for(shadow.shards, key, plan)
+        routed.append(own)
+        if len(counts) == 1 or needs_home(plan):
+            continue  # one layout, or a task that lives home under any count
+        for shard in candidate_shards(key, counts[1:], home=False):
+            if shard != own:
+                places.append((key, shard))
+                asking.append(index)
+    moved: set[int] = set()
+    for index, (_, shard), state in zip(asking, places, await _states(shadow, places), strict=True):
+        if state in LIVE and index not in moved:
+            routed[index] = shard
+            moved.add(index)
+    return routed
 
 
 async def locate(shadow: Router, key: str, counts: Sequence[int] | None = None) -> int:
