@@ -202,7 +202,7 @@ async def inspect_keys(client: Redis, shards: list[Keys]) -> dict[str, Any]:
         for key in found:
             kind = key[len(keys.prefix) :].split(":", 1)[0]
             kinds[kind] = kinds.get(kind, 0) + 1
-            if await client.pttl(key) == -1 and key not in (keys.stream, keys.strikes):
+            if await client.pttl(key) == -1 and key not in (keys.stream, keys.strikes, keys.layout):
                 state["without_expiry"].append(f"{key} ({_text(await client.type(key))})")
         state["stream_length"] += await client.xlen(keys.stream)
         state["queue_length"] += await client.zcard(keys.queue)
