@@ -4,6 +4,7 @@ each task costs (``INFO cpu`` of every server, before and after).
 
     python scripts/benchmarks/scaling.py                 # 20,000 tasks per cell
     python scripts/benchmarks/scaling.py --tasks 5000 --workers 1,2 --on server,sharded
+    python scripts/benchmarks/scaling.py --tasks 10000 --rounds 3   # medians of 3
 
 Each cell: a fresh shadow, the worker processes started and registered (idle), the tasks
 added in batches, all due at one moment a little later; the clock starts at that moment
@@ -12,7 +13,7 @@ the queue and the stream are empty. Both Redis deployments are private, throw-aw
 started here (no persistence; the cluster has 3 masters and no replicas, so that
 replication does not take CPU from the machine). With ``shards=3`` the shadow's name is
 chosen so that its three shards hash to the three different masters (a shard's master
-follows from its hash tag's slot: three random tags share a master two times in three).
+follows from its hash tag's slot: three random tags share a master seven times in nine).
 Results go to
 ``scripts/benchmarks/results/scaling.json`` and are printed as a Markdown table.
 """
@@ -25,6 +26,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -208,25 +210,41 @@ def deployments(which: list[str]) -> Iterator[list[Target]]:
             cluster.stop()
 
 
-async def main(tasks: int, workers: list[int], concurrency: int, which: list[str]) -> None:
+async def main(
+    tasks: int, workers: list[int], concurrency: int, which: list[str], rounds: int
+) -> None:
     logs = HERE / "results" / "logs.tmp"
     logs.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     with deployments(which) as targets:
-        for target in targets:
-            for count in workers:
-                result = await cell(target, count, tasks, concurrency, logs)
-                result["deployment"] = target.label
-                rows.append(result)
-                print(json.dumps(result), flush=True)
+        # rounds interleave the cells, so that a change in the machine's load (it is
+        # shared) falls on every deployment alike; the table shows each cell's median
+        for number in range(1, rounds + 1):
+            for target in targets:
+                for count in workers:
+                    result = await cell(target, count, tasks, concurrency, logs)
+                    result["deployment"] = target.label
+                    result["round"] = number
+                    rows.append(result)
+                    print(json.dumps(result), flush=True)
     lines = [
         "| Deployment | Worker processes | Tasks/s | Redis CPU per task | Busiest server |",
         "| --- | --- | --- | --- | --- |",
     ]
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in rows:
+        cells.setdefault((row["deployment"], row["workers"]), []).append(row)
+    for (deployment, count), measured in cells.items():
+        rate = statistics.median(row["tasks_per_second"] for row in measured)
+        cpu = statistics.median(row["redis_cpu_us_per_task"] for row in measured)
+        share = statistics.median(row["busiest_server_share"] or 0 for row in measured)
+        spread = ""
+        if len(measured) > 1:
+            low = min(row["tasks_per_second"] for row in measured)
+            high = max(row["tasks_per_second"] for row in measured)
+            spread = f" ({low:,}-{high:,})"
         lines.append(
-            f"| {row['deployment']} | {row['workers']} | {row['tasks_per_second']:,} | "
-            f"{row['redis_cpu_us_per_task']} us | {row['busiest_server_share']:.0%} |"
+            f"| {deployment} | {count} | {rate:,.0f}{spread} | {cpu:.0f} us | {share:.0%} |"
         )
     print("\n".join(lines))
     output = HERE / "results" / "scaling.json"
@@ -237,6 +255,7 @@ async def main(tasks: int, workers: list[int], concurrency: int, which: list[str
                 "concurrency": concurrency,
                 "python": platform.python_version(),
                 "cpus": os.cpu_count(),
+                "rounds": rounds,
                 "rows": rows,
             },
             indent=2,
@@ -256,6 +275,7 @@ if __name__ == "__main__":
         default="server,cluster,sharded",
         help="any of server, cluster (shards=1) and sharded (the cluster, shards=3)",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions")
     arguments = parser.parse_args()
     asyncio.run(
         main(
@@ -263,5 +283,6 @@ if __name__ == "__main__":
             [int(n) for n in arguments.workers.split(",")],
             arguments.concurrency,
             arguments.on.split(","),
+            arguments.rounds,
         )
     )
