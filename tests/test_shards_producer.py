@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shadows import ConcurrencyLimit, Progress, Retry, Shadow, Worker
+from shadows import Agenda, ConcurrencyLimit, Debounce, Progress, Retry, Shadow, Worker
 from shadows.core.keys import Keys, shard_of
 from shadows.core.layout import read_layouts
 from shadows.testing import assert_no_tasks, assert_task_count, assert_task_scheduled
@@ -268,3 +268,31 @@ async def test_the_dashboard_reads_every_shard(sharded: Shadow) -> None:
         keys
     )
     assert (await read_pulse(sharded, 0)).dead_letters == 3
+
+
+async def doubled(n: int) -> int:
+    return 2 * n
+
+
+async def settled(n: int, debounce: Debounce = Debounce(timedelta(minutes=5))) -> None: ...
+
+
+async def test_results_debounces_and_agendas_with_shards(sharded: Shadow) -> None:
+    key = key_in(2, "doubled")
+    execution = await sharded.add(doubled, key=key)(21)
+    async with Worker(sharded) as worker:
+        await worker.run_until_finished()
+    assert await execution.get_result(timeout=10) == 42
+    found = await sharded.get_execution(key)
+    assert found is not None and await found.get_result(timeout=10) == 42
+    # A debounced task lives home (its burst is a global bucket).
+    burst = await sharded.add(settled, key=key_in(2, "settled"))(1)
+    assert await where(sharded, burst.key) == [0]
+    # An agenda's calls are spread by key like any batch.
+    agenda = Agenda()
+    for i in range(9):
+        agenda.add(doubled, key=f"agenda-{i}")(i)
+    scattered = await agenda.scatter(sharded, over=timedelta(hours=1))
+    assert len(scattered) == 9
+    for i in range(9):
+        assert await where(sharded, f"agenda-{i}") == [shard_of(f"agenda-{i}", SHARDS)]
