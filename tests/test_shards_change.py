@@ -21,7 +21,9 @@ from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import _cleanup, wait_for
+import pytest
+
+from conftest import BACKENDS, _cleanup, wait_for
 from processes import spawn_worker
 from shadows import Shadow
 from shadows.cli import main
@@ -197,16 +199,22 @@ async def change(
     return started, log
 
 
+#: Worker processes need a server of their own (not memory://); SHADOW_TEST_BACKENDS=cluster
+#: runs it on a 3-master cluster too, where the shards live on different masters.
+ON_SERVERS = [backend for backend in BACKENDS if backend != "memory"]
+
+
+@pytest.mark.parametrize("backend", ON_SERVERS)
 async def test_growing_from_one_shard_to_three_and_back_loses_and_repeats_nothing(
-    redis_url: str, shadow_name: str, tmp_path: Path
+    url: str, shadow_name: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "worker.log"
-    first = (worker(redis_url, shadow_name, 1, log), log)
+    first = (worker(url, shadow_name, 1, log), log)
     workers = [first[0]]
     try:
-        second = await change(redis_url, shadow_name, 1, 3, first, tmp_path)
+        second = await change(url, shadow_name, 1, 3, first, tmp_path)
         workers.append(second[0])
-        third = await change(redis_url, shadow_name, 3, 1, second, tmp_path)
+        third = await change(url, shadow_name, 3, 1, second, tmp_path)
         workers.append(third[0])
         await stop(*third)
     finally:
@@ -214,7 +222,7 @@ async def test_growing_from_one_shard_to_three_and_back_loses_and_repeats_nothin
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
-        async with Shadow(name=shadow_name, url=redis_url, shards=3) as shadow:
+        async with Shadow(name=shadow_name, url=url, shards=3) as shadow:
             await _cleanup(shadow)
 
 
