@@ -9,6 +9,7 @@ the dependencies opened after the task ends, in reverse order.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Callable, Hashable, Mapping
 from contextlib import AsyncExitStack
@@ -155,7 +156,7 @@ class TaskPlan:
             )
             return found  # type: ignore[return-value]
 
-    @property
+    @functools.cached_property
     def needs_home(self) -> bool:
         """Whether the task lives in the home shard (see :mod:`shadows.core.routing`)."""
         return any(d.needs_home for d in self.behaviours) or any(

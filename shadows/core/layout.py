@@ -105,6 +105,10 @@ class Layout:
         self.read_at = self.announced_at = float("-inf")
         self._pending: asyncio.Future[None] | None = None
 
+    def cached(self, announcing: bool = True) -> tuple[int, ...] | None:
+        """The counts when still fresh (no await: the path of every add), else ``None``."""
+        return self.counts if self._fresh(announcing) else None
+
     def _fresh(self, announcing: bool) -> bool:
         now = time.monotonic()
         if not self.counts or now - self.read_at >= REFRESH_SECONDS:

@@ -54,7 +54,10 @@ async def layouts(shadow: Router, announcing: bool = True) -> tuple[int, ...]:
     """The shard counts in use, this shadow's first (``announcing``: this shadow writes
     work, so its count is recorded)."""
     layout = shadow.link().layout
-    return await layout.current(shadow.client, shadow.keys, shadow.shards, announcing)
+    counts = layout.cached(announcing)
+    if counts is None:
+        counts = await layout.current(shadow.client, shadow.keys, shadow.shards, announcing)
+    return counts
 
 
 def plan_of(shadow: Router, function: str) -> Routed | None:
@@ -92,6 +95,11 @@ def held(shadow: Router, key: str) -> int | None:
 
 async def route(shadow: Router, key: str, plan: Routed | bool | None) -> int:
     """The shard a write of ``key`` (a task with ``plan``) goes to."""
+    if (shard := held(shadow, key)) is not None:
+        return shard
+    counts = await layouts(shadow)
+    if len(counts) == 1 or needs_home(plan):  # every add outside a change of the count
+        return shard_for(shadow.shards, key, plan)
     return (await route_many(shadow, [key], [plan]))[0]
 
 
