@@ -6,12 +6,22 @@ shard. While two shard counts are recorded, a key added under the old one is fou
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shadows import Agenda, ConcurrencyLimit, Debounce, Progress, Retry, Shadow, Worker
+from shadows import (
+    Agenda,
+    ConcurrencyLimit,
+    Debounce,
+    ExecutionCancelled,
+    Progress,
+    Retry,
+    Shadow,
+    Worker,
+)
 from shadows.core.keys import Keys, shard_of
 from shadows.core.layout import read_layouts
 from shadows.testing import assert_no_tasks, assert_task_count, assert_task_scheduled
@@ -296,3 +306,31 @@ async def test_results_debounces_and_agendas_with_shards(sharded: Shadow) -> Non
     assert len(scattered) == 9
     for i in range(9):
         assert await where(sharded, f"agenda-{i}") == [shard_of(f"agenda-{i}", SHARDS)]
+
+
+async def test_cancelling_a_task_running_outside_shard_0_stops_it(sharded: Shadow) -> None:
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+        finished.append("no")
+
+    sharded.register(forever)
+    key = key_in(2, "forever")
+    execution = await sharded.add(forever, key=key)()
+    async with Worker(sharded) as worker:
+        running = asyncio.create_task(worker.run_until_finished())
+        await asyncio.wait_for(started.wait(), 10)
+        assert await sharded.task_state(key) == "running"
+        feed = await sharded.client.xlen(sharded.keys.strikes)
+        assert await sharded.cancel(key)
+        # the mark in the shard's record, the wake-up on the home feed
+        assert await sharded.client.xlen(sharded.keys.strikes) == feed + 1
+        with pytest.raises(ExecutionCancelled):
+            await execution.get_result(timeout=5)
+        await asyncio.wait_for(running, 10)
+    assert finished == []
+    assert await sharded.task_state(key) == "cancelled"
+    assert await where(sharded, key) == [2]
