@@ -5,14 +5,16 @@ script stays inside one slot (the cluster refuses cross-slot scripts)."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from conftest import wait_for
 from processes import spawn_worker
 from redis_topologies import Cluster, query
-from shadows import Shadow
+from shadows import ConcurrencyLimit, Perpetual, Shadow, Worker
 from shadows.core.keys import WORKER_GROUP, Keys
 from test_shards_worker import SHARDS, add_on, key_in
 from worker_tasks import read_records, record_and_sleep
@@ -107,3 +109,54 @@ def _started(runs: Path, label: str) -> bool:
 
 def _ended(runs: Path, label: str) -> bool:
     return any(r[:2] == ["end", label] for r in read_records(runs))
+
+
+async def test_moves_between_shards_on_a_cluster(redis_cluster: Cluster) -> None:
+    """The two steps that cross shards, each inside one slot: a concurrency-limited task
+    left on shard 1 is moved home and runs once; after a shrink to one shard, a perpetual
+    chain in shard 2 goes on in shard 0."""
+    name = spread_name(redis_cluster)
+    ran: list[str] = []
+
+    async def limited(
+        customer: str, limit: ConcurrencyLimit = ConcurrencyLimit("customer", max_concurrent=1)
+    ) -> None:
+        ran.append(customer)
+
+    async def plain(customer: str) -> None:
+        raise AssertionError("not run")
+
+    async def ticking(perpetual: Perpetual = Perpetual(every=timedelta(milliseconds=10))) -> None:
+        ran.append("tick")
+
+    plain.__name__ = plain.__qualname__ = "limited"
+    try:
+        async with Shadow(name=name, url=redis_cluster.url, shards=SHARDS) as old:
+            old.register(plain)
+            old.register(ticking)
+            key = await add_on(old, 1, plain, "c1")
+            chain = await add_on(old, 2, ticking)
+        async with Shadow(name=name, url=redis_cluster.url, shards=1) as new:
+            new.register(limited)
+            new.register(ticking)
+            async with Worker(new) as worker:
+                await asyncio.wait_for(worker.run_at_most({chain: 3}), 30)
+            assert sorted(ran) == ["c1", "tick", "tick", "tick"]
+            client = new.client
+            assert await client.hget(Keys(name, 0).run(key), "state") == b"completed"
+            assert not await client.exists(Keys(name, 1).run(key))
+            assert await client.exists(Keys(name, 0).run(chain))
+            for shard in (1, 2):
+                assert await drained_shard(new, shard)
+    finally:
+        for shard in range(SHARDS):
+            master = redis_cluster.master_for(Keys(name, shard).stream)
+            found = keys_on(master.port, Keys(name, shard).prefix)
+            if found:
+                query(master.port, "DEL", *found)
+
+
+async def drained_shard(shadow: Shadow, shard: int) -> bool:
+    keys = Keys(shadow.name, shard)
+    client = shadow.client
+    return not (await client.xlen(keys.stream) or await client.zcard(keys.queue))
