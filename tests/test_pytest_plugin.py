@@ -67,3 +67,38 @@ def test_the_fixtures_isolate_the_application_shadow(
         for name in names:
             assert list(client.scan_iter(match=f"{{{name}}}:*")) == []
         client.close()
+
+
+SHARDED_TESTS = """
+from datetime import UTC, datetime, timedelta
+
+from app import send_welcome_email, shadow
+
+async def test_tasks_left_in_every_shard(isolated_shadow):
+    with open("names.txt", "a") as names:
+        names.write(isolated_shadow.name + "\\n")
+    assert isolated_shadow.shards == 3
+    later = datetime.now(UTC) + timedelta(hours=1)
+    for n in range(12):
+        await send_welcome_email.options(when=later).schedule(n, "later")
+        await send_welcome_email.options(key=f"now-{n}").schedule(n, "now")
+"""
+
+
+def test_the_cleanup_covers_every_shard(
+    pytester: pytest.Pytester, request: pytest.FixtureRequest
+) -> None:
+    """Issue 14: with shards = 3, the keys a test leaves in each shard's prefix are gone."""
+    pytester.makefile(
+        ".toml", shadows='name = "app"\nurl = "memory://app"\ntasks = ["app"]\nshards = 3\n'
+    )
+    pytester.makepyfile(app=APP, test_app=SHARDED_TESTS)
+    url = request.getfixturevalue("redis_url")
+    result = pytester.runpytest_subprocess("-o", "asyncio_mode=auto", "--shadows-url", url)
+    result.assert_outcomes(passed=1)
+    [name] = (pytester.path / "names.txt").read_text().split()
+    client = Redis.from_url(url)
+    for shard in range(3):
+        prefix = f"{{{name}}}:" if shard == 0 else f"{{{name}|{shard}}}:shard:"
+        assert list(client.scan_iter(match=f"{prefix}*")) == [], prefix
+    client.close()
