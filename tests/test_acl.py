@@ -5,6 +5,7 @@ refusal, and what the role must not do is refused."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from acl_roles import NAME, ok, prepare, prepare_reader, producer, reader, worker
 from redis_server import RedisProcess
-from shadows import Shadow, Worker
+from shadows import ConcurrencyLimit, Perpetual, Shadow, Worker
+from test_shards_worker import add_on, key_in
 
 ROLES = ("producer", "worker", "reader")
 
@@ -112,3 +114,64 @@ async def test_the_worker_user_runs_the_operator_commands(
         assert await shadow.retry_failed("broken") == "queued"
         assert await shadow.clear() >= 1
         assert await shadow.purge_failed() >= 0
+
+
+@pytest.fixture(scope="module")
+def sharded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """The documented users with the shard keys and channels docs/least-privilege.md adds
+    for a shadow spread over several shards."""
+    acl = tmp_path_factory.mktemp("acl-sharded") / "users.acl"
+    users = "\n".join(
+        line.replace(" ~{orders}:*", " ~{orders}:* ~{orders|*}:shard:*")
+        .replace("%R~{orders}:*", "%R~{orders}:* %R~{orders|*}:shard:*")
+        .replace("&{orders}:*", "&{orders}:* &{orders|*}:shard:*")
+        for line in documented(Path(__file__).parent.parent).values()
+    )
+    acl.write_text(f"user default off\nuser admin on >admin-pw ~* &* +@all\n{users}\n")
+    with RedisProcess(extra_args=["--aclfile", str(acl)]) as process:
+        yield process
+
+
+async def test_the_worker_user_serves_every_shard(sharded_server: RedisProcess) -> None:
+    """A worker of one shard count reading a shadow spread over 3 (the layout record):
+    plain tasks on every shard, a concurrency-limited task left on shard 1 moved home, a
+    perpetual chain in shard 2 moved to its shard under the worker's count."""
+    ran: list[str] = []
+
+    async def note(label: str) -> None:
+        ran.append(label)
+
+    async def limited(
+        customer: str, limit: ConcurrencyLimit = ConcurrencyLimit("customer", max_concurrent=1)
+    ) -> None:
+        ran.append(f"limited {customer}")
+
+    async def plain(customer: str) -> None:
+        raise AssertionError("not run")
+
+    async def ticking(perpetual: Perpetual = Perpetual(every=timedelta(milliseconds=10))) -> None:
+        ran.append("tick")
+
+    plain.__name__ = plain.__qualname__ = "limited"
+    client = admin(sharded_server)
+    client.acl_log_reset()
+    try:
+        async with Shadow(name=NAME, url=url(sharded_server, "admin"), shards=3) as old:
+            for function in (note, plain, ticking):
+                old.register(function)
+            for shard in range(3):
+                await add_on(old, shard, note, f"s{shard}", key=key_in(shard, "n"))
+            await add_on(old, 1, plain, "c1")
+            chain = await add_on(old, 2, ticking)
+        worker_url = url(sharded_server, f"{NAME}-worker")
+        async with Shadow(name=NAME, url=worker_url, shards=1) as shadow:
+            for function in (note, limited, ticking):
+                shadow.register(function)
+            async with Worker(shadow, name="w1") as running:
+                await running.run_at_most({chain: 3})
+        assert sorted(ran) == ["limited c1", "s0", "s1", "s2", "tick", "tick", "tick"]
+        refusals = [entry for entry in client.acl_log() if entry["username"] != "admin"]
+        assert refusals == [], "the documented ACL lacks what a sharded worker used"
+    finally:
+        client.flushall()
+        client.close()
