@@ -61,6 +61,9 @@ async def test_shards_shows_counts_and_work_and_forgets_an_old_count_once_empty(
     status, out, _ = cli(sharded, "shards")
     assert status == 0 and "Shard counts recorded" in out and "3 (announced" in out
     assert Keys(sharded.name, 2).prefix in out
+    # A CLI with the default count (1) still sees every shard the layout records.
+    status, out, _ = cli(sharded, "snapshot", "--json")
+    assert status == 0 and json.loads(out)["total_tasks"] == 13
 
     # Shrinking to one shard: record 1 first; 3 cannot be forgotten while announced...
     status, out, _ = cli(sharded, "shards", "record", "1")
