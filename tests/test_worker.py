@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis.exceptions
 
 from conftest import wait_for
 from shadows import Retry, Shadow, Worker
@@ -473,6 +474,40 @@ async def test_a_long_task_keeps_its_claim_and_runs_once(shadow: Shadow) -> None
     ):
         await asyncio.gather(busy.run_until_finished(), idle.run_until_finished())
     assert runs == ["run"]
+
+
+async def test_renewals_that_miss_redis_are_tried_again_at_the_next_check(
+    shadow: Shadow, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two renewals in a row find Redis gone (refused, as while it restarts), then it is
+    back. Retried at the next check (0.1 x the timeout), the claim is confirmed again
+    long before the fencing limit (0.7 x); retried only at the next regular renewal
+    (0.25 x, tick-rounded to 0.3 x), two misses alone left it unconfirmed for 0.9 x and
+    the task was cancelled and run again (seen with Redis restarting every 1.2 s)."""
+    runs: list[str] = []
+
+    async def long_running() -> None:
+        runs.append("run")
+        await asyncio.sleep(2.0)
+
+    original, calls = shadow.scripts.renew, 0
+
+    async def renew_refused_twice(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise redis.exceptions.ConnectionError("Error 111 connecting: Connection refused")
+        return await original(**kwargs)
+
+    shadow.scripts.renew = renew_refused_twice  # type: ignore[method-assign]
+    await shadow.add(long_running)()
+    with caplog.at_level(logging.WARNING, logger="shadows"):
+        async with Worker(shadow, redelivery_timeout=timedelta(seconds=1.5)) as worker:
+            await asyncio.wait_for(worker.run_until_finished(), 30)
+    assert runs == ["run"]
+    assert calls > 2
+    assert caplog.text.count("Could not renew the claims of 1 task(s)") == 2
+    assert "could not be renewed in time" not in caplog.text
 
 
 async def test_a_task_whose_claim_is_taken_is_cancelled_and_not_acknowledged(

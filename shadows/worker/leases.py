@@ -3,10 +3,13 @@
 A worker owns a message while it sits in its pending list and has been touched within the
 redelivery timeout; after that, any other worker may claim it (XAUTOCLAIM). This loop
 renews the claims of running messages every quarter of the timeout (and extends the
-leases of their concurrency slots). A task whose claim could not be confirmed for 70% of
-the timeout (Redis unreachable, say) is cancelled locally, before any other worker may
-claim its message at 100%: two runs of one message never overlap because a worker lost
-touch. A task whose message another worker has claimed is cancelled at once.
+leases of their concurrency slots); a renewal that could not reach Redis is tried again
+at the next check (a tenth of the timeout), not a quarter later: brief outages that each
+swallow one renewal (Redis restarting) must not add up to the fencing limit. A task whose
+claim could not be confirmed for 70% of the timeout (Redis unreachable, say) is cancelled
+locally, before any other worker may claim its message at 100%: two runs of one message
+never overlap because a worker lost touch. A task whose message another worker has
+claimed is cancelled at once.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class Leases:
         #: When each running message's claim was last confirmed (monotonic, send time),
         #: by :attr:`Message.ref`.
         self.confirmed: dict[str, float] = {}
+        #: The last renewal could not reach Redis: the next one is due at the next check.
+        self.unreached = False
 
     def track(self, message_id: str, since: float) -> None:
         self.confirmed[message_id] = since
@@ -69,7 +74,7 @@ class Leases:
                 for message_id, confirmed in list(self.confirmed.items()):
                     if now - confirmed > limit:
                         self._lose(message_id, "its claim could not be renewed in time")
-                due = now - last_renewal >= renew_every
+                due = now - last_renewal >= (tick if self.unreached else renew_every)
                 if due and self.confirmed and (renewal is None or renewal.done()):
                     last_renewal = now
                     renewal = asyncio.create_task(self._renew(list(self.confirmed)))
@@ -81,6 +86,7 @@ class Leases:
         by_shard: dict[int, list[str]] = {}
         for ref in refs:
             by_shard.setdefault(split_ref(ref)[0], []).append(ref)
+        self.unreached = False
         for shard, some in sorted(by_shard.items()):
             await self._renew_shard(shard, some)
 
@@ -104,6 +110,7 @@ class Leases:
         try:
             lost = await view.scripts.renew(keys=script_keys, args=args)
         except CONNECTION_ERRORS as error:
+            self.unreached = True
             logger.warning("Could not renew the claims of %d task(s): %s", len(refs), error)
             return
         lost_refs = {ref_of(shard, entry_id(message_id)) for message_id in lost}
