@@ -1,10 +1,15 @@
-"""The ``shadows`` command, run as a subprocess."""
+"""The ``shadows`` command, run as a subprocess (and, where only its output is checked,
+in-process: see :func:`shadows_cli_in_process`)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,66 @@ def shadows_cli(
         env=environment,
         cwd=TESTS,
         timeout=timeout,
+    )
+
+
+def shadows_cli_in_process(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``shadows ARGS`` through :func:`shadows.cli.main` in this process, with the
+    environment, directory and captured output that :func:`shadows_cli` gives a subprocess.
+
+    For tests of what a command prints and returns, where the process is not what is
+    tested: each subprocess costs a Python start and the import of shadows (about a second
+    of CPU). ``python -m shadows`` itself, signals and worker processes keep their
+    subprocess tests. The command runs on a thread of its own (it calls ``asyncio.run``,
+    and async tests call this from their loop, which waits as it would on a subprocess);
+    the root logger starts bare, as in a new process, and what the command sets up on it
+    is undone afterwards (the worker command replaces its handlers)."""
+    from shadows.cli import main
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SHADOW_")}
+    environment["PYTHONPATH"] = str(TESTS)
+    environment.update(env or {})
+    out, err = io.StringIO(), io.StringIO()
+    outcome: list[BaseException | None] = []
+
+    def command() -> None:
+        try:
+            main(list(args))
+        except BaseException as ended:  # SystemExit carries the status
+            outcome.append(ended)
+
+    saved_environ, saved_cwd = dict(os.environ), os.getcwd()
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    try:
+        os.environ.clear()
+        os.environ.update(environment)
+        os.chdir(TESTS)
+        # As in a new process: no handlers (warnings reach stderr through logging's last
+        # resort, which writes to the redirected sys.stderr), level WARNING.
+        root.handlers[:] = []
+        root.setLevel(logging.WARNING)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            thread = threading.Thread(target=command, name="shadows-cli", daemon=True)
+            thread.start()
+            thread.join(timeout)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        os.chdir(saved_cwd)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    if thread.is_alive():
+        raise subprocess.TimeoutExpired(["shadows", *args], timeout, out.getvalue())
+    ended = outcome[0] if outcome else None
+    if ended is not None and not isinstance(ended, SystemExit):
+        raise ended
+    status = ended.code if isinstance(ended, SystemExit) else 0
+    code = status if isinstance(status, int) else (0 if status is None else 1)
+    return subprocess.CompletedProcess(
+        ["shadows", *args], code, stdout=out.getvalue(), stderr=err.getvalue()
     )
 
 
@@ -95,7 +160,7 @@ def test_worker_help_names_every_environment_variable() -> None:
 def test_bad_input_is_one_clear_line(
     args: list[str], env: dict[str, str], fragments: list[str]
 ) -> None:
-    result = shadows_cli("worker", "--tasks", "worker_tasks:tasks", *args, env=env)
+    result = shadows_cli_in_process("worker", "--tasks", "worker_tasks:tasks", *args, env=env)
     assert_one_line_error(result, *fragments)
     assert result.returncode == 2  # a configuration mistake
 

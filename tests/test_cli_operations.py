@@ -22,7 +22,7 @@ from shadows.cli import app
 from shadows.cli.reference import render
 from shadows.core.connection import redact_url
 from shadows.settings.sources import COMMAND_VARIABLES, CONFIG_VARIABLE, setting_variables
-from test_cli import assert_one_line_error, shadows_cli
+from test_cli import assert_one_line_error, shadows_cli, shadows_cli_in_process
 from worker_tasks import pay, record_and_sleep
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -39,8 +39,8 @@ async def shadow(redis_url: str, shadow_name: str) -> AsyncIterator[Shadow]:
 def run(
     shadow: Shadow, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``shadows ARGS --url ... --shadows ...`` for the test's shadow."""
-    return shadows_cli(
+    """``shadows ARGS --url ... --shadows ...`` for the test's shadow (in-process)."""
+    return shadows_cli_in_process(
         *args, "--url", shadow.url, "--shadows", shadow.name, env={**WIDE, **(env or {})}
     )
 
@@ -294,13 +294,13 @@ async def test_clear_asks_for_confirmation_then_removes_queued_work(shadow: Shad
 
 async def test_options_read_their_environment_variables(shadow: Shadow) -> None:
     base = {"SHADOW_URL": shadow.url, "SHADOW_NAME": shadow.name}
-    added = shadows_cli(
+    added = shadows_cli_in_process(
         "tasks", "trace", "from env",
         env={**base, "SHADOW_TASK_KEY": "env-key", "SHADOW_TASK_IN": "10m"},
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert "[key=env-key, scheduled in 10m 00s]" in added.stdout
-    when = shadows_cli(
+    when = shadows_cli_in_process(
         "tasks", "sleep", "1",
         env={**base, "SHADOW_TASK_KEY": "env-when", "SHADOW_TASK_WHEN": "2031-02-03T04:05Z"},
     )  # fmt: skip
@@ -308,7 +308,7 @@ async def test_options_read_their_environment_variables(shadow: Shadow) -> None:
     await shadow.add("trace")("now")
 
     document = json.loads(
-        shadows_cli(
+        shadows_cli_in_process(
             "snapshot", env={**base, "SHADOW_JSON": "1", "SHADOW_SNAPSHOT_LIMIT": "1"}
         ).stdout
     )
@@ -319,7 +319,9 @@ async def test_options_read_their_environment_variables(shadow: Shadow) -> None:
     assert [t.key for t in snapshot.future][1:] == ["env-key", "env-when"]
     assert snapshot.future[2].when == datetime(2031, 2, 3, 4, 5, tzinfo=UTC)
 
-    workers = json.loads(shadows_cli("workers", "ls", env={**base, "SHADOW_JSON": "true"}).stdout)
+    workers = json.loads(
+        shadows_cli_in_process("workers", "ls", env={**base, "SHADOW_JSON": "true"}).stdout
+    )
     assert workers == {"shadow": shadow.name, "workers": []}
 
 
@@ -371,7 +373,7 @@ def test_every_option_has_an_environment_variable_named_in_its_help(
     path: list[str], command: Any
 ) -> None:
     options = [p for p in command.params if p.param_type_name == "option"]
-    result = shadows_cli(*path, "--help")
+    result = shadows_cli_in_process(*path, "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     settings = set(setting_variables()) | {CONFIG_VARIABLE}
@@ -441,12 +443,12 @@ def _all_commands() -> list[tuple[list[str], Any]]:
 def test_bad_input_is_one_clear_line(
     args: list[str], env: dict[str, str], fragments: list[str]
 ) -> None:
-    assert_one_line_error(shadows_cli(*args, env=env), *fragments)
+    assert_one_line_error(shadows_cli_in_process(*args, env=env), *fragments)
 
 
 @pytest.mark.parametrize("group", ["workers", "tasks"])
 def test_a_group_without_a_command_prints_its_help(group: str) -> None:
-    result = shadows_cli(group)
+    result = shadows_cli_in_process(group)
     assert result.returncode == 0
     assert f"Usage: shadows {group} [OPTIONS] COMMAND [ARGS]..." in result.stdout
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +15,7 @@ from shadows import Retry, Shadow, Worker
 from shadows.core.execution import now_ms
 from shadows.core.keys import WORKER_GROUP
 from shadows.worker.reader import entries_of
+from test_cli import shadows_cli_in_process
 from worker_tasks import pay, read_records, record_and_sleep
 
 TESTS = Path(__file__).parent
@@ -152,16 +151,7 @@ async def test_a_message_that_keeps_killing_workers_becomes_poison(shadow: Shado
 
 
 def shadows_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SHADOW_")}
-    environment.update(env, PYTHONPATH=str(TESTS), COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-m", "shadows", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=TESTS,
-        timeout=60,
-    )
+    return shadows_cli_in_process(*args, env={**env, "COLUMNS": "200"})
 
 
 async def test_the_failed_commands(redis_url: str, shadow_name: str, tmp_path: Path) -> None:

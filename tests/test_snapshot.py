@@ -177,26 +177,26 @@ async def test_a_snapshot_of_100000_future_tasks_is_whole_and_in_order(
     async with Shadow(name=shadow_name, url=redis_url) as shadow:
         try:
             await _fill_future(shadow, 100_000)
-            # The best of a few runs: the figure is about the snapshot, not about what
-            # else the machine runs meanwhile.
-            timings: dict[bool, list[float]] = {False: [], True: []}
-            for arguments in (False, True, False, True, False):
+            timings: dict[bool, float] = {}
+            snapshots = {}
+            for arguments in (False, True):
                 begun = time.perf_counter()
-                snapshot = await shadow.snapshot(arguments=arguments)
-                timings[arguments].append(time.perf_counter() - begun)
-                assert snapshot.total_tasks == 100_000
-            light, full = min(timings[False]), min(timings[True])
+                snapshots[arguments] = await shadow.snapshot(arguments=arguments)
+                timings[arguments] = time.perf_counter() - begun
+                assert snapshots[arguments].total_tasks == 100_000
             print(
-                f"\nsnapshot of 100,000 future tasks: best {light:.3f} s of "
-                f"{', '.join(f'{t:.3f}' for t in timings[False])}; "
-                f"with arguments=True: best {full:.3f} s"
+                f"\nsnapshot of 100,000 future tasks: {timings[False]:.3f} s; "
+                f"with arguments=True: {timings[True]:.3f} s"
             )
-            # The figure is printed for the log; speed is the benchmark suite's business,
-            # not a timed assertion that fails on a busy machine.
-            assert snapshot.future[0].key == "bulk-0"
-            assert snapshot.future[-1].key == "bulk-99999"
-            first = (await shadow.snapshot(arguments=True)).future[0]
-            assert first.args == ("payload",)
+            # The figures are printed for the log; speed is the benchmark suite's business
+            # (scripts/benchmarks/dashboard.py), not a timed assertion that fails on a busy
+            # machine.
+            for snapshot in snapshots.values():
+                assert snapshot.future[0].key == "bulk-0"
+                assert snapshot.future[-1].key == "bulk-99999"
+                keys = [task.key for task in snapshot.future]
+                assert len(set(keys)) == 100_000
+            assert snapshots[True].future[0].args == ("payload",)
         finally:
             await shadow.clear()
 

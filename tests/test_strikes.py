@@ -37,7 +37,7 @@ from shadows.operations.strikes import (
     parse_operator,
     parse_value,
 )
-from test_cli import assert_one_line_error, shadows_cli
+from test_cli import assert_one_line_error, shadows_cli_in_process
 from worker_tasks import read_records, record_and_sleep
 
 PAYLOADS = Payloads(PickleCodec())
@@ -717,10 +717,10 @@ async def test_strikes_work_for_the_acl_user_the_production_guide_documents(
 
 async def test_cli_strike_list_and_restore(redis_url: str, shadow_name: str) -> None:
     env = {"SHADOW_URL": redis_url, "SHADOW_NAME": shadow_name}
-    result = shadows_cli("strike", "charge", "customer", "==", "42", env=env)
+    result = shadows_cli_in_process("strike", "charge", "customer", "==", "42", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"Struck charge(customer == 42) on shadow '{shadow_name}'"
-    result = shadows_cli("strike", "charge", "customer", "==", "42", env=env)
+    result = shadows_cli_in_process("strike", "charge", "customer", "==", "42", env=env)
     assert (
         result.stdout.strip() == f"Already struck: charge(customer == 42) on shadow '{shadow_name}'"
     )
@@ -730,7 +730,7 @@ async def test_cli_strike_list_and_restore(redis_url: str, shadow_name: str) -> 
         ["strike", "*", "region", "!=", "eu-west"],
         ["strike", "refund"],
     ):
-        result = shadows_cli(*args, "--url", redis_url, "--shadows", shadow_name)
+        result = shadows_cli_in_process(*args, "--url", redis_url, "--shadows", shadow_name)
         assert result.returncode == 0, result.stderr
 
     async with Shadow(name=shadow_name, url=redis_url) as shadow:
@@ -744,14 +744,14 @@ async def test_cli_strike_list_and_restore(redis_url: str, shadow_name: str) -> 
         ]
         assert [type(s.value) for s in listed[:2]] == [int, str]
 
-        result = shadows_cli("strikes", env=env)
+        result = shadows_cli_in_process("strikes", env=env)
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
         assert lines[0] == f"5 strikes in effect on shadow '{shadow_name}':"
         assert [line.split("  since ")[0].strip() for line in lines[1:]] == [str(s) for s in listed]
         assert all(" UTC" in line for line in lines[1:])
 
-        result = shadows_cli("strikes", "--json", env=env)
+        result = shadows_cli_in_process("strikes", "--json", env=env)
         assert result.returncode == 0, result.stderr
         document = json.loads(result.stdout)
         assert document[0] == {
@@ -769,20 +769,20 @@ async def test_cli_strike_list_and_restore(redis_url: str, shadow_name: str) -> 
             ["--all", "amount", "gt", "-5"],
             ["refund"],
         ):
-            result = shadows_cli("restore", *args, env=env)
+            result = shadows_cli_in_process("restore", *args, env=env)
             assert result.returncode == 0, result.stderr
             assert result.stdout.startswith("Restored ")
         assert [str(s) for s in await shadow.strikes()] == [
             "charge(customer == '42')",
             "*(region != 'eu-west')",
         ]
-        result = shadows_cli("restore", "refund", env=env)
+        result = shadows_cli_in_process("restore", "refund", env=env)
         assert_one_line_error(result, "no strike refund is in effect", shadow_name)
         for args in (["charge", "customer", "==", '"42"'], ["*", "region", "ne", "eu-west"]):
-            assert shadows_cli("restore", *args, env=env).returncode == 0
-        result = shadows_cli("strikes", env=env)
+            assert shadows_cli_in_process("restore", *args, env=env).returncode == 0
+        result = shadows_cli_in_process("strikes", env=env)
         assert result.stdout.strip() == f"No strikes in effect on shadow '{shadow_name}'"
-        assert json.loads(shadows_cli("strikes", "--json", env=env).stdout) == []
+        assert json.loads(shadows_cli_in_process("strikes", "--json", env=env).stdout) == []
 
 
 async def test_cli_lists_and_restores_a_value_only_the_codec_can_store(
@@ -792,11 +792,11 @@ async def test_cli_lists_and_restores_a_value_only_the_codec_can_store(
     cutoff = datetime(2024, 1, 1, tzinfo=UTC)
     async with Shadow(name=shadow_name, url=redis_url) as shadow:
         await shadow.strike("expire", "until", "<", cutoff)
-        listed = shadows_cli("strikes", env=env).stdout.splitlines()[1]
+        listed = shadows_cli_in_process("strikes", env=env).stdout.splitlines()[1]
         assert listed.strip().startswith(f"expire(until < {cutoff!r})")
-        document = json.loads(shadows_cli("strikes", "--json", env=env).stdout)
+        document = json.loads(shadows_cli_in_process("strikes", "--json", env=env).stdout)
         assert document[0]["value"] is None and document[0]["value_repr"] == repr(cutoff)
-        result = shadows_cli("restore", "expire", "until", "<", repr(cutoff), env=env)
+        result = shadows_cli_in_process("restore", "expire", "until", "<", repr(cutoff), env=env)
         assert result.returncode == 0, result.stderr
         assert await shadow.strikes() == []
         # A plain string value is not a stand-in for anything else.
@@ -823,11 +823,11 @@ async def test_cli_lists_and_restores_a_value_only_the_codec_can_store(
     ],
 )
 def test_cli_bad_input_is_one_clear_line(args: list[str], fragments: list[str]) -> None:
-    assert_one_line_error(shadows_cli(*args), *fragments)
+    assert_one_line_error(shadows_cli_in_process(*args), *fragments)
 
 
 def test_cli_reads_the_url_from_the_environment() -> None:
-    result = shadows_cli("strikes", env={"SHADOW_URL": "redis://127.0.0.1:1/0"})
+    result = shadows_cli_in_process("strikes", env={"SHADOW_URL": "redis://127.0.0.1:1/0"})
     assert_one_line_error(result, "cannot reach Redis")
 
 
@@ -846,7 +846,9 @@ async def test_a_strike_from_the_cli_reaches_a_running_worker_process(
             await shadow.add(record_and_sleep)(str(runs), "warm-up", 0)
             await wait_for(lambda: records_of(runs, "end") == ["warm-up"], 30, "the worker")
 
-            result = shadows_cli("strike", "record_and_sleep", "label", "==", "bad", env=env)
+            result = shadows_cli_in_process(
+                "strike", "record_and_sleep", "label", "==", "bad", env=env
+            )
             assert result.returncode == 0, result.stderr
             await wait_for(
                 lambda: "Strike in effect: record_and_sleep(label == 'bad')" in log.read_text(),
@@ -861,7 +863,9 @@ async def test_a_strike_from_the_cli_reaches_a_running_worker_process(
             assert "bad" not in records_of(runs, "start")
             assert "stricken by record_and_sleep(label == 'bad'), not run" in log.read_text()
 
-            result = shadows_cli("restore", "record_and_sleep", "label", "==", "bad", env=env)
+            result = shadows_cli_in_process(
+                "restore", "record_and_sleep", "label", "==", "bad", env=env
+            )
             assert result.returncode == 0, result.stderr
             await wait_for(
                 lambda: "Strike restored: record_and_sleep(label == 'bad')" in log.read_text(),
