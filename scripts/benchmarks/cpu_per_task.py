@@ -6,13 +6,14 @@
 Wall-clock throughput on a shared machine swings with the load; CPU time per task swings
 much less. Each round runs one version in a fresh process: it adds the tasks one by one
 (the process's CPU time over the adds is the producer's cost), then one worker drains
-them at concurrency 10 in the same process (its CPU over the drain is the worker's
-cost). The Redis server's CPU (INFO cpu) and its command counters (INFO commandstats,
-commands run inside scripts included) are read around each phase. Rounds alternate
-between the versions so that a change in load hits all of them; the table prints
-medians and the load average seen during the run. The worker's CPU per task still
-depends on how many messages each read returns (fewer per batch under load costs more
-per task), so compare medians of several rounds, never one.
+them at concurrency 10 in the same process (its CPU over the drain is the worker's cost,
+its wall time the drain rate). The Redis server's CPU (INFO cpu) and its command
+counters (INFO commandstats, commands run inside scripts included) are read around each
+phase. Rounds alternate between the versions so that a change in load hits all of them;
+the table prints medians, each version's range over its rounds, and the load average
+seen during the run. The worker's CPU per task still depends on how many messages each
+read returns (fewer per batch under load costs more per task), so compare medians of
+several rounds, never one.
 """
 
 from __future__ import annotations
@@ -73,10 +74,11 @@ async def one_round(url: str, tasks: int) -> dict[str, float]:
 
         async with Worker(shadow, concurrency=10) as worker:
             redis_before, calls_before = await redis_counters(client)
-            cpu_before = time.process_time()
+            cpu_before, wall_before = time.process_time(), time.perf_counter()
             await worker.run_until_finished()
-            cpu_after = time.process_time()
+            cpu_after, wall_after = time.process_time(), time.perf_counter()
             redis_after, calls_after = await redis_counters(client)
+        result["drain_per_s"] = tasks / (wall_after - wall_before)
         result["drain_worker_us"] = (cpu_after - cpu_before) / tasks * 1e6
         result["drain_redis_us"] = (redis_after - redis_before) / tasks * 1e6
         result["drain_commands"] = (calls_after - calls_before) / tasks
@@ -153,6 +155,7 @@ def orchestrate(arguments: argparse.Namespace) -> None:
         "add_client_us": "add: producer CPU us/task",
         "add_redis_us": "add: Redis CPU us/task",
         "add_commands": "add: Redis commands/task",
+        "drain_per_s": "drain c10: tasks/s (wall)",
         "drain_worker_us": "drain c10: worker CPU us/task",
         "drain_redis_us": "drain c10: Redis CPU us/task",
         "drain_commands": "drain c10: Redis commands/task",
@@ -160,9 +163,13 @@ def orchestrate(arguments: argparse.Namespace) -> None:
     for key, name in names.items():
         medians = {label: statistics.median(r[key] for r in rows[label]) for label in versions}
         cells = "".join(f"{value:>10.2f}" for value in medians.values())
+        spread = "  ".join(
+            f"{min(r[key] for r in rows[label]):.1f}-{max(r[key] for r in rows[label]):.1f}"
+            for label in versions
+        )
         base = medians[first]
         shares = "".join(f"{medians[label] / base:>14.3f}" for label in list(versions)[1:])
-        print(f"{name:<34}{cells}{shares}")
+        print(f"{name:<34}{cells}{shares}   (range {spread})")
 
 
 if __name__ == "__main__":
