@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from conftest import wait_for
 from shadows import ConcurrencyLimit, CurrentShadow, Perpetual, Retry, Shadow, Worker
@@ -451,3 +452,34 @@ async def test_follow_ups_move_to_their_keys_shard_under_the_workers_count(
     assert await client.hget(home.run(retried), "attempt") == b"2"
     assert await client.hget(home.run(chain), "state") is not None
     assert await client.hget(old.run(chain), "state") == b"completed"
+
+
+async def test_one_blocking_read_of_every_shard_keeps_the_surplus_pending(
+    sharded: Shadow,
+) -> None:
+    """On one server an idle worker blocks with one XREADGROUP of every shard's stream;
+    what a second shard delivered in the same reply is not lost: it waits in the
+    consumer's pending list and the next read takes it back."""
+
+    async def note(label: str) -> None:
+        pass
+
+    if isinstance(sharded.client, RedisCluster):
+        pytest.skip("a cluster blocks with one read per shard (test_shards_cluster.py)")
+    sharded.register(note)
+    worker = Worker(sharded)
+    reader = worker._reader
+    await reader.shards.announce()
+    for shard in (1, 2):
+        await add_on(sharded, shard, note, f"s{shard}", key=key_in(shard, f"s{shard}"))
+    readers = [reader.reader(shard) for shard in range(SHARDS)]
+    for one in readers:
+        one.recover = False
+    entries, origin, shard = await reader._block_together(readers, 10, asyncio.Event())
+    assert (len(entries), origin, shard) == (1, "fresh", 1)
+    assert readers[2].recover and not readers[1].recover
+    again, origin, shard = await reader.next(10, set(), False, asyncio.Event())
+    assert (len(again), origin, shard) == (1, "held", 2)
+    pending = await sharded.client.xpending(Keys(sharded.name, 2).stream, WORKER_GROUP)
+    assert pending["pending"] == 1
+    await reader.close()

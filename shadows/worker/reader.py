@@ -6,8 +6,9 @@
 2. Messages other consumers left unacknowledged: at once when their worker's heartbeat
    lapsed (:mod:`takeover`), else after the redelivery timeout (XAUTOCLAIM).
 3. New messages (XREADGROUP ``>``), without blocking; once every shard came back empty,
-   a blocking read on every shard's stream (one each: on a cluster they may live on
-   different nodes), the first to return waking the others with ``CLIENT UNBLOCK``.
+   a blocking read: on one server one XREADGROUP of every shard's stream; on a cluster
+   one per shard (they may live on different nodes, and one command cannot name keys of
+   several slots), the first to return waking the others with ``CLIENT UNBLOCK``.
 
 A batch always comes from one shard (:data:`Batch`): the START, COMPLETE and RELEASE
 calls of its messages then touch one hash tag. Each read starts at the next shard in
@@ -24,6 +25,8 @@ import logging
 from collections.abc import Collection
 from datetime import timedelta
 
+from redis.asyncio.cluster import RedisCluster
+
 from shadows.core.backend import Backend
 from shadows.core.deliveries import new_instance
 from shadows.core.reconnect import CONNECTION_ERRORS
@@ -31,7 +34,7 @@ from shadows.worker.shard_reader import CLAIM_CALLS as CLAIM_CALLS
 from shadows.worker.shard_reader import FRESH as FRESH
 from shadows.worker.shard_reader import HELD as HELD
 from shadows.worker.shard_reader import Entry as Entry
-from shadows.worker.shard_reader import ShardReader
+from shadows.worker.shard_reader import ShardReader, entries_by_stream
 from shadows.worker.shard_reader import entries_of as entries_of
 from shadows.worker.shard_reader import entry_id as entry_id
 from shadows.worker.shards import Shards
@@ -164,7 +167,35 @@ class StreamReader:
             entries = await readers[0].blocking_read(free, wake)
             self.sent_at = readers[0].sent_at
             return entries, FRESH, readers[0].shard
+        if not isinstance(self.shadow.client, RedisCluster):
+            return await self._block_together(readers, free, wake)
         return await self._block_on_all(readers, free, wake)
+
+    async def _block_together(
+        self, readers: list[ShardReader], free: int, wake: asyncio.Event
+    ) -> Batch:
+        """On one server, one blocking read of every shard's stream (on the home reader's
+        connection); entries of more than one shard at once: the first in turn is the
+        batch, the others wait in this consumer's pending list (taken back by START)."""
+        home = self.reader(0)
+        by_stream = {reader.shadow.keys.stream: reader for reader in readers}
+        try:
+            reply = await home.blocking_read_of(list(by_stream), free, wake)
+        except BaseException:
+            self.recover = True  # it may have delivered on any of the shards
+            raise
+        self.sent_at = home.sent_at
+        found = entries_by_stream(reply)
+        batch: Batch | None = None
+        for reader in readers:
+            entries = found.get(reader.shadow.keys.stream)
+            if not entries:
+                continue
+            if batch is None:
+                batch = (entries, FRESH, reader.shard)
+            else:
+                reader.recover = True
+        return batch or ([], FRESH, readers[0].shard)
 
     async def _block_on_all(
         self, readers: list[ShardReader], free: int, wake: asyncio.Event

@@ -55,6 +55,15 @@ def entry_id(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def entries_by_stream(response: Any) -> dict[str, list[Entry]]:
+    """The (id, fields) pairs of an XREADGROUP reply, by stream name."""
+    if not response:
+        return {}
+    if isinstance(response, dict):
+        return {entry_id(name): batch[0] for name, batch in response.items()}
+    return {entry_id(name): batch for name, batch in response}
+
+
 def entries_of(response: Any) -> list[Entry]:
     """The (id, fields) pairs of an XREADGROUP reply (RESP2 list or RESP3 dict)."""
     if not response:
@@ -233,6 +242,11 @@ class ShardReader:
 
     async def blocking_read(self, free: int, wake: asyncio.Event) -> list[Entry]:
         """New work, blocking until some comes, the block times out or ``wake`` is set."""
+        return entries_of(await self.blocking_read_of([self.shadow.keys.stream], free, wake))
+
+    async def blocking_read_of(self, streams: list[str], free: int, wake: asyncio.Event) -> Any:
+        """The reply of one blocking read of ``streams`` (on one server: this shard's and
+        other shards' streams in one command), on this reader's own connection."""
         self.sent_at = time.monotonic()
         if self._connection is None:
             # On a cluster, a client of the stream's node: CLIENT UNBLOCK must reach the
@@ -245,7 +259,7 @@ class ShardReader:
             connection.xreadgroup(
                 WORKER_GROUP,
                 self.consumer,
-                {self.shadow.keys.stream: ">"},
+                dict.fromkeys(streams, ">"),
                 count=free,
                 block=self.block_ms,
             )
@@ -257,7 +271,7 @@ class ShardReader:
                 if not await self._unblock(client_id):
                     break
                 await asyncio.wait({reading}, timeout=0.01)
-            return entries_of(await reading)
+            return await reading
         except BaseException:
             # Cancelled, or Redis went away while waking the read: end the read too, and
             # look at this consumer's pending list next time (it may have been served).
