@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from opentelemetry import metrics as otel_metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -38,6 +40,11 @@ def _backends() -> list[str]:
 
 
 BACKENDS = _backends()
+
+# Hypothesis' per-example deadline (200 ms) measures the machine, not the code: on a loaded
+# CI box a garbage collection or a descheduled process fails an example that is correct.
+settings.register_profile("shadows", deadline=None)
+settings.load_profile("shadows")
 
 pytest_plugins = ["pytester"]
 
@@ -139,6 +146,34 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         await asyncio.sleep(0.005)
+
+
+class LoopStalls:
+    """The longest time this event loop went without running anything (a descheduled
+    process, a full garbage collection), while the ``async with`` block runs.
+
+    For tests whose outcome rightly changes when the whole process stalls longer than a
+    margin they set (a worker fences a claim it could not renew in time)."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            self.longest = max(self.longest, time.monotonic() - before - 0.01)
+
+    async def __aenter__(self) -> LoopStalls:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 @pytest.fixture
