@@ -115,7 +115,7 @@ async def test_scheduled_tasks_in_every_shard_run_on_time(sharded: Shadow) -> No
     await settled(sharded)
 
 
-async def test_a_dead_workers_message_on_shard_2_is_taken_over(
+async def test_a_dead_workers_messages_on_shards_1_and_2_are_taken_over(
     sharded: Shadow, caplog: pytest.LogCaptureFixture
 ) -> None:
     ran: list[str] = []
@@ -125,11 +125,13 @@ async def test_a_dead_workers_message_on_shard_2_is_taken_over(
 
     sharded.register(note)
     await add_on(sharded, 2, note, "victim")
-    stream = Keys(sharded.name, 2).stream
-    await ensure_group(of_shard(sharded, 2))
-    # a worker that read it and died (never listed again: its heartbeat lapsed)
-    taken = await sharded.client.xreadgroup(WORKER_GROUP, "dead-one", {stream: ">"}, count=1)
-    assert taken
+    await add_on(sharded, 1, note, "other victim", key=key_in(1, "other"))
+    # a worker that read them and died (never listed again: its heartbeat lapsed)
+    for shard in (1, 2):
+        stream = Keys(sharded.name, shard).stream
+        await ensure_group(of_shard(sharded, shard))
+        taken = await sharded.client.xreadgroup(WORKER_GROUP, "dead-one", {stream: ">"}, count=1)
+        assert taken
     worker = Worker(
         sharded,
         heartbeat_interval=timedelta(milliseconds=50),
@@ -139,11 +141,14 @@ async def test_a_dead_workers_message_on_shard_2_is_taken_over(
         async with worker:
             running = asyncio.create_task(worker.run_forever())
             try:
-                await wait_for(lambda: ran == ["victim"], 10, "the dead worker's task to run")
+                await wait_for(
+                    lambda: sorted(ran) == ["other victim", "victim"], 10, "the dead's tasks"
+                )
             finally:
                 worker.stop()
                 await running
-    assert "Took over 1 message(s) of workers whose heartbeat lapsed" in caplog.text
+    assert caplog.text.count("Took over 1 message(s) of workers whose heartbeat lapsed") == 2
+    assert "Reclaimed" not in caplog.text
     await settled(sharded)
 
 

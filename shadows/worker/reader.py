@@ -71,6 +71,7 @@ class StreamReader:
         self.sent_at = 0.0
         #: Claims the messages of workers whose heartbeat lapsed (set by the worker).
         self.takeover: Takeover | None = None
+        self._taking_over = False
         #: The worker run that deliveries are counted for (new at each run; see
         #: :mod:`shadows.core.deliveries`).
         self.instance = new_instance()
@@ -147,10 +148,14 @@ class StreamReader:
     async def _deliver(
         self, readers: list[ShardReader], free: int, block: bool, wake: asyncio.Event
     ) -> Batch:
-        if self.takeover is not None and self.takeover.due():
+        if self.takeover is not None and (self._taking_over or self.takeover.due()):
+            self._taking_over = False
             for reader in readers:
                 taken = await reader.take_over(self.takeover, free)
                 if taken:
+                    # other shards may hold more of the lapsed workers' messages: look
+                    # again at the next read rather than after the takeover's interval
+                    self._taking_over = len(readers) > 1
                     return taken, HELD, reader.shard
         for reader in readers:
             entries = await reader.reclaim(free)
