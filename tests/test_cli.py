@@ -37,7 +37,11 @@ def shadows_cli(
 
 
 def shadows_cli_in_process(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path = TESTS,
+    environment: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``shadows ARGS`` through :func:`shadows.cli.main` in this process, with the
     environment, directory and captured output that :func:`shadows_cli` gives a subprocess.
@@ -48,12 +52,16 @@ def shadows_cli_in_process(
     subprocess tests. The command runs on a thread of its own (it calls ``asyncio.run``,
     and async tests call this from their loop, which waits as it would on a subprocess);
     the root logger starts bare, as in a new process, and what the command sets up on it
-    is undone afterwards (the worker command replaces its handlers)."""
+    is undone afterwards (the worker command replaces its handlers). ``cwd`` is on
+    ``sys.path`` as for ``python -m``; the modules imported from it (a project's tasks) are
+    forgotten afterwards, so the next project's modules of the same name are imported
+    afresh. ``environment`` replaces the default one (this one's, without SHADOW_*)."""
     from shadows.cli import main
 
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SHADOW_")}
-    environment["PYTHONPATH"] = str(TESTS)
-    environment.update(env or {})
+    if environment is None:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("SHADOW_")}
+        environment["PYTHONPATH"] = str(TESTS)
+    environment = {**environment, **(env or {})}
     out, err = io.StringIO(), io.StringIO()
     outcome: list[BaseException | None] = []
 
@@ -63,13 +71,15 @@ def shadows_cli_in_process(
         except BaseException as ended:  # SystemExit carries the status
             outcome.append(ended)
 
-    saved_environ, saved_cwd = dict(os.environ), os.getcwd()
+    saved_environ, saved_cwd, saved_path = dict(os.environ), os.getcwd(), list(sys.path)
+    modules_before = set(sys.modules)
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     try:
         os.environ.clear()
         os.environ.update(environment)
-        os.chdir(TESTS)
+        os.chdir(cwd)
+        sys.path.insert(0, str(cwd))
         # As in a new process: no handlers (warnings reach stderr through logging's last
         # resort, which writes to the redirected sys.stderr), level WARNING.
         root.handlers[:] = []
@@ -82,6 +92,11 @@ def shadows_cli_in_process(
         os.environ.clear()
         os.environ.update(saved_environ)
         os.chdir(saved_cwd)
+        sys.path[:] = saved_path
+        for name in set(sys.modules) - modules_before:
+            where = getattr(sys.modules[name], "__file__", None) or ""
+            if cwd != TESTS and where.startswith(str(cwd)):
+                del sys.modules[name]
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
     if thread.is_alive():

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from test_cli import shadows_cli_in_process
+
 TASKS = """
 from datetime import timedelta
 from pathlib import Path
@@ -70,6 +72,11 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+#: Commands that only read the settings and print: run in-process (see
+#: ``test_cli.shadows_cli_in_process``); the worker and the scripts run as processes.
+IN_PROCESS = {"config", "init", "snapshot"}
+
+
 def run(
     folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
@@ -77,6 +84,8 @@ def run(
     SHADOW_* variables but ``env``."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("SHADOW_", "PYTHON"))}
     environment.update(env or {})
+    if args[0] in IN_PROCESS:
+        return shadows_cli_in_process(*args, cwd=folder, environment=environment, timeout=timeout)
     command = (
         [sys.executable, *args]
         if args[0].endswith(".py")
