@@ -107,13 +107,13 @@ def _text(value: Any) -> str:
 
 async def _live_keys(shadow: Backend, shard: int) -> list[tuple[str, str | None]]:
     """``(key, function)`` of every task scheduled in or ready on ``shard`` (function
-    ``None`` where the queue holds only the key), read a page at a time."""
+    ``None`` where the queue holds only the key), read a page at a time: ZSCAN (not pages
+    by rank, which skip a member when an earlier one leaves meanwhile) returns every task
+    that stays queued throughout, and XRANGE pages by id."""
     keys, client = shadow.keys.of_shard(shard), shadow.client
-    found: list[tuple[str, str | None]] = []
-    start = 0
-    while page := await client.zrange(keys.queue, start, start + PAGE - 1):
-        found += [(_text(member), None) for member in page]
-        start += PAGE
+    found: list[tuple[str, str | None]] = [
+        (_text(member), None) async for member, _ in client.zscan_iter(keys.queue, count=PAGE)
+    ]
     after = "-"
     while entries := await client.xrange(keys.stream, after, "+", count=PAGE):
         for _, fields in entries:
