@@ -102,9 +102,11 @@ async def change(
     new: int,
     running: tuple[subprocess.Popen[bytes], Path],
     tmp_path: Path,
+    spawned: list[subprocess.Popen[bytes]],
 ) -> tuple[subprocess.Popen[bytes], Path]:
     """Go from ``old`` to ``new`` shards while ``running`` (a worker started with ``old``,
-    and its log) works; returns the worker started with ``new``, the old one stopped."""
+    and its log) works; returns the worker started with ``new`` (also added to ``spawned``,
+    for the clean-up), the old one stopped."""
     runs = tmp_path / "runs"
     label = f"{old}to{new}"
     held = moving(f"{label}-held", old, new)
@@ -148,6 +150,7 @@ async def change(
         # before the old one is told to stop
         log = tmp_path / f"worker-{label}.log"
         started = worker(url, name, new, log)
+        spawned.append(started)  # killed by the test if anything below fails
         await wait_for(lambda: up(log), 60, f"the new worker to start ({log})")
         # a producer not yet restarted adds more under the old count as the old worker
         # is told to stop
@@ -212,10 +215,8 @@ async def test_growing_from_one_shard_to_three_and_back_loses_and_repeats_nothin
     first = (worker(url, shadow_name, 1, log), log)
     workers = [first[0]]
     try:
-        second = await change(url, shadow_name, 1, 3, first, tmp_path)
-        workers.append(second[0])
-        third = await change(url, shadow_name, 3, 1, second, tmp_path)
-        workers.append(third[0])
+        second = await change(url, shadow_name, 1, 3, first, tmp_path, workers)
+        third = await change(url, shadow_name, 3, 1, second, tmp_path, workers)
         await stop(*third)
     finally:
         for process in workers:
