@@ -134,8 +134,8 @@ class Dispatcher:
             sent = time.monotonic()
             # START counts each delivery in Redis (see shadows.core.deliveries): one
             # delivered too often is dead-lettered as poison, a suspect runs alone.
-            lost, counts, deferred, suspect, revoked = await view.scripts.start(
-                keys=start_keys, args=start_args
+            lost, counts, deferred, suspect, revoked = await self.reader.reader(shard).start(
+                start_keys, start_args
             )
             for message, count in zip(messages, counts, strict=True):
                 if int(count) > self.max_deliveries and MALFORMED not in message.extra:

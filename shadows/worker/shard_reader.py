@@ -30,6 +30,7 @@ from shadows.core.backend import Backend
 from shadows.core.connection import delivering_client, no_retry, node_client
 from shadows.core.keys import WORKER_GROUP
 from shadows.core.message import ref_of
+from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.worker.takeover import Takeover, forget_consumer
 
 logger = logging.getLogger("shadows.worker")
@@ -161,11 +162,47 @@ class ShardReader:
         """New work without blocking (the busy path: recorded as running by START, with
         the run keys declared, which a cluster requires, before it runs)."""
         self.sent_at = time.monotonic()
-        return entries_of(
-            await self.delivering().xreadgroup(
+        connection = await self._own_connection()
+        try:
+            reply = await connection.xreadgroup(
                 WORKER_GROUP, self.consumer, {self.shadow.keys.stream: ">"}, count=free
             )
-        )
+        except CONNECTION_ERRORS:
+            await self._forget_server()
+            raise
+        return entries_of(reply)
+
+    async def start(self, keys: list[str], args: list[str | int]) -> Any:
+        """START for messages this reader delivered, before they run, over the reader's
+        own connection like the read (no automatic retry: an outage makes the worker
+        take its pending messages back, through START again)."""
+        connection = await self._own_connection()
+        try:
+            return await self.shadow.scripts.start(keys=keys, args=args, client=connection)
+        except CONNECTION_ERRORS:
+            await self._forget_server()
+            raise
+
+    async def _own_connection(self) -> Redis:
+        """The reader's own connection, to the stream's server, without automatic
+        retries: the blocking read's, and the busy path's read and START, which thus
+        take no connection from a pool (a checkout costs about as much CPU as the rest of
+        a short command)."""
+        if self._connection is None:
+            # On a cluster, a client of the stream's node: CLIENT UNBLOCK must reach the
+            # server the read blocks on (a cluster client has no client() either).
+            self._server = await node_client(self.delivering(), self.shadow.keys.stream, no_retry())
+            self._connection = self._server.client()
+        return self._connection
+
+    async def _forget_server(self) -> None:
+        """After an outage: the connection may come back as another client, and on a
+        cluster (a failover, a migration) the next call asks again for the stream's
+        server."""
+        self._client_id = None
+        if self._server is not None and self._server is not self.shadow.client:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.close())
 
     async def _claim(self, free: int) -> list[Entry]:
         """Up to ``free`` messages idle for longer than the redelivery timeout.
@@ -248,12 +285,7 @@ class ShardReader:
         """The reply of one blocking read of ``streams`` (on one server: this shard's and
         other shards' streams in one command), on this reader's own connection."""
         self.sent_at = time.monotonic()
-        if self._connection is None:
-            # On a cluster, a client of the stream's node: CLIENT UNBLOCK must reach the
-            # server the read blocks on (a cluster client has no client() either).
-            self._server = await node_client(self.delivering(), self.shadow.keys.stream, no_retry())
-            self._connection = self._server.client()
-        connection = self._connection
+        connection = await self._own_connection()
         client_id = await self._id_of(connection) if self._can_unblock else None
         reading = asyncio.ensure_future(
             connection.xreadgroup(
@@ -282,11 +314,7 @@ class ShardReader:
             with contextlib.suppress(BaseException):
                 await reading
             self.recover = True
-            self._client_id = None  # the connection may come back as another client
-            if self._server is not None and self._server is not self.shadow.client:
-                # after a failover or a migration, the next read asks the cluster again
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.close())
+            await self._forget_server()
             raise
         finally:
             waking.cancel()
