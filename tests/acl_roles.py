@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +33,7 @@ from shadows import (
 from shadows.core.execution import now_ms
 from shadows.core.keys import WORKER_GROUP
 from shadows.operations.registry import Presence, beat
+from test_cli import shadows_cli_in_process
 
 NAME = "orders"
 TESTS = Path(__file__).parent
@@ -175,13 +175,15 @@ async def worker(url: str) -> None:
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shadows", *args, "--url", url, "--shadows", NAME],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
-        check=False,
+    """``shadows ARGS`` as the user of ``url``, in-process (what the commands print and
+    return is what is checked; see ``test_cli.shadows_cli_in_process``)."""
+    return shadows_cli_in_process(
+        *args,
+        "--url",
+        url,
+        "--shadows",
+        NAME,
+        environment={**os.environ, "PYTHONPATH": str(TESTS)},
     )
 
 

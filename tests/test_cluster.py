@@ -20,7 +20,7 @@ from shadows import Shadow, Worker
 from shadows.core.connection import private_client
 from shadows.operations.strikes import StrikeList
 from shadows.worker.strike_follower import StrikeFollower
-from test_cli import shadows_cli
+from test_cli import shadows_cli_in_process
 from worker_tasks import read_records, record_and_sleep
 
 ran: list[str] = []
@@ -80,13 +80,13 @@ async def test_the_operator_commands_on_a_cluster(redis_cluster: Cluster, shadow
         try:
             await shadow.add(note, when=later(), key="waiting")("w")
             where = ["--url", redis_cluster.url, "--shadows", shadow_name]
-            listed = await asyncio.to_thread(shadows_cli, "snapshot", "--json", *where)
+            listed = await asyncio.to_thread(shadows_cli_in_process, "snapshot", "--json", *where)
             assert listed.returncode == 0, listed.stderr
             assert [task["key"] for task in json.loads(listed.stdout)["future"]] == ["waiting"]
-            struck = await asyncio.to_thread(shadows_cli, "strike", "note", *where)
+            struck = await asyncio.to_thread(shadows_cli_in_process, "strike", "note", *where)
             assert struck.returncode == 0, struck.stderr
             assert [strike.function for strike in await shadow.strikes()] == ["note"]
-            cleared = await asyncio.to_thread(shadows_cli, "clear", "--yes", *where)
+            cleared = await asyncio.to_thread(shadows_cli_in_process, "clear", "--yes", *where)
             assert cleared.returncode == 0, cleared.stderr
             assert await shadow.client.zcard(shadow.keys.queue) == 0
         finally:
