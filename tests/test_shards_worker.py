@@ -330,7 +330,10 @@ async def test_one_shard_losing_its_data_is_noticed_and_its_running_task_restore
                 found = [k async for k in sharded.client.scan_iter(match=f"{shard.prefix}*")]
                 await sharded.client.delete(*found)
                 assert await sharded.client.exists(sharded.keys.epoch)
-                assert await worker.continuity.check()
+                # noticed by the next look: the read loop's (its blocking read of shard
+                # 1 ends with the stream) or this one, whichever comes first
+                await worker.continuity.check()
+                await wait_for(lambda: worker.continuity.losses == 1, 10, "the loss noticed")
                 assert await sharded.client.hget(shard.run(key), "state") == b"running"
                 hold.set()
                 await wait_for(lambda: attempts == [1, 2], 10, "the retry, in shard 1")
@@ -338,6 +341,7 @@ async def test_one_shard_losing_its_data_is_noticed_and_its_running_task_restore
                     lambda: _state(sharded, shard.run(key), b"completed"), 10, "its record"
                 )
             finally:
+                hold.set()
                 worker.stop()
                 await running
     assert worker.continuity.losses == 1
