@@ -52,7 +52,7 @@ async def doomed() -> None:
 
 async def test_every_metric_with_its_value_after_a_known_workload(shadow: Shadow) -> None:
     tries: list[int] = []
-    release = asyncio.Event()
+    release, holding = asyncio.Event(), asyncio.Event()
 
     async def flaky(retry: Retry = Retry(attempts=3)) -> None:
         tries.append(retry.attempt)
@@ -60,6 +60,7 @@ async def test_every_metric_with_its_value_after_a_known_workload(shadow: Shadow
             raise ValueError("not yet")
 
     async def hold() -> None:
+        holding.set()
         await release.wait()
 
     for _ in range(3):
@@ -83,7 +84,9 @@ async def test_every_metric_with_its_value_after_a_known_workload(shadow: Shadow
             await shadow.add(succeed, when=datetime.now(UTC) + timedelta(hours=hours))()
         await shadow.add(hold)()
         running = asyncio.create_task(worker.run_forever())
-        await wait_for(lambda: worker.running_count == 1, message="hold to start")
+        # Its body, not just its dispatch (running_count counts that): the running gauge
+        # goes up once the task's run has begun, after its strikes and dependencies.
+        await asyncio.wait_for(holding.wait(), 10)
         port = worker.metrics_port
         assert port is not None
         samples = await scrape(port)
