@@ -249,3 +249,35 @@ def test_worker_on_memory_runs_until_finished() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "stopped" in result.stderr
+
+
+async def test_worker_takes_the_shard_count_from_its_flag(
+    redis_url: str, shadow_name: str, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    async with Shadow(name=shadow_name, url=redis_url, shards=3) as producer:
+        keys = [f"sharded-{n}" for n in range(6)]
+        for key in keys:
+            await producer.add(record_and_sleep, key=key)(str(runs), key, 0)
+        await producer.client.delete(producer.keys.layout)  # only the worker's flag says 3
+    result = shadows_cli(
+        "worker",
+        "--url", redis_url,
+        "--shadows", shadow_name,
+        "--shards", "3",
+        "--tasks", "worker_tasks:tasks",
+        "--no-schedule-automatic-tasks",
+        "--until-finished",
+        "--logging-format", "plain",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for key in keys:
+        assert f"[key={key} attempt=1] completed in" in result.stderr
+    async with Shadow(name=shadow_name, url=redis_url) as shadow:
+        assert b"3" in await shadow.client.hkeys(shadow.keys.layout)
+
+
+def test_worker_refuses_a_shard_count_below_one() -> None:
+    result = shadows_cli("worker", "--url", "memory://", "--shards", "0", "--until-finished")
+    assert result.returncode == 2
+    assert "--shards" in result.stderr and "greater than 0" in result.stderr

@@ -24,6 +24,7 @@ __all__ = [
     "CallTasks",
     "Config",
     "Name",
+    "Shards",
     "Tasks",
     "Url",
     "collections",
@@ -83,6 +84,7 @@ Config = Annotated[
 ]
 Url = Annotated[str | None, setting_option("url", ("url",), "--url")]
 Name = Annotated[str | None, setting_option("shadows", ("name",), "--shadows", "--shadow")]
+Shards = Annotated[int | None, setting_option("shards", ("shards",), "--shards")]
 #: The task modules a worker runs.
 Tasks = Annotated[list[str] | None, setting_option("tasks", ("tasks",), "--tasks")]
 #: The same option on the commands that show task calls: with the functions, they can

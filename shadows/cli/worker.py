@@ -8,7 +8,15 @@ from typing import Annotated
 
 from shadows.cli.app import app
 from shadows.cli.errors import CLIError
-from shadows.cli.options import Config, Name, Tasks, Url, setting_option, settings_from
+from shadows.cli.options import (
+    Config,
+    Name,
+    Shards,
+    Tasks,
+    Url,
+    setting_option,
+    settings_from,
+)
 from shadows.core.log_formats import configure_logging
 from shadows.operations.endpoints import EndpointError
 from shadows.producer.shadow import Shadow
@@ -29,6 +37,7 @@ def worker(
     tasks: Tasks = None,
     shadows: Name = None,
     url: Url = None,
+    shards: Shards = None,
     config: Config = None,
     name: Annotated[str | None, _worker("name", "name", "--name")] = None,
     concurrency: Annotated[
@@ -100,6 +109,7 @@ def worker(
         tasks=tasks,
         shadows=shadows,
         url=url,
+        shards=shards,
         name=name,
         concurrency=concurrency,
         redelivery_timeout=redelivery_timeout,
