@@ -14,7 +14,7 @@ from shadows import Shadow
 from shadows.core.execution import now_ms
 from shadows.core.keys import Keys, shard_of
 from shadows.core.layout import read_layouts
-from test_cli import shadows_cli
+from test_cli import shadows_cli_in_process
 
 SHARDS = 3
 
@@ -35,7 +35,7 @@ async def sharded(redis_url: str, shadow_name: str) -> AsyncIterator[Shadow]:
 
 
 def cli(shadow: Shadow, *args: str) -> tuple[int, str, str]:
-    done = shadows_cli(*args, "--url", shadow.url, "--shadows", shadow.name)
+    done = shadows_cli_in_process(*args, "--url", shadow.url, "--shadows", shadow.name)
     return done.returncode, done.stdout, done.stderr
 
 
