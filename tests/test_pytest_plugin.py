@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from redis import Redis
 
+from shadows.core.keys import Keys
+
 APP = """
 from shadows import Retry, Shadow
 
@@ -99,6 +101,6 @@ def test_the_cleanup_covers_every_shard(
     [name] = (pytester.path / "names.txt").read_text().split()
     client = Redis.from_url(url)
     for shard in range(3):
-        prefix = f"{{{name}}}:" if shard == 0 else f"{{{name}|{shard}}}:shard:"
+        prefix = Keys(name, shard).prefix
         assert list(client.scan_iter(match=f"{prefix}*")) == [], prefix
     client.close()

@@ -54,8 +54,12 @@ def _shards_group(
     )
     out.print(f"Shard counts recorded on shadow {shadow.name}: {counts or 'none'}")
     table = Table(title=f"{len(found.shards)} shard(s)", title_justify="left")
+    widest = max((len(work.prefix) for work in found.shards), default=0)
     for column in ("Shard", "Prefix", "Stream", "Pending", "Scheduled", "Failed"):
-        table.add_column(column, justify="left" if column == "Prefix" else "right")
+        if column == "Prefix":  # whole, to be copied into a SCAN or an ACL
+            table.add_column(column, justify="left", no_wrap=True, min_width=widest)
+        else:
+            table.add_column(column, justify="right")
     for work in found.shards:
         table.add_row(
             str(work.shard),

@@ -5,8 +5,9 @@ Cluster slot. A shadow spread over ``N`` shards has ``N`` tags: shard 0, the *ho
 is ``{name}`` (so ``shards=1`` is the layout of an unsharded shadow) and also holds every
 global key (strikes, the worker registry, concurrency pools, flow-control buckets); shard
 ``i > 0`` puts its own keys (stream, queue, parked messages, run records, successors, dead
-letters, epoch) under ``{name|i}:shard:``. No shadow name can produce that prefix: a
-shadow named ``name|i`` has no key called ``shard``.
+letters, epoch) under ``{name|i~k}:shard:``, ``k`` chosen so that the shards' slots are
+spread evenly over the cluster's masters (:mod:`shadows.core.spread`). No shadow name can
+produce that prefix: a shadow named ``name|i~k`` has no key called ``shard``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass, field
+
+from shadows.core.spread import shard_tag
 
 _VALID_NAME = re.compile(r"^[^{}\s]{1,200}$")
 
@@ -52,7 +55,8 @@ class Keys:
     def __post_init__(self) -> None:
         home = f"{{{self.name}}}:"
         object.__setattr__(self, "home_prefix", home)
-        shard = home if self.shard == 0 else f"{{{self.name}|{self.shard}}}:shard:"
+        tag = shard_tag(self.name, self.shard) if self.shard else ""
+        shard = f"{{{tag}}}:shard:" if tag else home
         object.__setattr__(self, "prefix", shard)
 
     def of_shard(self, shard: int) -> Keys:
