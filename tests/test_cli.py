@@ -36,6 +36,34 @@ def shadows_cli(
     )
 
 
+LoggerState = tuple[logging.Logger, int, list[logging.Handler], bool, bool]
+
+
+def _logging_state() -> list[LoggerState]:
+    loggers = [logging.getLogger()] + [
+        found
+        for found in logging.root.manager.loggerDict.values()
+        if isinstance(found, logging.Logger)
+    ]
+    return [(lg, lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in loggers]
+
+
+def _restore_logging(saved: list[LoggerState]) -> None:
+    """Every logger as it was (a command may quiet one for its process: ``config`` sets
+    ``shadows`` to ERROR); loggers first made by the command are left at their defaults."""
+    known = set()
+    for logger, level, handlers, propagate, disabled in saved:
+        known.add(id(logger))
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate, logger.disabled = propagate, disabled
+    for logger, *_ in _logging_state():
+        if id(logger) not in known:
+            logger.setLevel(logging.NOTSET)
+            logger.handlers[:] = []
+            logger.propagate, logger.disabled = True, False
+
+
 def shadows_cli_in_process(
     *args: str,
     env: dict[str, str] | None = None,
@@ -51,8 +79,9 @@ def shadows_cli_in_process(
     of CPU). ``python -m shadows`` itself, signals and worker processes keep their
     subprocess tests. The command runs on a thread of its own (it calls ``asyncio.run``,
     and async tests call this from their loop, which waits as it would on a subprocess);
-    the root logger starts bare, as in a new process, and what the command sets up on it
-    is undone afterwards (the worker command replaces its handlers). ``cwd`` is on
+    the root logger starts bare, as in a new process, and what the command changes in
+    logging is undone afterwards (the worker command replaces the root's handlers,
+    ``config`` quiets ``shadows``). ``cwd`` is on
     ``sys.path`` as for ``python -m``; the modules imported from it (a project's tasks) are
     forgotten afterwards, so the next project's modules of the same name are imported
     afresh. ``environment`` replaces the default one (this one's, without SHADOW_*)."""
@@ -74,7 +103,7 @@ def shadows_cli_in_process(
     saved_environ, saved_cwd, saved_path = dict(os.environ), os.getcwd(), list(sys.path)
     modules_before = set(sys.modules)
     root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
+    saved_logging = _logging_state()
     try:
         os.environ.clear()
         os.environ.update(environment)
@@ -97,8 +126,7 @@ def shadows_cli_in_process(
             where = getattr(sys.modules[name], "__file__", None) or ""
             if cwd != TESTS and where.startswith(str(cwd)):
                 del sys.modules[name]
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
+        _restore_logging(saved_logging)
     if thread.is_alive():
         raise subprocess.TimeoutExpired(["shadows", *args], timeout, out.getvalue())
     ended = outcome[0] if outcome else None
