@@ -385,8 +385,8 @@ async def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
     assert poison["tasks"] >= 1 and poison["workers_killed"] >= 1, table
     assert report["tasks"]["accepted_total"] > 300, table
     state = report["end_state"]
-    assert (state["stream_length"], state["queue_length"], state["pending"]) == (0, 0, 0)
-    assert state["without_expiry"] == []
+    assert (state["stream_length"], state["queue_length"], state["pending"]) == (0, 0, 0), table
+    assert state["without_expiry"] == [], table
 
 
 @pytest.mark.slow
@@ -409,4 +409,4 @@ async def test_short_chaos_run_on_a_cluster_loses_nothing(tmp_path: Path) -> Non
     redis_faults = {kind for kind in report["faults"] if kind.startswith("redis_")}
     assert {"redis_restart_sigterm", "redis_restart_sigkill"} <= redis_faults, table
     state = report["end_state"]
-    assert (state["stream_length"], state["queue_length"], state["pending"]) == (0, 0, 0)
+    assert (state["stream_length"], state["queue_length"], state["pending"]) == (0, 0, 0), table
