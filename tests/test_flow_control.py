@@ -445,3 +445,30 @@ async def test_task_tables_set_and_override_cooldown_and_rate_limit(
         await w.run_until_finished()
     assert sorted(runs) == ["a", "b", "ping"]
     assert w.dropped == {"ping": 2, "fetch": 1}
+
+
+async def test_a_debounce_call_sent_again_after_its_reply_was_lost_places_nothing_more(
+    shadow: Shadow,
+) -> None:
+    """The chaos suite on a cluster: a submission sent to a master paused until its
+    failover took effect, its reply was lost and the client sent it again, which found
+    its own burst open and (as 'stale', then again under that key once it had run)
+    opened a second burst: two runs for one burst."""
+    script = shadow.link().flow.debounce
+    keys = shadow.keys
+    fresh = "digest~0123456789abcdef"
+    names = [keys.stream, keys.queue, keys.debounce("digest")]
+    names += [keys.run(""), keys.parked(""), keys.run(fresh), keys.parked(fresh)]
+    fields = ["function", "digest", "key", fresh, "when", "0", "attempt", "1"]
+    args = ["", fresh, 1_000, 0, -1, "last", *fields]  # settle 0: due at once, on the stream
+    first = await script(keys=names, args=args)
+    assert first == [b"opened", fresh.encode(), 1_000]
+    # the same call again (the client's retry), and the producer's next attempt under the
+    # burst's key once a worker ran and settled it
+    assert await script(keys=names, args=args) == first
+    await shadow.client.delete(keys.stream)
+    await shadow.client.hset(keys.run(fresh), "state", "completed")
+    again = ["", fresh, 5_000, 0, -1, "last", *fields]
+    again_names = [*names[:3], keys.run(fresh), keys.parked(fresh), *names[5:]]
+    assert await script(keys=again_names, args=[fresh, *again[1:]]) == first
+    assert await shadow.client.xlen(keys.stream) == 0

@@ -131,7 +131,9 @@ return {2}
 # keep 'last' takes this submission's arguments. Otherwise it opens a new burst under the
 # new key, due `settle` from now. Returns {'stale', open burst key} when the caller's
 # idea of the open burst is out of date (it calls again with that key), else {'joined' or
-# 'opened', the run's key, its due time}.
+# 'opened', the run's key, its due time}. A burst open under the new key is this very
+# submission's, from an earlier call whose reply was lost (a timeout, a failover) and that
+# the client sent again: it is answered as opened, not placed a second time.
 DEBOUNCE = (
     _PRELUDE
     + r"""
@@ -148,6 +150,9 @@ local function with(key, due)
   return fields
 end
 local open = redis.call('HGET', state, 'key') or ''
+if open == fresh then
+  return {'opened', fresh, tonumber(redis.call('HGET', KEYS[6], 'when') or now)}
+end
 if open ~= expected then return {'stale', open} end
 local lifetime = settle * 2 + 60000
 if max_wait >= 0 then lifetime = lifetime + max_wait end
