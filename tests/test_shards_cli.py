@@ -14,6 +14,7 @@ from shadows import Shadow
 from shadows.core.execution import now_ms
 from shadows.core.keys import Keys, shard_of
 from shadows.core.layout import read_layouts
+from shard_helpers import open_sharded
 from test_cli import shadows_cli_in_process
 
 SHARDS = 3
@@ -24,14 +25,8 @@ async def plain(n: int) -> None: ...
 
 @pytest.fixture
 async def sharded(redis_url: str, shadow_name: str) -> AsyncIterator[Shadow]:
-    async with Shadow(name=shadow_name, url=redis_url, shards=SHARDS) as opened:
+    async with open_sharded(redis_url, shadow_name, SHARDS) as opened:
         yield opened
-        client = opened.client
-        for shard in range(SHARDS):
-            prefix = Keys(shadow_name, shard).prefix
-            found = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-            if found:
-                await client.delete(*found)
 
 
 def cli(shadow: Shadow, *args: str) -> tuple[int, str, str]:

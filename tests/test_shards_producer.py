@@ -25,6 +25,7 @@ from shadows import (
 from shadows.core.keys import Keys, shard_of
 from shadows.core.layout import read_layouts
 from shadows.testing import assert_no_tasks, assert_task_count, assert_task_scheduled
+from shard_helpers import open_sharded
 
 SHARDS = 3
 
@@ -52,14 +53,8 @@ def key_in(shard: int, label: str, shards: int = SHARDS) -> str:
 
 @pytest.fixture
 async def sharded(url: str, shadow_name: str) -> AsyncIterator[Shadow]:
-    async with Shadow(name=shadow_name, url=url, shards=SHARDS) as opened:
+    async with open_sharded(url, shadow_name, SHARDS) as opened:
         yield opened
-        client = opened.client
-        for shard in range(SHARDS):
-            prefix = Keys(shadow_name, shard).prefix
-            found = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-            if found:
-                await client.delete(*found)
 
 
 async def where(shadow: Shadow, key: str, shards: int = SHARDS) -> list[int]:

@@ -19,6 +19,7 @@ from conftest import wait_for
 from shadows import ConcurrencyLimit, CurrentShadow, Perpetual, Retry, Shadow, Worker
 from shadows.core.keys import WORKER_GROUP, Keys, shard_of
 from shadows.worker.shards import ensure_group, of_shard
+from shard_helpers import open_sharded
 
 SHARDS = 3
 
@@ -43,14 +44,8 @@ async def add_on(
 
 @pytest.fixture
 async def sharded(url: str, shadow_name: str) -> AsyncIterator[Shadow]:
-    async with Shadow(name=shadow_name, url=url, shards=SHARDS) as opened:
+    async with open_sharded(url, shadow_name, SHARDS) as opened:
         yield opened
-        client = opened.client
-        for shard in range(SHARDS):
-            prefix = Keys(shadow_name, shard).prefix
-            found = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-            if found:
-                await client.delete(*found)
 
 
 async def settled(shadow: Shadow, shards: int = SHARDS) -> None:

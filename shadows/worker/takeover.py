@@ -32,6 +32,25 @@ from shadows.core.keys import WORKER_GROUP, Keys
 #: Pending messages: (id, fields or ``None`` when deleted meanwhile).
 Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
 
+# Claims up to ``count`` pending messages of ``owner`` into ``claimed``, as {id, fields,
+# deliveries}; an entry deleted while pending is acknowledged. Returns the count left.
+_CLAIM_FROM = r"""
+local function claim_from(stream, group, consumer, owner, count, claimed)
+  local pending = redis.call('XPENDING', stream, group, '-', '+', count, owner)
+  for _, entry in ipairs(pending) do
+    local id = entry[1]
+    local got = redis.call('XCLAIM', stream, group, consumer, 0, id)
+    if #got > 0 and got[1] then
+      claimed[#claimed + 1] = {got[1][1], got[1][2], tonumber(entry[4]) + 1}
+      count = count - 1
+    else
+      redis.call('XACK', stream, group, id)
+    end
+  end
+  return count
+end
+"""
+
 # KEYS: stream, this worker's registry hash, then the registry hash of each consumer
 # ARGV: group, this consumer, its instance token, beats in a window, most messages to
 #       claim, then the name of each consumer (in the order of their hashes)
@@ -39,7 +58,7 @@ Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
 # is listed under its token and has been for a whole window (as many beats). Returns {}
 # or, per message, {id, fields, deliveries}; entries deleted while pending are
 # acknowledged.
-TAKEOVER = r"""
+TAKEOVER = _CLAIM_FROM + r"""
 local stream, mine = KEYS[1], KEYS[2]
 local group, consumer, token = ARGV[1], ARGV[2], ARGV[3]
 local window, count = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -50,17 +69,7 @@ for i = 3, #KEYS do
   if count <= 0 then break end
   local owner = ARGV[3 + i]
   if owner ~= consumer and redis.call('EXISTS', KEYS[i]) == 0 then
-    local pending = redis.call('XPENDING', stream, group, '-', '+', count, owner)
-    for _, entry in ipairs(pending) do
-      local id = entry[1]
-      local got = redis.call('XCLAIM', stream, group, consumer, 0, id)
-      if #got > 0 and got[1] then
-        claimed[#claimed + 1] = {got[1][1], got[1][2], tonumber(entry[4]) + 1}
-        count = count - 1
-      else
-        redis.call('XACK', stream, group, id)
-      end
-    end
+    count = claim_from(stream, group, consumer, owner, count, claimed)
   end
 end
 return claimed
@@ -71,7 +80,7 @@ return claimed
 # TAKEOVER for a shard whose stream has another hash tag than the registry: the caller
 # checked the registry just before (one round trip earlier, not atomically: a worker
 # whose entry lapsed has fenced its tasks by then, see shadows.worker.heartbeat).
-TAKEOVER_SHARD = r"""
+TAKEOVER_SHARD = _CLAIM_FROM + r"""
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local count = tonumber(ARGV[3])
 local claimed = {}
@@ -79,17 +88,7 @@ for i = 4, #ARGV do
   if count <= 0 then break end
   local owner = ARGV[i]
   if owner ~= consumer then
-    local pending = redis.call('XPENDING', stream, group, '-', '+', count, owner)
-    for _, entry in ipairs(pending) do
-      local id = entry[1]
-      local got = redis.call('XCLAIM', stream, group, consumer, 0, id)
-      if #got > 0 and got[1] then
-        claimed[#claimed + 1] = {got[1][1], got[1][2], tonumber(entry[4]) + 1}
-        count = count - 1
-      else
-        redis.call('XACK', stream, group, id)
-      end
-    end
+    count = claim_from(stream, group, consumer, owner, count, claimed)
   end
 end
 return claimed
