@@ -58,7 +58,9 @@ end
 # is listed under its token and has been for a whole window (as many beats). Returns {}
 # or, per message, {id, fields, deliveries}; entries deleted while pending are
 # acknowledged.
-TAKEOVER = _CLAIM_FROM + r"""
+TAKEOVER = (
+    _CLAIM_FROM
+    + r"""
 local stream, mine = KEYS[1], KEYS[2]
 local group, consumer, token = ARGV[1], ARGV[2], ARGV[3]
 local window, count = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -74,13 +76,16 @@ for i = 3, #KEYS do
 end
 return claimed
 """
+)
 
 # KEYS: stream (of a shard i > 0)
 # ARGV: group, consumer, most messages to claim, then the name of each lapsed consumer
 # TAKEOVER for a shard whose stream has another hash tag than the registry: the caller
 # checked the registry just before (one round trip earlier, not atomically: a worker
 # whose entry lapsed has fenced its tasks by then, see shadows.worker.heartbeat).
-TAKEOVER_SHARD = _CLAIM_FROM + r"""
+TAKEOVER_SHARD = (
+    _CLAIM_FROM
+    + r"""
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local count = tonumber(ARGV[3])
 local claimed = {}
@@ -93,6 +98,7 @@ for i = 4, #ARGV do
 end
 return claimed
 """
+)
 
 # KEYS: stream
 # ARGV: group, consumer
