@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from conftest import wait_for
 from redis_server import RedisProcess
 from shadows import Perpetual, Retry, Shadow, Worker
+from shadows.core.message import Message
+from shadows.worker.continuity import Continuity
 
 FAST = timedelta(milliseconds=50)
 
@@ -135,3 +137,29 @@ async def test_a_task_ending_just_after_an_empty_restart_still_gets_its_retry(
                         await asyncio.wait_for(running, 10)
     assert worker.continuity.losses == 1
     assert "Redis lost the data of shadow data-loss-ack" in caplog.text
+
+
+async def test_a_task_settled_before_the_loss_keeps_no_restored_record(shadow: Shadow) -> None:
+    """Its acknowledgement settled in the data Redis then lost, but the look that restores
+    the running tasks' records reached Redis only after (a reconnection in between): its
+    record would keep its key in use, so the automatic task was never seeded again."""
+
+    def message(key: str, message_id: str) -> Message:
+        return Message(key, key, 0, 1, b"", b"", message_id=message_id)
+
+    running = [message("tick", "1-0"), message("other", "2-0")]
+    settled = {running[0].ref}
+    reseeded: list[datetime] = []
+
+    async def reseed(not_before: datetime) -> None:
+        reseeded.append(not_before)
+
+    continuity = Continuity(shadow, "w", 0.2, 60, lambda: running, reseed)
+    continuity.settled = lambda: settled
+    assert not await continuity.check()
+    await shadow.client.delete(shadow.keys.epoch)  # Redis lost the data
+    assert await continuity.check()
+    assert not await shadow.client.exists(shadow.keys.run("tick"))
+    other = await shadow.client.hgetall(shadow.keys.run("other"))
+    assert other[b"state"] == b"running" and other[b"restored"] == b"2-0"
+    assert len(reseeded) == 1

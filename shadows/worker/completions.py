@@ -68,6 +68,9 @@ class Completions:
         #: Called when settling meets an outage: an acknowledgement written just before
         #: it may be lost (a failover), and the worker then looks at its pending list.
         self.outage = outage
+        #: Messages whose acknowledgement settled (pruned by ``continuity``): a run record
+        #: restored for one after that is stale (it settled before Redis lost its data).
+        self.settled: set[str] = set()
         self._queue: list[_Completion] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -158,6 +161,7 @@ class Completions:
                         completion.rechecked = True
                         vanished.append(completion)
                     elif not completion.future.done():
+                        self.settled.add(completion.message.ref)
                         completion.future.set_result(int(result) != 0)
                 if vanished:
                     await self._recheck(vanished)
@@ -185,6 +189,7 @@ class Completions:
                     completion.future.set_exception(error)
                 continue
             if not completion.future.done():
+                self.settled.add(completion.message.ref)
                 completion.future.set_result(int(results[0]) != 0)
 
     async def _settle(self, batch: list[_Completion]) -> list[int]:
@@ -202,6 +207,7 @@ class Completions:
                 for completion in batch:
                     done = results.get(id(completion))
                     if done is not None and not completion.future.done():
+                        self.settled.add(completion.message.ref)
                         completion.future.set_result(done != 0)
                 raise
             results.update(zip(map(id, some), settled, strict=True))

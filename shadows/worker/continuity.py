@@ -84,6 +84,19 @@ end
 return {looked, current}
 """
 
+# KEYS: the run key of each task whose record CHECK restored but that was settled anyway
+# ARGV: worker name, then the message id of each run key
+# Deletes the records still as restored (a settlement after the restore clears the mark).
+RELEASE = r"""
+for i, run in ipairs(KEYS) do
+  if redis.call('HGET', run, 'restored') == ARGV[i + 1]
+      and redis.call('HGET', run, 'worker') == ARGV[1] then
+    redis.call('DEL', run)
+  end
+end
+return #KEYS
+"""
+
 
 class Continuity:
     """One worker's watch on the shadow's data (see the module's documentation)."""
@@ -105,6 +118,8 @@ class Continuity:
         self._reseed = reseed
         #: How many shards to watch (each has its own epoch).
         self.shards: Callable[[], int] = lambda: 1
+        #: Messages whose acknowledgement already settled (a set this watch prunes).
+        self.settled: Callable[[], set[str]] = set
         #: The token this worker knows, by shard.
         self._tokens: dict[int, str] = {}
         #: Messages (refs) whose run records this worker restored (refreshed while they
@@ -115,6 +130,7 @@ class Continuity:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._script: AsyncScript | None = None
+        self._release: AsyncScript | None = None
 
     def wake(self) -> None:
         """Look now (the consumer group is missing, a message vanished)."""
@@ -155,12 +171,14 @@ class Continuity:
     async def _check(self) -> bool:
         running = self._running()
         self._restored &= {message.ref for message in running}
+        self.settled().intersection_update(message.ref for message in running)
         lost = 0
         for shard in range(self.shards()):
             mine = [message for message in running if message.shard == shard]
             looked = await self._check_shard(shard, mine)
             if looked:
                 lost = max(lost, looked)
+                mine = await self._release_settled(shard, mine)
                 self._restored |= {message.ref for message in mine}
         if not lost:
             return False
@@ -176,6 +194,25 @@ class Continuity:
             logger.warning(described, self.shadow.name, self.consumer, len(running))
         await self._reseed(datetime.now(UTC) + timedelta(seconds=self.interval))
         return True
+
+    async def _release_settled(self, shard: int, restored: list[Message]) -> list[Message]:
+        """Delete the restored records of the tasks that ended while CHECK was on its way
+        (it can wait out a reconnection): one settled in Redis before the data was lost
+        leaves no settlement to come, and its record would keep its key in use (an
+        automatic task then not seeded again) until it expires. Returns the others."""
+        running = {message.ref for message in self._running()}
+        settled = self.settled()
+        ended = [m for m in restored if m.ref not in running or m.ref in settled]
+        if ended:
+            if self._release is None:
+                self._release = self.shadow.client.register_script(RELEASE)
+            keys = self.shadow.keys.of_shard(shard)
+            await self._release(
+                keys=[keys.run(message.key) for message in ended],
+                args=[self.consumer, *(message.message_id for message in ended)],
+            )
+        gone = {message.ref for message in ended}
+        return [message for message in restored if message.ref not in gone]
 
     async def _check_shard(self, shard: int, running: list[Message]) -> int:
         """CHECK on one shard's epoch (each shard's node can lose its data alone)."""

@@ -148,13 +148,9 @@ class Worker:
             self._reseed,
         )
         self._completions = Completions(
-            shadow,
-            self.name,
-            self._reconnect_cap,
-            self._scheduler_wake,
-            self.continuity.check,
-            self._recover,
+            shadow, self.name, self._reconnect_cap, self._scheduler_wake, self.continuity.check
         )
+        self._completions.outage = self._recover
         #: The strikes this worker honours, kept in step with Redis while it runs.
         self.strikes = StrikeList()
         #: How many calls this worker acknowledged without running them, by task name.
@@ -179,6 +175,7 @@ class Worker:
         #: Counters and histograms of this worker (OpenTelemetry and Prometheus).
         self.metrics = WorkerMetrics(shadow, self.name, self.strikes)
         self.continuity.shards = self.metrics.shards = lambda: self._shards.count
+        self.continuity.settled = lambda: self._completions.settled
         #: The verdict behind ``healthcheck_port``.
         self.health = HealthCheck(
             self,
