@@ -45,8 +45,11 @@ async def test_a_redis_restarted_empty_loses_no_follow_up_and_no_automatic_task(
             perpetual.cancel()
 
     with RedisProcess(persistent=False) as server:
+        # Heartbeats a second apart: the worker fences its running tasks once Redis has not
+        # confirmed their claims for 2.5 intervals, and the restart (which blocks this
+        # loop) can take longer than the 0.5 s of 200 ms beats on a loaded machine.
         async with Shadow(
-            name="data-loss", url=server.url, heartbeat_interval=timedelta(milliseconds=200)
+            name="data-loss", url=server.url, heartbeat_interval=timedelta(seconds=1)
         ) as shadow:
             for task in (tick, flaky, chained):
                 shadow.register(task)
