@@ -137,7 +137,7 @@ async def test_a_message_that_keeps_killing_workers_becomes_poison(shadow: Shado
             await shadow.client.xautoclaim(stream, WORKER_GROUP, f"dead-{n}", 0, "0-0", count=1)
         await shadow.scripts.start(
             keys=[stream, shadow.keys.run("deadly")],
-            args=[WORKER_GROUP, f"dead-{n}", now_ms(), f"run-{n}", 1, 1, message_id],
+            args=[WORKER_GROUP, f"dead-{n}", now_ms(), f"run-{n}", 1, 1, 1, message_id],
         )
     async with Worker(
         shadow, max_deliveries=5, redelivery_timeout=timedelta(milliseconds=100)

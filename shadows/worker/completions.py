@@ -249,7 +249,6 @@ class Completions:
                 *dead,
                 len(completion.record),
                 *completion.record,
-                keys.events(message.key),
             ]
         results, trimmed = await shadow.scripts.complete(keys=script_keys, args=args)
         if trimmed:

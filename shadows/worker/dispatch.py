@@ -126,9 +126,8 @@ class Dispatcher:
         start_keys = [keys.stream, *(keys.run(m.key) for m in messages)]
         alone = 0 if self.active else 1
         start_args: list[str | int] = [WORKER_GROUP, self.name, now_ms(), instance, alone]
-        start_args.append(suspect_after(self.max_deliveries))
+        start_args += [suspect_after(self.max_deliveries), 1 if origin == HELD else 0]
         start_args += [m.message_id for m in messages]
-        start_args += [keys.events(m.key) for m in messages]
         lost: list[Any] = []
         if origin == HELD:
             sent = time.monotonic()

@@ -3,8 +3,7 @@
 -- ARGV: group, consumer, now_ms, ttl_s, dead-letter ttl_ms, dead-letter limit,
 --       then per message: message id, outcome, key, when_ms, field count, fields...,
 --       slot count, dead-letter field count, dead-letter fields..., record field count,
---       record fields... (the result or error kept in the run record when it ends), and
---       the run's events channel (a channel, not a key)
+--       record fields... (the result or error kept in the run record when it ends)
 -- outcome: a final state ('completed', 'failed', 'stricken', ...), 'reschedule' (place
 -- the fields anew: the next run of a perpetual task), 'retry' (the same, for the next
 -- attempt), or 'drop' (no run record). A successor the run scheduled for its own key is
@@ -35,7 +34,7 @@ while a <= #ARGV do
   local count = tonumber(ARGV[a + 4])
   local dead_count = tonumber(ARGV[a + 6 + count])
   local record_at = a + 7 + count + dead_count
-  a = record_at + 2 + tonumber(ARGV[record_at])
+  a = record_at + 1 + tonumber(ARGV[record_at])
 end
 local held = held_by(stream, group, consumer, ids)
 local done = {}
@@ -53,9 +52,8 @@ while a <= #ARGV do
   for i = 1, dead_count do dead[i] = ARGV[a + 6 + count + i] end
   local record_at = a + 7 + count + dead_count
   local record_count = tonumber(ARGV[record_at])
-  local channel = ARGV[record_at + 1 + record_count]
   local first_slot = k + 4
-  k, a = k + 4 + 2 * slots, record_at + 2 + record_count
+  k, a = k + 4 + 2 * slots, record_at + 1 + record_count
 
   local owner = consumer
   if done[id] then
@@ -104,16 +102,14 @@ while a <= #ARGV do
     elseif outcome ~= 'drop' then
       if ttl > 0 then
         redis.call('HDEL', run, 'message', 'restored', 'revoked', 'watched')
-        redis.call('HSET', run, 'state', outcome, 'finished', now)
-        if record_count > 0 then
-          redis.call('HSET', run, unpack(ARGV, record_at + 1, record_at + record_count))
-        end
+        redis.call('HSET', run, 'state', outcome, 'finished', now,
+          unpack(ARGV, record_at + 1, record_at + record_count))
         redis.call('EXPIRE', run, ttl)
       else
         redis.call('DEL', run)
       end
     end
-    if marks[3] then redis.pcall('PUBLISH', channel, outcome) end
+    if marks[3] then redis.pcall('PUBLISH', run .. ':events', outcome) end
     if next_mode then
       local next_fields = redis.call('HGETALL', successor)
       redis.call('DEL', successor)
