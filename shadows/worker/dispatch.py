@@ -1,6 +1,7 @@
 """The step between the reader and the runner: the entries a read returned become
-messages (stand-ins for malformed ones, poison marked), their claim is confirmed (START)
-when they were held for a while, and each one runs as its own asyncio task, tracked (its
+messages (stand-ins for malformed ones, poison marked), their claim is confirmed and
+their delivery counted (START) before they run unless a blocking read just delivered
+them, and each one runs as its own asyncio task, tracked (its
 lease renewed by :class:`Leases`) until it ends. See :mod:`reader` for the origins."""
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class Dispatcher:
         start_args += [suspect_after(self.max_deliveries), 1 if origin == HELD else 0]
         start_args += [m.message_id for m in messages]
         lost: list[Any] = []
-        if origin == HELD:
+        if origin != FRESH:
             sent = time.monotonic()
             # START counts each delivery in Redis (see shadows.core.deliveries): one
             # delivered too often is dead-lettered as poison, a suspect runs alone.

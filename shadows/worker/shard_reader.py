@@ -38,11 +38,12 @@ logger = logging.getLogger("shadows.worker")
 Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
 
 #: Where a batch of entries comes from, which decides what the worker checks first:
-#: delivered just now by a blocking read (they start at once and are recorded running
-#: meanwhile); or held for a while (this consumer's pending list, or reclaimed from a dead
-#: worker) or read without blocking: their START (claim confirmed, recorded running) comes
-#: first.
-FRESH, HELD = "fresh", "held"
+#: FRESH, delivered just now by a blocking read (they start at once and are recorded
+#: running meanwhile); NEW, delivered just now by a read without blocking (their START
+#: comes first: a busy worker counts each delivery before the task can take it down); or
+#: HELD for a while (this consumer's pending list, reclaimed from a dead worker, or a
+#: reply that came late): their START also restarts their claim clock.
+FRESH, NEW, HELD = "fresh", "new", "held"
 
 #: XAUTOCLAIM calls one look for dead workers' messages may make (each looks at up to
 #: ten times the free slots of pending entries) before the read of new work.
