@@ -9,6 +9,7 @@ import pytest
 
 from conftest import _cleanup, wait_for
 from shadows import (
+    Cooldown,
     ExecutionCancelled,
     ExecutionState,
     Progress,
@@ -69,6 +70,44 @@ async def test_get_result_waits_for_a_task_not_run_yet(shadow: Shadow) -> None:
     assert await waiting == 42
     refreshed = await execution.refresh()
     assert refreshed.state is ExecutionState.COMPLETED
+
+
+async def test_get_result_on_an_execution_found_by_key_waits_for_its_run(
+    shadow: Shadow,
+) -> None:
+    shadow.register(add_two)
+    soon = datetime.now(UTC) + timedelta(milliseconds=200)
+    await shadow.add(add_two, when=soon, key="soon")(4, 5)
+    found = await shadow.get_execution("soon")
+    assert found is not None and found.state is ExecutionState.SCHEDULED
+    waiting = asyncio.create_task(found.get_result(timeout=10))
+
+    async def watched() -> bool:
+        return bool(await shadow.client.hexists(shadow.keys.run("soon"), "watched"))
+
+    await wait_for(watched, message="get_result waiting on the record")
+    assert not waiting.done()
+    async with Worker(shadow, scheduling_resolution=timedelta(milliseconds=10)) as worker:
+        await worker.run_until_finished()
+    assert await asyncio.wait_for(waiting, 10) == 9
+
+
+async def test_a_run_dropped_by_flow_control_reads_as_cancelled(shadow: Shadow) -> None:
+    @shadow.task(cooldown=Cooldown(timedelta(hours=1)))
+    async def ping(n: int) -> int:
+        return n
+
+    first = await ping.schedule(1)
+    second = await ping.schedule(2)
+    async with Worker(shadow) as worker:
+        await worker.run_until_finished()
+    assert await first.get_result(timeout=5) == 1
+    found = await shadow.get_execution(second.key)
+    assert found is not None and found.state is ExecutionState.CANCELLED
+    assert found.finished_at is not None
+    assert await shadow.task_state(second.key) == "dropped"
+    with pytest.raises(ExecutionCancelled):
+        await found.get_result(timeout=5)
 
 
 async def test_get_result_times_out(shadow: Shadow) -> None:
