@@ -112,6 +112,7 @@ async def test_the_assertions_pass_and_fail_with_what_is_scheduled(shadow: Shado
     await assert_task_count(shadow, 3)
     await assert_task_count(shadow, 2, send_email)
     await assert_task_count(shadow, 1, other)
+    await assert_task_count(shadow, 2, fn_or_name="send_email")
 
     with pytest.raises(AssertionError) as failure:
         await assert_task_scheduled(shadow, send_email, 3)
@@ -126,6 +127,11 @@ async def test_the_assertions_pass_and_fail_with_what_is_scheduled(shadow: Shado
         await assert_task_not_scheduled(shadow, send_email, 1)
     with pytest.raises(AssertionError, match="expected 5 tasks scheduled, found 3"):
         await assert_task_count(shadow, 5)
+    with pytest.raises(
+        AssertionError,
+        match=r"expected 1 tasks of send_email scheduled, found 2; scheduled \(2\): send_email",
+    ):
+        await assert_task_count(shadow, 1, send_email)
     with pytest.raises(AssertionError, match=r"expected no tasks scheduled; scheduled \(3\)"):
         await assert_no_tasks(shadow)
     with pytest.raises(

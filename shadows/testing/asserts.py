@@ -24,40 +24,41 @@ LISTED = 20
 
 
 async def assert_task_scheduled(
-    shadow: Shadow, function: TaskRef, /, *args: Any, **kwargs: Any
+    shadow: Shadow, fn_or_name: TaskRef, /, *args: Any, **kwargs: Any
 ) -> SnapshotTask:
-    """Assert that a call of ``function`` with these arguments waits to run; returns it."""
+    """Assert that a call of ``fn_or_name`` with these arguments waits to run; returns it."""
     tasks = await _pending(shadow)
-    found = [task for task in tasks if _matches(shadow, task, function, args, kwargs)]
+    found = [task for task in tasks if _matches(shadow, task, fn_or_name, args, kwargs)]
     if not found:
         raise AssertionError(
-            f"{_expected(function, args, kwargs)} is not scheduled; "
-            f"{_listing(tasks, _name(function))}"
+            f"{_expected(fn_or_name, args, kwargs)} is not scheduled; "
+            f"{_listing(tasks, _name(fn_or_name))}"
         )
     return found[0]
 
 
 async def assert_task_not_scheduled(
-    shadow: Shadow, function: TaskRef, /, *args: Any, **kwargs: Any
+    shadow: Shadow, fn_or_name: TaskRef, /, *args: Any, **kwargs: Any
 ) -> None:
-    """Assert that no call of ``function`` with these arguments waits to run."""
+    """Assert that no call of ``fn_or_name`` with these arguments waits to run."""
     tasks = await _pending(shadow)
-    found = [task for task in tasks if _matches(shadow, task, function, args, kwargs)]
+    found = [task for task in tasks if _matches(shadow, task, fn_or_name, args, kwargs)]
     if found:
         shown = "; ".join(_describe(task) for task in found[:LISTED])
         raise AssertionError(
-            f"{_expected(function, args, kwargs)} is scheduled ({len(found)}): {shown}"
+            f"{_expected(fn_or_name, args, kwargs)} is scheduled ({len(found)}): {shown}"
         )
 
 
-async def assert_task_count(shadow: Shadow, count: int, function: TaskRef | None = None) -> None:
-    """Assert that exactly ``count`` tasks (of ``function``, or of any task) wait to run."""
+async def assert_task_count(shadow: Shadow, count: int, fn_or_name: TaskRef | None = None) -> None:
+    """Assert that exactly ``count`` tasks (of ``fn_or_name``, a task function, handle or
+    name, or of any task) wait to run."""
     tasks = await _pending(shadow)
-    if function is not None:
-        name = _name(function)
+    if fn_or_name is not None:
+        name = _name(fn_or_name)
         tasks = [task for task in tasks if task.function_name == name]
     if len(tasks) != count:
-        what = f"tasks of {_name(function)}" if function is not None else "tasks"
+        what = f"tasks of {_name(fn_or_name)}" if fn_or_name is not None else "tasks"
         raise AssertionError(
             f"expected {count} {what} scheduled, found {len(tasks)}; {_listing(tasks, None)}"
         )
