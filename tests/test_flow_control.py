@@ -4,6 +4,7 @@ workers and producers at once, and combined with each other and ``ConcurrencyLim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -366,6 +367,69 @@ async def test_one_run_per_burst_with_several_producers_and_workers(
         for producer in producers:
             await producer.aclose()
     assert len(runs) == 1
+
+
+async def test_scoped_streams_cut_by_max_wait_across_producers_and_workers(
+    url: str, shadow: Shadow
+) -> None:
+    """Two producers take turns submitting for two accounts, never leaving the settle time
+    quiet, while three workers run: max_wait cuts each account's stream into bursts, and
+    each burst runs once, with its last submission, due within max_wait of its first."""
+    settle, max_wait = 0.1, 0.3
+    runs: list[tuple[int, str, float]] = []
+
+    async def digest(
+        account: str,
+        n: int,
+        debounce: Debounce = Debounce(
+            timedelta(seconds=settle), max_wait=timedelta(seconds=max_wait), scope="account"
+        ),
+        execution: Execution = CurrentExecution(),
+    ) -> None:
+        runs.append((n, execution.key, execution.when.timestamp()))
+
+    producers = [Shadow(name=shadow.name, url=url) for _ in range(2)]
+    for producer in producers:
+        producer.register(digest)
+    shadow.register(digest)
+    #: per run key: (n, when the add was sent, when it returned), in order
+    bursts: dict[str, list[tuple[int, float, float]]] = {}
+    account_of: dict[str, str] = {}
+    workers = [worker(shadow, f"flow-{i}") for i in range(3)]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for each in workers:
+                await stack.enter_async_context(each)
+            serving = [asyncio.create_task(each.run_forever()) for each in workers]
+            n, began = 0, time.time()
+            while time.time() - began < 1.2:
+                for account in ("a", "b"):
+                    sent = time.time()
+                    execution = await producers[n % 2].add(digest)(account, n)
+                    bursts.setdefault(execution.key, []).append((n, sent, time.time()))
+                    account_of[execution.key] = account
+                    n += 1
+                await asyncio.sleep(0.03)
+
+            def every_burst_ran() -> bool:
+                return {key for _, key, _ in runs} >= set(bursts)
+
+            await wait_for(every_burst_ran, 10, "a run of every burst")
+            for each in workers:
+                each.stop()
+            await asyncio.wait_for(asyncio.gather(*serving), 30)
+    finally:
+        for producer in producers:
+            await producer.aclose()
+
+    assert Counter(key for _, key, _ in runs) == Counter(set(bursts))  # one run per burst
+    for n, key, when in runs:
+        submitted = bursts[key]
+        assert n == submitted[-1][0]  # the last submission's arguments
+        opened = submitted[0][2]  # the burst opened while its first add was under way
+        assert when <= opened + max_wait + 0.002, (key, when - submitted[0][1])
+    per_account = Counter(account_of.values())
+    assert per_account["a"] >= 2 and per_account["b"] >= 2, per_account  # max_wait cut them
 
 
 async def test_debounced_tasks_refuse_replace_and_batches(shadow: Shadow) -> None:
