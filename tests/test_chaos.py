@@ -245,19 +245,25 @@ def test_more_starts_than_the_rate_limit_allows_in_a_window(records: Records) ->
 def test_one_run_per_debounce_burst_within_max_wait_with_the_last_arguments(
     records: Records,
 ) -> None:
-    def burst(key: str, sent: list[float]) -> None:
-        for sequence, moment in enumerate(sent):
+    def burst(key: str, sent: list[float], first: int = 0) -> None:
+        for sequence, moment in enumerate(sent, start=first):
             records.accepted(
                 "debounced", key, when=moment, marker=f"{key}:{sequence}", sent=moment,
-                burst=key, sequence=sequence, max_wait=0.5,
+                burst=key, sequence=sequence, settle=0.25, max_wait=0.5,
             )  # fmt: skip
 
     burst("good", [1.0, 1.1, 1.2])
     records.run("good", 1.5, 1.6, when=1.45, m="good:2", s=2)
     records.run("good", 1.7, 1.8, pid=5, when=1.45, m="good:2", s=2)  # redelivered
+    # a stream of submissions 0.12 s apart, cut by max_wait into two bursts (two keys)
+    burst("stream-a", [6.0, 6.12, 6.24, 6.36, 6.48])
+    records.run("stream-a", 6.55, 6.6, when=6.5, m="stream-a:4", s=4)
+    burst("stream-b", [6.6, 6.72], first=5)
+    records.run("stream-b", 7.0, 7.1, when=6.97, m="stream-b:6", s=6)
     verdict = check(records)
     assert verdict.ok, verdict.violations
-    assert (verdict.debounce_bursts, verdict.debounce_submissions) == (1, 3)
+    assert (verdict.debounce_bursts, verdict.debounce_submissions) == (3, 10)
+    assert verdict.debounce_capped == 1  # stream-a: due at max_wait, not settle after
 
     burst("twice", [2.0, 2.1])
     records.run("twice", 2.4, 2.5, when=2.35, m="twice:1", s=1)
@@ -273,6 +279,7 @@ def test_one_run_per_debounce_burst_within_max_wait_with_the_last_arguments(
     assert any(line.startswith("twice: 2 runs for one burst") for line in found)
     assert any("first-kept" in line and "not the last accepted (1)" in line for line in found)
     assert any("[late" in line and "(max_wait 0.5 s)" in line for line in found)
+    assert verdict.debounce_capped == 1  # none of these went on past max_wait
     assert verdict.lost == ["debounced never: no successful run"]
 
 
@@ -384,6 +391,13 @@ async def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
     poison = report["poison"]
     assert poison["tasks"] >= 1 and poison["workers_killed"] >= 1, table
     assert report["tasks"]["accepted_total"] > 300, table
+    # the flow control of issue 13 was exercised, not only left unviolated: running tasks
+    # cancelled, the rate limit reached, bursts collapsed, some of them cut by max_wait
+    assert report["cancellations"]["stopped_while_running"] >= 1, table
+    assert report["rate_limit"]["most_in_window"] == report["rate_limit"]["limit"], table
+    debounce = report["debounce"]
+    assert debounce["submissions"] > debounce["bursts"] >= 1, table
+    assert debounce["capped_by_max_wait"] >= 1, table
     state = report["end_state"]
     assert (state["stream_length"], state["queue_length"], state["pending"]) == (0, 0, 0), table
     assert state["without_expiry"] == [], table

@@ -14,7 +14,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,11 @@ RELAYS = 2
 #: A keyed future task is at least this far out, so that adding its key again right away
 #: must find it still scheduled (and do nothing).
 KEYED_LEAD = 1.5
+#: The share of debounced bursts that are long streams instead: a submission every
+#: STREAM_GAP seconds (never DEBOUNCE_SETTLE of quiet) for longer than DEBOUNCE_MAX_WAIT,
+#: so that max_wait, not the settle time, decides when their runs are due.
+STREAM_SHARE = 0.3
+STREAM_GAP = 0.12
 
 
 class Producer:
@@ -66,8 +71,9 @@ class Producer:
         self._accepted_log = directory / "accepted.jsonl"
         self._rejected_log = directory / "rejected.jsonl"
         self._cancelled_log = directory / "cancelled.jsonl"
-        #: Cancellations waiting for their task to start (awaited at the end).
-        self._cancelling: set[asyncio.Task[None]] = set()
+        #: Cancellations waiting for their task to start, and long debounced streams
+        #: (awaited at the end).
+        self._background: set[asyncio.Task[None]] = set()
 
     def _write(self, path: Path, record: dict[str, Any]) -> None:
         with open(path, "a") as file:
@@ -181,9 +187,7 @@ class Producer:
             key, ms = self._next("cancel"), rng.randint(1500, 3000)
             added = await self._add(kind, key, None, shadow.add(tasks.cancellable, key=key)(ms))
             if added is not None:
-                cancelling = asyncio.create_task(self._cancel_when_running(added))
-                self._cancelling.add(cancelling)
-                cancelling.add_done_callback(self._cancelling.discard)
+                self._in_background(self._cancel_when_running(added))
         elif kind == "retry":
             key, ms, fail_until = self._next("retry"), rng.randint(20, 200), rng.randint(0, 2)
             function = rng.choice([tasks.flaky, tasks.flaky_exponential])
@@ -215,18 +219,33 @@ class Producer:
             first_when=when.timestamp(),
         )  # fmt: skip
 
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        running = asyncio.create_task(work)
+        self._background.add(running)
+        running.add_done_callback(self._background.discard)
+
     async def _add_burst(self) -> None:
         """A burst of 2 to 5 submissions of one debounced scope, 30 ms apart (well within
-        the settle time): one run, with the last accepted submission's arguments."""
+        the settle time): one run, with the last accepted submission's arguments. Or, for
+        STREAM_SHARE of them, in the background, a stream of 6 to 10 submissions
+        STREAM_GAP apart, which max_wait cuts into bursts: one run each, due within
+        max_wait of its first submission."""
         burst = self._next("burst")
-        for sequence in range(self.rng.randint(2, 5)):
+        if self.rng.random() < STREAM_SHARE:
+            self._in_background(self._submit(burst, self.rng.randint(6, 10), STREAM_GAP))
+        else:
+            await self._submit(burst, self.rng.randint(2, 5), 0.03)
+
+    async def _submit(self, burst: str, count: int, gap: float) -> None:
+        for sequence in range(count):
             if sequence:
-                await asyncio.sleep(0.03)
+                await asyncio.sleep(gap)
             marker = f"{burst}:{sequence}"
             await self._add(
                 "debounced", marker, None,
                 self.shadow.add(tasks.debounced)(burst, sequence, marker),
-                burst=burst, sequence=sequence, max_wait=tasks.DEBOUNCE_MAX_WAIT,
+                burst=burst, sequence=sequence, settle=tasks.DEBOUNCE_SETTLE,
+                max_wait=tasks.DEBOUNCE_MAX_WAIT,
             )  # fmt: skip
 
     async def _cancel_when_running(self, execution: Execution) -> None:
@@ -248,9 +267,10 @@ class Producer:
                                           "cancelled": done})  # fmt: skip
 
     async def finish(self) -> None:
-        """Wait for the cancellations still waiting for their task to start."""
-        if self._cancelling:
-            await asyncio.gather(*self._cancelling, return_exceptions=True)
+        """Wait for the cancellations still waiting for their task to start and the
+        debounced streams still submitting."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Add tasks at ``rate`` per second until ``stop`` (slower while Redis is away)."""

@@ -31,9 +31,11 @@ def _rate(figures: dict[str, Any] | None) -> str:
 def _debounce(figures: dict[str, Any] | None) -> str:
     if not figures:
         return "n/a"
+    capped = figures.get("capped_by_max_wait")
     return (
         f"{figures['submissions']} submissions in {figures['bursts']} bursts, one run "
         f"each, due within max_wait {figures['max_wait_seconds']:g} s"
+        + (f" ({capped} bursts cut by max_wait)" if capped is not None else "")
     )
 
 

@@ -419,6 +419,7 @@ def _report(
         "debounce": {
             "bursts": verdict.debounce_bursts,
             "submissions": verdict.debounce_submissions,
+            "capped_by_max_wait": verdict.debounce_capped,
             "max_wait_seconds": tasks.DEBOUNCE_MAX_WAIT,
         },
         "end_state": state,

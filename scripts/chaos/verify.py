@@ -104,9 +104,12 @@ class Verdict:
     debounce: list[str] = field(default_factory=list)
     #: Most starts of the rate-limited task seen in any window (shortened by RATE_SLACK).
     rate_most_in_window: int = 0
-    #: Debounced bursts (distinct run keys) and the submissions accepted into them.
+    #: Debounced bursts (distinct run keys) and the submissions accepted into them;
+    #: the bursts whose submissions went on past max_wait (the cap, not the settle
+    #: time, made them due).
     debounce_bursts: int = 0
     debounce_submissions: int = 0
+    debounce_capped: int = 0
     unfinished: list[str] = field(default_factory=list)
     sigterm: list[str] = field(default_factory=list)
     died: list[str] = field(default_factory=list)
@@ -504,8 +507,17 @@ def _check_debounce(
             )
         first = min(add["sent"] for add in adds)
         latest = max(add["sequence"] for add in adds)
+        settle = adds[0].get("settle")
+        if (
+            settle is not None
+            and max(add["sent"] for add in adds) + settle > first + adds[0]["max_wait"]
+        ):
+            verdict.debounce_capped += 1
+        # The producer takes the burst's opening moment from its clock while its first
+        # submission is under way: by the time that add returned at the latest.
+        opened = min(add["t"] for add in adds)
         for run in runs:
-            if run.when > first + adds[0]["max_wait"] + EPSILON:
+            if run.when > opened + adds[0]["max_wait"] + EPSILON:
                 verdict.debounce.append(
                     f"{run.describe()} due {run.when - first:.3f} s after the burst's first "
                     f"submission (max_wait {adds[0]['max_wait']:g} s)"
