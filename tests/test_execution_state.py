@@ -160,9 +160,19 @@ async def test_results_are_signed_and_checked(url: str, shadow_name: str) -> Non
     async with Shadow(name=shadow_name, url=url, signing_key="secret") as shadow:
         shadow.register(add_two)
         execution = await shadow.add(add_two, key="sum")(2, 3)
+        other = await shadow.add(add_two, key="other")(4, 5)
         async with Worker(shadow) as worker:
             await worker.run_until_finished()
         assert await execution.get_result(timeout=5) == 5
+        assert await other.get_result(timeout=5) == 9
+        # kept with the run record, which expires execution_ttl after the run ended
+        ttl = await shadow.client.ttl(shadow.keys.run("sum"))
+        assert 0 < ttl <= shadow.execution_ttl.total_seconds()
+        # a result signed for another key is refused, as is one written unsigned
+        signed = await shadow.client.hget(shadow.keys.run("sum"), "result")
+        await shadow.client.hset(shadow.keys.run("other"), "result", signed)
+        with pytest.raises(ValueError, match="signature"):
+            await other.get_result(timeout=5)
         await shadow.client.hset(shadow.keys.run("sum"), "result", shadow.codec.dumps(666))
         with pytest.raises(ValueError, match="signature"):
             await execution.get_result(timeout=5)
