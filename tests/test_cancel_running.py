@@ -13,6 +13,7 @@ import pytest
 from conftest import wait_for
 from redis_server import RedisProcess
 from shadows import (
+    ConcurrencyLimit,
     ExecutionCancelled,
     ExecutionState,
     Perpetual,
@@ -295,3 +296,44 @@ async def test_a_copy_claimed_elsewhere_is_not_run_after_the_cancellation(shadow
     assert starts == ["start"]
     assert await state_of(shadow, "stalled") is ExecutionState.CANCELLED
     assert await shadow.client.xlen(shadow.keys.stream) == 0
+
+
+async def test_cancelling_a_run_gives_its_concurrency_slot_to_the_next(shadow: Shadow) -> None:
+    """A cancelled run holding a ConcurrencyLimit slot frees it at once: the run waiting
+    for it starts on another worker, and the cancelled one never runs again."""
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def export(
+        customer: str,
+        label: str,
+        limit: ConcurrencyLimit = ConcurrencyLimit("customer", max_concurrent=1),
+    ) -> None:
+        started.append(label)
+        if label == "first":
+            await asyncio.sleep(3600)
+        await release.wait()
+
+    shadow.register(export)
+    await shadow.add(export, key="first")("acme", "first")
+    workers = [Worker(shadow, name=f"w{i}", concurrency=2) for i in range(2)]
+    runs = [asyncio.create_task(w.run_until_finished()) for w in workers]
+    await wait_for(lambda: started == ["first"], message="the first run")
+    await shadow.add(export, key="second")("acme", "second")
+
+    async def second_waits_for_the_slot() -> bool:
+        pattern = f"{shadow.keys.home_prefix}waiting:*"
+        async for pool in shadow.client.scan_iter(match=pattern):
+            if await shadow.client.zscore(pool, "second") is not None:
+                return True
+        return False
+
+    await wait_for(second_waits_for_the_slot, message="the second run parked for the slot")
+    assert started == ["first"]
+    assert await shadow.cancel("first")
+    await wait_for(lambda: started == ["first", "second"], 5, "the second run, in the slot")
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*runs), 10)
+    assert started == ["first", "second"]
+    assert await state_of(shadow, "first") is ExecutionState.CANCELLED
+    assert await state_of(shadow, "second") is ExecutionState.COMPLETED
