@@ -116,6 +116,17 @@ async def test_get_result_times_out(shadow: Shadow) -> None:
         await execution.get_result(timeout=0.2)
 
 
+async def test_get_result_of_an_execution_gone_from_redis_is_a_lookup_error(
+    shadow: Shadow,
+) -> None:
+    execution = await shadow.add(add_two, key="gone")(1, 1)
+    assert await shadow.cancel("gone")
+    await shadow.client.delete(shadow.keys.run("gone"))  # as once execution_ttl has passed
+    with pytest.raises(LookupError):
+        await execution.get_result(timeout=5)
+    assert await shadow.get_execution("gone") is None
+
+
 async def test_a_failed_task_raises_its_own_exception(shadow: Shadow) -> None:
     shadow.register(fails)
     execution = await shadow.add(fails, key="boom")("it broke")
