@@ -211,6 +211,31 @@ async def test_a_rate_limit_per_argument_value_and_one_per_task(shadow: Shadow) 
     assert runs == ["a", "b", "c"]
 
 
+async def test_a_rate_limit_per_argument_value_postpones_across_three_workers(
+    shadow: Shadow,
+) -> None:
+    starts: dict[str, list[float]] = {"a": [], "b": []}
+    per = 0.4
+
+    async def crawl(
+        host: str, n: int, rate: RateLimit = RateLimit(2, timedelta(seconds=per), scope="host")
+    ) -> None:
+        starts[host].append(time.monotonic())
+
+    keys = [(await shadow.add(crawl)("ab"[n % 2], n)).key for n in range(12)]
+    began = time.monotonic()
+    await run_workers(shadow, 3)
+    assert await states(shadow, keys) == {"completed": 12}  # postponed, none lost
+    # six runs per host at 2 per 400 ms need two more windows after the first; the two
+    # hosts' windows are separate, so they do not need six
+    assert time.monotonic() - began >= 2 * per - 0.05
+    for host in ("a", "b"):
+        assert len(starts[host]) == 6
+        assert busiest_window(starts[host], per - 0.15) <= 2, host
+    both = starts["a"] + starts["b"]
+    assert busiest_window(both, per) > 2  # the hosts ran side by side
+
+
 async def test_a_scope_naming_no_argument_fails_the_run(
     shadow: Shadow, caplog: pytest.LogCaptureFixture
 ) -> None:
