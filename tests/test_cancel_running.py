@@ -279,7 +279,9 @@ async def test_a_copy_claimed_elsewhere_is_not_run_after_the_cancellation(shadow
 
     shadow.register(long)
     await shadow.add(long, key="stalled")()
-    async with Worker(shadow, name="first") as first:
+    # "second" never beats: its claim lapses after 3 of first's heartbeats, not 3 x 2 s
+    beats = timedelta(milliseconds=200)
+    async with Worker(shadow, name="first", heartbeat_interval=beats) as first:
         running = asyncio.create_task(first.run_until_finished())
         await wait_for(lambda: bool(starts), message="the first run")
         [pending] = await shadow.client.xpending_range(
