@@ -185,7 +185,7 @@ async def test_a_killed_holders_slot_is_freed(
 ) -> None:
     runs = tmp_path / "runs"
     async with Shadow(name=shadow_name, url=redis_url) as shadow:
-        await shadow.add(limited, key="holder")(str(runs), "acme", 3)
+        await shadow.add(limited, key="holder")(str(runs), "acme", 1.5)
         holder = spawn_worker(
             redis_url, shadow_name, "--redelivery-timeout", "1s", log=tmp_path / "holder.log"
         )
