@@ -71,9 +71,10 @@ async def test_a_task_that_kills_its_worker_is_dead_lettered_across_restarts_und
         await shadow.add(record_and_sleep, key="neighbour")(str(runs), "neighbour", 1.0)
         await shadow.add(kill_my_worker, key="deadly")(str(runs), "deadly")
         for restart in range(6):
+            # 1 s heartbeats: a restart waits up to 3 s, not 6 s, for the dead one's entry
             worker = spawn_worker(
                 url, shadow_name, "--name", "same", "--max-deliveries", "2",
-                log=tmp_path / "worker.log",
+                "--heartbeat-interval", "1s", log=tmp_path / "worker.log",
             )  # fmt: skip
             try:
 

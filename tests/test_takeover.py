@@ -129,13 +129,17 @@ async def test_a_second_live_worker_under_one_name_refuses_to_start(
     redis_url: str, shadow_name: str, tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs"
-    first = spawn_worker(redis_url, shadow_name, "--name", "twin", log=tmp_path / "first.log")
+    # 1 s heartbeats: the restart below waits 3 s, not 6 s, for the dead one's entry to lapse
+    beats = ("--heartbeat-interval", "1s")
+    first = spawn_worker(
+        redis_url, shadow_name, "--name", "twin", *beats, log=tmp_path / "first.log"
+    )
     processes = [first]
     try:
         async with Shadow(name=shadow_name, url=redis_url) as shadow:
             await wait_for(lambda: listed(shadow, "twin"), 30, "the first worker to be listed")
             second_log = tmp_path / "second.log"
-            second = spawn_worker(redis_url, shadow_name, "--name", "twin", log=second_log)
+            second = spawn_worker(redis_url, shadow_name, "--name", "twin", *beats, log=second_log)
             processes.append(second)
             assert await wait_exit(second) == 3
             assert (
@@ -155,7 +159,7 @@ async def test_a_second_live_worker_under_one_name_refuses_to_start(
             first.send_signal(signal.SIGKILL)
             first.wait(10)
             third = spawn_worker(
-                redis_url, shadow_name, "--name", "twin", log=tmp_path / "third.log"
+                redis_url, shadow_name, "--name", "twin", *beats, log=tmp_path / "third.log"
             )
             processes.append(third)
             await wait_for(lambda: len(records(runs, "start")) == 3, 30, "the restart")
