@@ -51,9 +51,10 @@ async def test_a_worker_process_drains_three_shards_on_three_masters(
     name = spread_name(redis_cluster)
     runs = tmp_path / "runs"
     env = {"SHADOW_SHARDS": str(SHARDS)}
+    beats = ("--heartbeat-interval", "1s")  # a killed worker's entry lapses after 3 s, not 6 s
     workers = [
         spawn_worker(
-            redis_cluster.url, name, "--name", label, log=tmp_path / f"{label}.log", env=env
+            redis_cluster.url, name, "--name", label, *beats, log=tmp_path / f"{label}.log", env=env
         )
         for label in ("first", "second")
     ]
@@ -67,9 +68,10 @@ async def test_a_worker_process_drains_three_shards_on_three_masters(
                         shadow, shard, record_and_sleep, str(runs), label, 0.01,
                         key=key_in(shard, label),
                     )  # fmt: skip
-            # the long one on shard 2, killed mid-run below
+            # the long one on shard 2, killed mid-run below (taken over 3 s after its
+            # worker's last heartbeat)
             victim = await add_on(
-                shadow, 2, record_and_sleep, str(runs), "victim", 3.0, key=key_in(2, "victim")
+                shadow, 2, record_and_sleep, str(runs), "victim", 1.5, key=key_in(2, "victim")
             )
             await wait_for(lambda: _started(runs, "victim"), 30, "the victim to start")
             [start] = [r for r in read_records(runs) if r[:2] == ["start", "victim"]]
