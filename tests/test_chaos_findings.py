@@ -298,13 +298,17 @@ async def test_reconnections_of_a_healthy_worker_do_not_make_its_task_poison(
     with RedisProcess(persistent=True) as server:
         async with Shadow(name="findings-poison", url=server.url) as shadow:
             await shadow.add(record_and_sleep, key="long")(str(runs), "long", 30.0)
+            # 1 s heartbeats: once it is killed, its task is taken over after 3 s, not 6 s
             first = spawn_worker(
                 server.url, "findings-poison", "--redelivery-timeout", "6s",
-                "--reconnection-delay", "200ms", log=tmp_path / "first.log",
+                "--reconnection-delay", "200ms", "--heartbeat-interval", "1s",
+                log=tmp_path / "first.log",
             )  # fmt: skip
             try:
                 await wait_for(lambda: len(read_records(runs)) == 1, 30, "the first run")
-                for _ in range(8):  # short outages: the worker reconnects after each
+                # short outages: the worker reconnects after each (with the old bug, each
+                # reconnection counted a delivery: 4 of them make 5, then the loop ends)
+                for _ in range(5):
                     server.stop()
                     await asyncio.sleep(0.6)
                     server.start()
@@ -319,7 +323,11 @@ async def test_reconnections_of_a_healthy_worker_do_not_make_its_task_poison(
                 first.wait(10)
             finally:
                 first.kill()
-            second = Worker(shadow, redelivery_timeout=timedelta(seconds=6))
+            second = Worker(
+                shadow,
+                redelivery_timeout=timedelta(seconds=6),
+                heartbeat_interval=timedelta(seconds=1),
+            )
             running = asyncio.create_task(second.run_forever())
 
             async def settled() -> bool:
