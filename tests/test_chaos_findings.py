@@ -271,7 +271,9 @@ async def test_a_message_reclaimed_while_its_delivery_was_in_flight_does_not_run
             running_b = asyncio.create_task(worker_b.run_forever())
             await wait_for(lambda: bool(worker_b.active_keys), 10, "B to reclaim the message")
             proxy.release()  # A hears of its delivery now
-            await asyncio.sleep(3.0)
+            # A would start its copy at once (13 ms after the pause, in the chaos run), so
+            # by the end of B's 2 s run it would be running: stopping lets it finish first
+            await wait_for(lambda: any(run[0] == "b" for run in runs), 10, "B's run to end")
             worker_a.stop()
             worker_b.stop()
             await asyncio.gather(running_a, running_b, return_exceptions=True)
