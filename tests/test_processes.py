@@ -63,7 +63,9 @@ async def test_a_killed_workers_task_is_finished_by_another_after_the_timeout(
     begun, finished = starts(runs), ends(runs)
     assert [r[2] for r in begun] == [str(first.pid), str(second.pid)]
     assert [r[2] for r in finished] == [str(second.pid)]
-    assert float(begun[1][3]) - float(begun[0][3]) >= 1.0
+    # Reclaimed once idle for the timeout, counted from the delivery, which comes a little
+    # before the first body records its start (seen: 0.9995 s between the two starts)
+    assert float(begun[1][3]) - float(begun[0][3]) >= 1.0 - 0.1
 
 
 async def test_a_task_longer_than_the_timeout_runs_once_while_another_worker_waits(
