@@ -335,7 +335,7 @@ def test_workers_killed_by_a_poison_task_are_no_finding_within_the_delivery_limi
     assert verdict.died == [] and verdict.poison == []
     assert verdict.poison_kills == 3 and verdict.poison_runs == {"poison-1": 3}
     assert verdict.ok
-    # one more (a first delivery counted late) is accepted, two more are a finding
+    # one more (an uncounted delivery, seen once, unexplained) is accepted, two are a finding
     assert verify(records.directory, 40.0, 60.0, limit=1, max_deliveries=2).ok
     verdict = verify(records.directory, 40.0, 60.0, limit=1, max_deliveries=1)
     assert len(verdict.poison) == 1 and "delivery limit (1) allows" in verdict.poison[0]

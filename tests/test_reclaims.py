@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -103,6 +104,54 @@ async def test_a_task_that_kills_its_worker_is_dead_lettered_across_restarts_und
     assert letter is not None and letter.reason == "poison"
     assert "delivered 3 times" in letter.error
     assert record[b"deliveries"] == b"3"
+
+
+async def test_a_task_that_kills_an_idle_worker_at_once_is_counted_from_its_first_run(
+    url: str, shadow_name: str, tmp_path: Path
+) -> None:
+    """A task delivered by an idle worker's blocking read, which kills the worker before
+    it can do anything else, has had its delivery counted: START comes before every run,
+    so ``--max-deliveries 2`` means two runs, not three."""
+    if url.startswith("memory://"):
+        pytest.skip("worker processes need a server they can reach")
+    runs = tmp_path / "runs"
+    log = tmp_path / "worker.log"
+    async with Shadow(name=shadow_name, url=url) as shadow:
+
+        async def blocked_reads() -> int:
+            clients = await shadow.client.client_list()
+            return sum(1 for c in clients if c["cmd"] == "xreadgroup" and "b" in c["flags"])
+
+        already = await blocked_reads()
+        args = ("--name", "same", "--max-deliveries", "2", "--heartbeat-interval", "1s")
+        worker = spawn_worker(url, shadow_name, *args, log=log)
+        try:
+            # the worker is idle, waiting in its blocking read, when the task arrives
+            await wait_for(lambda: _more(blocked_reads, already), 30, "the worker to block")
+            await shadow.add(kill_my_worker, key="deadly")(str(runs), "deadly")
+            assert worker.wait(30) == 137
+            for restart in range(4):
+                worker = spawn_worker(url, shadow_name, *args, log=log)
+
+                async def settled(worker: subprocess.Popen[bytes] = worker) -> bool:
+                    return worker.poll() is not None or (
+                        await shadow.failed_task("deadly") is not None
+                    )
+
+                await wait_for(settled, 30, f"restart {restart + 1} to settle")
+                if await shadow.failed_task("deadly") is not None:
+                    break
+        finally:
+            worker.terminate()
+            worker.wait(30)
+        letter = await shadow.failed_task("deadly")
+    starts = [r for r in read_records(runs) if r[:2] == ["start", "deadly"]]
+    assert len(starts) == 2, f"{len(starts)} runs; worker log:\n{log.read_text()}"
+    assert letter is not None and letter.reason == "poison"
+
+
+async def _more(count: Callable[[], Awaitable[int]], than: int) -> bool:
+    return await count() > than
 
 
 async def test_a_message_parked_for_a_concurrency_slot_is_not_counted_as_a_delivery(

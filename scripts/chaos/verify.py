@@ -353,8 +353,8 @@ def _check_poison(
         runs = by_key.get(key, [])
         verdict.poison_keys.append(key)
         verdict.poison_runs[key] = len(runs)
-        # its first delivery, by an idle worker's blocking read, is counted in the
-        # background: a task that kills its worker at once may run once more
+        # every delivery is counted before it runs; one more is tolerated for the one
+        # uncounted delivery a chaos run saw and nobody explained (docs/performance.md)
         if len(runs) > max_deliveries + 1:
             verdict.poison.append(
                 f"{key} ran {len(runs)} times, more than the delivery limit "

@@ -1,8 +1,8 @@
 """The step between the reader and the runner: the entries a read returned become
-messages (stand-ins for malformed ones, poison marked), their claim is confirmed and
-their delivery counted (START) before they run unless a blocking read just delivered
-them, and each one runs as its own asyncio task, tracked (its
-lease renewed by :class:`Leases`) until it ends. See :mod:`reader` for the origins."""
+messages (stand-ins for malformed ones, poison marked), their delivery is counted and
+(for held ones) their claim confirmed by START before they run, and each one runs as its
+own asyncio task, tracked (its lease renewed by :class:`Leases`) until it ends. See
+:mod:`reader` for the origins."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from shadows.core.keys import WORKER_GROUP
 from shadows.core.message import ref_of
 from shadows.worker.leases import Leases
 from shadows.worker.outcome import Verdict
-from shadows.worker.reader import FRESH, HELD, Entry, StreamReader, entry_id
+from shadows.worker.reader import HELD, Entry, StreamReader, entry_id
 from shadows.worker.release import acknowledge, release
 
 if TYPE_CHECKING:
@@ -62,8 +62,8 @@ class Dispatcher:
         # by Message.ref (the message id, suffixed with its shard beyond shard 0)
         self.active: dict[str, asyncio.Task[None]] = {}
         self.messages: dict[str, Message] = {}
-        #: START calls sent in the background for fresh messages (the loop holds tasks
-        #: only weakly: an unreferenced one could vanish mid-call).
+        #: Calls sent in the background (the loop holds tasks only weakly: an
+        #: unreferenced one could vanish mid-call).
         self._marking: set[asyncio.Future[Any]] = set()
         #: A suspect message running alone (see shadows.core.deliveries): the worker
         #: reads nothing else meanwhile. ``deferred``: START left messages in the pending
@@ -84,9 +84,9 @@ class Dispatcher:
             task.cancel()
 
     async def start(self, entries: list[Entry], origin: str = HELD, shard: int = 0) -> None:
-        """Run ``entries`` of ``shard``. Messages held for a while (recovered, reclaimed,
-        or read late) have their claim confirmed first by the START script; see
-        :mod:`reader` for the origins."""
+        """Run ``entries`` of ``shard`` once START has counted their delivery (and, for
+        messages held for a while, confirmed their claim); see :mod:`reader` for the
+        origins."""
         view = self.reader.shards.view(shard)
         messages: list[Message] = []
         broken: list[str] = []
@@ -129,19 +129,19 @@ class Dispatcher:
         start_args: list[str | int] = [WORKER_GROUP, self.name, now_ms(), instance, alone]
         start_args += [suspect_after(self.max_deliveries), 1 if origin == HELD else 0]
         start_args += [m.message_id for m in messages]
-        lost: list[Any] = []
-        if origin != FRESH:
-            sent = time.monotonic()
-            # START counts each delivery in Redis (see shadows.core.deliveries): one
-            # delivered too often is dead-lettered as poison, a suspect runs alone.
-            lost, counts, deferred, suspect, revoked = await self.reader.reader(shard).start(
-                start_keys, start_args
-            )
-            for message, count in zip(messages, counts, strict=True):
-                if int(count) > self.max_deliveries and MALFORMED not in message.extra:
-                    message.extra[POISON] = str(int(count))
-            messages = self._unrevoked(messages, revoked)
-            messages = self._isolate(messages, deferred, suspect, shard)
+        if origin == HELD:
+            sent = time.monotonic()  # START restarts their claim clock
+        # START counts each delivery in Redis (see shadows.core.deliveries) before the
+        # task can take its worker down: one delivered too often is dead-lettered as
+        # poison, a suspect runs alone.
+        lost, counts, deferred, suspect, revoked = await self.reader.reader(shard).start(
+            start_keys, start_args
+        )
+        for message, count in zip(messages, counts, strict=True):
+            if int(count) > self.max_deliveries and MALFORMED not in message.extra:
+                message.extra[POISON] = str(int(count))
+        messages = self._unrevoked(messages, revoked)
+        messages = self._isolate(messages, deferred, suspect, shard)
         if lost:
             gone = {entry_id(message_id) for message_id in lost}
             for message in messages:
@@ -164,12 +164,6 @@ class Dispatcher:
             task.add_done_callback(functools.partial(self._done, ref))
         if self.revocations is not None and self.revocations.heard_any(messages):
             self._background(self.revocations.check())
-        if origin == FRESH:
-            # Just delivered, in time: nobody else can hold them (nor are they suspects),
-            # so the tasks start now (they were created first, so they run first) and
-            # START counts their delivery and records them as running (a task that
-            # finished first is no longer pending, and START leaves its record alone).
-            self._background(view.scripts.start(keys=start_keys, args=start_args), shard)
 
     def _unrevoked(self, messages: list[Message], revoked: list[Any]) -> list[Message]:
         """``messages`` but those START found revoked: settled as cancelled, not run."""
@@ -180,10 +174,10 @@ class Dispatcher:
             self._background(self.runner.outcomes.settle(message, Verdict("cancelled")))
         return keep
 
-    def _background(self, call: Awaitable[Any], shard: int = 0) -> None:
+    def _background(self, call: Awaitable[Any]) -> None:
         marking = asyncio.ensure_future(call)
         self._marking.add(marking)
-        marking.add_done_callback(functools.partial(self._marked, shard))
+        marking.add_done_callback(self._marked)
 
     def paused(self) -> bool:
         """Whether the read loop must wait: a suspect runs alone. Once nothing runs, the
@@ -211,18 +205,11 @@ class Dispatcher:
             )
         return messages
 
-    def _marked(self, shard: int, marking: asyncio.Future[Any]) -> None:
-        """A background call ended (a START for fresh messages: a failure only delays the
-        ``running`` record; a message it found revoked is cancelled here)."""
+    def _marked(self, marking: asyncio.Future[Any]) -> None:
+        """A background call ended (its failure is logged: the call retries nothing)."""
         self._marking.discard(marking)
-        if marking.cancelled():
-            return
-        if marking.exception() is not None:
-            logger.debug("Recording tasks as running failed: %s", marking.exception())
-        elif self.revocations is not None and _start_reply(marking.result()):
-            self.revocations.cancel_all(
-                ref_of(shard, entry_id(message_id)) for message_id in marking.result()[4]
-            )
+        if not marking.cancelled() and marking.exception() is not None:
+            logger.debug("A background call failed: %s", marking.exception())
 
     def _done(self, message_id: str, task: asyncio.Task[None] | None = None) -> None:
         if task is not None and not task.cancelled() and task.exception() is not None:
@@ -269,8 +256,3 @@ class Dispatcher:
             self.fenced[message_id] = None
             if len(self.fenced) > 10_000:  # ones another worker took never come back
                 self.fenced.pop(next(iter(self.fenced)))
-
-
-def _start_reply(result: Any) -> bool:
-    """Whether ``result`` is START's reply (its last item: the revoked messages)."""
-    return isinstance(result, list) and len(result) == 5

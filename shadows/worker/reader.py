@@ -33,7 +33,6 @@ from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.worker.shard_reader import CLAIM_CALLS as CLAIM_CALLS
 from shadows.worker.shard_reader import FRESH as FRESH
 from shadows.worker.shard_reader import HELD as HELD
-from shadows.worker.shard_reader import NEW as NEW
 from shadows.worker.shard_reader import Entry as Entry
 from shadows.worker.shard_reader import ShardReader, entries_by_stream
 from shadows.worker.shard_reader import entries_of as entries_of
@@ -43,8 +42,7 @@ from shadows.worker.takeover import Takeover
 
 logger = logging.getLogger("shadows.worker")
 
-#: Entries of one shard, their origin (:data:`FRESH`, :data:`NEW` or :data:`HELD`) and the
-#: shard.
+#: Entries of one shard, their origin (:data:`FRESH` or :data:`HELD`) and the shard.
 Batch = tuple[list[Entry], str, int]
 
 
@@ -167,7 +165,7 @@ class StreamReader:
             entries = await reader.read_now(free)
             self.sent_at = reader.sent_at
             if entries:
-                return entries, NEW, reader.shard
+                return entries, FRESH, reader.shard
         if not block or wake.is_set():
             return [], HELD, readers[0].shard
         if len(readers) == 1:

@@ -37,13 +37,13 @@ logger = logging.getLogger("shadows.worker")
 
 Entry = tuple[bytes | str, Mapping[bytes, bytes] | None]
 
-#: Where a batch of entries comes from, which decides what the worker checks first:
-#: FRESH, delivered just now by a blocking read (they start at once and are recorded
-#: running meanwhile); NEW, delivered just now by a read without blocking (their START
-#: comes first: a busy worker counts each delivery before the task can take it down); or
-#: HELD for a while (this consumer's pending list, reclaimed from a dead worker, or a
-#: reply that came late): their START also restarts their claim clock.
-FRESH, NEW, HELD = "fresh", "new", "held"
+#: Where a batch of entries comes from, which decides what START does before they run:
+#: FRESH, delivered just now by a read (START counts their delivery and records them
+#: running); HELD for a while (this consumer's pending list, reclaimed from a dead worker,
+#: or a reply that came late): START also confirms their claim and restarts its clock.
+#: Either way START comes first: a task that takes its worker down at once has had its
+#: delivery counted, so it is dead-lettered after ``max_deliveries`` runs, not one more.
+FRESH, HELD = "fresh", "held"
 
 #: XAUTOCLAIM calls one look for dead workers' messages may make (each looks at up to
 #: ten times the free slots of pending entries) before the read of new work.
