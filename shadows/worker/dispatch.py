@@ -1,8 +1,8 @@
 """The step between the reader and the runner: the entries a read returned become
-messages (stand-ins for malformed ones, poison marked), their delivery is counted and
-(for held ones) their claim confirmed by START before they run, and each one runs as its
-own asyncio task, tracked (its lease renewed by :class:`Leases`) until it ends. See
-:mod:`reader` for the origins."""
+messages (stand-ins for malformed ones, poison marked), their delivery is counted by
+START before they run (for held ones, their claim is confirmed first), and each one
+runs as its own asyncio task, tracked (its lease renewed by :class:`Leases`) until it
+ends. See :mod:`reader` for the origins."""
 
 from __future__ import annotations
 
@@ -84,9 +84,9 @@ class Dispatcher:
             task.cancel()
 
     async def start(self, entries: list[Entry], origin: str = HELD, shard: int = 0) -> None:
-        """Run ``entries`` of ``shard`` once START has counted their delivery (and, for
-        messages held for a while, confirmed their claim); see :mod:`reader` for the
-        origins."""
+        """Run ``entries`` of ``shard`` once START, which counts their delivery, is on
+        its way (for messages held for a while, once it has confirmed their claim); see
+        :mod:`reader` for the origins."""
         view = self.reader.shards.view(shard)
         messages: list[Message] = []
         broken: list[str] = []
@@ -129,30 +129,35 @@ class Dispatcher:
         start_args: list[str | int] = [WORKER_GROUP, self.name, now_ms(), instance, alone]
         start_args += [suspect_after(self.max_deliveries), 1 if origin == HELD else 0]
         start_args += [m.message_id for m in messages]
-        if origin == HELD:
-            sent = time.monotonic()  # START restarts their claim clock
-        # START counts each delivery in Redis (see shadows.core.deliveries) before the
-        # task can take its worker down: one delivered too often is dead-lettered as
-        # poison, a suspect runs alone.
-        lost, counts, deferred, suspect, revoked = await self.reader.reader(shard).start(
-            start_keys, start_args
-        )
-        for message, count in zip(messages, counts, strict=True):
-            if int(count) > self.max_deliveries and MALFORMED not in message.extra:
-                message.extra[POISON] = str(int(count))
-        messages = self._unrevoked(messages, revoked)
-        messages = self._isolate(messages, deferred, suspect, shard)
-        if lost:
-            gone = {entry_id(message_id) for message_id in lost}
-            for message in messages:
-                if message.message_id in gone:
-                    logger.warning(
-                        "Not starting %s [key=%s]: another worker claimed its message "
-                        "before this one heard of it",
-                        message.function,
-                        message.key,
-                    )
-            messages = [m for m in messages if m.message_id not in gone]
+        reader = self.reader.reader(shard)
+        if origin != HELD:
+            # First deliveries, read in time: nobody else can hold them, nor are they
+            # poison or suspects. START is sent first, so a task that takes its worker
+            # down at once has had its delivery counted; the tasks start while its reply
+            # comes back (a task that finished first is no longer pending, and START
+            # leaves its record alone), and the ones it found revoked are cancelled.
+            reply = await reader.send_start(start_keys, start_args)
+            self._launch(messages, sent)
+            revoked = (await reply)[4]
+            if revoked and self.revocations is not None:
+                self.revocations.cancel_all(ref_of(shard, entry_id(m)) for m in revoked)
+        else:
+            # START counts each delivery in Redis (see shadows.core.deliveries), confirms
+            # the claim and restarts its clock: one delivered too often is dead-lettered
+            # as poison, a suspect runs alone.
+            sent = time.monotonic()
+            lost, counts, deferred, suspect, revoked = await reader.start(start_keys, start_args)
+            for message, count in zip(messages, counts, strict=True):
+                if int(count) > self.max_deliveries and MALFORMED not in message.extra:
+                    message.extra[POISON] = str(int(count))
+            messages = self._unrevoked(messages, revoked)
+            messages = self._isolate(messages, deferred, suspect, shard)
+            self._launch(self._unlost(messages, lost), sent)
+        if self.revocations is not None and self.revocations.heard_any(messages):
+            self._background(self.revocations.check())
+
+    def _launch(self, messages: list[Message], sent: float) -> None:
+        """Run each message as its own task (its claim clock started at ``sent``)."""
         for message in messages:
             ref = message.ref
             self.leases.track(ref, sent)
@@ -162,8 +167,21 @@ class Dispatcher:
             self.active[ref] = task
             self.messages[ref] = message
             task.add_done_callback(functools.partial(self._done, ref))
-        if self.revocations is not None and self.revocations.heard_any(messages):
-            self._background(self.revocations.check())
+
+    def _unlost(self, messages: list[Message], lost: list[Any]) -> list[Message]:
+        """``messages`` but those START found held by another worker."""
+        if not lost:
+            return messages
+        gone = {entry_id(message_id) for message_id in lost}
+        for message in messages:
+            if message.message_id in gone:
+                logger.warning(
+                    "Not starting %s [key=%s]: another worker claimed its message "
+                    "before this one heard of it",
+                    message.function,
+                    message.key,
+                )
+        return [m for m in messages if m.message_id not in gone]
 
     def _unrevoked(self, messages: list[Message], revoked: list[Any]) -> list[Message]:
         """``messages`` but those START found revoked: settled as cancelled, not run."""

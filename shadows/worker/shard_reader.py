@@ -19,12 +19,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Collection, Mapping
 from datetime import timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from shadows.core.backend import Backend
 from shadows.core.connection import delivering_client, no_retry, node_client
@@ -180,6 +180,37 @@ class ShardReader:
         connection = await self._own_connection()
         try:
             return await self.shadow.scripts.start(keys=keys, args=args, client=connection)
+        except CONNECTION_ERRORS:
+            await self._forget_server()
+            raise
+
+    async def send_start(self, keys: list[str], args: list[str | int]) -> Awaitable[Any]:
+        """Send START for messages just read and return once its bytes are with the
+        kernel, before its reply: a task started next that takes its worker down at once
+        has had its delivery counted all the same (a socket closed by a dying process
+        still delivers what was written to it), without waiting for a round trip. The
+        returned awaitable reads the reply. Only the read loop uses this connection, so
+        nothing else can come between the command and its reply."""
+        connection = await self._own_connection()
+        link = connection.connection
+        if link is None or not type(link).__module__.startswith("redis."):
+            return _ready(await self.start(keys, args))  # memory://: no socket to write to
+        command = link.pack_command(
+            "EVALSHA", self.shadow.scripts.start.sha, len(keys), *keys, *args
+        )
+        try:
+            await link.send_packed_command(command, check_health=False)
+        except CONNECTION_ERRORS:
+            await self._forget_server()
+            raise
+        return self._start_reply(link, keys, args)
+
+    async def _start_reply(self, link: Any, keys: list[str], args: list[str | int]) -> Any:
+        try:
+            return await link.read_response()
+        except NoScriptError:
+            # the script cache was emptied (a restart, SCRIPT FLUSH): this call ran nothing
+            return await self.start(keys, args)
         except CONNECTION_ERRORS:
             await self._forget_server()
             raise
@@ -341,3 +372,7 @@ class ShardReader:
             self._can_unblock = False
             return False
         return True
+
+
+async def _ready(value: Any) -> Any:
+    return value
