@@ -126,6 +126,14 @@ async def test_a_task_that_kills_an_idle_worker_at_once_is_counted_from_its_firs
         args = ("--name", "same", "--max-deliveries", "2", "--heartbeat-interval", "1s")
         worker = spawn_worker(url, shadow_name, *args, log=log)
         try:
+            # a first task: the worker has started a batch (START is in the server's
+            # script cache, so the next one is sent ahead of its task, not awaited)
+            await shadow.add(record_and_sleep, key="first")(str(runs), "first", 0)
+
+            async def first_done() -> bool:
+                return await shadow.task_state("first") == "completed"
+
+            await wait_for(first_done, 30, "a first run")
             # the worker is idle, waiting in its blocking read, when the task arrives
             await wait_for(lambda: _more(blocked_reads, already), 30, "the worker to block")
             await shadow.add(kill_my_worker, key="deadly")(str(runs), "deadly")

@@ -21,9 +21,10 @@ import logging
 import time
 from collections.abc import Awaitable, Collection, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
 from shadows.core.backend import Backend
@@ -112,6 +113,9 @@ class ShardReader:
         #: The server's id of the blocking-read connection (for CLIENT UNBLOCK), asked
         #: once per connection rather than before every read.
         self._client_id: int | None = None
+        #: Whether the stream's server has START in its script cache (loaded by the
+        #: first awaited call): a START sent ahead of its tasks must not meet NOSCRIPT.
+        self._start_loaded = False
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -193,8 +197,10 @@ class ShardReader:
         nothing else can come between the command and its reply."""
         connection = await self._own_connection()
         link = connection.connection
-        if link is None or not type(link).__module__.startswith("redis."):
-            return _ready(await self.start(keys, args))  # memory://: no socket to write to
+        if not (self._start_loaded and _on_a_socket(link)):
+            reply = await self.start(keys, args)  # loads the script where it is missing
+            self._start_loaded = True
+            return _ready(reply)
         command = link.pack_command(
             "EVALSHA", self.shadow.scripts.start.sha, len(keys), *keys, *args
         )
@@ -205,11 +211,13 @@ class ShardReader:
             raise
         return self._start_reply(link, keys, args)
 
-    async def _start_reply(self, link: Any, keys: list[str], args: list[str | int]) -> Any:
+    async def _start_reply(
+        self, link: AbstractConnection, keys: list[str], args: list[str | int]
+    ) -> Any:
         try:
             return await link.read_response()
         except NoScriptError:
-            # the script cache was emptied (a restart, SCRIPT FLUSH): this call ran nothing
+            # the script cache was emptied (SCRIPT FLUSH): this call ran nothing
             return await self.start(keys, args)
         except CONNECTION_ERRORS:
             await self._forget_server()
@@ -232,6 +240,7 @@ class ShardReader:
         cluster (a failover, a migration) the next call asks again for the stream's
         server."""
         self._client_id = None
+        self._start_loaded = False  # a restarted or promoted server has no scripts yet
         if self._server is not None and self._server is not self.shadow.client:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.close())
@@ -376,3 +385,10 @@ class ShardReader:
 
 async def _ready(value: Any) -> Any:
     return value
+
+
+def _on_a_socket(link: AbstractConnection | None) -> TypeGuard[AbstractConnection]:
+    """Whether ``link`` writes to a socket (memory://'s in-process server has none)."""
+    return isinstance(link, AbstractConnection) and not type(link).__module__.startswith(
+        "fakeredis"
+    )
