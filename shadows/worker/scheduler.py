@@ -53,6 +53,20 @@ async def run_scheduler(
             logger.debug("Scheduler paused: %s", error)
             await sleep_unless(stopping, backoff.next())
             continue
+        except Exception as error:  # the loop must outlive any one error
+            # Not an outage by our list, yet possible around one on a cluster: the promoted
+            # replica has no scripts (Redis does not replicate SCRIPT LOAD: NoScriptError
+            # if redis-py's reload misses it), redis-py gives up redirecting (ClusterError,
+            # RedisClusterException). This background loop used to end on such an error
+            # without a word (its task is only gathered when the worker stops): due work
+            # was never moved again while everything else ran on. Say so and go on.
+            first = not backoff.failing
+            delay = backoff.next()
+            logger.warning(
+                "Cannot move due work (%r); retrying in %.1f s", error, delay, exc_info=first
+            )
+            await sleep_unless(stopping, delay)
+            continue
         backoff.reset()
         if full:
             continue
