@@ -45,6 +45,7 @@ from shadows.worker.completions import Completions
 from shadows.worker.continuity import Continuity, seed_automatic_tasks
 from shadows.worker.dispatch import Dispatcher
 from shadows.worker.heartbeat import Heartbeat, WorkerNameTaken
+from shadows.worker.loops import watched
 from shadows.worker.observing import Observing
 from shadows.worker.options import checked_count, checked_port, checked_seconds, default_worker_name
 from shadows.worker.outcome import Outcomes
@@ -328,7 +329,7 @@ class Worker:
         self._named = False
         self.health.begin()
         self._completions.start()
-        background = [
+        background = watched(
             asyncio.create_task(
                 run_scheduler(
                     self._shards.all,
@@ -343,7 +344,7 @@ class Worker:
             asyncio.create_task(
                 self.continuity.run(self._stopping), name=f"{self.name}:continuity"
             ),
-        ]
+        )
         logger.info(
             "Worker %s started on shadow %s (concurrency %d, tasks: %s)",
             self.name,
@@ -358,7 +359,7 @@ class Worker:
                 self._heartbeat.start(f"{self.name}:heartbeat")
             await self._persist(self._shards.announce)  # and groups
             await self._load_strikes()
-            background.append(self._follow_strikes())
+            background += watched(self._follow_strikes())
             if self.schedule_automatic_tasks:
                 await self._persist(functools.partial(seed_automatic_tasks, self.shadow))
             await self._read_loop(until_finished)
