@@ -530,6 +530,38 @@ async def test_renewals_that_miss_redis_are_tried_again_at_the_next_check(
     assert "could not be renewed in time" not in caplog.text
 
 
+async def test_a_renewal_that_hangs_is_given_up_and_tried_again_before_the_limit(
+    shadow: Shadow, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renewal whose call hangs (its connection goes to a master that was killed) used
+    to hold the loop until the fencing limit cancelled the task, with no word of why. It
+    is given up after a quarter of the timeout and tried again at the next check."""
+    runs: list[str] = []
+
+    async def long_running() -> None:
+        runs.append("run")
+        await asyncio.sleep(2.0)
+
+    original, calls = shadow.scripts.renew, 0
+
+    async def renew_hanging_once(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(3600)
+        return await original(**kwargs)
+
+    shadow.scripts.renew = renew_hanging_once  # type: ignore[method-assign]
+    await shadow.add(long_running)()
+    with caplog.at_level(logging.WARNING, logger="shadows"):
+        async with Worker(shadow, redelivery_timeout=timedelta(seconds=1.5)) as worker:
+            await asyncio.wait_for(worker.run_until_finished(), 30)
+    assert runs == ["run"]
+    assert calls > 1
+    assert "Could not renew the claims of 1 task(s): no answer within 0.38 s" in caplog.text
+    assert "could not be renewed in time" not in caplog.text
+
+
 async def test_a_task_whose_claim_is_taken_is_cancelled_and_not_acknowledged(
     shadow: Shadow, caplog: pytest.LogCaptureFixture
 ) -> None:
