@@ -17,6 +17,7 @@ from conftest import LoopStalls, wait_for
 from shadows import Retry, Shadow, Worker
 from shadows.core.execution import Message, now_ms, to_ms
 from shadows.core.keys import WORKER_GROUP
+from shadows.worker.shard_reader import raw_entries
 
 
 def at(seconds: float) -> datetime:
@@ -719,3 +720,17 @@ async def test_consumers_of_dead_workers_are_forgotten(
 
 async def noop_task() -> None:
     pass
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        [[b"s", [[b"1-0", [b"a", b"1", b"b", b"2"]], [b"1-1", None]]]],  # RESP2
+        {b"s": [[b"1-0", [b"a", b"1", b"b", b"2"]], [b"1-1", None]]},  # RESP3
+    ],
+)
+def test_a_raw_read_reply_gives_the_entries_in_either_protocol(reply: Any) -> None:
+    """The busy path reads XREADGROUP's reply straight from the connection (no response
+    callback): a deleted entry's fields are None, as through redis-py's own parsing."""
+    assert raw_entries(reply) == [(b"1-0", {b"a": b"1", b"b": b"2"}), (b"1-1", None)]
+    assert raw_entries(None) == []

@@ -76,6 +76,19 @@ def entries_of(response: Any) -> list[Entry]:
     return [entry for _, batch in response for entry in batch]
 
 
+def raw_entries(reply: Any) -> list[Entry]:
+    """The (id, fields) pairs of an XREADGROUP reply as the connection reads it (no
+    response callback: RESP2 list or RESP3 map of streams, fields as flat lists)."""
+    if not reply:
+        return []
+    batches = reply.values() if isinstance(reply, dict) else (batch for _, batch in reply)
+    return [(entry, _pairs(fields)) for batch in batches for entry, fields in batch]
+
+
+def _pairs(fields: list[bytes] | None) -> dict[bytes, bytes] | None:
+    return None if fields is None else dict(zip(fields[::2], fields[1::2], strict=True))
+
+
 class ShardReader:
     """Reads messages of one shard for one consumer (``shadow`` has that shard's keys)."""
 
@@ -168,14 +181,24 @@ class ShardReader:
         the run keys declared, which a cluster requires, before it runs)."""
         self.sent_at = time.monotonic()
         connection = await self._own_connection()
+        link = connection.connection
+        stream = self.shadow.keys.stream
         try:
-            reply = await connection.xreadgroup(
-                WORKER_GROUP, self.consumer, {self.shadow.keys.stream: ">"}, count=free
+            if not _on_a_socket(link):  # not connected yet, or memory://
+                return entries_of(
+                    await connection.xreadgroup(WORKER_GROUP, self.consumer, {stream: ">"}, free)
+                )
+            # Straight over the connection, which only the read loop uses: redis-py's
+            # command machinery costs about as much CPU as the rest of the read (148-158
+            # against 191-196 µs per read of ten entries).
+            command = ("XREADGROUP", "GROUP", WORKER_GROUP, self.consumer, "COUNT", free)
+            await link.send_packed_command(
+                link.pack_command(*command, "STREAMS", stream, ">"), check_health=False
             )
+            return raw_entries(await link.read_response())
         except CONNECTION_ERRORS:
             await self._forget_server()
             raise
-        return entries_of(reply)
 
     async def start(self, keys: list[str], args: list[str | int]) -> Any:
         """START for messages this reader delivered, before they run, over the reader's
