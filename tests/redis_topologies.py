@@ -366,12 +366,15 @@ class SentinelGroup:
         *,
         password: str | None = None,
         sentinel_password: str | None = None,
+        server_args: tuple[str, ...] = (),
     ) -> None:
         self.directory = tempfile.mkdtemp(prefix="shadows-sentinel-")
         self.quorum = quorum
         #: The data servers' password (``requirepass``), and the sentinels' own.
         self.password = password
         self.sentinel_password = sentinel_password
+        #: More ``redis-server`` arguments for both data servers.
+        self.server_args = server_args
         self.servers = [RedisProcess(directory=self._subdirectory(f"server-{i}")) for i in (0, 1)]
         self.sentinels = [
             SentinelProcess(self._subdirectory(f"sentinel-{i}")) for i in range(sentinels)
@@ -393,7 +396,7 @@ class SentinelGroup:
         return f"redis+sentinel://{credentials}{hosts}/{self.service}/0{query}"
 
     def _server_args(self, master: RedisProcess | None) -> list[str]:
-        arguments = ["--repl-diskless-sync-delay", "0"]
+        arguments = ["--repl-diskless-sync-delay", "0", *self.server_args]
         if self.password:
             arguments += ["--requirepass", self.password, "--masterauth", self.password]
         if master is not None:
