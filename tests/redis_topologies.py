@@ -521,15 +521,23 @@ class SentinelGroup:
     def failover(self, timeout: float = 30.0) -> RedisProcess:
         """A planned failover (``SENTINEL FAILOVER``): the replica is promoted and the
         master becomes its replica; returns the new master."""
+        new = self.replica()
+        self.wait_demoted(self.promote(timeout), timeout)
+        return new
+
+    def promote(self, timeout: float = 30.0) -> RedisProcess:
+        """The first half of a planned failover: returns once every sentinel names the
+        promoted replica, while the old master (returned) still takes writes; the
+        sentinels demote it about 10 s later (:meth:`wait_demoted`)."""
         old, new = self.master(), self.replica()
         self._ask(self.sentinels[0], "FAILOVER")
-        wait_until(
-            lambda: self._promoted(new) and linked(old.port, self.password),
-            timeout,
-            f"port {new.port} to take over",
-        )
+        wait_until(lambda: self._promoted(new), timeout, f"port {new.port} to be promoted")
+        return old
+
+    def wait_demoted(self, old: RedisProcess, timeout: float = 30.0) -> None:
+        """Wait until ``old``, the master before :meth:`promote`, replicates the new one."""
+        wait_until(lambda: linked(old.port, self.password), timeout, f"port {old.port} to follow")
         wait_until(self._watching, timeout, "the sentinels to see the demoted master")
-        return new
 
     def _promoted(self, new: RedisProcess) -> bool:
         for sentinel in self.sentinels:

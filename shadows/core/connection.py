@@ -24,6 +24,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from shadows.core.sentinel_pool import BlockingSentinelPool, asking_the_sentinels
 from shadows.core.urls import DECODING, Deployment, cluster_options, parse_deployment
 from shadows.core.urls import is_memory as is_memory  # this module was their home
 from shadows.core.urls import normalize_url as normalize_url
@@ -304,11 +305,6 @@ def cluster_client(deployment: Deployment, retry: Retry | None = None) -> Redis:
     return cast(Redis, client)
 
 
-class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
-    """Connections to the master the sentinels name, waiting for a free one like the
-    one-server pool."""
-
-
 class SentinelMaster(Redis):
     """The master's client; closing it closes its connections to the sentinels too."""
 
@@ -340,7 +336,7 @@ def sentinel_client(deployment: Deployment) -> Redis:
         sentinel_options.update((k, v) for k, v in options.items() if k.startswith("ssl_"))
     sentinel_options.update(deployment.sentinel_options)
     sentinels = Sentinel(list(deployment.hosts), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
-    pool = _BlockingSentinelPool(  # type: ignore[no-untyped-call]
+    pool = BlockingSentinelPool(
         deployment.service,
         sentinels,
         is_master=True,
@@ -351,7 +347,8 @@ def sentinel_client(deployment: Deployment) -> Redis:
         retry=_short_retry(),
         **options,
     )
-    pool.connection_class = _following_failovers(pool.connection_class)
+    asking = asking_the_sentinels(pool.connection_class)
+    pool.connection_class = _following_failovers(asking)
     if _fast_encoding(pool.connection_kwargs):
         pool.connection_class = _fast_packing(pool.connection_class)
     return SentinelMaster.from_pool(pool)
@@ -390,7 +387,7 @@ def private_client(
         settings["retry"] = retry
     own: ConnectionPool
     if isinstance(pool, SentinelConnectionPool):  # its own lookups of the master too
-        own = _BlockingSentinelPool(  # type: ignore[no-untyped-call]
+        own = BlockingSentinelPool(
             pool.service_name,
             pool.sentinel_manager,
             is_master=True,
