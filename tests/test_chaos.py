@@ -342,6 +342,22 @@ def test_workers_killed_by_a_poison_task_are_no_finding_within_the_delivery_limi
     assert not verdict.ok
 
 
+def test_an_overlap_in_a_failovers_lost_write_window_is_reported_not_a_violation(
+    records: Records,
+) -> None:
+    """On a cluster, a master paused past the node timeout acts as one once resumed until
+    it hears of its replica's promotion: a run started from it can overlap the new
+    master's run of the same task. Inside such a window the overlap is reported apart;
+    outside, it is a violation."""
+    records.accepted("immediate", "twice")
+    records.run("twice", 10.0, 10.5, pid=20)
+    records.run("twice", 10.2, 10.7, pid=21)
+    verdict = verify(records.directory, 40.0, 60.0, limit=1, failover_windows=[(9.0, 11.0)])
+    assert verdict.overlaps == [] and len(verdict.failover_overlaps) == 1
+    verdict = verify(records.directory, 40.0, 60.0, limit=1, failover_windows=[(12.0, 13.0)])
+    assert len(verdict.overlaps) == 1 and not verdict.ok
+
+
 def test_a_perpetual_chain_must_run_after_the_faults_and_reach_its_stop(tmp_path: Path) -> None:
     records = Records(tmp_path)
     records.run(HEARTBEAT_KEY, 10.0, 10.1)  # only during the faults, never stopped

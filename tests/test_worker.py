@@ -545,25 +545,6 @@ async def test_renewals_that_miss_redis_are_tried_again_at_the_next_check(
     assert "could not be renewed in time" not in caplog.text
 
 
-async def test_a_renewal_that_hangs_is_given_up_and_tried_again_before_the_limit(
-    shadow: Shadow, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A renewal whose call hangs (its connection goes to a master that was killed) used
-    to hold the loop until the fencing limit cancelled the task, with no word of why. It
-    is given up after a quarter of the timeout and tried again at the next check."""
-
-    async def hanging_once(call: int) -> None:
-        if call == 1:
-            await asyncio.sleep(3600)
-
-    with caplog.at_level(logging.WARNING, logger="shadows"):
-        runs, calls = await _run_with_renewals(shadow, hanging_once)
-    assert runs == ["run"]
-    assert calls > 1
-    assert "Could not renew the claims of 1 task(s): no answer within 0.38 s" in caplog.text
-    assert "could not be renewed in time" not in caplog.text
-
-
 async def test_a_task_whose_claim_is_taken_is_cancelled_and_not_acknowledged(
     shadow: Shadow, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -68,6 +68,8 @@ def render(report: dict[str, Any]) -> str:
                                  f"{duplicates['duplicate_completions']} after a finished one"),
         ("Runs fenced or cancelled", str(duplicates["runs_cancelled_by_fencing_or_stop"])),
         ("Runs cut by SIGKILL", str(duplicates["runs_cut_by_sigkill"])),
+        ("Overlaps in a failover's lost-write window (allowed)",
+         "; ".join(duplicates.get("failover_overlaps", [])) or "0"),
         ("Lost", str(report["lost"])),
         ("Cancelled while running", _cancellations(report["cancellations"])),
         ("Resume after Redis restart", _resume(resume, "redis_restart")),

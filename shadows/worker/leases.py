@@ -5,8 +5,7 @@ redelivery timeout; after that, any other worker may claim it (XAUTOCLAIM). This
 renews the claims of running messages every quarter of the timeout (and extends the
 leases of their concurrency slots); a renewal that could not reach Redis is tried again
 at the next check (a tenth of the timeout), not a quarter later: brief outages that each
-swallow one renewal (Redis restarting) must not add up to the fencing limit. So is one
-with no answer after a quarter of the timeout (a connection to a master that died). A task whose
+swallow one renewal (Redis restarting) must not add up to the fencing limit. A task whose
 claim could not be confirmed for 70% of the timeout (Redis unreachable, say) is cancelled
 locally, before any other worker may claim its message at 100%: two runs of one message
 never overlap because a worker lost touch. A task whose message another worker has
@@ -109,15 +108,14 @@ class Leases:
             script_keys += [keys.concurrency(slot) for slot in holds]
             args += [split_ref(ref)[1], message.key if message else "", len(holds)]
         try:
-            # A call that hangs (a connection to a master that was killed, waiting for
-            # its timeout) is given up after a quarter of the timeout and tried again at
-            # the next check, perhaps on the new master, before the fencing limit.
-            async with asyncio.timeout(self.redelivery / 4):
-                lost = await view.scripts.renew(keys=script_keys, args=args)
-        except CONNECTION_ERRORS as error:  # TimeoutError included
+            # Not bounded by a timeout of its own: cancelling a command in flight can hand
+            # its half-closed connection to the next command (redis-py's cluster client
+            # then fails with "'NoneType' object has no attribute 'writelines'", seen
+            # killing a worker in a chaos run); the socket timeout bounds it instead.
+            lost = await view.scripts.renew(keys=script_keys, args=args)
+        except CONNECTION_ERRORS as error:
             self.unreached = True
-            reason = str(error) or f"no answer within {self.redelivery / 4:.2f} s"
-            logger.warning("Could not renew the claims of %d task(s): %s", len(refs), reason)
+            logger.warning("Could not renew the claims of %d task(s): %s", len(refs), error)
             return
         lost_refs = {ref_of(shard, entry_id(message_id)) for message_id in lost}
         for ref in refs:
