@@ -295,30 +295,13 @@ async def run_chaos(config: Config) -> Outcome:
     # ... and a master paused past the node timeout, once resumed, acts as a master (runs
     # scripts, hands out messages) until it hears of its replica's promotion: what a
     # worker started from it there runs again from the new master, possibly at once.
-    windows = [
-        (fault["t0"], fault.get("ready", fault["t1"]) + FAILOVER_MARGIN)
-        for fault in _faults(directory)
-        if config.cluster and fault["kind"] in lossy
-    ]
     verdict = verify(
         directory, timeline["faults_ended"], timeline["stop_requested"], tasks.LIMIT,
-        config.max_deliveries + failovers, windows,
+        config.max_deliveries + failovers, lossy if config.cluster else (),
     )  # fmt: skip
     report = _report(config, verdict, injector.counts, state, timeline, server)
     files = write_report(report, directory, config.results, f"{stamp}-{config.label}")
     return Outcome(verdict, report, directory, files)
-
-
-#: Seconds after a lossy fault's server answered again during which an old master may
-#: still act as one (the cluster bus tells it within a node timeout or two).
-FAILOVER_MARGIN = 2.0
-
-
-def _faults(directory: Path) -> list[dict[str, Any]]:
-    path = directory / "faults.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _report(

@@ -24,6 +24,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from shadows.core.mixins import mixed
 from shadows.core.sentinel_pool import BlockingSentinelPool, asking_the_sentinels
 from shadows.core.urls import DECODING, Deployment, cluster_options, parse_deployment
 from shadows.core.urls import is_memory as is_memory  # this module was their home
@@ -101,7 +102,6 @@ except ImportError:  # pragma: no cover - hiredis is a dependency
     _hiredis_pack = None
 
 _PLAIN = frozenset({str, bytes, int})
-_fast_classes: dict[type[Any], type[Any]] = {}
 
 
 class _HiredisPacking:
@@ -122,12 +122,7 @@ class _HiredisPacking:
 
 
 def _fast_packing(connection_class: type[Any]) -> type[Any]:
-    fast = _fast_classes.get(connection_class)
-    if fast is None:
-        fast = _fast_classes[connection_class] = type(
-            connection_class.__name__, (_HiredisPacking, connection_class), {}
-        )
-    return fast
+    return mixed(_HiredisPacking, connection_class)
 
 
 class _FollowsFailovers:
@@ -155,17 +150,9 @@ class _FollowsFailovers:
             raise
 
 
-_failover_classes: dict[type[Any], type[Any]] = {}
-
-
 def _following_failovers(connection_class: type[Any]) -> type[Any]:
     """``connection_class`` for servers that a failover may demote (Sentinel, Cluster)."""
-    following = _failover_classes.get(connection_class)
-    if following is None:
-        following = _failover_classes[connection_class] = type(
-            connection_class.__name__, (_FollowsFailovers, connection_class), {}
-        )
-    return following
+    return mixed(_FollowsFailovers, connection_class)
 
 
 def _fast_encoding(connection_kwargs: dict[str, Any]) -> bool:

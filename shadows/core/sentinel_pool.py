@@ -19,6 +19,8 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.sentinel import SentinelConnectionPool
 
+from shadows.core.mixins import mixed
+
 #: Seconds between two asks of the sentinels, by a sentinel client in use, whether the
 #: master has moved (a planned failover leaves the old master writable for seconds).
 MASTER_CHECK_EVERY = 1.0
@@ -125,17 +127,9 @@ class AsksTheSentinels:
             self._asking = False
 
 
-_asking_classes: dict[type[Any], type[Any]] = {}
-
-
 def asking_the_sentinels(connection_class: type[Any]) -> type[Any]:
     """``connection_class`` (a Sentinel connection) with :class:`AsksTheSentinels`."""
-    asking = _asking_classes.get(connection_class)
-    if asking is None:
-        asking = _asking_classes[connection_class] = type(
-            connection_class.__name__, (AsksTheSentinels, connection_class), {}
-        )
-    return asking
+    return mixed(AsksTheSentinels, connection_class)
 
 
 def _cut(connection: Any) -> None:

@@ -64,7 +64,7 @@ class Dispatcher:
         self.messages: dict[str, Message] = {}
         #: Calls sent in the background (the loop holds tasks only weakly: an
         #: unreferenced one could vanish mid-call).
-        self._marking: set[asyncio.Future[Any]] = set()
+        self._in_background: set[asyncio.Future[Any]] = set()
         #: A suspect message running alone (see shadows.core.deliveries): the worker
         #: reads nothing else meanwhile. ``deferred``: START left messages in the pending
         #: list, to be taken back once nothing runs.
@@ -193,9 +193,9 @@ class Dispatcher:
         return keep
 
     def _background(self, call: Awaitable[Any]) -> None:
-        marking = asyncio.ensure_future(call)
-        self._marking.add(marking)
-        marking.add_done_callback(self._marked)
+        future = asyncio.ensure_future(call)
+        self._in_background.add(future)
+        future.add_done_callback(self._background_ended)
 
     def paused(self) -> bool:
         """Whether the read loop must wait: a suspect runs alone. Once nothing runs, the
@@ -223,11 +223,11 @@ class Dispatcher:
             )
         return messages
 
-    def _marked(self, marking: asyncio.Future[Any]) -> None:
+    def _background_ended(self, call: asyncio.Future[Any]) -> None:
         """A background call ended (its failure is logged: the call retries nothing)."""
-        self._marking.discard(marking)
-        if not marking.cancelled() and marking.exception() is not None:
-            logger.debug("A background call failed: %s", marking.exception())
+        self._in_background.discard(call)
+        if not call.cancelled() and call.exception() is not None:
+            logger.debug("A background call failed: %s", call.exception())
 
     def _done(self, message_id: str, task: asyncio.Task[None] | None = None) -> None:
         if task is not None and not task.cancelled() and task.exception() is not None:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
 from datetime import timedelta
 from typing import Any, TypeGuard
 
@@ -183,7 +183,7 @@ class ShardReader:
         connection = await self._own_connection()
         link = connection.connection
         stream = self.shadow.keys.stream
-        try:
+        async with self._forgotten_on_outage():
             if not _on_a_socket(link):  # not connected yet, or memory://
                 return entries_of(
                     await connection.xreadgroup(WORKER_GROUP, self.consumer, {stream: ">"}, free)
@@ -192,24 +192,16 @@ class ShardReader:
             # command machinery costs about as much CPU as the rest of the read (148-158
             # against 191-196 µs per read of ten entries).
             command = ("XREADGROUP", "GROUP", WORKER_GROUP, self.consumer, "COUNT", free)
-            await link.send_packed_command(
-                link.pack_command(*command, "STREAMS", stream, ">"), check_health=False
-            )
+            await _send(link, *command, "STREAMS", stream, ">")
             return raw_entries(await link.read_response())
-        except CONNECTION_ERRORS:
-            await self._forget_server()
-            raise
 
     async def start(self, keys: list[str], args: list[str | int]) -> Any:
         """START for messages this reader delivered, before they run, over the reader's
         own connection like the read (no automatic retry: an outage makes the worker
         take its pending messages back, through START again)."""
         connection = await self._own_connection()
-        try:
+        async with self._forgotten_on_outage():
             return await self.shadow.scripts.start(keys=keys, args=args, client=connection)
-        except CONNECTION_ERRORS:
-            await self._forget_server()
-            raise
 
     async def send_start(self, keys: list[str], args: list[str | int]) -> Awaitable[Any]:
         """Send START for messages just read and return once its bytes are with the
@@ -224,24 +216,26 @@ class ShardReader:
             reply = await self.start(keys, args)  # loads the script where it is missing
             self._start_loaded = True
             return _ready(reply)
-        command = link.pack_command(
-            "EVALSHA", self.shadow.scripts.start.sha, len(keys), *keys, *args
-        )
-        try:
-            await link.send_packed_command(command, check_health=False)
-        except CONNECTION_ERRORS:
-            await self._forget_server()
-            raise
+        async with self._forgotten_on_outage():
+            await _send(link, "EVALSHA", self.shadow.scripts.start.sha, len(keys), *keys, *args)
         return self._start_reply(link, keys, args)
 
     async def _start_reply(
         self, link: AbstractConnection, keys: list[str], args: list[str | int]
     ) -> Any:
         try:
-            return await link.read_response()
+            async with self._forgotten_on_outage():
+                return await link.read_response()
         except NoScriptError:
             # the script cache was emptied (SCRIPT FLUSH): this call ran nothing
             return await self.start(keys, args)
+
+    @contextlib.asynccontextmanager
+    async def _forgotten_on_outage(self) -> AsyncIterator[None]:
+        """An outage met inside makes the next call ask for the server again (see
+        :meth:`_forget_server`)."""
+        try:
+            yield
         except CONNECTION_ERRORS:
             await self._forget_server()
             raise
@@ -408,6 +402,11 @@ class ShardReader:
 
 async def _ready(value: Any) -> Any:
     return value
+
+
+async def _send(link: AbstractConnection, *command: str | int) -> None:
+    """Write ``command`` on ``link``; its reply is read with ``link.read_response()``."""
+    await link.send_packed_command(link.pack_command(*command), check_health=False)
 
 
 def _on_a_socket(link: AbstractConnection | None) -> TypeGuard[AbstractConnection]:
