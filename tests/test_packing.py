@@ -1,10 +1,17 @@
-"""Commands packed by hiredis are the bytes redis-py itself would send."""
+"""Commands packed by hiredis are the bytes redis-py itself would send, and sent without
+a timer when the socket takes them at once."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shadows.core.connection import _fast_packing, create_pool
 
@@ -33,3 +40,57 @@ def test_pools_we_create_pack_with_hiredis() -> None:
     assert create_pool("redis://localhost:6379/0").connection_class.__mro__[1].__name__ == (
         "_HiredisPacking"
     )
+
+
+async def test_a_send_the_socket_takes_at_once_needs_no_timer(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual short command goes to the kernel whole: no asyncio.wait_for, whose task
+    and timer per command cost about a tenth of the CPU of a short command."""
+    timed: list[object] = []
+    real_wait_for = asyncio.wait_for
+
+    async def counting(awaitable: Any, timeout: float | None) -> Any:
+        timed.append(awaitable)
+        return await real_wait_for(awaitable, timeout)
+
+    client = Redis(connection_pool=create_pool(redis_url))
+    try:
+        await client.ping()
+        monkeypatch.setattr(asyncio, "wait_for", counting)
+        assert await client.set("shadows-packing-small", "x")
+        assert await client.get("shadows-packing-small") == b"x"
+        assert timed == []
+        # A write the socket cannot take at once waits for it to drain, under the
+        # socket timeout, and still arrives whole.
+        large = b"y" * (32 * 1024 * 1024)
+        assert await client.set("shadows-packing-large", large)
+        assert timed, "a send larger than the socket's buffers waits under the timeout"
+        assert await client.strlen("shadows-packing-large") == len(large)
+    finally:
+        await client.delete("shadows-packing-small", "shadows-packing-large")
+        await client.aclose()
+
+
+async def test_a_send_to_a_closed_connection_is_a_connection_error(redis_url: str) -> None:
+    """A server that went away surfaces as redis-py's ConnectionError (the worker's
+    outage handling keys on it), and the client reconnects for the next command."""
+    client = Redis(connection_pool=create_pool(redis_url))
+    try:
+        connection = await client.connection_pool.get_connection()
+        await connection.send_command("PING")
+        assert await connection.read_response() in (b"PONG", "PONG", True)
+        # the server drops the connection
+        own_id = await client.execute_command("CLIENT ID")
+        await connection.send_command("CLIENT", "ID")
+        the_id = await connection.read_response()
+        assert the_id != own_id
+        await client.client_kill_filter(_id=the_id)
+        with pytest.raises(RedisConnectionError):
+            for _ in range(100):  # the kernel may take a write or two before the reset
+                await connection.send_command("PING")
+                await connection.read_response()
+        await client.connection_pool.release(connection)
+        assert await client.ping()
+    finally:
+        await client.aclose()

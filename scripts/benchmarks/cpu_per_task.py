@@ -26,6 +26,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -50,40 +51,84 @@ async def redis_counters(client: Any) -> tuple[float, int]:
 
 async def one_round(url: str, tasks: int) -> dict[str, float]:
     """One version's round in this process: add one by one, then drain at concurrency 10."""
-    from shadows import Shadow, Worker
+    from shadows import Shadow
+
+    async with Shadow(name=f"cpu-{uuid.uuid4().hex[:8]}", url=url) as shadow:
+        await warm_up(shadow)
+        return await measure(shadow, tasks)
+
+
+async def serve(url: str, tasks: int) -> None:
+    """Rounds on demand (one per line read from stdin) in one process and one shadow:
+    the paired mode's child, free of the start-up and warm-up of a fresh process."""
+    from shadows import Shadow
+
+    loop = asyncio.get_running_loop()
+    async with Shadow(name=f"cpu-{uuid.uuid4().hex[:8]}", url=url) as shadow:
+        await warm_up(shadow)
+        print("ready", flush=True)
+        while await loop.run_in_executor(None, sys.stdin.readline):
+            print(json.dumps(await measure(shadow, tasks)), flush=True)
+
+
+async def warm_up(shadow: Any) -> None:
+    """Scripts loaded, imports done, the first worker's one-off costs paid."""
+    from shadows import Worker
+
+    shadow.register(noop)
+    await shadow.ensure_group()
+    for n in range(20):
+        await shadow.add(noop)(n)
+    async with Worker(shadow, concurrency=10) as worker:
+        await worker.run_until_finished()
+
+
+async def measure(shadow: Any, tasks: int) -> dict[str, float]:
+    """Add ``tasks`` one by one, then drain them with one worker at concurrency 10."""
+    from shadows import Worker
 
     result: dict[str, float] = {}
-    async with Shadow(name=f"cpu-{uuid.uuid4().hex[:8]}", url=url) as shadow:
-        shadow.register(noop)
-        await shadow.ensure_group()
-        client = shadow.client
-        for n in range(20):  # warm up: scripts loaded, imports done
-            await shadow.add(noop)(n)
-        async with Worker(shadow, concurrency=10) as worker:
-            await worker.run_until_finished()
+    client = shadow.client
+    redis_before, calls_before = await redis_counters(client)
+    cpu_before = time.process_time()
+    for n in range(tasks):
+        await shadow.add(noop)(n)
+    cpu_after = time.process_time()
+    redis_after, calls_after = await redis_counters(client)
+    result["add_client_us"] = (cpu_after - cpu_before) / tasks * 1e6
+    result["add_redis_us"] = (redis_after - redis_before) / tasks * 1e6
+    result["add_commands"] = (calls_after - calls_before) / tasks
 
+    async with Worker(shadow, concurrency=10) as worker:
         redis_before, calls_before = await redis_counters(client)
-        cpu_before = time.process_time()
-        for n in range(tasks):
-            await shadow.add(noop)(n)
-        cpu_after = time.process_time()
+        cpu_before, wall_before = time.process_time(), time.perf_counter()
+        await worker.run_until_finished()
+        cpu_after, wall_after = time.process_time(), time.perf_counter()
         redis_after, calls_after = await redis_counters(client)
-        result["add_client_us"] = (cpu_after - cpu_before) / tasks * 1e6
-        result["add_redis_us"] = (redis_after - redis_before) / tasks * 1e6
-        result["add_commands"] = (calls_after - calls_before) / tasks
-
-        async with Worker(shadow, concurrency=10) as worker:
-            redis_before, calls_before = await redis_counters(client)
-            cpu_before, wall_before = time.process_time(), time.perf_counter()
-            await worker.run_until_finished()
-            cpu_after, wall_after = time.process_time(), time.perf_counter()
-            redis_after, calls_after = await redis_counters(client)
-        result["drain_per_s"] = tasks / (wall_after - wall_before)
-        result["drain_worker_us"] = (cpu_after - cpu_before) / tasks * 1e6
-        result["drain_redis_us"] = (redis_after - redis_before) / tasks * 1e6
-        result["drain_commands"] = (calls_after - calls_before) / tasks
-        await shadow.clear()
+    result["drain_per_s"] = tasks / (wall_after - wall_before)
+    result["drain_worker_us"] = (cpu_after - cpu_before) / tasks * 1e6
+    result["drain_redis_us"] = (redis_after - redis_before) / tasks * 1e6
+    result["drain_commands"] = (calls_after - calls_before) / tasks
     return result
+
+
+def paired(rows: list[dict[str, float]], base: list[dict[str, float]], key: str) -> str:
+    """The median of the round-by-round ratios (each round's rows ran back to back, so a
+    change in load hits both) and their quartiles."""
+    ratios = [row[key] / other[key] for row, other in zip(rows, base, strict=True)]
+    if len(ratios) < 2:
+        return f"{ratios[0]:.3f}"
+    low, middle, high = statistics.quantiles(ratios, n=4)
+    return f"{middle:.3f} ({low:.2f}-{high:.2f})"
+
+
+def answer(child: subprocess.Popen[str]) -> str:
+    """The next line a child prints (its rounds' figures, or ``ready``)."""
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line:
+        raise SystemExit(f"a measuring process ended (exit code {child.wait()})")
+    return line.strip()
 
 
 def free_port() -> int:
@@ -92,11 +137,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    """``command`` run on ``cpu`` only (``taskset``), or as it is."""
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
+def start_redis(directory: str, cpu: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     server = shutil.which("redis-server") or "redis-server"
     process = subprocess.Popen(
-        [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", directory],
+        pinned(
+            [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", directory],
+            cpu,
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -125,23 +178,39 @@ def orchestrate(arguments: argparse.Namespace) -> None:
     rows: dict[str, list[dict[str, float]]] = {label: [] for label in versions}
     loads: list[float] = []
     with tempfile.TemporaryDirectory() as directory:
-        process, port = start_redis(directory)
+        process, port = start_redis(directory, 0 if arguments.pin else None)
+        children: dict[str, subprocess.Popen[str]] = {}
         try:
+            url = f"redis://127.0.0.1:{port}/0"
+            for label, python in versions.items():
+                command = [python, __file__, "--serve", "--url", url]
+                command += ["--tasks", str(arguments.tasks)]
+                children[label] = child = subprocess.Popen(
+                    pinned(command, 1 if arguments.pin else None),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                if answer(child) != "ready":
+                    raise SystemExit(f"{label} did not start")
             for round_number in range(arguments.rounds):
-                for label, python in versions.items():
+                # the order turns every round: neither version always goes first
+                order = list(versions)[round_number % len(versions) :]
+                order += list(versions)[: round_number % len(versions)]
+                for label in order:
                     loads.append(os.getloadavg()[0])
-                    url = f"redis://127.0.0.1:{port}/0"
-                    command = [python, __file__, "--child", "--url", url]
-                    output = subprocess.run(
-                        [*command, "--tasks", str(arguments.tasks)],
-                        check=True,
-                        capture_output=True,
-                        text=True,
-                    ).stdout
-                    row = json.loads(output.strip().splitlines()[-1])
+                    child = children[label]
+                    assert child.stdin is not None
+                    child.stdin.write("round\n")
+                    child.stdin.flush()
+                    row = json.loads(answer(child))
                     rows[label].append(row)
                     print(round_number, label, json.dumps(row), flush=True)
         finally:
+            for child in children.values():
+                if child.stdin is not None:
+                    child.stdin.close()
+                child.wait(30)
             process.terminate()
             process.wait(10)
     loads.append(os.getloadavg()[0])
@@ -149,7 +218,8 @@ def orchestrate(arguments: argparse.Namespace) -> None:
     print(f"\n{arguments.tasks} tasks, {arguments.rounds} rounds each, medians")
     print(f"load average (1 min) during the run: {min(loads):.2f}-{max(loads):.2f}")
     header = "".join(f"{label:>10}" for label in versions)
-    ratios = "".join(f"{label + '/' + first:>14}" for label in list(versions)[1:])
+    others = list(versions)[1:]
+    ratios = "".join(f"{label + '/' + first + ' (quartiles)':>22}" for label in others)
     print(f"{'measure':<34}{header}{ratios}")
     names = {
         "add_client_us": "add: producer CPU us/task",
@@ -167,8 +237,7 @@ def orchestrate(arguments: argparse.Namespace) -> None:
             f"{min(r[key] for r in rows[label]):.1f}-{max(r[key] for r in rows[label]):.1f}"
             for label in versions
         )
-        base = medians[first]
-        shares = "".join(f"{medians[label] / base:>14.3f}" for label in list(versions)[1:])
+        shares = "".join(f"{paired(rows[label], rows[first], key):>22}" for label in others)
         print(f"{name:<34}{cells}{shares}   (range {spread})")
 
 
@@ -184,10 +253,19 @@ if __name__ == "__main__":
     )
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the Redis server on CPU 0 and the measured process on CPU 1 (taskset):"
+        " far less spread between rounds on a machine with two or more cores",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child:
         print(json.dumps(asyncio.run(one_round(arguments.url, arguments.tasks))))
+    elif arguments.serve:
+        asyncio.run(serve(arguments.url, arguments.tasks))
     else:
         orchestrate(arguments)

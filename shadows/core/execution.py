@@ -32,6 +32,9 @@ from shadows.core.state import (
     watch,
 )
 
+#: The progress of a run that reported none (immutable, so one serves every execution).
+NO_PROGRESS = ExecutionProgress()
+
 
 class Execution:
     """One call of a task: what runs, with which arguments, when, under which key.
@@ -44,8 +47,8 @@ class Execution:
     """
 
     __slots__ = (
-        "args", "attempt", "error", "finished_at", "function", "key", "kwargs", "message",
-        "progress", "shadow", "started_at", "state", "when", "worker",
+        "_name", "args", "attempt", "error", "finished_at", "function", "key", "kwargs",
+        "message", "progress", "shadow", "started_at", "state", "when", "worker",
     )  # fmt: skip
 
     def __init__(
@@ -74,7 +77,8 @@ class Execution:
         self.error: str | None = None
         #: The worker that runs or ran it.
         self.worker: str | None = None
-        self.progress = ExecutionProgress()
+        self.progress = NO_PROGRESS
+        self._name: str | None = None
 
     def bind(self, shadow: Source, record: RunRecord | None = None) -> Execution:
         """Attach ``shadow`` (and what ``record`` says of the run); returns self."""
@@ -121,7 +125,9 @@ class Execution:
 
     @property
     def function_name(self) -> str:
-        return task_name(self.function)
+        if self._name is None:
+            self._name = task_name(self.function)
+        return self._name
 
     def call_repr(self) -> str:
         return render_call(self.function, self.args, self.kwargs)

@@ -9,6 +9,7 @@ import importlib
 import inspect
 import sys
 from collections.abc import Callable, Iterable
+from types import FunctionType
 from typing import Any
 from unittest.mock import NonCallableMock
 
@@ -43,6 +44,11 @@ def task_name(function: Callable[..., Any]) -> str:
     A partial takes the name of the function it wraps, a callable object its class's
     name. A mock has no name of its own: give it one (``mock.__name__ = "send"``).
     """
+    if type(function) is FunctionType:  # the usual task, asked on every add and run
+        explicit = function.__dict__.get(NAME_ATTRIBUTE)
+        if isinstance(explicit, str) and explicit:
+            return explicit
+        return function.__name__ or "function"
     explicit = getattr(function, NAME_ATTRIBUTE, None)
     if isinstance(explicit, str) and explicit:
         return explicit

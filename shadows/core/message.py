@@ -60,7 +60,7 @@ class Message:
     def ref(self) -> str:
         """The worker's name for this delivery: stream ids are unique per stream only, so
         a message of shard ``i > 0`` is ``id@i`` (shard 0 keeps the bare id)."""
-        return ref_of(self.shard, self.message_id)
+        return self.message_id if self.shard == 0 else f"{self.message_id}@{self.shard}"
 
     @classmethod
     def parse(cls, fields: Fields, message_id: str = "") -> Message:
@@ -78,12 +78,17 @@ class Message:
             raise MessageError(f"missing field {name!r}") from None
         except (ValueError, UnicodeDecodeError) as error:
             raise MessageError(f"malformed field: {error}") from None
-        known = {b"key", b"function", b"when", b"attempt", b"args", b"kwargs"}
-        extra = {
-            k.decode(errors="replace"): v.decode(errors="replace")
-            for k, v in fields.items()
-            if k not in known
-        }
+        # the six fields above are all there: any other is an extra (a trace context, a
+        # signature, a codec's name)
+        extra = (
+            {
+                k.decode(errors="replace"): v.decode(errors="replace")
+                for k, v in fields.items()
+                if k not in _KNOWN
+            }
+            if len(fields) > len(_KNOWN)
+            else {}
+        )
         return cls(key, function, when_ms, attempt, args, kwargs, message_id, extra)
 
     @classmethod
@@ -115,6 +120,9 @@ class Message:
         for name, value in self.extra.items():
             pairs += [name, value]
         return pairs
+
+
+_KNOWN = frozenset({b"key", b"function", b"when", b"attempt", b"args", b"kwargs"})
 
 
 def ref_of(shard: int, message_id: str) -> str:

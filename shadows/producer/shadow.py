@@ -53,6 +53,10 @@ logger = logging.getLogger("shadows.shadow")
 configured_shadows: weakref.WeakSet[Shadow] = weakref.WeakSet()
 
 
+#: The states an add or replace leaves a stored execution in, by the script's answer.
+_PLACED = {"queued": ExecutionState.QUEUED, "scheduled": ExecutionState.SCHEDULED}
+
+
 class Shadow(TaskRegistry):
     """One named queue of work shared by every producer and worker with the same URL.
 
@@ -305,8 +309,8 @@ class Shadow(TaskRegistry):
 
     async def schedule(self, execution: Execution, mode: str = "add") -> str:
         """Write ``execution`` to Redis; returns ``queued``, ``scheduled`` or ``exists``."""
-        debounce = debouncing.debounce_of(self, execution.function, execution.function_name)
         plan = plan_for(execution.function)
+        debounce = debouncing.debounce_of(self, plan, execution.function_name)
         if debounce is not None:
             return await debouncing.submit(self, execution, debounce, mode)
         with producing(self.name, execution, mode) as context:
@@ -314,8 +318,9 @@ class Shadow(TaskRegistry):
             shard = await sharding.route(self, execution.key, plan)
             state = await self.schedule_message(message, mode, shard)
         execution.shadow = on_shard(self, shard)
-        if state in ("queued", "scheduled"):
-            execution.state = ExecutionState(state)
+        placed = _PLACED.get(state)
+        if placed is not None:
+            execution.state = placed
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s: %s", mode, execution, state)
         return state

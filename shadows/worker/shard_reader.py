@@ -183,7 +183,9 @@ class ShardReader:
         connection = await self._own_connection()
         link = connection.connection
         stream = self.shadow.keys.stream
-        async with self._forgotten_on_outage():
+        # (try/except rather than _forgotten_on_outage on this path, run for every batch:
+        # an async context manager costs a generator and two awaits)
+        try:
             if not _on_a_socket(link):  # not connected yet, or memory://
                 return entries_of(
                     await connection.xreadgroup(WORKER_GROUP, self.consumer, {stream: ">"}, free)
@@ -194,6 +196,9 @@ class ShardReader:
             command = ("XREADGROUP", "GROUP", WORKER_GROUP, self.consumer, "COUNT", free)
             await _send(link, *command, "STREAMS", stream, ">")
             return raw_entries(await link.read_response())
+        except CONNECTION_ERRORS:
+            await self._forget_server()
+            raise
 
     async def start(self, keys: list[str], args: list[str | int]) -> Any:
         """START for messages this reader delivered, before they run, over the reader's
@@ -216,16 +221,21 @@ class ShardReader:
             reply = await self.start(keys, args)  # loads the script where it is missing
             self._start_loaded = True
             return _ready(reply)
-        async with self._forgotten_on_outage():
+        try:
             await _send(link, "EVALSHA", self.shadow.scripts.start.sha, len(keys), *keys, *args)
+        except CONNECTION_ERRORS:
+            await self._forget_server()
+            raise
         return self._start_reply(link, keys, args)
 
     async def _start_reply(
         self, link: AbstractConnection, keys: list[str], args: list[str | int]
     ) -> Any:
         try:
-            async with self._forgotten_on_outage():
-                return await link.read_response()
+            return await link.read_response()
+        except CONNECTION_ERRORS:
+            await self._forget_server()
+            raise
         except NoScriptError:
             # the script cache was emptied (SCRIPT FLUSH): this call ran nothing
             return await self.start(keys, args)
