@@ -142,18 +142,20 @@ def pinned(command: list[str], cpu: int | None) -> list[str]:
     return command if cpu is None else ["taskset", "-c", str(cpu), *command]
 
 
-def start_redis(directory: str, cpu: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+def start_redis(
+    directory: str, cpu: int | None = None, wrapper: tuple[str, ...] = (), wait: float = 10
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A private redis-server without persistence (run under ``wrapper``, a command such
+    as Valgrind's, when given; its standard error is then piped) and its port."""
     port = free_port()
     server = shutil.which("redis-server") or "redis-server"
+    options = ("--port", str(port), "--save", "", "--appendonly", "no", "--dir", directory)
     process = subprocess.Popen(
-        pinned(
-            [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", directory],
-            cpu,
-        ),
+        pinned([*wrapper, server, *options], cpu),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE if wrapper else subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -163,7 +165,7 @@ def start_redis(directory: str, cpu: int | None = None) -> tuple[subprocess.Pope
             if process.returncode is not None:
                 raise RuntimeError("redis-server did not start") from None
             time.sleep(0.05)
-    raise RuntimeError("redis-server did not accept connections within 10 s")
+    raise RuntimeError(f"redis-server did not accept connections within {wait} s")
 
 
 def orchestrate(arguments: argparse.Namespace) -> None:

@@ -29,6 +29,7 @@ import asyncio
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -59,26 +60,70 @@ async def child(url: str, tasks: int, drain: bool) -> None:
                 await worker.run_until_finished()
 
 
-def instructions(python: str, url: str, tasks: int, drain: bool) -> int:
-    """The instructions one child run executes (Valgrind's count)."""
-    command = ["valgrind", "--tool=cachegrind", "--cache-sim=no"]
-    command += ["--cachegrind-out-file=/dev/null", python, __file__, "--child", "--url", url]
-    command += ["--tasks", str(tasks)] + (["--drain"] if drain else [])
-    environment = {**os.environ, "PYTHONHASHSEED": "0"}
-    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
-    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"{python}: the measured run failed\n{done.stderr[-2000:]}")
+COUNTING = ("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
+
+
+def counted(stderr: str, what: str) -> int:
+    """The instruction count Valgrind printed on ``stderr``."""
+    found = re.search(r"I\s+refs:\s+([\d,]+)", stderr)
+    if found is None:
+        raise SystemExit(f"{what}: Valgrind printed no count\n{stderr[-2000:]}")
     return int(found.group(1).replace(",", ""))
 
 
-def measure(python: str, url: str, small: int, large: int, repeat: int) -> dict[str, float]:
-    """Per-task instructions of add and drain for one version (medians of ``repeat``)."""
+def child_command(python: str, url: str, tasks: int, drain: bool) -> list[str]:
+    command = [python, __file__, "--child", "--url", url, "--tasks", str(tasks)]
+    return command + (["--drain"] if drain else [])
+
+
+def client_instructions(python: str, url: str, tasks: int, drain: bool) -> int:
+    """The instructions one child run executes (Valgrind's count)."""
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(
+        [*COUNTING, *child_command(python, url, tasks, drain)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{python}: the measured run failed\n{done.stderr[-2000:]}")
+    return counted(done.stderr, python)
+
+
+def server_instructions(python: str, tasks: int, drain: bool) -> int:
+    """The instructions a redis-server of its own executes while one child run (at full
+    speed) uses it, from its start to its shutdown."""
+    with tempfile.TemporaryDirectory() as directory:
+        server, port = start_redis(directory, wrapper=COUNTING, wait=120)
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            subprocess.run(child_command(python, url, tasks, drain), check=True)
+            with socket.create_connection(("127.0.0.1", port), timeout=120) as connection:
+                connection.sendall(b"SHUTDOWN NOSAVE\r\n")
+                connection.recv(100)
+            _, stderr = server.communicate(timeout=300)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait(10)
+    return counted(stderr.decode(errors="replace"), "redis-server")
+
+
+def measure(
+    python: str, url: str, small: int, large: int, repeat: int, side: str
+) -> dict[str, float]:
+    """Per-task instructions of add and drain for one version (medians of ``repeat``),
+    of the client process (``side="client"``) or of the Redis server."""
     adds: list[float] = []
     drains: list[float] = []
     for _ in range(repeat):
         runs = {
-            (size, drain): instructions(python, url, size, drain)
+            (size, drain): (
+                client_instructions(python, url, size, drain)
+                if side == "client"
+                else server_instructions(python, size, drain)
+            )
             for size in (small, large)
             for drain in (False, True)
         }
@@ -102,6 +147,12 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=500, help="tasks of the smaller run")
     parser.add_argument("--large", type=int, default=1500, help="tasks of the larger run")
     parser.add_argument("--repeat", type=int, default=1, help="measurements per version")
+    parser.add_argument(
+        "--side",
+        choices=("client", "server", "both"),
+        default="both",
+        help="count the client process's instructions, the Redis server's, or both",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--drain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -119,27 +170,29 @@ def main() -> None:
         server, port = start_redis(directory)
         url = f"redis://127.0.0.1:{port}/0"
         try:
+            sides = ("client", "server") if arguments.side == "both" else (arguments.side,)
+            sizes = (arguments.small, arguments.large, arguments.repeat)
             with ThreadPoolExecutor(min(len(versions), os.cpu_count() or 1)) as pool:
                 futures = {
-                    label: pool.submit(
-                        measure, python, url, arguments.small, arguments.large, arguments.repeat
-                    )
+                    (label, side): pool.submit(measure, python, url, *sizes, side)
+                    for side in sides
                     for label, python in versions.items()
                 }
-                results = {label: future.result() for label, future in futures.items()}
+                results = {key: future.result() for key, future in futures.items()}
         finally:
             server.terminate()
             server.wait(10)
     first = next(iter(versions))
-    sizes = f"{arguments.small} and {arguments.large} tasks"
-    print(f"\ninstructions per task (client process; {sizes})")
     others = list(versions)[1:]
+    print(f"\ninstructions per task ({arguments.small} and {arguments.large} tasks)")
     header = "".join(f"{label:>14}" for label in versions)
-    print(f"{'measure':<28}{header}" + "".join(f"{o + '/' + first:>14}" for o in others))
-    for key, name in (("add", "add (producer)"), ("drain", "drain c10 (worker)")):
-        cells = "".join(f"{results[label][key]:>14,.0f}" for label in versions)
-        ratios = "".join(f"{results[o][key] / results[first][key]:>14.3f}" for o in others)
-        print(f"{name:<28}{cells}{ratios}")
+    print(f"{'measure':<32}{header}" + "".join(f"{o + '/' + first:>14}" for o in others))
+    for side in sides:
+        for key, name in (("add", "add"), ("drain", "drain c10")):
+            row = {label: results[label, side][key] for label in versions}
+            cells = "".join(f"{row[label]:>14,.0f}" for label in versions)
+            ratios = "".join(f"{row[o] / row[first]:>14.3f}" for o in others)
+            print(f"{name + ': ' + side:<32}{cells}{ratios}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from shadows.core.keys import WORKER_GROUP, Keys
 from shadows.core.layout import every_shard
-from shadows.core.scripts import _PRELUDE
+from shadows.core.scripts import _PRELUDE, linked
 
 if TYPE_CHECKING:
     from shadows.core.backend import Backend
@@ -37,7 +37,7 @@ return removed
 # KEYS: stream, then the run and successor keys of each entry
 # ARGV: group, then per entry: its id and its task key ('' for none), read beforehand
 # Removes the entries no worker has received yet; returns how many.
-CLEAR_READY = (
+CLEAR_READY = linked(
     _PRELUDE
     + r"""
 local stream, group = KEYS[1], ARGV[1]

@@ -27,7 +27,7 @@ from shadows.core.keys import WORKER_GROUP
 from shadows.core.reconnect import CONNECTION_ERRORS
 from shadows.core.routing import needs_home as routed_home
 from shadows.core.routing import shard_for
-from shadows.core.scripts import _PRELUDE, _SCHEDULE_ONE
+from shadows.core.scripts import _PRELUDE, _SCHEDULE_ONE, linked
 
 if TYPE_CHECKING:
     from shadows.core.backend import Backend
@@ -38,7 +38,7 @@ logger = logging.getLogger("shadows.worker")
 # ARGV: group, key, when_ms, now_ms, mark (shard:message id), then the message's fields
 # Adds the message to the home shard unless this very message was moved already.
 # Returns the add's state ('moved' when it was moved before).
-MOVE_HOME = (
+MOVE_HOME = linked(
     _PRELUDE
     + _SCHEDULE_ONE
     + r"""
@@ -58,7 +58,7 @@ return state
 # Acknowledges and deletes the moved message and drops its run record there (if the
 # record is still this message's). Returns 0 when the message is no longer this
 # consumer's.
-LEAVE = (
+LEAVE = linked(
     _PRELUDE
     + r"""
 local stream, run, group, consumer, id = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]

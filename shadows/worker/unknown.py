@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from shadows.core.execution import Message, now_ms
 from shadows.core.keys import WORKER_GROUP
-from shadows.core.scripts import _PRELUDE
+from shadows.core.scripts import _PRELUDE, linked
 from shadows.operations.registry import list_workers
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ LATER = 5.0
 # the grace period since its first refusal is over and no live worker knows its task;
 # else {'back', since}: acknowledged and parked again until now + delay. The first
 # refusal is kept in the run record ('unknown-since'; any new placement clears it).
-HAND_BACK = (
+HAND_BACK = linked(
     _PRELUDE
     + r"""
 local stream, queue, run, parked = KEYS[1], KEYS[2], KEYS[3], KEYS[4]

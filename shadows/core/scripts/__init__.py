@@ -15,6 +15,7 @@ SCHEDULE) and ``deliveries.lua`` (counting deliveries, see :mod:`shadows.core.de
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
@@ -24,12 +25,46 @@ from redis.commands.core import AsyncScript
 
 
 def _lua(*names: str) -> str:
-    """The text of the ``.lua`` files ``names`` of this package, in order."""
-    return "".join((files(__package__) / f"{name}.lua").read_text() for name in names)
+    """The text of the ``.lua`` files ``names`` of this package, in order, without the
+    helpers it does not use (see :func:`linked`)."""
+    return linked("".join((files(__package__) / f"{name}.lua").read_text() for name in names))
 
 
-_PRELUDE = _lua("prelude")
-_SCHEDULE_ONE = _lua("schedule_one")
+#: A top-level helper of a script, with the comment lines above it: a function (up to the
+#: first ``end`` at the start of a line) or a table constant.
+_HELPER = re.compile(
+    r"^(?:--[^\n]*\n)*"
+    r"(?:local function (\w+)\([\s\S]*?^end\n|local (\w+) = \{[^}]*\}\n)",
+    re.MULTILINE,
+)
+
+
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def linked(script: str) -> str:
+    """``script`` without the top-level helpers nothing in it names. Redis runs a script's
+    whole text at every call, so every helper it defines (a closure, a table) is made
+    again each time: a script that places one task need not make the ones that count
+    deliveries."""
+    while True:
+        unused = [
+            found
+            for found in _HELPER.finditer(script)
+            if not re.search(
+                rf"\b{found.group(1) or found.group(2)}\b",
+                _COMMENT.sub("", script[: found.start()] + script[found.end() :]),
+            )
+        ]
+        if not unused:
+            return re.sub(r"\n{3,}", "\n\n", script)
+        for found in reversed(unused):
+            script = script[: found.start()] + script[found.end() :]
+
+
+#: The helpers, whole: a script made of them and its own text goes through :func:`linked`.
+_PRELUDE = (files(__package__) / "prelude.lua").read_text()
+_SCHEDULE_ONE = (files(__package__) / "schedule_one.lua").read_text()
 SCHEDULE = _lua("prelude", "schedule_one", "schedule")
 SCHEDULE_MANY = _lua("prelude", "schedule_one", "schedule_many")
 MOVE_DUE = _lua("prelude", "move_due")
