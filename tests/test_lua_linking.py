@@ -93,3 +93,27 @@ async def test_every_linked_script_compiles_and_names_only_what_it_defines(
 
 
 _DELIVERIES = (files("shadows.core.scripts") / "deliveries.lua").read_text()
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        (["5-9", "5-10"], ["5-9", "5-10"]),
+        (["5-10", "5-9", "5-100"], ["5-9", "5-100"]),
+        (["99-0", "100-0", "1000-5", "1000-0"], ["99-0", "1000-5"]),
+        (["1796311401096-0"], ["1796311401096-0", "1796311401096-0"]),
+        (
+            ["1796311401096-3", "1796311401095-7", "1796311401096-12"],
+            ["1796311401095-7", "1796311401096-12"],
+        ),
+    ],
+)
+async def test_id_range_compares_stream_ids_as_numbers(
+    ids: list[str], expected: list[str], redis_url: str
+) -> None:
+    script = linked(scripts._PRELUDE + "return {id_range(ARGV)}\n")
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert await client.eval(script, 0, *ids) == expected
+    finally:
+        await client.aclose()

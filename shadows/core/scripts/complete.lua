@@ -26,34 +26,42 @@ local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
 local ttl = tonumber(ARGV[4])
 local dead_ttl, dead_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 local results, trimmed, settled = {}, {}, {}
--- One ownership look-up for the batch: the message ids first (the walk below, in short)
-local ids = {}
+-- One ownership look-up for the batch: the message ids first, and where each message's
+-- arguments are (read once: tonumber is a strtod in Redis's Lua)
+local ids, starts, counts, dead_counts, record_counts = {}, {}, {}, {}, {}
+local function count_at(i)
+  local text = ARGV[i]
+  if text == '0' then return 0 end
+  return tonumber(text)
+end
 local a = 7
 while a <= #ARGV do
-  ids[#ids + 1] = ARGV[a]
-  local count = tonumber(ARGV[a + 4])
-  local dead_count = tonumber(ARGV[a + 6 + count])
-  local record_at = a + 7 + count + dead_count
-  a = record_at + 1 + tonumber(ARGV[record_at])
+  local m = #ids + 1
+  ids[m], starts[m] = ARGV[a], a
+  local count = count_at(a + 4)
+  local dead_count = count_at(a + 6 + count)
+  local record_count = count_at(a + 7 + count + dead_count)
+  counts[m], dead_counts[m], record_counts[m] = count, dead_count, record_count
+  a = a + 8 + count + dead_count + record_count
 end
 local held = held_by(stream, group, consumer, ids)
 local done = {}
 local k = 4
-a = 7
-while a <= #ARGV do
+for m = 1, #ids do
+  a = starts[m]
   local run, parked, successor, letter = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local id, outcome, key, when = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local count = tonumber(ARGV[a + 4])
+  local count = counts[m]
   local fields = {}
   for i = 1, count do fields[i] = ARGV[a + 4 + i] end
-  local slots = tonumber(ARGV[a + 5 + count])
-  local dead_count = tonumber(ARGV[a + 6 + count])
+  local slots = count_at(a + 5 + count)
+  local dead_count = dead_counts[m]
   local dead = {}
   for i = 1, dead_count do dead[i] = ARGV[a + 6 + count + i] end
   local record_at = a + 7 + count + dead_count
-  local record_count = tonumber(ARGV[record_at])
+  local record_count = record_counts[m]
   local first_slot = k + 4
-  k, a = k + 4 + 2 * slots, record_at + 1 + record_count
+  k = k + 4 + 2 * slots
 
   local owner = consumer
   if done[id] then
@@ -90,7 +98,7 @@ while a <= #ARGV do
       redis.call('ZREM', slot, key)
       woke = wake_one(queue, waiting, now) or woke
     end
-    local marks = redis.call('HMGET', run, 'successor', 'revoked', 'watched')
+    local marks = redis.call('HMGET', run, 'successor', 'revoked', 'watched', 'restored')
     local next_mode = marks[1]
     if next_mode then redis.call('HDEL', run, 'successor') end
     if marks[2] or outcome == 'cancelled' then
@@ -101,7 +109,12 @@ while a <= #ARGV do
       place(stream, queue, run, parked, key, when, now, fields, false)
     elseif outcome ~= 'drop' then
       if ttl > 0 then
-        redis.call('HDEL', run, 'message', 'restored', 'revoked', 'watched')
+        -- only the fields there (each one HDEL looks for is a walk of the record)
+        local gone = {'message'}
+        if marks[2] then gone[#gone + 1] = 'revoked' end
+        if marks[3] then gone[#gone + 1] = 'watched' end
+        if marks[4] then gone[#gone + 1] = 'restored' end
+        redis.call('HDEL', run, unpack(gone))
         redis.call('HSET', run, 'state', outcome, 'finished', now,
           unpack(ARGV, record_at + 1, record_at + record_count))
         redis.call('EXPIRE', run, ttl)

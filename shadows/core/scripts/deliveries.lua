@@ -16,7 +16,7 @@ local function take(stream, group, run, seen, id, instance, consumer, now)
     if ok and #entries > 0 then return tonumber(entries[1][4]) end
     return 1
   end
-  local count = tonumber(seen[3] or '0')
+  local count = seen[3] and tonumber(seen[3]) or 0
   if seen[2] ~= instance then count = count + 1 end
   redis.call('HSET', run, 'state', 'running', 'worker', consumer, 'started', now,
              'delivered_to', instance, 'deliveries', count)

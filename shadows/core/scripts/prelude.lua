@@ -42,19 +42,30 @@ local function pending_owner(stream, group, id)
   return entries[1][2]
 end
 
--- The earliest and the latest of the stream ids `ids` ('ms-seq': compared as numbers,
--- not text). Each id is split once, with a plain find: a pattern match per comparison
--- cost 19 µs for ten ids, this 4 µs, in every START and COMPLETE.
+-- Is the stream id (ms, seq) before (other_ms, other_seq)? Each part is a decimal number
+-- without leading zeros: the shorter is the smaller, and at one length the text decides
+-- (tonumber, a strtod in Redis's Lua, cost more than the rest of these scripts' Lua).
+local function earlier(ms, seq, other_ms, other_seq)
+  if ms ~= other_ms then
+    if #ms ~= #other_ms then return #ms < #other_ms end
+    return ms < other_ms
+  end
+  if #seq ~= #other_seq then return #seq < #other_seq end
+  return seq < other_seq
+end
+
+-- The earliest and the latest of the stream ids `ids` ('ms-seq', compared as numbers,
+-- not as text), each split once with a plain find: in every START and COMPLETE.
 local function id_range(ids)
   local find, sub = string.find, string.sub
   local low, high, low_ms, low_seq, high_ms, high_seq
   for i, id in ipairs(ids) do
     local dash = find(id, '-', 1, true)
-    local ms, seq = tonumber(sub(id, 1, dash - 1)), tonumber(sub(id, dash + 1))
-    if i == 1 or ms < low_ms or (ms == low_ms and seq < low_seq) then
+    local ms, seq = sub(id, 1, dash - 1), sub(id, dash + 1)
+    if i == 1 or earlier(ms, seq, low_ms, low_seq) then
       low, low_ms, low_seq = id, ms, seq
     end
-    if i == 1 or ms > high_ms or (ms == high_ms and seq > high_seq) then
+    if i == 1 or earlier(high_ms, high_seq, ms, seq) then
       high, high_ms, high_seq = id, ms, seq
     end
   end
