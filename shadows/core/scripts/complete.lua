@@ -46,18 +46,25 @@ while a <= #ARGV do
 end
 local held = held_by(stream, group, consumer, ids)
 local done = {}
+local NONE = {} -- the fields of a message without any (read only)
 local k = 4
 for m = 1, #ids do
   a = starts[m]
   local run, parked, successor, letter = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local id, outcome, key, when = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local count = counts[m]
-  local fields = {}
-  for i = 1, count do fields[i] = ARGV[a + 4 + i] end
+  local fields = NONE
+  if count > 0 then
+    fields = {}
+    for i = 1, count do fields[i] = ARGV[a + 4 + i] end
+  end
   local slots = count_at(a + 5 + count)
   local dead_count = dead_counts[m]
-  local dead = {}
-  for i = 1, dead_count do dead[i] = ARGV[a + 6 + count + i] end
+  local dead = NONE
+  if dead_count > 0 then
+    dead = {}
+    for i = 1, dead_count do dead[i] = ARGV[a + 6 + count + i] end
+  end
   local record_at = a + 7 + count + dead_count
   local record_count = record_counts[m]
   local first_slot = k + 4
@@ -110,11 +117,15 @@ for m = 1, #ids do
     elseif outcome ~= 'drop' then
       if ttl > 0 then
         -- only the fields there (each one HDEL looks for is a walk of the record)
-        local gone = {'message'}
-        if marks[2] then gone[#gone + 1] = 'revoked' end
-        if marks[3] then gone[#gone + 1] = 'watched' end
-        if marks[4] then gone[#gone + 1] = 'restored' end
-        redis.call('HDEL', run, unpack(gone))
+        if marks[2] or marks[3] or marks[4] then
+          local gone = {'message'}
+          if marks[2] then gone[#gone + 1] = 'revoked' end
+          if marks[3] then gone[#gone + 1] = 'watched' end
+          if marks[4] then gone[#gone + 1] = 'restored' end
+          redis.call('HDEL', run, unpack(gone))
+        else
+          redis.call('HDEL', run, 'message')
+        end
         redis.call('HSET', run, 'state', outcome, 'finished', now,
           unpack(ARGV, record_at + 1, record_at + record_count))
         redis.call('EXPIRE', run, ttl)

@@ -1,9 +1,4 @@
 -- Shared Lua helpers, prepended to the scripts that place work.
--- What a run leaves in its record (its outcome, progress, a revocation), cleared when
--- the key is placed anew.
-local RUN_OUTCOME = {'error', 'error_type', 'error_message', 'result', 'result_codec',
-                     'result_signature', 'result_error', 'result_refused', 'revoked',
-                     'progress_current', 'progress_total', 'progress_message'}
 
 local function field(fields, name)
   for i = 1, #fields, 2 do
@@ -17,8 +12,13 @@ end
 local function place(stream, queue, run, parked, key, when, now, fields, fresh)
   if not fresh then
     redis.call('DEL', parked)
+    -- what the earlier run left: its claim, its outcome, progress, a revocation (a
+    -- literal list: a table made at every call of every script would cost each add)
     redis.call('HDEL', run, 'message', 'worker', 'started', 'finished', 'unknown-since',
-               'restored', 'deliveries', 'delivered_to', unpack(RUN_OUTCOME))
+               'restored', 'deliveries', 'delivered_to', 'error', 'error_type',
+               'error_message', 'result', 'result_codec', 'result_signature',
+               'result_error', 'result_refused', 'revoked', 'progress_current',
+               'progress_total', 'progress_message')
     redis.call('PERSIST', run)
   end
   local task, attempt = field(fields, 'function') or '', field(fields, 'attempt') or '1'
