@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 IGNORED = {"info", "config|resetstat", "hello", "select", "ping", "flushall"}
@@ -87,30 +88,44 @@ async def measure(shadow: Any, tasks: int) -> dict[str, float]:
     """Add ``tasks`` one by one, then drain them with one worker at concurrency 10."""
     from shadows import Worker
 
-    result: dict[str, float] = {}
-    client = shadow.client
+    async def add_all() -> None:
+        for n in range(tasks):
+            await shadow.add(noop)(n)
+
+    result = await phase(shadow.client, tasks, add_all, "add", "client")
+    async with Worker(shadow, concurrency=10) as worker:
+        result |= await phase(shadow.client, tasks, worker.run_until_finished, "drain", "worker")
+    return result
+
+
+async def phase(
+    client: Any, tasks: int, work: Callable[[], Awaitable[Any]], name: str, process: str
+) -> dict[str, float]:
+    """The rate of ``work`` (``tasks`` tasks), this process's CPU per task, and the Redis
+    server's CPU and commands per task over it."""
     redis_before, calls_before = await redis_counters(client)
     cpu_before, wall_before = time.process_time(), time.perf_counter()
-    for n in range(tasks):
-        await shadow.add(noop)(n)
+    await work()
     cpu_after, wall_after = time.process_time(), time.perf_counter()
     redis_after, calls_after = await redis_counters(client)
-    result["add_per_s"] = tasks / (wall_after - wall_before)
-    result["add_client_us"] = (cpu_after - cpu_before) / tasks * 1e6
-    result["add_redis_us"] = (redis_after - redis_before) / tasks * 1e6
-    result["add_commands"] = (calls_after - calls_before) / tasks
+    return {
+        f"{name}_per_s": tasks / (wall_after - wall_before),
+        f"{name}_{process}_us": (cpu_after - cpu_before) / tasks * 1e6,
+        f"{name}_redis_us": (redis_after - redis_before) / tasks * 1e6,
+        f"{name}_commands": (calls_after - calls_before) / tasks,
+    }
 
-    async with Worker(shadow, concurrency=10) as worker:
-        redis_before, calls_before = await redis_counters(client)
-        cpu_before, wall_before = time.process_time(), time.perf_counter()
-        await worker.run_until_finished()
-        cpu_after, wall_after = time.process_time(), time.perf_counter()
-        redis_after, calls_after = await redis_counters(client)
-    result["drain_per_s"] = tasks / (wall_after - wall_before)
-    result["drain_worker_us"] = (cpu_after - cpu_before) / tasks * 1e6
-    result["drain_redis_us"] = (redis_after - redis_before) / tasks * 1e6
-    result["drain_commands"] = (calls_after - calls_before) / tasks
-    return result
+
+def version_option(parser: argparse.ArgumentParser) -> None:
+    """``--version LABEL=PYTHON``, repeated: the versions to compare."""
+    parser.add_argument(
+        "--version",
+        action="append",
+        default=[],
+        metavar="LABEL=PYTHON",
+        help="a version to measure: a label and the python of its environment (repeat it;"
+        " ratios are against the first)",
+    )
 
 
 def paired(rows: list[dict[str, float]], base: list[dict[str, float]], key: str) -> str:
@@ -247,14 +262,7 @@ def orchestrate(arguments: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--version",
-        action="append",
-        default=[],
-        metavar="LABEL=PYTHON",
-        help="a version to measure: a label and the python of its environment (repeat it;"
-        " ratios are against the first)",
-    )
+    version_option(parser)
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument(

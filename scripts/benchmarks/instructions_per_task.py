@@ -35,11 +35,7 @@ import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from cpu_per_task import start_redis
-
-
-async def noop(n: int) -> None:
-    """The task: nothing, so that only the library's own costs are counted."""
+from cpu_per_task import noop, start_redis, version_option, warm_up
 
 
 async def child(url: str, tasks: int, drain: bool) -> None:
@@ -47,12 +43,7 @@ async def child(url: str, tasks: int, drain: bool) -> None:
     from shadows import Shadow, Worker
 
     async with Shadow(name=f"ins-{uuid.uuid4().hex[:8]}", url=url) as shadow:
-        shadow.register(noop)
-        await shadow.ensure_group()
-        for n in range(20):
-            await shadow.add(noop)(n)
-        async with Worker(shadow, concurrency=10) as worker:
-            await worker.run_until_finished()
+        await warm_up(shadow)
         for n in range(tasks):
             await shadow.add(noop)(n)
         if drain:
@@ -136,14 +127,7 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--version",
-        action="append",
-        default=[],
-        metavar="LABEL=PYTHON",
-        help="a version to measure: a label and the python of its environment (repeat it;"
-        " ratios are against the first)",
-    )
+    version_option(parser)
     parser.add_argument("--small", type=int, default=500, help="tasks of the smaller run")
     parser.add_argument("--large", type=int, default=1500, help="tasks of the larger run")
     parser.add_argument("--repeat", type=int, default=1, help="measurements per version")
