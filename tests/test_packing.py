@@ -98,3 +98,31 @@ async def test_a_send_to_a_closed_connection_is_a_connection_error(redis_url: st
         assert await client.ping()
     finally:
         await client.aclose()
+
+
+async def test_new_connections_do_not_read_package_metadata(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py 8 reads its own package metadata for every connection it makes (1.3 ms
+    of CPU each); shadows' connections share one description of the client instead."""
+    from importlib import metadata
+
+    reads: list[str] = []
+    real_version = metadata.version
+
+    def counting(name: str) -> str:
+        reads.append(name)
+        return real_version(name)
+
+    monkeypatch.setattr(metadata, "version", counting)
+    pool = create_pool(redis_url)
+    client = Redis(connection_pool=pool)
+    try:
+        connections = [await pool.get_connection() for _ in range(5)]
+        for connection in connections:
+            await connection.send_command("PING")
+            assert await connection.read_response() in (b"PONG", "PONG", True)
+            await pool.release(connection)
+    finally:
+        await client.aclose()
+    assert reads == []
