@@ -141,10 +141,10 @@ class _HiredisPacking:
         if transport.is_closing():
             await super().send_packed_command(command, False)  # type: ignore[misc]
             return
-        writer.writelines(command)
-        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
-            return  # all of it is with the kernel
         try:
+            writer.writelines(command)
+            if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+                return  # all of it is with the kernel
             await asyncio.wait_for(writer.drain(), self.socket_timeout)  # type: ignore[attr-defined]
         except TimeoutError:
             await self.disconnect(nowait=True)  # type: ignore[attr-defined]
