@@ -104,7 +104,8 @@ async def test_new_connections_do_not_read_package_metadata(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """redis-py 8 reads its own package metadata for every connection it makes (1.3 ms
-    of CPU each); shadows' connections share one description of the client instead."""
+    of CPU each); shadows' connections share one description of the client, made by the
+    first of them."""
     from importlib import metadata
 
     reads: list[str] = []
@@ -125,4 +126,4 @@ async def test_new_connections_do_not_read_package_metadata(
             await pool.release(connection)
     finally:
         await client.aclose()
-    assert reads == []
+    assert len(reads) <= 1  # once in the process at most (the first connection), not five

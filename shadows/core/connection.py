@@ -12,6 +12,7 @@ pool is refused here (and such a URL option by :mod:`urls`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -104,13 +105,16 @@ except ImportError:  # pragma: no cover - hiredis is a dependency
 
 _PLAIN = frozenset({str, bytes, int})
 
-_DRIVER: Any
-try:  # redis-py 8: connections describe the client with a DriverInfo
-    from redis.driver_info import DriverInfo
-except ImportError:  # pragma: no cover - older redis-py reads its version once, at import
-    _DRIVER = None
-else:
-    _DRIVER = DriverInfo()
+
+@functools.cache
+def _driver() -> Any:
+    """redis-py 8's description of the client (made at the first connection: it reads
+    the package's metadata), or ``None`` before redis-py 8, which reads it at import."""
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # pragma: no cover - redis-py before 8
+        return None
+    return DriverInfo()
 
 
 class _HiredisPacking:
@@ -121,8 +125,10 @@ class _HiredisPacking:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # redis-py 8 reads its own package metadata for every new connection (1.3 ms of
         # CPU each, to name itself in CLIENT SETINFO): one description serves them all.
-        if _DRIVER is not None and not {"driver_info", "lib_name", "lib_version"} & set(kwargs):
-            kwargs["driver_info"] = _DRIVER
+        if not {"driver_info", "lib_name", "lib_version"} & set(kwargs):
+            driver = _driver()
+            if driver is not None:
+                kwargs["driver_info"] = driver
         super().__init__(*args, **kwargs)
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:

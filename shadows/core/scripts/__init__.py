@@ -15,6 +15,7 @@ SCHEDULE) and ``deliveries.lua`` (counting deliveries, see :mod:`shadows.core.de
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from importlib.resources import files
@@ -27,14 +28,19 @@ from redis.commands.core import AsyncScript
 def _lua(*names: str) -> str:
     """The text of the ``.lua`` files ``names`` of this package, in order, without the
     helpers it does not use (see :func:`linked`)."""
-    return linked("".join((files(__package__) / f"{name}.lua").read_text() for name in names))
+    return linked("".join(map(_text, names)))
+
+
+@functools.cache
+def _text(name: str) -> str:
+    return (files(__package__) / f"{name}.lua").read_text()
 
 
 #: A top-level helper of a script, with the comment lines above it: a function (up to the
 #: first ``end`` at the start of a line) or a table constant.
 _HELPER = re.compile(
     r"^(?:--[^\n]*\n)*"
-    r"(?:local function (\w+)\([\s\S]*?^end\n|local (\w+) = \{[^}]*\}\n)",
+    r"(?:local function (\w+)\((?:[^\n]*\n)*?end\n|local (\w+) = \{[^}]*\}\n)",
     re.MULTILINE,
 )
 
@@ -47,24 +53,37 @@ def linked(script: str) -> str:
     whole text at every call, so every helper it defines (a closure, a table) is made
     again each time: a script that places one task need not make the ones that count
     deliveries."""
-    while True:
-        unused = [
-            found
-            for found in _HELPER.finditer(script)
-            if not re.search(
-                rf"\b{found.group(1) or found.group(2)}\b",
-                _COMMENT.sub("", script[: found.start()] + script[found.end() :]),
-            )
-        ]
-        if not unused:
-            return re.sub(r"\n{3,}", "\n\n", script)
-        for found in reversed(unused):
+    helpers = {(found.group(1) or found.group(2)): found for found in _HELPER.finditer(script)}
+    rest, start = [], 0
+    for found in helpers.values():
+        rest.append(script[start : found.start()])
+        start = found.end()
+    rest.append(script[start:])
+    # what the script's own text names, then what those helpers name, and so on
+    wanted = _names(" ".join(rest)) & helpers.keys()
+    named = set(wanted)
+    while wanted:
+        found = helpers[wanted.pop()]
+        more = (_names(found.group(0)) & helpers.keys()) - named
+        named |= more
+        wanted |= more
+    for name, found in reversed(helpers.items()):
+        if name not in named:
             script = script[: found.start()] + script[found.end() :]
+    return re.sub(r"\n{3,}", "\n\n", script)
+
+
+def _names(lua: str) -> set[str]:
+    """The words of ``lua`` outside its comments."""
+    return set(_WORD.findall(_COMMENT.sub("", lua)))
+
+
+_WORD = re.compile(r"\w+")
 
 
 #: The helpers, whole: a script made of them and its own text goes through :func:`linked`.
-_PRELUDE = (files(__package__) / "prelude.lua").read_text()
-_SCHEDULE_ONE = (files(__package__) / "schedule_one.lua").read_text()
+_PRELUDE = _text("prelude")
+_SCHEDULE_ONE = _text("schedule_one")
 SCHEDULE = _lua("prelude", "schedule_one", "schedule")
 SCHEDULE_MANY = _lua("prelude", "schedule_one", "schedule_many")
 MOVE_DUE = _lua("prelude", "move_due")
