@@ -20,6 +20,7 @@ from processes import spawn_worker
 from redis_topologies import SentinelGroup, query, role
 from shadows import Shadow, Worker
 from shadows.core.connection import private_client
+from shadows.core.sentinel_pool import BlockingSentinelPool
 from worker_tasks import read_records, record_and_sleep
 
 ran: list[str] = []
@@ -70,6 +71,30 @@ async def test_passwords_of_the_servers_and_of_the_sentinels(shadow_name: str) -
         async with Shadow(name=shadow_name, url=wrong_server) as shadow:
             with pytest.raises(AuthenticationError):
                 await shadow.add(note)("never")
+
+
+async def test_every_command_on_a_connection_lets_its_pool_check_the_master(
+    redis_sentinel: SentinelGroup, shadow_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each command sent, on a new connection or one already open, gives the pool its
+    chance to ask the sentinels whether the master moved (at most once a second): the
+    check must not depend on which of shadows' connection behaviours sends it."""
+    checks = 0
+    real_check = BlockingSentinelPool.check_due
+
+    def counting(pool: BlockingSentinelPool) -> None:
+        nonlocal checks
+        checks += 1
+        real_check(pool)
+
+    monkeypatch.setattr(BlockingSentinelPool, "check_due", counting)
+    async with Shadow(name=shadow_name, url=redis_sentinel.url) as shadow:
+        await shadow.client.set(f"{shadow_name}:probe", "0")
+        before = checks
+        for n in range(5):
+            await shadow.client.set(f"{shadow_name}:probe", str(n))
+        await shadow.client.delete(f"{shadow_name}:probe")
+    assert checks - before >= 5
 
 
 async def test_after_a_promotion_no_connection_stays_on_the_old_master(

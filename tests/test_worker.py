@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -498,32 +497,6 @@ async def test_a_long_task_keeps_its_claim_and_runs_once(shadow: Shadow) -> None
     pytest.fail(f"the process stalled past the fencing margin in every attempt: {stalls}")
 
 
-async def _run_with_renewals(
-    shadow: Shadow, failing: Callable[[int], Awaitable[None]]
-) -> tuple[list[str], int]:
-    """Run one 2 s task (redelivery timeout 1.5 s) whose RENEW calls first await
-    ``failing(call number)``; the task's runs and the RENEW calls made."""
-    runs: list[str] = []
-
-    async def long_running() -> None:
-        runs.append("run")
-        await asyncio.sleep(2.0)
-
-    original, calls = shadow.scripts.renew, 0
-
-    async def renew(**kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        await failing(calls)
-        return await original(**kwargs)
-
-    shadow.scripts.renew = renew  # type: ignore[method-assign]
-    await shadow.add(long_running)()
-    async with Worker(shadow, redelivery_timeout=timedelta(seconds=1.5)) as worker:
-        await asyncio.wait_for(worker.run_until_finished(), 30)
-    return runs, calls
-
-
 async def test_renewals_that_miss_redis_are_tried_again_at_the_next_check(
     shadow: Shadow, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -532,13 +505,26 @@ async def test_renewals_that_miss_redis_are_tried_again_at_the_next_check(
     long before the fencing limit (0.7 x); retried only at the next regular renewal
     (0.25 x, tick-rounded to 0.3 x), two misses alone left it unconfirmed for 0.9 x and
     the task was cancelled and run again (seen with Redis restarting every 1.2 s)."""
+    runs: list[str] = []
 
-    async def refused_twice(call: int) -> None:
-        if call <= 2:
+    async def long_running() -> None:
+        runs.append("run")
+        await asyncio.sleep(2.0)
+
+    original, calls = shadow.scripts.renew, 0
+
+    async def renew_refused_twice(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
             raise redis.exceptions.ConnectionError("Error 111 connecting: Connection refused")
+        return await original(**kwargs)
 
+    shadow.scripts.renew = renew_refused_twice  # type: ignore[method-assign]
+    await shadow.add(long_running)()
     with caplog.at_level(logging.WARNING, logger="shadows"):
-        runs, calls = await _run_with_renewals(shadow, refused_twice)
+        async with Worker(shadow, redelivery_timeout=timedelta(seconds=1.5)) as worker:
+            await asyncio.wait_for(worker.run_until_finished(), 30)
     assert runs == ["run"]
     assert calls > 2
     assert caplog.text.count("Could not renew the claims of 1 task(s)") == 2

@@ -1,19 +1,18 @@
 """CPU per task of versions of shadows, interleaved, on a private redis-server.
 
     python scripts/benchmarks/cpu_per_task.py --version old=../old/.venv/bin/python \
-        --version new=.venv/bin/python --tasks 5000 --rounds 4
+        --version new=.venv/bin/python --tasks 2000 --rounds 30
 
-Wall-clock throughput on a shared machine swings with the load; CPU time per task swings
-much less. Each round runs one version in a fresh process: it adds the tasks one by one
-(the process's CPU time over the adds is the producer's cost), then one worker drains
-them at concurrency 10 in the same process (its CPU over the drain is the worker's cost,
-its wall time the drain rate). The Redis server's CPU (INFO cpu) and its command
-counters (INFO commandstats, commands run inside scripts included) are read around each
-phase. Rounds alternate between the versions so that a change in load hits all of them;
-the table prints medians, each version's range over its rounds, and the load average
-seen during the run. The worker's CPU per task still depends on how many messages each
-read returns (fewer per batch under load costs more per task), so compare medians of
-several rounds, never one.
+Each version runs in one long-lived process (warmed up once). A round, in that process,
+adds the tasks one by one (the process's CPU time over the adds is the producer's cost,
+their wall time the add rate), then one worker drains them at concurrency 10 (its CPU
+over the drain is the worker's cost, its wall time the drain rate). The Redis server's
+CPU (INFO cpu) and its command counters (INFO commandstats, commands run inside scripts
+included) are read around each phase. Rounds alternate between the versions, the order
+turning every round, so that a change in load hits both sides of a round; the table
+prints each version's median and range, and the median of the round-by-round ratios
+with their quartiles, which is the figure to read. ``--pin`` runs Redis on CPU 0 and the
+measured processes on CPU 1.
 """
 
 from __future__ import annotations
@@ -48,15 +47,6 @@ async def redis_counters(client: Any) -> tuple[float, int]:
         int(v["calls"]) for k, v in stats.items() if k.removeprefix("cmdstat_") not in IGNORED
     )
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls
-
-
-async def one_round(url: str, tasks: int) -> dict[str, float]:
-    """One version's round in this process: add one by one, then drain at concurrency 10."""
-    from shadows import Shadow
-
-    async with Shadow(name=f"cpu-{uuid.uuid4().hex[:8]}", url=url) as shadow:
-        await warm_up(shadow)
-        return await measure(shadow, tasks)
 
 
 async def serve(url: str, tasks: int) -> None:
@@ -271,13 +261,10 @@ if __name__ == "__main__":
         help="run the Redis server on CPU 0 and the measured process on CPU 1 (taskset):"
         " far less spread between rounds on a machine with two or more cores",
     )
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    if arguments.child:
-        print(json.dumps(asyncio.run(one_round(arguments.url, arguments.tasks))))
-    elif arguments.serve:
+    if arguments.serve:
         asyncio.run(serve(arguments.url, arguments.tasks))
     else:
         orchestrate(arguments)

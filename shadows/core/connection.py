@@ -92,6 +92,7 @@ def create_pool(url: str) -> ConnectionPool:
     # Blocking: a burst of concurrent commands (adds awaited together) waits for a free
     # connection instead of failing with "Too many connections".
     pool = BlockingConnectionPool.from_url(url, retry=_short_retry(), **options)
+    pool.connection_class = _direct_sending(pool.connection_class)
     if _fast_encoding(pool.connection_kwargs):
         pool.connection_class = _fast_packing(pool.connection_class)
     return pool
@@ -117,10 +118,10 @@ def _driver() -> Any:
     return DriverInfo()
 
 
-class _HiredisPacking:
-    """Packs commands with hiredis (ten times faster than redis-py's own packer for the
-    long argument lists of our scripts), when every argument is a str, bytes or int; and
-    sends them without a task and a timer each when the socket takes them at once."""
+class _DirectSending:
+    """Sends a command without a task and a timer when the socket takes it at once, and
+    describes the client once for all connections. Mixed in right above redis-py's class,
+    under every other behaviour, whose own sends (asking the sentinels) then come first."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # redis-py 8 reads its own package metadata for every new connection (1.3 ms of
@@ -161,6 +162,15 @@ class _HiredisPacking:
         except BaseException:
             await self.disconnect(nowait=True)  # type: ignore[attr-defined]
             raise
+
+
+def _direct_sending(connection_class: type[Any]) -> type[Any]:
+    return mixed(_DirectSending, connection_class)
+
+
+class _HiredisPacking:
+    """Packs commands with hiredis (ten times faster than redis-py's own packer for the
+    long argument lists of our scripts), when every argument is a str, bytes or int."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
         first = args[0]
@@ -338,11 +348,12 @@ def cluster_client(deployment: Deployment, retry: Retry | None = None) -> Redis:
     )
     # Every node's connections are made from these settings (nodes found later too).
     nodes = client.nodes_manager
+    own = _direct_sending(nodes.connection_kwargs["connection_class"])
     if _fast_encoding(nodes.connection_kwargs):
-        fast = _fast_packing(nodes.connection_kwargs["connection_class"])
-        nodes.connection_kwargs["connection_class"] = fast
-        for node in nodes.startup_nodes.values():
-            node.connection_class = fast
+        own = _fast_packing(own)
+    nodes.connection_kwargs["connection_class"] = own
+    for node in nodes.startup_nodes.values():
+        node.connection_class = own
     return cast(Redis, client)
 
 
@@ -388,7 +399,7 @@ def sentinel_client(deployment: Deployment) -> Redis:
         retry=_short_retry(),
         **options,
     )
-    asking = asking_the_sentinels(pool.connection_class)
+    asking = asking_the_sentinels(_direct_sending(pool.connection_class))
     pool.connection_class = _following_failovers(asking)
     if _fast_encoding(pool.connection_kwargs):
         pool.connection_class = _fast_packing(pool.connection_class)

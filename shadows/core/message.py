@@ -60,7 +60,7 @@ class Message:
     def ref(self) -> str:
         """The worker's name for this delivery: stream ids are unique per stream only, so
         a message of shard ``i > 0`` is ``id@i`` (shard 0 keeps the bare id)."""
-        return self.message_id if self.shard == 0 else f"{self.message_id}@{self.shard}"
+        return ref_of(self.shard, self.message_id)
 
     @classmethod
     def parse(cls, fields: Fields, message_id: str = "") -> Message:

@@ -121,7 +121,7 @@ class Batch:
         written when the batch is sent."""
         call = self.shadow.caller(function, when, key)  # resolves (registers) the task
         name = function if isinstance(function, str) else task_name(function)
-        if debounce_of(self.shadow, self.shadow.tasks[name], name):
+        if debounce_of(self.shadow, plan_for(self.shadow.tasks[name]), name):
             raise ValueError(
                 f"{function if isinstance(function, str) else describe(function)} is "
                 "debounced: add its calls with shadows.add(), not in a batch"

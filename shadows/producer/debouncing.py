@@ -11,10 +11,9 @@ it, not by the workers alone.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from typing import Any, Protocol, TypeAlias
+from typing import Protocol, TypeAlias
 
-from shadows.behaviours.base import TaskPlan, plan_for, task_arguments
+from shadows.behaviours.base import TaskPlan, task_arguments
 from shadows.behaviours.flow import Debounce, milliseconds
 from shadows.core.execution import Execution, from_ms, now_ms
 from shadows.core.keys import Keys
@@ -77,13 +76,10 @@ class Configured(Protocol):
     def debounce_tables(self) -> Tables: ...
 
 
-def debounce_of(
-    shadow: Configured, task: Callable[..., Any] | TaskPlan, name: str
-) -> Debounce | None:
-    """The :class:`Debounce` of ``task`` (its function or its plan): its own, with its
-    ``[task.NAME]`` table over it. Raises ``ValueError`` naming the table when the two
-    cannot make one."""
-    own = (task if isinstance(task, TaskPlan) else plan_for(task)).find(Debounce)
+def debounce_of(shadow: Configured, plan: TaskPlan, name: str) -> Debounce | None:
+    """The :class:`Debounce` of the task of ``plan``: its own, with its ``[task.NAME]``
+    table over it. Raises ``ValueError`` naming the table when the two cannot make one."""
+    own = plan.find(Debounce)
     tables = shadow.debounce_tables
     entry = tables.get(name.lower()) if tables else None
     if entry is None:

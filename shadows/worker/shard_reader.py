@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
+from collections.abc import Awaitable, Collection, Mapping
 from datetime import timedelta
 from typing import Any, TypeGuard
 
@@ -183,8 +183,6 @@ class ShardReader:
         connection = await self._own_connection()
         link = connection.connection
         stream = self.shadow.keys.stream
-        # (try/except rather than _forgotten_on_outage on this path, run for every batch:
-        # an async context manager costs a generator and two awaits)
         try:
             if not _on_a_socket(link):  # not connected yet, or memory://
                 return entries_of(
@@ -205,8 +203,11 @@ class ShardReader:
         own connection like the read (no automatic retry: an outage makes the worker
         take its pending messages back, through START again)."""
         connection = await self._own_connection()
-        async with self._forgotten_on_outage():
+        try:
             return await self.shadow.scripts.start(keys=keys, args=args, client=connection)
+        except CONNECTION_ERRORS:
+            await self._forget_server()
+            raise
 
     async def send_start(self, keys: list[str], args: list[str | int]) -> Awaitable[Any]:
         """Send START for messages just read and return once its bytes are with the
@@ -239,16 +240,6 @@ class ShardReader:
         except NoScriptError:
             # the script cache was emptied (SCRIPT FLUSH): this call ran nothing
             return await self.start(keys, args)
-
-    @contextlib.asynccontextmanager
-    async def _forgotten_on_outage(self) -> AsyncIterator[None]:
-        """An outage met inside makes the next call ask for the server again (see
-        :meth:`_forget_server`)."""
-        try:
-            yield
-        except CONNECTION_ERRORS:
-            await self._forget_server()
-            raise
 
     async def _own_connection(self) -> Redis:
         """The reader's own connection, to the stream's server, without automatic
